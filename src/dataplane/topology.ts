@@ -1,0 +1,161 @@
+// The slot topology as data: names and addresses derived from the slot index. Pure code,
+// no kernel access; docs/architecture.md draws the picture.
+
+export const GUEST_IP = "169.254.0.21";
+export const GATEWAY_IP = "169.254.0.22";
+export const GUEST_PREFIX_LENGTH = 30;
+export const GUEST_MAC = "02:00:a9:fe:00:15";
+/** The tap's own MAC is the gateway MAC the guest caches: fixed, so clones resume anywhere. */
+export const TAP_MAC = "02:00:a9:fe:00:16";
+export const TAP_NAME = "tap0";
+export const SLOT_UPLINK_NAME = "eth0";
+export const VXLAN_NAME = "vx0";
+/** VNI every slot's VXLAN device is created with; eBPF rewrites it to the lease's VNI. */
+export const DUMMY_VNI = 0;
+export const VXLAN_OVERHEAD = 50;
+export const METADATA_IP = "169.254.169.254";
+/** rtm_protocol on the routes netslot adds in the root namespace (unassigned in rt_protos). */
+export const NETSLOT_RTPROT = 222;
+/** Name of the nftables tables netslot creates inside each slot namespace. */
+export const SLOT_TABLE = "netslot";
+
+export const PREFIX_PATTERN = /^[a-z][a-z0-9]{0,7}$/;
+
+export function assertPrefix(prefix: string): void {
+  if (!PREFIX_PATTERN.test(prefix)) {
+    throw new Error(`prefix "${prefix}" must be 1-8 characters of [a-z0-9], starting with a letter`);
+  }
+}
+
+export function ipToInt(ip: string): number {
+  const parts = ip.split(".");
+  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${ip}`);
+  let value = 0;
+  for (const part of parts) {
+    if (!/^\d{1,3}$/.test(part)) throw new Error(`not an IPv4 address: ${ip}`);
+    const octet = Number(part);
+    if (octet > 255) throw new Error(`not an IPv4 address: ${ip}`);
+    value = value * 256 + octet;
+  }
+  return value >>> 0;
+}
+
+export function intToIp(value: number): string {
+  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join(".");
+}
+
+export interface Cidr {
+  /** Network address as an unsigned 32-bit integer. */
+  base: number;
+  prefixLength: number;
+  size: number;
+}
+
+/** Parses "a.b.c.d/n"; the address must be the network address (no host bits set). */
+export function parseCidr(text: string): Cidr {
+  const match = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
+  if (!match) throw new Error(`not an IPv4 CIDR: ${text}`);
+  const prefixLength = Number(match[2]);
+  if (prefixLength > 32) throw new Error(`prefix length over 32: ${text}`);
+  const base = ipToInt(match[1]!);
+  const size = 2 ** (32 - prefixLength);
+  if (base % size !== 0) throw new Error(`host bits set in ${text}`);
+  return { base, prefixLength, size };
+}
+
+export function formatCidr(cidr: Cidr): string {
+  return `${intToIp(cidr.base)}/${cidr.prefixLength}`;
+}
+
+export function cidrContains(cidr: Cidr, ip: number): boolean {
+  return ip >= cidr.base && ip < cidr.base + cidr.size;
+}
+
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  return a.base < b.base + b.size && b.base < a.base + a.size;
+}
+
+/** Slots a link CIDR can hold: a /31 link network each in the lower half, an outside /32 in the upper. */
+export function maxSlots(linkCidr: Cidr): number {
+  return Math.floor(linkCidr.size / 4);
+}
+
+export interface SlotAddressing {
+  index: number;
+  /** Namespace name, also the host-side veth name. */
+  name: string;
+  netnsPath: string;
+  hostVeth: string;
+  hostAddress: string;
+  slotAddress: string;
+  /** The /31 link network, "a.b.c.d/31". */
+  linkNetwork: string;
+  outsideAddress: string;
+  /** eth0's MAC inside the slot; the eBPF NAT map is keyed by it. */
+  slotMac: string;
+}
+
+export function slotName(prefix: string, index: number): string {
+  return `${prefix}-${index}`;
+}
+
+export function slotAddressing(prefix: string, linkCidr: Cidr, index: number): SlotAddressing {
+  if (!Number.isInteger(index) || index < 0 || index >= maxSlots(linkCidr)) {
+    throw new Error(`slot index ${index} does not fit in ${formatCidr(linkCidr)}`);
+  }
+  const name = slotName(prefix, index);
+  const link = linkCidr.base + 2 * index;
+  return {
+    index,
+    name,
+    netnsPath: `/run/netns/${name}`,
+    hostVeth: name,
+    hostAddress: intToIp(link),
+    slotAddress: intToIp(link + 1),
+    linkNetwork: `${intToIp(link)}/31`,
+    outsideAddress: intToIp(linkCidr.base + linkCidr.size / 2 + index),
+    slotMac: slotMacFor(index),
+  };
+}
+
+/** The upper half of the link CIDR, where outside addresses live. */
+export function outsideRange(linkCidr: Cidr): string {
+  return `${intToIp(linkCidr.base + linkCidr.size / 2)}/${linkCidr.prefixLength + 1}`;
+}
+
+/** The lower half, where the /31 link networks live. */
+export function linkRange(linkCidr: Cidr): string {
+  return `${intToIp(linkCidr.base)}/${linkCidr.prefixLength + 1}`;
+}
+
+export function slotMacFor(index: number): string {
+  const hex = (n: number) => n.toString(16).padStart(2, "0");
+  return `02:6e:00:${hex((index >>> 16) & 255)}:${hex((index >>> 8) & 255)}:${hex(index & 255)}`;
+}
+
+export function macToBytes(mac: string): Buffer {
+  const parts = mac.split(":");
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new Error(`not a MAC address: ${mac}`);
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+export function bytesToMac(bytes: Uint8Array): string {
+  return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Parses a slot name back to its index, or undefined when it is not one of this prefix's. */
+export function parseSlotName(prefix: string, name: string): number | undefined {
+  if (!name.startsWith(`${prefix}-`)) return undefined;
+  const rest = name.slice(prefix.length + 1);
+  if (!/^(0|[1-9]\d{0,5})$/.test(rest)) return undefined;
+  return Number(rest);
+}
+
+export function guestMtu(uplinkMtu: number, withTunnel: boolean): number {
+  return withTunnel ? uplinkMtu - VXLAN_OVERHEAD : uplinkMtu;
+}
+
+/** The `ip=` kernel argument: ip=<client>::<gw>:<netmask>::<device>:off */
+export function kernelIpArg(): string {
+  return `ip=${GUEST_IP}::${GATEWAY_IP}:255.255.255.252::eth0:off`;
+}

@@ -1,0 +1,167 @@
+// libc system calls through koffi. Every binding is synchronous on purpose: the calling
+// thread's network namespace matters for socket(), TUNSETIFF and /proc/sys/net, and a
+// synchronous call cannot interleave with other JavaScript.
+import koffi from "koffi";
+
+const libc = koffi.load("libc.so.6");
+
+export const CLONE_NEWNET = 0x40000000;
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const MS_BIND = 4096;
+export const MS_REC = 16384;
+export const MS_SHARED = 1 << 20;
+export const MNT_DETACH = 2;
+export const AF_NETLINK = 16;
+export const AF_PACKET = 17;
+export const SOCK_RAW = 3;
+export const SOCK_DGRAM = 2;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SOL_NETLINK = 270;
+export const SO_RCVBUF = 8;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUFFORCE = 33;
+export const SO_RCVTIMEO = 20;
+export const NETLINK_EXT_ACK = 11;
+export const NETLINK_GET_STRICT_CHK = 12;
+
+const c = {
+  open: libc.func("int open(const char *path, int flags, int mode)"),
+  close: libc.func("int close(int fd)"),
+  setns: libc.func("int setns(int fd, int nstype)"),
+  unshare: libc.func("int unshare(int flags)"),
+  mount: libc.func("int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)"),
+  umount2: libc.func("int umount2(const char *target, int flags)"),
+  socket: libc.func("int socket(int domain, int type, int protocol)"),
+  bind: libc.func("int bind(int fd, const void *addr, uint32_t len)"),
+  send: libc.func("intptr_t send(int fd, const void *buf, size_t len, int flags)"),
+  recv: libc.func("intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)"),
+  setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *val, uint32_t len)"),
+  getsockname: libc.func("int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
+  ioctlPtr: libc.func("int ioctl(int fd, unsigned long req, _Inout_ void *arg)"),
+  ioctlInt: libc.func("int ioctl(int fd, unsigned long req, intptr_t arg)"),
+  gettid: libc.func("int gettid(void)"),
+  strerror: libc.func("const char *strerror(int errnum)"),
+  syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
+};
+
+/** An errno from a failed system call, with the call's name: `setns: Invalid argument`. */
+export class SyscallError extends Error {
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number, detail?: string) {
+    super(`${syscall}${detail ? ` ${detail}` : ""}: ${strerror(errno)} (errno ${errno})`);
+    this.name = "SyscallError";
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EBUSY = 16;
+export const EEXIST = 17;
+export const ENODEV = 19;
+export const EINVAL = 22;
+export const ENOSPC = 28;
+export const ENOBUFS = 105;
+export const ESRCH = 3;
+
+export function strerror(errno: number): string {
+  return String(c.strerror(errno));
+}
+
+function check(name: string, result: number | bigint, detail?: string): number {
+  const value = Number(result);
+  if (value < 0) throw new SyscallError(name, koffi.errno(), detail);
+  return value;
+}
+
+export function open(path: string, flags: number, mode = 0o644): number {
+  return check("open", c.open(path, flags | O_CLOEXEC, mode), path);
+}
+
+export function close(fd: number): void {
+  c.close(fd);
+}
+
+export function setns(fd: number, nstype: number): void {
+  check("setns", c.setns(fd, nstype));
+}
+
+export function unshare(flags: number): void {
+  check("unshare", c.unshare(flags));
+}
+
+export function mount(src: string | null, target: string, fstype: string | null, flags: number): void {
+  check("mount", c.mount(src, target, fstype, flags, null), target);
+}
+
+export function umount2(target: string, flags: number): void {
+  check("umount2", c.umount2(target, flags), target);
+}
+
+export function socket(domain: number, type: number, protocol: number): number {
+  return check("socket", c.socket(domain, type | SOCK_CLOEXEC, protocol));
+}
+
+export function bind(fd: number, addr: Buffer): void {
+  check("bind", c.bind(fd, addr, addr.length));
+}
+
+export function send(fd: number, buf: Buffer): number {
+  return check("send", c.send(fd, buf, buf.length, 0));
+}
+
+/** Returns the number of bytes read; -errno on EAGAIN/EINTR so callers can decide. */
+export function recv(fd: number, buf: Buffer, flags = 0): number {
+  const n = Number(c.recv(fd, buf, buf.length, flags));
+  if (n < 0) {
+    const errno = koffi.errno();
+    if (errno === EAGAIN || errno === EINTR) return -errno;
+    throw new SyscallError("recv", errno);
+  }
+  return n;
+}
+
+export function setsockoptInt(fd: number, level: number, name: number, value: number): void {
+  const buf = Buffer.alloc(4);
+  buf.writeInt32LE(value);
+  check("setsockopt", c.setsockopt(fd, level, name, buf, 4));
+}
+
+export function setsockopt(fd: number, level: number, name: number, value: Buffer): void {
+  check("setsockopt", c.setsockopt(fd, level, name, value, value.length));
+}
+
+export function getsockname(fd: number, size = 16): Buffer {
+  const buf = Buffer.alloc(size);
+  const len = [size];
+  check("getsockname", c.getsockname(fd, buf, len));
+  return buf.subarray(0, len[0]);
+}
+
+export function ioctl(fd: number, request: number, arg: Buffer): void {
+  check("ioctl", c.ioctlPtr(fd, request, arg));
+}
+
+export function ioctlInt(fd: number, request: number, arg: number): void {
+  check("ioctl", c.ioctlInt(fd, request, arg));
+}
+
+export function gettid(): number {
+  return c.gettid();
+}
+
+const SYS_pidfd_open = 434;
+
+/** pidfd_open(2): a descriptor that becomes readable when the process exits. */
+export function pidfdOpen(pid: number): number {
+  return check("pidfd_open", c.syscall3(SYS_pidfd_open, pid, 0, 0), String(pid));
+}
