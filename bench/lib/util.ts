@@ -1,0 +1,212 @@
+// Small helpers shared by the benchmark suite: processes, timing, statistics, host facts.
+// Benchmark support, not the request path: spawning ip/nft/iperf3 here is fine.
+import { spawn, execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Milliseconds since an arbitrary origin, sub-millisecond resolution. */
+export const now = (): number => performance.now();
+
+/** A prefix no other run uses: "b" + 5 random [a-z0-9] (netslot allows [a-z][a-z0-9]{0,7}). */
+export function benchPrefix(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = randomBytes(5);
+  let out = "b";
+  for (const b of bytes) out += alphabet[b % alphabet.length];
+  return out;
+}
+
+/** Runs a command synchronously and returns stdout; throws with stderr unless allowFail. */
+export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string; timeoutMs?: number } = {}): string {
+  try {
+    return execFileSync(cmd, args, {
+      encoding: "utf8",
+      stdio: ["pipe", "pipe", "pipe"],
+      input: opts.input,
+      timeout: opts.timeoutMs,
+      maxBuffer: 256 * 1024 * 1024,
+    });
+  } catch (err) {
+    if (opts.allowFail) return "";
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`);
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command asynchronously to completion (never rejects on a non-zero exit). */
+export function runAsync(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = opts.timeoutMs ? setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs) : undefined;
+    child.on("error", (e) => {
+      if (timer) clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+    child.stdin.on("error", () => {});
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+export interface Summary {
+  n: number;
+  /** All figures in milliseconds. */
+  mean: number;
+  min: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+export function summarize(values: number[]): Summary {
+  const s = [...values].sort((a, b) => a - b);
+  const sum = s.reduce((a, b) => a + b, 0);
+  return {
+    n: s.length,
+    mean: s.length ? sum / s.length : NaN,
+    min: s[0] ?? NaN,
+    p50: percentile(s, 50),
+    p90: percentile(s, 90),
+    p99: percentile(s, 99),
+    max: s[s.length - 1] ?? NaN,
+  };
+}
+
+export function round(x: number, digits = 3): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** /proc/meminfo in kB. */
+export function meminfo(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of fs.readFileSync("/proc/meminfo", "utf8").split("\n")) {
+    const m = /^(\w+(?:\(\w+\))?):\s+(\d+)/.exec(line);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+/** VmRSS of a process in kB, or undefined when it is gone. */
+export function rssKb(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** VmHWM (peak RSS) of a process in kB. */
+export function peakRssKb(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface MachineInfo {
+  hostname: string;
+  cpuModel: string;
+  cores: number;
+  memoryMiB: number;
+  kernel: string;
+  node: string;
+  os: string;
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  let osName = os.type();
+  try {
+    const m = /^PRETTY_NAME="?([^"\n]+)"?/m.exec(fs.readFileSync("/etc/os-release", "utf8"));
+    if (m) osName = m[1]!;
+  } catch {
+    // keep os.type()
+  }
+  return {
+    hostname: os.hostname(),
+    cpuModel: cpus[0]?.model ?? "unknown",
+    cores: cpus.length,
+    memoryMiB: Math.round(os.totalmem() / 1024 / 1024),
+    kernel: os.release(),
+    node: process.version,
+    os: osName,
+  };
+}
+
+/** Cleanup actions run in reverse order of registration, also on SIGINT/SIGTERM. */
+export class Cleanups {
+  private readonly actions: Array<{ label: string; fn: () => Promise<void> | void }> = [];
+  private running = false;
+
+  add(label: string, fn: () => Promise<void> | void): () => void {
+    const entry = { label, fn };
+    this.actions.push(entry);
+    return () => {
+      const i = this.actions.indexOf(entry);
+      if (i >= 0) this.actions.splice(i, 1);
+    };
+  }
+
+  async runAll(log: (msg: string) => void = () => {}): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    while (this.actions.length > 0) {
+      const { label, fn } = this.actions.pop()!;
+      try {
+        await fn();
+      } catch (err) {
+        log(`cleanup "${label}" failed: ${(err as Error).message}`);
+      }
+    }
+    this.running = false;
+  }
+}
+
+/** Polls `cond` every `intervalMs` until true or the timeout passes. */
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, intervalMs = 20, abort: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (abort()) throw new Error("aborted");
+    try {
+      if (await cond()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ""}`);
+}
+
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Map layouts and definitions. The loader (src/kernel/bpf.ts) pins these maps itself, so
+ * no LIBBPF_PIN_BY_NAME here; src/dataplane/bpfmaps.ts encodes the same byte layouts.
+ */
+#ifndef NETSLOT_MAPS_H
+#define NETSLOT_MAPS_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+
+/* eth0's MAC inside the slot: unique per slot, unlike ifindexes, which repeat per netns. */
+struct slot_key {
+	__u8 mac[6];
+	__u16 pad; /* always 0 */
+};
+
+struct slot_value {
+	__be32 outside_addr; /* network order */
+	__u32 vni;           /* host order; 0 = the lease has no tenant network */
+	__u32 flags;         /* reserved, 0 */
+};
+
+struct nat_config {
+	__be32 guest_addr;  /* network order: 169.254.0.21 */
+	__u16 vxlan_port;   /* host order */
+	__u16 pad;
+	__u32 dummy_vni;    /* host order: the VNI every slot's vx0 is created with */
+};
+
+_Static_assert(sizeof(struct slot_key) == 8, "slot_key layout");
+_Static_assert(sizeof(struct slot_value) == 12, "slot_value layout");
+_Static_assert(sizeof(struct nat_config) == 12, "nat_config layout");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NETSLOT_MAX_SLOTS);
+	__type(key, struct slot_key);
+	__type(value, struct slot_value);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nat_config);
+} config SEC(".maps");
+
+#endif

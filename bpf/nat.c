@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * netslot data path: stateless 1:1 NAT of the guest address and VXLAN VNI rewriting.
+ * Both programs sit on the slot-side veth (eth0) of every slot, tc clsact, direct-action;
+ * one loaded copy serves all slots of a daemon, the slot found by eth0's MAC.
+ *
+ *   nat_egress  (frames leaving the slot):   guest_addr -> outside_addr, dummy VNI -> lease VNI
+ *   nat_ingress (frames entering the slot):  outside_addr -> guest_addr, lease VNI -> dummy VNI
+ *
+ * No per-flow state: every decision comes from the frame and the two maps.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/consts.h"
+#include "lib/maps.h"
+#include "lib/csum.h"
+
+_Static_assert(NETSLOT_VERDICT_OK == TC_ACT_OK, "verdict OK");
+_Static_assert(NETSLOT_VERDICT_DROP == TC_ACT_SHOT, "verdict DROP");
+
+char LICENSE[] SEC("license") = "Apache-2.0";
+
+/* What the parser found; packet pointers do not survive the rewrite helpers, this does. */
+struct pkt {
+	__u32 l4_off;
+	__be32 saddr;
+	__be32 daddr;
+	__u8 proto;
+	/* Offset 0 and the L4 header present: ports and checksums are readable. */
+	__u8 has_l4;
+	__u8 icmp_error;   /* ICMP error with a complete embedded IPv4 header */
+	__u8 udp_has_csum; /* UDP checksum field nonzero */
+	__be16 dport;      /* TCP/UDP */
+	__be32 inner_saddr;
+	__be32 inner_daddr;
+	__u8 has_vxlan;    /* UDP to the VXLAN port with its 8-byte header present */
+	__be32 vni_word;   /* VXLAN bytes 4..7: VNI << 8 | reserved, network order */
+};
+
+static __always_inline int drop(struct __sk_buff *skb, __u32 reason)
+{
+	skb->cb[0] = reason;
+	return TC_ACT_SHOT;
+}
+
+/* Makes the headers we read linear: a no-op for the usual skb whose headers are already. */
+static __always_inline void pull_headers(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 want = skb->len;
+
+	if (want > NETSLOT_PULL_LEN)
+		want = NETSLOT_PULL_LEN;
+	if (data + want > data_end)
+		bpf_skb_pull_data(skb, want);
+}
+
+/* Returns 0 for an IPv4 frame whose IP header is complete, -1 otherwise (not ours to touch). */
+static __always_inline int parse(struct __sk_buff *skb, const struct nat_config *cfg, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u32 ihl;
+	void *l4;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -1;
+	ihl = ip->ihl * 4;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->l4_off = ETH_HLEN + ihl;
+	/* Later fragments carry no L4 header: only the IP header is rewritten. */
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return 0;
+
+	l4 = (void *)ip + ihl;
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		if (l4 + TCP_OFF_CHECK + 2 > data_end)
+			return 0;
+		p->dport = *(__be16 *)(l4 + 2);
+		p->has_l4 = 1;
+		return 0;
+	case IPPROTO_UDP: {
+		__u8 *vx;
+
+		if (l4 + 8 > data_end)
+			return 0;
+		p->dport = *(__be16 *)(l4 + 2);
+		p->udp_has_csum = *(__u16 *)(l4 + UDP_OFF_CHECK) != 0;
+		p->has_l4 = 1;
+		if (p->dport != bpf_htons(cfg->vxlan_port))
+			return 0;
+		vx = l4 + 8;
+		if ((void *)(vx + NETSLOT_VXLAN_HLEN) > data_end)
+			return 0;
+		p->vni_word = *(__be32 *)(vx + VXLAN_OFF_VNI);
+		p->has_vxlan = 1;
+		return 0;
+	}
+	case IPPROTO_ICMP: {
+		__u8 type;
+		struct iphdr *inner;
+
+		if (l4 + ICMP_HLEN > data_end)
+			return 0;
+		p->has_l4 = 1;
+		type = *(__u8 *)l4;
+		if (type != ICMP_T_DEST_UNREACH && type != ICMP_T_SOURCE_QUENCH &&
+		    type != ICMP_T_REDIRECT && type != ICMP_T_TIME_EXCEEDED &&
+		    type != ICMP_T_PARAMETERPROB)
+			return 0;
+		inner = l4 + ICMP_HLEN;
+		if ((void *)(inner + 1) > data_end)
+			return 0;
+		if (inner->version != 4)
+			return 0;
+		p->inner_saddr = inner->saddr;
+		p->inner_daddr = inner->daddr;
+		p->icmp_error = 1;
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/* The checksum that covers the addresses through the pseudo-header, if the frame has one. */
+static __always_inline enum l4_csum_kind l4_kind(const struct pkt *p, __u32 *csum_off)
+{
+	if (!p->has_l4)
+		return L4_CSUM_NONE;
+	if (p->proto == IPPROTO_TCP) {
+		*csum_off = p->l4_off + TCP_OFF_CHECK;
+		return L4_CSUM_TCP;
+	}
+	if (p->proto == IPPROTO_UDP && p->udp_has_csum) {
+		*csum_off = p->l4_off + UDP_OFF_CHECK;
+		return L4_CSUM_UDP;
+	}
+	return L4_CSUM_NONE;
+}
+
+static __always_inline __u32 vni_of(__be32 vni_word)
+{
+	return bpf_ntohl(vni_word) >> 8;
+}
+
+static __always_inline __be32 with_vni(__be32 vni_word, __u32 vni)
+{
+	return bpf_htonl((vni << 8) | (bpf_ntohl(vni_word) & 0xff));
+}
+
+/* Shared prologue: the slot this frame belongs to (by `mac`), the config, the parsed headers. */
+static __always_inline int lookup(struct __sk_buff *skb, int by_source, struct slot_value **slot,
+				  struct nat_config **cfg, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct slot_key key = {};
+	__u32 zero = 0;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	if (by_source)
+		__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
+	else
+		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	*slot = bpf_map_lookup_elem(&slots, &key);
+	if (!*slot)
+		return -1;
+	*cfg = bpf_map_lookup_elem(&config, &zero);
+	/* An unconfigured array entry is all zeroes: nothing to match yet. */
+	if (!*cfg || (*cfg)->guest_addr == 0)
+		return -1;
+	pull_headers(skb);
+	return parse(skb, *cfg, p);
+}
+
+SEC("tc")
+int nat_egress(struct __sk_buff *skb)
+{
+	struct slot_value *slot;
+	struct nat_config *cfg;
+	struct pkt p = {};
+	__u32 csum_off = 0;
+	enum l4_csum_kind kind;
+	__be32 guest, outside;
+
+	if (lookup(skb, 1, &slot, &cfg, &p) < 0)
+		return TC_ACT_OK;
+	guest = cfg->guest_addr;
+	outside = slot->outside_addr;
+
+	if (p.saddr == guest) {
+		kind = l4_kind(&p, &csum_off);
+		if (rewrite_ipv4_addr(skb, ETH_HLEN, IP_OFF_SADDR, guest, outside, kind, csum_off) < 0)
+			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	}
+	/*
+	 * An ICMP error from the slot quotes a packet the guest received: its destination is
+	 * the guest. Rewritten whoever sent the error (the guest, or the slot's own stack
+	 * when the guest is unreachable), so the far end can match it to its flow.
+	 */
+	if (p.icmp_error && p.inner_daddr == guest) {
+		__u32 inner_off = p.l4_off + ICMP_HLEN;
+
+		if (rewrite_icmp_inner_addr(skb, inner_off, IP_OFF_DADDR, guest, outside,
+					    p.l4_off + ICMP_OFF_CHECK) < 0)
+			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+		return TC_ACT_OK;
+	}
+	if (p.saddr == guest)
+		return TC_ACT_OK;
+
+	/* VXLAN from the slot's own device (the guest's frames were handled above). */
+	if (p.proto != IPPROTO_UDP || !p.has_l4 || p.dport != bpf_htons(cfg->vxlan_port))
+		return TC_ACT_OK;
+	if (!p.has_vxlan)
+		return drop(skb, NETSLOT_DROP_VXLAN_TRUNCATED);
+	if (slot->vni == 0)
+		return drop(skb, NETSLOT_DROP_NO_TENANT);
+	if (vni_of(p.vni_word) != cfg->dummy_vni)
+		return drop(skb, NETSLOT_DROP_VNI_NOT_DUMMY);
+	if (rewrite_vxlan_vni(skb, p.l4_off + 8 + VXLAN_OFF_VNI, p.vni_word,
+			      with_vni(p.vni_word, slot->vni), p.udp_has_csum,
+			      p.l4_off + UDP_OFF_CHECK) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int nat_ingress(struct __sk_buff *skb)
+{
+	struct slot_value *slot;
+	struct nat_config *cfg;
+	struct pkt p = {};
+	__u32 csum_off = 0;
+	enum l4_csum_kind kind;
+	__be32 guest, outside;
+
+	if (lookup(skb, 0, &slot, &cfg, &p) < 0)
+		return TC_ACT_OK;
+	guest = cfg->guest_addr;
+	outside = slot->outside_addr;
+
+	if (p.daddr == outside) {
+		kind = l4_kind(&p, &csum_off);
+		if (rewrite_ipv4_addr(skb, ETH_HLEN, IP_OFF_DADDR, outside, guest, kind, csum_off) < 0)
+			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+		/* An ICMP error about a packet the guest sent quotes it with the outside source. */
+		if (p.icmp_error && p.inner_saddr == outside) {
+			if (rewrite_icmp_inner_addr(skb, p.l4_off + ICMP_HLEN, IP_OFF_SADDR, outside,
+						    guest, p.l4_off + ICMP_OFF_CHECK) < 0)
+				return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+		}
+		return TC_ACT_OK;
+	}
+
+	/* VXLAN to the slot's own address: only the lease's VNI may reach the slot's device. */
+	if (p.proto != IPPROTO_UDP || !p.has_l4 || p.dport != bpf_htons(cfg->vxlan_port))
+		return TC_ACT_OK;
+	if (!p.has_vxlan)
+		return drop(skb, NETSLOT_DROP_VXLAN_TRUNCATED);
+	if (slot->vni == 0)
+		return drop(skb, NETSLOT_DROP_NO_TENANT);
+	if (vni_of(p.vni_word) != slot->vni)
+		return drop(skb, NETSLOT_DROP_VNI_MISMATCH);
+	if (rewrite_vxlan_vni(skb, p.l4_off + 8 + VXLAN_OFF_VNI, p.vni_word,
+			      with_vni(p.vni_word, cfg->dummy_vni), p.udp_has_csum,
+			      p.l4_off + UDP_OFF_CHECK) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	return TC_ACT_OK;
+}

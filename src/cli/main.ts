@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// The netslot command line. Client commands talk to the daemon over its socket; `daemon`,
+// `purge`, `doctor` and `check` work on this host directly.
+import { parseDaemonArgs, ConfigError, DEFAULTS } from "../daemon/config.js";
+
+const USAGE = `netslot — network slots for micro-VMs
+
+Usage:
+  netslot daemon [--pool-size N] [--prefix P] [--state-dir DIR] [--socket PATH]
+                 [--uplink DEV] [--link-cidr CIDR] [--vtep-remote IP] [--vtep-port N]
+                 [--config FILE] [--no-progress]
+  netslot status                       [--socket PATH]
+  netslot lease [--ttl S] [--vni N --cidr CIDR] [--json]   [--socket PATH]
+  netslot release ID                   [--socket PATH]
+  netslot exec ID -- CMD...            [--socket PATH]
+  netslot quarantine release N         [--socket PATH]
+  netslot purge [--prefix P] [--state-dir DIR]
+  netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
+  netslot doctor
+
+Client commands read the socket from --socket, else NETSLOT_SOCKET, else ${DEFAULTS.socket}.
+`;
+
+interface Parsed {
+  positional: string[];
+  flags: Map<string, string | true>;
+  rest: string[];
+}
+
+function parse(argv: string[]): Parsed {
+  const positional: string[] = [];
+  const flags = new Map<string, string | true>();
+  const boolean = new Set(["--json", "--help"]);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") return { positional, flags, rest: argv.slice(i + 1) };
+    if (arg.startsWith("--")) {
+      const eq = arg.indexOf("=");
+      if (eq > 0) flags.set(arg.slice(0, eq), arg.slice(eq + 1));
+      else if (boolean.has(arg)) flags.set(arg, true);
+      else {
+        const value = argv[++i];
+        if (value === undefined) throw new ConfigError(`${arg} needs a value`);
+        flags.set(arg, value);
+      }
+    } else positional.push(arg);
+  }
+  return { positional, flags, rest: [] };
+}
+
+function str(p: Parsed, flag: string, fallback: string): string {
+  const v = p.flags.get(flag);
+  return typeof v === "string" ? v : fallback;
+}
+
+function num(p: Parsed, flag: string): number | undefined {
+  const v = p.flags.get(flag);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== "string" || !Number.isInteger(n)) throw new ConfigError(`${flag} takes a whole number`);
+  return n;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (!command || command === "--help" || command === "help") {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  if (command === "daemon") {
+    const { runDaemon } = await import("../daemon/daemon.js");
+    await runDaemon(parseDaemonArgs(args));
+    return -1; // keeps running
+  }
+  const p = parse(args);
+  const socket = str(p, "--socket", process.env.NETSLOT_SOCKET ?? DEFAULTS.socket);
+  const client = await import("./client-commands.js");
+  switch (command) {
+    case "status":
+      return client.cmdStatus({ socket });
+    case "lease": {
+      const vni = num(p, "--vni");
+      const cidr = p.flags.get("--cidr");
+      if ((vni === undefined) !== (cidr === undefined)) throw new ConfigError("--vni and --cidr go together");
+      return client.cmdLease({
+        socket,
+        ttl: num(p, "--ttl"),
+        json: p.flags.get("--json") === true,
+        ...(vni !== undefined && typeof cidr === "string" ? { network: { vni, cidr } } : {}),
+      });
+    }
+    case "release":
+      if (p.positional.length !== 1) throw new ConfigError("usage: netslot release ID");
+      return client.cmdRelease({ socket }, p.positional[0]!);
+    case "exec":
+      if (p.positional.length !== 1 || p.rest.length === 0) throw new ConfigError("usage: netslot exec ID -- CMD...");
+      return client.cmdExec({ socket }, p.positional[0]!, p.rest);
+    case "quarantine": {
+      if (p.positional[0] !== "release" || p.positional.length !== 2 || !/^\d+$/.test(p.positional[1]!)) {
+        throw new ConfigError("usage: netslot quarantine release N");
+      }
+      return client.cmdQuarantineRelease({ socket }, Number(p.positional[1]));
+    }
+    case "purge": {
+      const { purge } = await import("./host-commands.js");
+      return purge(str(p, "--prefix", DEFAULTS.prefix), str(p, "--state-dir", DEFAULTS.stateDir));
+    }
+    case "check": {
+      const { check } = await import("./host-commands.js");
+      return check({
+        prefix: str(p, "--prefix", DEFAULTS.prefix),
+        stateDir: str(p, "--state-dir", DEFAULTS.stateDir),
+        linkCidr: str(p, "--link-cidr", DEFAULTS.linkCidr),
+      });
+    }
+    case "doctor": {
+      const { doctor } = await import("./doctor.js");
+      return doctor();
+    }
+    default:
+      process.stderr.write(`netslot: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`netslot: ${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`netslot: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,138 @@
+// Daemon configuration: defaults, an optional JSON file, then flags (flags win).
+import * as fs from "node:fs";
+import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+
+export interface ConsumerConfig {
+  name: string;
+  token: string;
+}
+
+export interface DaemonConfig {
+  poolSize: number;
+  prefix: string;
+  stateDir: string;
+  socket: string;
+  /** Device of the default route when not given. */
+  uplink: string | undefined;
+  linkCidr: string;
+  vtepRemote: string | undefined;
+  vtepPort: number;
+  consumers: ConsumerConfig[];
+  /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
+  progress: boolean;
+}
+
+export const DEFAULTS: DaemonConfig = {
+  poolSize: 256,
+  prefix: "nsl",
+  stateDir: "/var/lib/netslot",
+  socket: "/run/netslot/api.sock",
+  uplink: undefined,
+  linkCidr: "10.200.0.0/16",
+  vtepRemote: undefined,
+  vtepPort: 4789,
+  consumers: [],
+  progress: true,
+};
+
+const FLAGS: Record<string, keyof DaemonConfig> = {
+  "--pool-size": "poolSize",
+  "--prefix": "prefix",
+  "--state-dir": "stateDir",
+  "--socket": "socket",
+  "--uplink": "uplink",
+  "--link-cidr": "linkCidr",
+  "--vtep-remote": "vtepRemote",
+  "--vtep-port": "vtepPort",
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parses `netslot daemon` arguments: `--flag value` or `--flag=value`, plus `--config FILE`, `--no-progress`. */
+export function parseDaemonArgs(argv: string[]): DaemonConfig {
+  const given: Record<string, string> = {};
+  let configFile: string | undefined;
+  let progress: boolean | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    if (flag === "--no-progress") {
+      progress = false;
+      continue;
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new ConfigError(`${flag} needs a value`);
+    if (flag === "--config") configFile = value;
+    else if (flag in FLAGS) given[flag] = value;
+    else throw new ConfigError(`unknown flag ${flag}`);
+  }
+  const fromFile = configFile ? readConfigFile(configFile) : {};
+  const merged: DaemonConfig = { ...DEFAULTS, ...fromFile };
+  for (const [flag, value] of Object.entries(given)) {
+    const key = FLAGS[flag]!;
+    (merged as unknown as Record<string, unknown>)[key] = key === "poolSize" || key === "vtepPort" ? Number(value) : value;
+  }
+  if (progress !== undefined) merged.progress = progress;
+  validateConfig(merged);
+  return merged;
+}
+
+function readConfigFile(path: string): Partial<DaemonConfig> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${path} must hold a JSON object`);
+  }
+  const known = new Set<string>(Object.keys(DEFAULTS));
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) throw new ConfigError(`config file ${path}: unknown key "${key}"`);
+  }
+  return parsed as Partial<DaemonConfig>;
+}
+
+export function validateConfig(config: DaemonConfig): void {
+  try {
+    assertPrefix(config.prefix);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  let cidr;
+  try {
+    cidr = parseCidr(config.linkCidr);
+  } catch (err) {
+    throw new ConfigError(`--link-cidr: ${(err as Error).message}`);
+  }
+  if (cidr.prefixLength > 28) throw new ConfigError(`--link-cidr ${formatCidr(cidr)} is too small (at most /28)`);
+  if (!Number.isInteger(config.poolSize) || config.poolSize < 1) {
+    throw new ConfigError("--pool-size must be a whole number of at least 1");
+  }
+  if (config.poolSize > maxSlots(cidr)) {
+    throw new ConfigError(`--pool-size ${config.poolSize} does not fit in ${config.linkCidr} (at most ${maxSlots(cidr)} slots)`);
+  }
+  const digits = String(config.poolSize - 1).length;
+  if (config.prefix.length + 1 + digits > 15) {
+    throw new ConfigError(`prefix "${config.prefix}" with ${config.poolSize} slots makes interface names over 15 characters`);
+  }
+  if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
+    throw new ConfigError("--vtep-port must be 1..65535");
+  }
+  if (config.vtepRemote !== undefined) {
+    try {
+      ipToInt(config.vtepRemote);
+    } catch {
+      throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
+    }
+  }
+  for (const c of config.consumers) {
+    if (typeof c.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.name) || typeof c.token !== "string" || c.token.length < 16) {
+      throw new ConfigError("each consumer needs a name ([A-Za-z0-9_.-], up to 64) and a token of at least 16 characters");
+    }
+  }
+}

@@ -1,0 +1,136 @@
+// The TypeScript mirror of bpf/lib/consts.h and bpf/lib/maps.h: names, verdicts, drop
+// codes and the byte layouts of the `slots` and `config` maps. Pure code, no kernel
+// access; change it together with the C headers (the integration test loads the real
+// object and checks the map sizes against these).
+import * as os from "node:os";
+import { DUMMY_VNI, GUEST_IP, bytesToMac, intToIp, ipToInt, macToBytes } from "./topology.js";
+
+/** Program and map names inside bpf/nat.o, also the file names under the pin directory. */
+export const PROG_EGRESS = "nat_egress";
+export const PROG_INGRESS = "nat_ingress";
+export const MAP_SLOTS = "slots";
+export const MAP_CONFIG = "config";
+
+/** NETSLOT_MAX_SLOTS: entries of the `slots` hash map. */
+export const MAX_SLOTS = 65536;
+export const DEFAULT_VXLAN_PORT = 4789;
+/** The VNI field is 24 bits. */
+export const MAX_VNI = 0xffffff;
+
+/** tc direct-action verdicts the programs return (linux/pkt_cls.h). */
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+
+/** enum netslot_drop: why a frame was dropped, left in skb->cb[0] with TC_ACT_SHOT. */
+export const DropReason = {
+  none: 0,
+  /** VXLAN on a slot whose lease has no tenant network (vni 0). */
+  noTenantNetwork: 1,
+  /** Inbound VXLAN whose VNI is not the lease's. */
+  vniMismatch: 2,
+  /** Outbound VXLAN whose VNI is not the dummy VNI. */
+  vniNotDummy: 3,
+  /** UDP to the VXLAN port without a complete VXLAN header. */
+  vxlanTruncated: 4,
+  /** A rewrite helper failed half-way: the frame is dropped rather than leak. */
+  rewriteFailed: 5,
+} as const;
+export type DropReasonName = keyof typeof DropReason;
+
+export const SLOT_KEY_SIZE = 8;
+export const SLOT_VALUE_SIZE = 12;
+export const CONFIG_KEY_SIZE = 4;
+export const CONFIG_VALUE_SIZE = 12;
+
+/** What the programs need to know about one slot. */
+export interface SlotNat {
+  outsideAddress: string;
+  /** The lease's tenant VNI; 0 when the lease has no tenant network (VXLAN is dropped). */
+  vni: number;
+}
+
+export interface SlotNatEntry extends SlotNat {
+  /** eth0's MAC inside the slot, lower case "02:6e:…". */
+  mac: string;
+}
+
+/** The `config` map's single entry. */
+export interface NatConfig {
+  guestAddress: string;
+  vxlanPort: number;
+  dummyVni: number;
+}
+
+export function defaultNatConfig(): NatConfig {
+  return { guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: DUMMY_VNI };
+}
+
+// __u32/__u16 fields are host order; __be32 addresses network order.
+const littleEndian = os.endianness() === "LE";
+
+function writeHostU32(buf: Buffer, value: number, offset: number): void {
+  if (littleEndian) buf.writeUInt32LE(value, offset);
+  else buf.writeUInt32BE(value, offset);
+}
+
+function readHostU32(buf: Buffer, offset: number): number {
+  return littleEndian ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
+}
+
+function writeHostU16(buf: Buffer, value: number, offset: number): void {
+  if (littleEndian) buf.writeUInt16LE(value, offset);
+  else buf.writeUInt16BE(value, offset);
+}
+
+function readHostU16(buf: Buffer, offset: number): number {
+  return littleEndian ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
+}
+
+export function assertVni(vni: number): void {
+  if (!Number.isInteger(vni) || vni < 0 || vni > MAX_VNI) throw new Error(`VNI out of range 0-${MAX_VNI}: ${vni}`);
+}
+
+/** struct slot_key { __u8 mac[6]; __u16 pad; } */
+export function encodeSlotKey(mac: string): Buffer {
+  const key = Buffer.alloc(SLOT_KEY_SIZE);
+  macToBytes(mac).copy(key, 0);
+  return key;
+}
+
+export function decodeSlotKey(key: Buffer): string {
+  return bytesToMac(key);
+}
+
+/** struct slot_value { __be32 outside_addr; __u32 vni; __u32 flags; } */
+export function encodeSlotValue(slot: SlotNat): Buffer {
+  assertVni(slot.vni);
+  const value = Buffer.alloc(SLOT_VALUE_SIZE);
+  value.writeUInt32BE(ipToInt(slot.outsideAddress), 0);
+  writeHostU32(value, slot.vni, 4);
+  return value;
+}
+
+export function decodeSlotValue(value: Buffer): SlotNat {
+  return { outsideAddress: intToIp(value.readUInt32BE(0)), vni: readHostU32(value, 4) };
+}
+
+/** struct nat_config { __be32 guest_addr; __u16 vxlan_port; __u16 pad; __u32 dummy_vni; } */
+export function encodeConfig(cfg: NatConfig): Buffer {
+  if (!Number.isInteger(cfg.vxlanPort) || cfg.vxlanPort < 1 || cfg.vxlanPort > 65535) {
+    throw new Error(`VXLAN port out of range: ${cfg.vxlanPort}`);
+  }
+  assertVni(cfg.dummyVni);
+  const value = Buffer.alloc(CONFIG_VALUE_SIZE);
+  value.writeUInt32BE(ipToInt(cfg.guestAddress), 0);
+  writeHostU16(value, cfg.vxlanPort, 4);
+  writeHostU32(value, cfg.dummyVni, 8);
+  return value;
+}
+
+export function decodeConfig(value: Buffer): NatConfig {
+  return {
+    guestAddress: intToIp(value.readUInt32BE(0)),
+    vxlanPort: readHostU16(value, 4),
+    dummyVni: readHostU32(value, 8),
+  };
+}

@@ -1,0 +1,317 @@
+// The slot topology on the kernel: build, adopt, scrub and destroy slots, and keep the
+// root namespace's fixed table. The pool decides *when*; this module knows *how*.
+import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netnsPath, withNetns } from "../kernel/netns.js";
+import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
+import { conntrackFlush } from "../kernel/netlink/conntrack.js";
+import { createPersistentTap } from "../kernel/tap.js";
+import { writeInterfaceSysctl, writeSysctl } from "../kernel/sysctl.js";
+import { nftJson, nftRun } from "../kernel/nft.js";
+import { loadDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
+import { deleteRootScript, foreignTables, resetScript, rootRuleset, slotRuleset } from "./ruleset.js";
+import {
+  GATEWAY_IP,
+  GUEST_IP,
+  NETSLOT_RTPROT,
+  SLOT_UPLINK_NAME,
+  TAP_MAC,
+  TAP_NAME,
+  VXLAN_NAME,
+  DUMMY_VNI,
+  formatCidr,
+  parseSlotName,
+  slotAddressing,
+  type Cidr,
+  type SlotAddressing,
+} from "./topology.js";
+import type { TenantNetwork } from "../core/types.js";
+
+export interface DataplaneOptions {
+  prefix: string;
+  linkCidr: Cidr;
+  uplink: string;
+  vtepRemote: string | undefined;
+  vtepPort: number;
+  /** Compiled eBPF object (bpf/nat.o). */
+  bpfObject: string;
+}
+
+export interface ScrubOutcome {
+  ok: boolean;
+  /** Why the slot cannot go back to the pool, when !ok. */
+  reason?: string;
+}
+
+export function bpfPinDir(prefix: string): string {
+  return `/sys/fs/bpf/netslot/${prefix}`;
+}
+
+/** Finds the device of the main table's default route (`ip route show default`). */
+export function defaultRouteDevice(): string | undefined {
+  const rtnl = Rtnl.open();
+  try {
+    const route = rtnl.routes(4).find((r) => r.dst === "default" && (r.table === undefined || r.table === 254));
+    if (route?.oif === undefined) return undefined;
+    return rtnl.links().find((l) => l.index === route.oif)?.name;
+  } finally {
+    rtnl.close();
+  }
+}
+
+export class SlotDataplane {
+  readonly uplinkMtu: number;
+  private readonly root: Rtnl;
+  private readonly bpf: BpfDataplane;
+
+  private constructor(
+    readonly options: DataplaneOptions,
+    uplink: Link,
+    root: Rtnl,
+    bpf: BpfDataplane,
+  ) {
+    this.uplinkMtu = uplink.mtu;
+    this.root = root;
+    this.bpf = bpf;
+  }
+
+  /**
+   * Loads (or adopts) the eBPF programs and maps, installs the root table and enables
+   * forwarding on the uplink. Idempotent: a restarted daemon calls it again.
+   */
+  static open(options: DataplaneOptions): SlotDataplane {
+    const root = Rtnl.open();
+    try {
+      const uplink = root.linkByName(options.uplink);
+      if (!uplink) throw new Error(`uplink device "${options.uplink}" does not exist`);
+      const bpf = loadDataplane(options.bpfObject, bpfPinDir(options.prefix));
+      bpf.setConfig({ guestAddress: GUEST_IP, vxlanPort: options.vtepPort, dummyVni: DUMMY_VNI });
+      nftRun(
+        rootRuleset({
+          prefix: options.prefix,
+          linkCidr: formatCidr(options.linkCidr),
+          uplink: options.uplink,
+          vtepRemote: options.vtepRemote,
+          vxlanPort: options.vtepPort,
+        }),
+      );
+      // Forwarding is decided per input device: the uplink for replies, each host veth for egress.
+      writeInterfaceSysctl("ipv4", options.uplink, "forwarding", 1);
+      return new SlotDataplane(options, uplink, root, bpf);
+    } catch (err) {
+      root.close();
+      throw err;
+    }
+  }
+
+  addressing(index: number): SlotAddressing {
+    return slotAddressing(this.options.prefix, this.options.linkCidr, index);
+  }
+
+  /**
+   * Builds slot `index` from nothing: namespace, tap0, veth with its peer created directly
+   * in the root namespace, VXLAN, sysctls, firewall, eBPF NAT, host side and route.
+   * Undoes itself on failure.
+   */
+  buildSlot(index: number): void {
+    const a = this.addressing(index);
+    try {
+      createNetns(a.name, () => this.buildInside(a));
+      this.buildHostSide(a);
+      this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0 });
+    } catch (err) {
+      this.destroySlot(index);
+      throw err;
+    }
+  }
+
+  private buildInside(a: SlotAddressing): void {
+    const rtnl = Rtnl.open();
+    try {
+      rtnl.setLink(1, { up: true });
+      createPersistentTap(TAP_NAME);
+      const tap = rtnl.linkByName(TAP_NAME)!;
+      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true });
+      rtnl.addAddress(tap.index, GATEWAY_IP, 30);
+      rtnl.createVeth({
+        name: SLOT_UPLINK_NAME,
+        mac: a.slotMac,
+        mtu: this.uplinkMtu,
+        up: true,
+        peerName: a.hostVeth,
+        peerNetnsFd: homeNetnsFd(),
+        peerMtu: this.uplinkMtu,
+        peerUp: true,
+      });
+      const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
+      rtnl.addAddress(eth0.index, a.slotAddress, 31);
+      rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
+      if (this.options.vtepRemote !== undefined) {
+        rtnl.createVxlan({
+          name: VXLAN_NAME,
+          vni: DUMMY_VNI,
+          remote: this.options.vtepRemote,
+          local: a.slotAddress,
+          port: this.options.vtepPort,
+          linkIndex: eth0.index,
+          learning: false,
+          up: true,
+        });
+      }
+      writeSysctl("net.ipv4.ip_forward", 1);
+      writeSysctl("net.ipv6.conf.all.disable_ipv6", 1);
+      writeSysctl("net.ipv6.conf.default.disable_ipv6", 1);
+      nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr) }));
+      rtnl.addQdiscClsact(eth0.index);
+      rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
+      rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
+    } finally {
+      rtnl.close();
+    }
+  }
+
+  private buildHostSide(a: SlotAddressing): void {
+    const host = this.root.linkByName(a.hostVeth);
+    if (!host) throw new Error(`host veth ${a.hostVeth} missing after creation`);
+    if (!host.up) this.root.setLink(host.index, { up: true });
+    this.root.addAddress(host.index, a.hostAddress, 31);
+    this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: host.index, protocol: NETSLOT_RTPROT });
+    writeInterfaceSysctl("ipv4", a.hostVeth, "forwarding", 1);
+  }
+
+  /** Removes every kernel object of slot `index`; a missing object is success. */
+  destroySlot(index: number): void {
+    const a = this.addressing(index);
+    const host = this.root.linkByName(a.hostVeth);
+    // Deleting the host end takes the pair (and its routes) down synchronously; the
+    // namespace itself is freed by the kernel later.
+    if (host) this.root.deleteLink(host.index);
+    deleteNetns(a.name);
+    this.bpf.deleteSlot(a.slotMac);
+  }
+
+  /**
+   * Cheap structural check of every slot at once, from the root namespace: namespace
+   * mounted, host veth up with its address and route, NAT map entry present. Used at
+   * restart to adopt slots without rebuilding them.
+   */
+  intactSlots(indices: number[]): Set<number> {
+    const links = new Map(this.root.links().map((l) => [l.name, l]));
+    const addresses = new Set(this.root.addresses().filter((x) => x.family === 4).map((x) => `${x.index}/${x.address}`));
+    const routes = new Set(
+      this.root
+        .routes(4, 254)
+        .filter((r) => r.protocol === NETSLOT_RTPROT)
+        .map((r) => `${r.dst}|${r.gateway}|${r.oif}`),
+    );
+    const mapEntries = new Map(this.bpf.slotEntries().map((e) => [e.mac, e]));
+    const intact = new Set<number>();
+    for (const index of indices) {
+      const a = this.addressing(index);
+      const host = links.get(a.hostVeth);
+      if (!host || !host.up) continue;
+      if (!addresses.has(`${host.index}/${a.hostAddress}`)) continue;
+      if (!routes.has(`${a.outsideAddress}/32|${a.slotAddress}|${host.index}`)) continue;
+      if (mapEntries.get(a.slotMac)?.outsideAddress !== a.outsideAddress) continue;
+      if (!isNetnsMounted(a.name)) continue;
+      intact.add(index);
+    }
+    return intact;
+  }
+
+  /** Slot indices that have a namespace or host veth with this prefix in the kernel. */
+  kernelSlotIndices(): Set<number> {
+    const found = new Set<number>();
+    for (const name of listNetns(`${this.options.prefix}-`)) {
+      const index = parseSlotName(this.options.prefix, name);
+      if (index !== undefined) found.add(index);
+    }
+    for (const link of this.root.links()) {
+      const index = parseSlotName(this.options.prefix, link.name);
+      if (index !== undefined) found.add(index);
+    }
+    return found;
+  }
+
+  /** Points the slot's tunnel at a tenant network, or clears it: a route and a map update, no device change. */
+  setTenant(index: number, network: TenantNetwork | undefined, previous?: TenantNetwork): void {
+    const a = this.addressing(index);
+    if (network && this.options.vtepRemote === undefined) throw new Error("tenant networks need --vtep-remote");
+    withNetns(a.netnsPath, () => {
+      const rtnl = Rtnl.open();
+      try {
+        const vx = rtnl.linkByName(VXLAN_NAME);
+        if (previous && vx) rtnl.deleteRoute({ dst: previous.cidr, oif: vx.index });
+        if (network) {
+          if (!vx) throw new Error(`slot ${index} has no ${VXLAN_NAME}`);
+          rtnl.addRoute({ dst: network.cidr, oif: vx.index, replace: true });
+        }
+      } finally {
+        rtnl.close();
+      }
+    });
+    this.bpf.setSlotVni(a.slotMac, network ? network.vni : 0);
+  }
+
+  /**
+   * Puts a released slot back to baseline: tenant route and VNI cleared, nftables reset
+   * (tables a tenant added removed), conntrack and neighbours flushed. Refuses when a
+   * process still holds the tap: the next tenant would share a live device.
+   */
+  scrub(index: number, tenant: TenantNetwork | undefined): ScrubOutcome {
+    const a = this.addressing(index);
+    this.bpf.setSlotVni(a.slotMac, 0);
+    return withNetns(a.netnsPath, () => {
+      const rtnl = Rtnl.open();
+      try {
+        const tap = rtnl.linkByName(TAP_NAME);
+        if (!tap) return { ok: false, reason: "tap0 is missing" };
+        if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
+        const vx = rtnl.linkByName(VXLAN_NAME);
+        if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
+        nftRun(resetScript({ linkCidr: formatCidr(this.options.linkCidr) }, foreignTables(nftJson("list tables"))));
+        conntrackFlush();
+        rtnl.flushNeighbours();
+        return { ok: true };
+      } finally {
+        rtnl.close();
+      }
+    });
+  }
+
+  /** Runs a synchronous block inside slot `index`'s namespace (for checks and fingerprints). */
+  inSlot<T>(index: number, fn: () => T): T {
+    return withNetns(netnsPath(this.addressing(index).name), fn);
+  }
+
+  bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {
+    return this.bpf.slotEntries();
+  }
+
+  close(): void {
+    this.bpf.close();
+    this.root.close();
+  }
+
+  /**
+   * Removes every kernel object and pinned path of a prefix (`netslot purge`): host veths,
+   * namespaces, the root table, pinned programs and maps. Idempotent.
+   */
+  static purge(prefix: string): { namespaces: number; links: number } {
+    const root = Rtnl.open();
+    let links = 0;
+    try {
+      for (const link of root.links()) {
+        if (parseSlotName(prefix, link.name) !== undefined) {
+          root.deleteLink(link.index);
+          links++;
+        }
+      }
+    } finally {
+      root.close();
+    }
+    const names = listNetns(`${prefix}-`).filter((n) => parseSlotName(prefix, n) !== undefined);
+    for (const name of names) deleteNetns(name);
+    nftRun(deleteRootScript(prefix));
+    removePinned(bpfPinDir(prefix));
+    return { namespaces: names.length, links };
+  }
+}

@@ -1,0 +1,239 @@
+// The nftables rulesets netslot applies, rendered as `nft -f` script text. Pure functions:
+// the kernel side is src/kernel/nft.ts (nftRun). Every script is one transaction and
+// idempotent: `add table` (a no-op when it exists) + `delete table` + the full definition
+// gives the same end state on a fresh namespace and on one a tenant has modified.
+import {
+  GUEST_IP,
+  GUEST_MAC,
+  METADATA_IP,
+  SLOT_TABLE,
+  SLOT_UPLINK_NAME,
+  TAP_NAME,
+  VXLAN_NAME,
+  assertPrefix,
+  formatCidr,
+  intToIp,
+  ipToInt,
+  outsideRange,
+  parseCidr,
+} from "./topology.js";
+
+export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
+
+const FAMILIES: ReadonlySet<string> = new Set<NftFamily>(["ip", "ip6", "inet", "arp", "bridge", "netdev"]);
+
+/** A table as `nft -j list tables` reports it; `handle` lets odd names be deleted safely. */
+export interface NftTableRef {
+  family: NftFamily;
+  name: string;
+  handle?: number;
+}
+
+export interface SlotRulesetOptions {
+  /** The daemon's --link-cidr: every slot's link and outside address and the host-side veths. */
+  linkCidr: string;
+  /**
+   * The namespace has no netslot tables yet (slot build): `create table` instead of the
+   * add+delete reset, so it fails (EEXIST) rather than duplicating rules if they exist.
+   * Committing no deletion avoids kernel destroy work, which makes the context's socket
+   * close and the next transaction in that namespace wait for an RCU grace period.
+   */
+  fresh?: boolean;
+}
+
+export interface RootRulesetOptions {
+  prefix: string;
+  linkCidr: string;
+  /** Root-namespace interface whose traffic from the outside range is masqueraded. */
+  uplink: string;
+  /** VXLAN tunnel endpoint allowed to send UDP to the slots, if tunnels are used. */
+  vtepRemote?: string;
+  vxlanPort: number;
+}
+
+/** Interface names go into quoted nft strings: no quotes, blanks, wildcards or slashes. */
+const IFNAME = /^[A-Za-z0-9_.:@+-]{1,15}$/;
+
+function assertIfname(name: string): void {
+  if (!IFNAME.test(name)) throw new Error(`interface name "${name}" is not usable in a ruleset`);
+}
+
+function canonicalCidr(text: string): string {
+  return formatCidr(parseCidr(text));
+}
+
+function idempotentTable(family: NftFamily, name: string): string {
+  return `add table ${family} ${name}\ndelete table ${family} ${name}\n`;
+}
+
+function tableHeader(family: NftFamily, name: string, fresh: boolean | undefined): string {
+  return fresh ? `create table ${family} ${name}\n` : idempotentTable(family, name);
+}
+
+/**
+ * The slot namespace's firewall: `table netdev netslot` (L2 anti-spoofing on tap0) and
+ * `table inet netslot` (forwarding policy). Stateless: no `ct` expression and no NAT, so
+ * nothing here loads conntrack in the slot namespace (the 1:1 NAT is eBPF on eth0).
+ * The netdev chain needs tap0 to exist when the script is applied.
+ */
+export function slotRuleset(opts: SlotRulesetOptions): string {
+  const link = canonicalCidr(opts.linkCidr);
+  const tap = `"${TAP_NAME}"`;
+  const out = `{ "${SLOT_UPLINK_NAME}", "${VXLAN_NAME}" }`;
+  const c = (what: string) => `comment "netslot: ${what}"`;
+  return (
+    tableHeader("netdev", SLOT_TABLE, opts.fresh) +
+    tableHeader("inet", SLOT_TABLE, opts.fresh) +
+    `table netdev ${SLOT_TABLE} {
+  chain ingress {
+    type filter hook ingress device ${tap} priority -500; policy accept;
+    ether saddr != ${GUEST_MAC} drop ${c("guest source MAC only")}
+    ether type != { ip, arp } drop ${c("IPv4 and ARP only")}
+    ether type arp arp htype != 1 drop ${c("ARP over Ethernet only")}
+    ether type arp arp ptype != ip drop ${c("ARP for IPv4 only")}
+    ether type arp arp hlen != 6 drop ${c("ARP Ethernet address length")}
+    ether type arp arp plen != 4 drop ${c("ARP IPv4 address length")}
+    ether type arp arp saddr ether != ${GUEST_MAC} drop ${c("ARP sender MAC is the guest")}
+    ether type arp arp saddr ip != ${GUEST_IP} drop ${c("ARP sender IP is the guest")}
+    ether type ip ip saddr != ${GUEST_IP} drop ${c("guest source IP only")}
+    ether type ip6 drop ${c("no IPv6")}
+  }
+}
+table inet ${SLOT_TABLE} {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
+    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
+    iifname ${tap} oifname ${out} accept ${c("guest egress")}
+    iifname ${out} oifname ${tap} accept ${c("guest ingress")}
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname ${tap} drop ${c("the guest talks to nothing in the slot namespace")}
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+  }
+}
+`
+  );
+}
+
+/** The tables slotRuleset owns inside a slot namespace. */
+export function slotTables(): NftTableRef[] {
+  return [
+    { family: "netdev", name: SLOT_TABLE },
+    { family: "inet", name: SLOT_TABLE },
+  ];
+}
+
+function isSlotTable(t: NftTableRef): boolean {
+  return t.name === SLOT_TABLE && (t.family === "netdev" || t.family === "inet");
+}
+
+function deleteTableCommand(t: NftTableRef): string {
+  if (!FAMILIES.has(t.family)) throw new Error(`unknown nftables family "${String(t.family)}"`);
+  if (t.handle !== undefined) {
+    if (!Number.isSafeInteger(t.handle) || t.handle < 0) throw new Error(`bad table handle ${t.handle}`);
+    return `delete table ${t.family} handle ${t.handle}\n`;
+  }
+  // Without a handle the name must be a plain nft identifier (no quoting games).
+  if (!/^[A-Za-z_][A-Za-z0-9_./-]*$/.test(t.name)) {
+    throw new Error(`table name "${t.name}" needs a handle to be deleted`);
+  }
+  return `delete table ${t.family} ${t.name}\n`;
+}
+
+/**
+ * One transaction that deletes the `extraTables` (tables a tenant added; netslot's own are
+ * skipped if listed) and reapplies slotRuleset, so the slot's ruleset equals a fresh one.
+ */
+export function resetScript(opts: SlotRulesetOptions, extraTables: readonly NftTableRef[]): string {
+  const again = { ...opts, fresh: false };
+  return extraTables.filter((t) => !isSlotTable(t)).map(deleteTableCommand).join("") + slotRuleset(again);
+}
+
+function nftObjects(json: unknown): Array<Record<string, unknown>> {
+  if (typeof json !== "object" || json === null) throw new Error("not an nft JSON document");
+  const list = (json as { nftables?: unknown }).nftables;
+  if (!Array.isArray(list)) throw new Error("not an nft JSON document (no nftables array)");
+  return list.filter((o): o is Record<string, unknown> => typeof o === "object" && o !== null);
+}
+
+/** The tables in `nft -j list tables` (or list ruleset) output that are not netslot's own. */
+export function foreignTables(json: unknown): NftTableRef[] {
+  const tables: NftTableRef[] = [];
+  for (const o of nftObjects(json)) {
+    const t = o["table"] as { family?: unknown; name?: unknown; handle?: unknown } | undefined;
+    if (!t || typeof t.family !== "string" || typeof t.name !== "string" || !FAMILIES.has(t.family)) continue;
+    const ref: NftTableRef = { family: t.family as NftFamily, name: t.name };
+    if (typeof t.handle === "number") ref.handle = t.handle;
+    if (!isSlotTable(ref)) tables.push(ref);
+  }
+  return tables;
+}
+
+/**
+ * The one table netslot owns in the root namespace, `table inet <prefix>`. Its rules match
+ * slot interfaces by the wildcard `"<prefix>-*"`, so the rule count is the same whatever
+ * the pool size. Filter chains keep policy accept: other host forwarding is not ours.
+ */
+export function rootRuleset(opts: RootRulesetOptions): string {
+  assertPrefix(opts.prefix);
+  assertIfname(opts.uplink);
+  const link = parseCidr(opts.linkCidr);
+  if (link.prefixLength > 30) throw new Error(`link CIDR ${opts.linkCidr} is too small`);
+  if (!Number.isInteger(opts.vxlanPort) || opts.vxlanPort < 1 || opts.vxlanPort > 65535) {
+    throw new Error(`bad VXLAN port ${opts.vxlanPort}`);
+  }
+  const p = opts.prefix;
+  const slots = `"${p}-*"`;
+  const c = (what: string) => `comment "netslot ${p}: ${what}"`;
+  const vtep =
+    opts.vtepRemote === undefined
+      ? ""
+      : `    oifname ${slots} ip saddr ${intToIp(ipToInt(opts.vtepRemote))} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP")}\n`;
+  return (
+    idempotentTable("inet", p) +
+    `table inet ${p} {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "${opts.uplink}" ip saddr ${outsideRange(link)} masquerade ${c("slot outside addresses to the uplink")}
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname ${slots} oifname ${slots} drop ${c("no slot to slot")}
+    oifname ${slots} ct state established,related accept ${c("replies to slots")}
+${vtep}    oifname ${slots} drop ${c("nothing else to slots")}
+    iifname ${slots} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname ${slots} ct state established,related accept ${c("replies from slots")}
+    iifname ${slots} drop ${c("slots reach the host only as replies")}
+  }
+}
+`
+  );
+}
+
+/** Removes the root table (idempotent: a missing table is not an error). */
+export function deleteRootScript(prefix: string): string {
+  assertPrefix(prefix);
+  return idempotentTable("inet", prefix);
+}
+
+/**
+ * Rules in `nft -j list table inet <prefix>` (or list ruleset) output; with `prefix`, only
+ * those of netslot's root table.
+ */
+export function rootRuleCount(json: unknown, prefix?: string): number {
+  let count = 0;
+  for (const o of nftObjects(json)) {
+    const r = o["rule"] as { family?: unknown; table?: unknown } | undefined;
+    if (!r) continue;
+    if (prefix !== undefined && (r.family !== "inet" || r.table !== prefix)) continue;
+    count++;
+  }
+  return count;
+}

@@ -1,0 +1,508 @@
+// The pool: slot states, boot and reconciliation, leases, scrubbing, expiry. It holds the
+// in-memory view; the store holds the durable one and is written before anything is
+// acknowledged. Kernel work goes through the dataplane only.
+import { randomBytes } from "node:crypto";
+import { NetslotError } from "../core/errors.js";
+import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, QuarantinedSlot, SlotState, TenantNetwork } from "../core/types.js";
+import type { SlotDataplane } from "../dataplane/dataplane.js";
+import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
+import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
+import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
+import { OwnerWatcher } from "./owners.js";
+
+export interface PoolOptions {
+  size: number;
+  dataplane: SlotDataplane;
+  store: LeaseStore;
+  /** Called during boot with progress; the daemon renders it. */
+  onProgress?: (p: BootProgress) => void;
+  log?: (msg: string) => void;
+}
+
+export interface BootProgress {
+  built: number;
+  toBuild: number;
+  adopted: number;
+  total: number;
+  elapsedMs: number;
+  failed: number;
+}
+
+interface SlotEntry {
+  state: SlotState;
+  reason?: string;
+  since: string;
+  leaseId?: string;
+}
+
+/** Slots built per event-loop turn at boot, so health requests are answered meanwhile. */
+const BUILD_CHUNK = 32;
+const BUILD_RETRIES = 2;
+
+export class Pool implements LeaseService {
+  private readonly slots: SlotEntry[];
+  private readonly free: number[] = [];
+  private readonly leases = new Map<string, StoredLease>();
+  private status: "booting" | "ready" = "booting";
+  private built = 0;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly pendingScrubs = new Set<number>();
+  private closed = false;
+  private readonly owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+
+  readonly registry = new Registry();
+  private readonly leasesTotal = this.registry.add(new Counter("netslot_leases_total", "Leases granted"));
+  private readonly releasesTotal = this.registry.add(new Counter("netslot_releases_total", "Leases ended, by cause"));
+  private readonly scrubOutcomes = this.registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome"));
+  private readonly buildFailures = this.registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed"));
+  private readonly acquireSeconds = this.registry.add(new Histogram("netslot_acquire_seconds", "Time to grant a lease"));
+  private readonly releaseSeconds = this.registry.add(new Histogram("netslot_release_seconds", "Time to acknowledge a release"));
+  private readonly scrubSeconds = this.registry.add(new Histogram("netslot_scrub_seconds", "Time to scrub a released slot"));
+  private readonly reuseSeconds = this.registry.add(new Histogram("netslot_release_to_reusable_seconds", "Release until the slot is free again"));
+
+  constructor(private readonly options: PoolOptions) {
+    const now = new Date().toISOString();
+    this.slots = Array.from({ length: options.size }, () => ({ state: "missing" as SlotState, since: now }));
+    this.registry.add(
+      new Gauge("netslot_pool_slots", "Slots by state", () =>
+        (["free", "leased", "scrubbing", "quarantined", "missing"] as const).map((state) => ({
+          labels: { state },
+          value: this.slots.filter((s) => s.state === state || (state === "missing" && s.state === "building")).length,
+        })),
+      ),
+    );
+    this.registry.add(new Gauge("netslot_ready", "1 once the pool is built", () => [{ labels: {}, value: this.status === "ready" ? 1 : 0 }]));
+  }
+
+  private log(msg: string): void {
+    this.options.log?.(msg);
+  }
+
+  // ── boot ──────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Reconciles the kernel with the store, then builds what is missing. Intact slots are
+   * adopted as they are; slots the store does not know are removed; broken ones rebuilt.
+   */
+  async boot(): Promise<BootProgress> {
+    const start = performance.now();
+    const { store, dataplane, size } = this.options;
+    store.ensureSlots(size);
+    const stored = new Map(store.slots().map((s) => [s.idx, s]));
+    for (const lease of store.listLeases()) this.leases.set(lease.id, lease);
+    const leaseBySlot = new Map([...this.leases.values()].map((l) => [l.slotIndex, l]));
+
+    // Objects of our prefix beyond the pool (a smaller --pool-size, or leftovers).
+    for (const index of dataplane.kernelSlotIndices()) {
+      if (index >= size) dataplane.destroySlot(index);
+    }
+    for (const lease of [...this.leases.values()]) {
+      if (lease.slotIndex >= size) {
+        this.log(`lease ${lease.id} points at slot ${lease.slotIndex}, beyond the pool; dropping it`);
+        store.deleteLease(lease.id);
+        this.leases.delete(lease.id);
+      }
+    }
+
+    const all = Array.from({ length: size }, (_, i) => i);
+    const intact = dataplane.intactSlots(all);
+    const toBuild: number[] = [];
+    const toScrub: number[] = [];
+    const now = new Date().toISOString();
+    for (const index of all) {
+      const lease = leaseBySlot.get(index);
+      const row = stored.get(index);
+      const slot = this.slots[index]!;
+      slot.since = row?.since ?? now;
+      if (!intact.has(index)) {
+        toBuild.push(index);
+        slot.state = "missing";
+        if (lease) slot.leaseId = lease.id;
+        continue;
+      }
+      if (lease) {
+        slot.state = "leased";
+        slot.leaseId = lease.id;
+        if (lease.network) this.tryApplyTenant(index, lease.network);
+      } else if (row?.state === "quarantined") {
+        slot.state = "quarantined";
+        slot.reason = row.reason ?? "quarantined before restart";
+      } else if (row?.state === "free") {
+        slot.state = "free";
+        this.free.push(index);
+      } else {
+        // Scrubbing when we stopped, or leased with no lease row: scrub before reuse.
+        toScrub.push(index);
+        slot.state = "scrubbing";
+      }
+    }
+    this.built = size - toBuild.length;
+    const adopted = this.built;
+    for (const index of toScrub) this.scheduleScrub(index, undefined, performance.now());
+
+    let failed = 0;
+    const progress = (): BootProgress => ({
+      built: this.built,
+      toBuild: toBuild.length,
+      adopted,
+      total: size,
+      elapsedMs: performance.now() - start,
+      failed,
+    });
+    this.options.onProgress?.(progress());
+    for (let i = 0; i < toBuild.length; i += BUILD_CHUNK) {
+      if (this.closed) break;
+      const chunk = toBuild.slice(i, i + BUILD_CHUNK);
+      const builtNow: number[] = [];
+      for (const index of chunk) {
+        if (this.buildWithRetry(index)) builtNow.push(index);
+        else failed++;
+      }
+      const freeNow = builtNow.filter((index) => this.slots[index]!.leaseId === undefined);
+      if (freeNow.length > 0) store.setSlotStates(freeNow, "free");
+      for (const index of builtNow) {
+        const slot = this.slots[index]!;
+        const lease = slot.leaseId ? this.leases.get(slot.leaseId) : undefined;
+        if (lease) {
+          slot.state = "leased";
+          if (lease.network) this.tryApplyTenant(index, lease.network);
+        } else {
+          slot.state = "free";
+          this.free.push(index);
+        }
+        slot.since = new Date().toISOString();
+      }
+      this.built += builtNow.length;
+      this.options.onProgress?.(progress());
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    this.status = "ready";
+    this.rewatchOwners();
+    this.armExpiry();
+    return progress();
+  }
+
+  private buildWithRetry(index: number): boolean {
+    const slot = this.slots[index]!;
+    slot.state = "building";
+    for (let attempt = 0; attempt <= BUILD_RETRIES; attempt++) {
+      try {
+        this.options.dataplane.destroySlot(index);
+        this.options.dataplane.buildSlot(index);
+        return true;
+      } catch (err) {
+        this.buildFailures.inc();
+        if (attempt === BUILD_RETRIES) {
+          slot.state = "missing";
+          slot.reason = `build failed: ${(err as Error).message}`;
+          this.log(`slot ${index}: ${slot.reason}`);
+        }
+      }
+    }
+    return false;
+  }
+
+  private tryApplyTenant(index: number, network: TenantNetwork): void {
+    try {
+      this.options.dataplane.setTenant(index, network);
+    } catch (err) {
+      this.log(`slot ${index}: could not restore tenant network: ${(err as Error).message}`);
+    }
+  }
+
+  // ── LeaseService ──────────────────────────────────────────────────────────────────
+
+  health(): Health {
+    return { status: this.status, pool: { ...this.pool(), built: this.built } };
+  }
+
+  pool(): PoolCounts {
+    const counts: PoolCounts = { size: this.slots.length, free: 0, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [] };
+    this.slots.forEach((slot, index) => {
+      switch (slot.state) {
+        case "free":
+          counts.free++;
+          break;
+        case "leased":
+          counts.leased++;
+          break;
+        case "scrubbing":
+          counts.scrubbing++;
+          break;
+        case "quarantined":
+          counts.quarantined++;
+          counts.quarantinedSlots.push({ index, reason: slot.reason ?? "", since: slot.since } satisfies QuarantinedSlot);
+          break;
+        default:
+          counts.missing++;
+      }
+    });
+    return counts;
+  }
+
+  async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
+    const start = performance.now();
+    if (this.status !== "ready") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 1 });
+    if (request.network && this.options.dataplane.options.vtepRemote === undefined) {
+      throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
+    }
+    if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
+      throw new NetslotError("invalid_request", `process ${request.ownerPid} does not exist`, { field: "/ownerPid" });
+    }
+    const now = new Date();
+    let lease: StoredLease;
+    let index: number;
+    for (;;) {
+      const next = this.free.shift();
+      if (next === undefined) {
+        throw new NetslotError("pool_exhausted", `all ${this.slots.length} slots are leased, scrubbing or quarantined`, { retryAfter: 1 });
+      }
+      index = next;
+      lease = {
+        id: newLeaseId(),
+        consumer,
+        slotIndex: index,
+        labels: request.labels ?? {},
+        ...(request.network ? { network: request.network } : {}),
+        ...(request.ownerPid !== undefined ? { ownerPid: request.ownerPid, ownerStart: this.owners.startTimeOf(request.ownerPid) } : {}),
+        createdAt: now.toISOString(),
+        expiresAt: request.ttlSeconds !== undefined ? new Date(now.getTime() + request.ttlSeconds * 1000).toISOString() : null,
+        ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
+      };
+      try {
+        this.options.store.insertLease(lease);
+        break;
+      } catch (err) {
+        if (err instanceof SlotNotFreeError) {
+          // Memory and store disagree: trust the store, leave this slot out and take another.
+          this.log(`slot ${index} is free in memory but ${err.state ?? "unknown"} in the store; skipped`);
+          this.slots[index]!.state = err.state === "quarantined" ? "quarantined" : "scrubbing";
+          continue;
+        }
+        this.free.unshift(index);
+        throw err;
+      }
+    }
+    if (request.network) {
+      try {
+        this.options.dataplane.setTenant(index, request.network);
+      } catch (err) {
+        // Undo: the lease was never acknowledged.
+        this.options.store.deleteLease(lease.id);
+        this.slots[index]!.state = "scrubbing";
+        this.scheduleScrub(index, request.network, performance.now());
+        throw new NetslotError("internal", `could not attach the tenant network: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const slot = this.slots[index]!;
+    slot.state = "leased";
+    slot.leaseId = lease.id;
+    slot.since = lease.createdAt;
+    this.leases.set(lease.id, lease);
+    this.leasesTotal.inc();
+    if (lease.expiresAt) this.armExpiry();
+    this.acquireSeconds.observe((performance.now() - start) / 1000);
+    return this.toLease(lease);
+  }
+
+  list(consumer: string): Lease[] {
+    return [...this.leases.values()].filter((l) => l.consumer === consumer).map((l) => this.toLease(l));
+  }
+
+  get(consumer: string, id: string): Lease {
+    return this.toLease(this.ownLease(consumer, id));
+  }
+
+  async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
+    const lease = this.ownLease(consumer, id);
+    const ttl = ttlSeconds ?? lease.ttlSeconds;
+    if (ttl === undefined) return this.toLease(lease);
+    const expiresAt = new Date(Date.now() + ttl * 1000).toISOString();
+    this.options.store.renewLease(id, expiresAt, ttl);
+    lease.expiresAt = expiresAt;
+    lease.ttlSeconds = ttl;
+    this.armExpiry();
+    return this.toLease(lease);
+  }
+
+  async release(consumer: string, id: string): Promise<void> {
+    this.ownLease(consumer, id);
+    this.end(id, "released");
+  }
+
+  /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. */
+  end(id: string, cause: "released" | "expired" | "owner_exited"): void {
+    const start = performance.now();
+    const lease = this.leases.get(id);
+    if (!lease) return;
+    this.options.store.deleteLease(id);
+    this.leases.delete(id);
+    const slot = this.slots[lease.slotIndex]!;
+    slot.state = "scrubbing";
+    slot.leaseId = undefined;
+    slot.since = new Date().toISOString();
+    this.releasesTotal.inc({ cause });
+    if (lease.ownerPid !== undefined && ![...this.leases.values()].some((l) => l.ownerPid === lease.ownerPid)) {
+      this.owners.unwatch(lease.ownerPid);
+    }
+    this.releaseSeconds.observe((performance.now() - start) / 1000);
+    this.scheduleScrub(lease.slotIndex, lease.network, start);
+  }
+
+  metrics(): string {
+    return this.registry.render();
+  }
+
+  private ownLease(consumer: string, id: string): StoredLease {
+    const lease = this.leases.get(id);
+    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
+    return lease;
+  }
+
+  private toLease(l: StoredLease): Lease {
+    const a = this.options.dataplane.addressing(l.slotIndex);
+    return {
+      id: l.id,
+      consumer: l.consumer,
+      slot: { index: l.slotIndex, netns: a.netnsPath, tap: TAP_NAME, outsideAddress: a.outsideAddress },
+      guest: {
+        ip: GUEST_IP,
+        prefixLength: GUEST_PREFIX_LENGTH,
+        gateway: GATEWAY_IP,
+        mac: GUEST_MAC,
+        mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined),
+        kernelIpArg: kernelIpArg(),
+      },
+      labels: l.labels,
+      ...(l.network ? { network: l.network } : {}),
+      ...(l.ownerPid !== undefined ? { ownerPid: l.ownerPid } : {}),
+      createdAt: l.createdAt,
+      expiresAt: l.expiresAt,
+    };
+  }
+
+  // ── scrubbing ─────────────────────────────────────────────────────────────────────
+
+  private scheduleScrub(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+    if (this.pendingScrubs.has(index)) return;
+    this.pendingScrubs.add(index);
+    setImmediate(() => {
+      this.pendingScrubs.delete(index);
+      if (this.closed) return;
+      this.scrubNow(index, tenant, releasedAt);
+    });
+  }
+
+  private scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+    const start = performance.now();
+    const slot = this.slots[index]!;
+    let outcome;
+    try {
+      outcome = this.options.dataplane.scrub(index, tenant);
+    } catch (err) {
+      outcome = { ok: false, reason: `scrub failed: ${(err as Error).message}` };
+    }
+    this.scrubSeconds.observe((performance.now() - start) / 1000);
+    try {
+      if (outcome.ok) {
+        this.options.store.setSlotState(index, "free");
+        slot.state = "free";
+        slot.reason = undefined;
+        this.free.push(index);
+        this.scrubOutcomes.inc({ outcome: "clean" });
+        this.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
+      } else {
+        this.quarantine(index, outcome.reason ?? "scrub failed");
+      }
+    } catch (err) {
+      // The store could not record the outcome: keep the slot out of the pool; a restart scrubs it again.
+      this.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}`);
+    }
+    slot.since = new Date().toISOString();
+  }
+
+  private quarantine(index: number, reason: string): void {
+    const slot = this.slots[index]!;
+    this.options.store.setSlotState(index, "quarantined", reason);
+    slot.state = "quarantined";
+    slot.reason = reason;
+    this.scrubOutcomes.inc({ outcome: "quarantined" });
+    this.log(`slot ${index} quarantined: ${reason}`);
+  }
+
+  /** `netslot quarantine release N`: scrub the slot again and return it if it is clean. */
+  retryQuarantined(index: number): SlotState {
+    const slot = this.slots[index];
+    if (!slot || slot.state !== "quarantined") {
+      throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
+    }
+    slot.state = "scrubbing";
+    this.scrubNow(index, undefined, performance.now());
+    return slot.state;
+  }
+
+  // ── expiry ────────────────────────────────────────────────────────────────────────
+
+  /** One timer for the earliest expiry; re-armed whenever leases change. */
+  private armExpiry(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    if (this.closed || this.status !== "ready") return;
+    let earliest = Infinity;
+    for (const lease of this.leases.values()) {
+      if (lease.expiresAt) earliest = Math.min(earliest, Date.parse(lease.expiresAt));
+    }
+    if (earliest === Infinity) return;
+    const delay = Math.max(0, Math.min(earliest - Date.now(), 2 ** 31 - 1));
+    this.expiryTimer = setTimeout(() => this.expireDue(), delay);
+    this.expiryTimer.unref();
+  }
+
+  private expireDue(): void {
+    const now = Date.now();
+    for (const lease of [...this.leases.values()]) {
+      if (lease.expiresAt && Date.parse(lease.expiresAt) <= now) {
+        try {
+          this.end(lease.id, "expired");
+        } catch (err) {
+          this.log(`could not expire lease ${lease.id}: ${(err as Error).message}`);
+        }
+      }
+    }
+    this.armExpiry();
+  }
+
+  private ownerExited(pid: number): void {
+    for (const lease of [...this.leases.values()]) {
+      if (lease.ownerPid !== pid) continue;
+      try {
+        this.end(lease.id, "owner_exited");
+      } catch (err) {
+        this.log(`could not end lease ${lease.id} of exited process ${pid}: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Re-watches owners after a restart; leases whose owner is gone (or was replaced) end. */
+  private rewatchOwners(): void {
+    for (const lease of [...this.leases.values()]) {
+      if (lease.ownerPid === undefined) continue;
+      if (!this.owners.watch(lease.ownerPid, lease.ownerStart)) this.ownerExited(lease.ownerPid);
+    }
+  }
+
+  /** Leases still held, for the owner watcher. */
+  heldLeases(): StoredLease[] {
+    return [...this.leases.values()];
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.owners.close();
+  }
+}
+
+function newLeaseId(): string {
+  return `l_${randomBytes(12).toString("base64url")}`;
+}

@@ -1,0 +1,23 @@
+// The netslot SDK: `import { NetslotClient } from "netslot"`.
+export {
+  NetslotClient,
+  NetslotApiError,
+  NetslotConnectionError,
+  DEFAULT_SOCKET_PATH,
+  type AcquireOptions,
+  type NetslotClientOptions,
+} from "./client.js";
+export type {
+  GuestConfig,
+  Health,
+  Lease,
+  LeaseRequest,
+  LeaseService,
+  PoolCounts,
+  QuarantinedSlot,
+  SlotRef,
+  SlotState,
+  TenantNetwork,
+} from "../core/types.js";
+export type { ErrorCode } from "../core/errors.js";
+export { isErrorCode } from "../core/errors.js";

@@ -1,0 +1,564 @@
+// The tc NAT programs of bpf/nat.o against the real kernel: loaded and pinned into a
+// test-only directory, maps filled through src/kernel/bpf.ts, then run with
+// BPF_PROG_TEST_RUN on frames built here. Every checksum is recomputed independently
+// from the output bytes. `bpftool` only checks what the kernel holds.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadDataplane, progTestRun, removePinned, type Dataplane } from "../../src/kernel/bpf.js";
+import { SyscallError } from "../../src/kernel/libc.js";
+import {
+  DEFAULT_VXLAN_PORT,
+  DropReason,
+  TC_ACT_OK,
+  TC_ACT_SHOT,
+  defaultNatConfig,
+} from "../../src/dataplane/bpfmaps.js";
+import { GUEST_IP, GUEST_MAC, TAP_MAC, ipToInt, macToBytes, slotMacFor } from "../../src/dataplane/topology.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const OBJECT = path.join(ROOT, "bpf", "nat.o");
+const ID = "t" + Array.from(randomBytes(5), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
+const PIN_DIR = `/sys/fs/bpf/netslot-test-${ID}`;
+
+const SLOT_MAC = slotMacFor(7);
+const OTHER_MAC = slotMacFor(8); // in the map, no tenant network
+const UNKNOWN_MAC = slotMacFor(9); // not in the map
+const OUTSIDE = "10.200.128.7";
+const OTHER_OUTSIDE = "10.200.128.8";
+const SLOT_ADDR = "10.200.0.15";
+const VTEP = "192.0.2.10";
+const REMOTE = "198.51.100.20";
+const TENANT_VNI = 5000;
+
+const IPPROTO_ICMP = 1;
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+
+// ---- frame building and checksum verification, independent of the code under test ----
+
+function csumFold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** One's complement sum of 16-bit big-endian words (odd length padded with zero). */
+function sum16(buf: Buffer, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
+  if (buf.length % 2) sum += buf[buf.length - 1]! << 8;
+  return csumFold(sum);
+}
+
+function checksum(buf: Buffer, initial = 0): number {
+  return ~sum16(buf, initial) & 0xffff;
+}
+
+function ip4(addr: string): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(ipToInt(addr));
+  return b;
+}
+
+function pseudoSum(src: Buffer, dst: Buffer, proto: number, length: number): number {
+  const ph = Buffer.alloc(12);
+  src.copy(ph, 0);
+  dst.copy(ph, 4);
+  ph[9] = proto;
+  ph.writeUInt16BE(length, 10);
+  return sum16(ph);
+}
+
+function ether(dst: string, src: string, type = 0x0800): Buffer {
+  return Buffer.concat([macToBytes(dst), macToBytes(src), Buffer.from([type >> 8, type & 255])]);
+}
+
+interface Ipv4Opts {
+  src: string;
+  dst: string;
+  proto: number;
+  payload: Buffer;
+  options?: Buffer;
+  fragOff?: number;
+  id?: number;
+}
+
+function ipv4(o: Ipv4Opts): Buffer {
+  const opts = o.options ?? Buffer.alloc(0);
+  assert.equal(opts.length % 4, 0);
+  const h = Buffer.alloc(20 + opts.length);
+  h[0] = 0x40 | (h.length / 4);
+  h.writeUInt16BE(h.length + o.payload.length, 2);
+  h.writeUInt16BE(o.id ?? 0x1234, 4);
+  h.writeUInt16BE(o.fragOff ?? 0x4000, 6);
+  h[8] = 64;
+  h[9] = o.proto;
+  ip4(o.src).copy(h, 12);
+  ip4(o.dst).copy(h, 16);
+  opts.copy(h, 20);
+  h.writeUInt16BE(checksum(h), 10);
+  return Buffer.concat([h, o.payload]);
+}
+
+function tcp(src: string, dst: string, sport: number, dport: number, data: Buffer): Buffer {
+  const t = Buffer.alloc(20 + data.length);
+  t.writeUInt16BE(sport, 0);
+  t.writeUInt16BE(dport, 2);
+  t.writeUInt32BE(0x01020304, 4);
+  t[12] = 5 << 4;
+  t[13] = 0x18; // PSH|ACK
+  t.writeUInt16BE(65535, 14);
+  data.copy(t, 20);
+  t.writeUInt16BE(checksum(t, pseudoSum(ip4(src), ip4(dst), IPPROTO_TCP, t.length)), 16);
+  return t;
+}
+
+function udp(src: string, dst: string, sport: number, dport: number, data: Buffer, withCsum = true): Buffer {
+  const u = Buffer.alloc(8 + data.length);
+  u.writeUInt16BE(sport, 0);
+  u.writeUInt16BE(dport, 2);
+  u.writeUInt16BE(u.length, 4);
+  data.copy(u, 8);
+  if (withCsum) {
+    const c = checksum(u, pseudoSum(ip4(src), ip4(dst), IPPROTO_UDP, u.length));
+    u.writeUInt16BE(c === 0 ? 0xffff : c, 6);
+  }
+  return u;
+}
+
+function icmp(type: number, code: number, rest: Buffer, body: Buffer): Buffer {
+  const m = Buffer.concat([Buffer.from([type, code, 0, 0]), rest, body]);
+  m.writeUInt16BE(checksum(m), 2);
+  return m;
+}
+
+function vxlan(vni: number, inner: Buffer): Buffer {
+  const h = Buffer.alloc(8);
+  h[0] = 0x08;
+  h.writeUInt32BE(((vni << 8) | 0) >>> 0, 4);
+  return Buffer.concat([h, inner]);
+}
+
+interface Parsed {
+  ihl: number;
+  src: string;
+  dst: string;
+  proto: number;
+  l4: Buffer;
+  ip: Buffer;
+}
+
+function parse(frame: Buffer): Parsed {
+  const ip = frame.subarray(14);
+  const ihl = (ip[0]! & 15) * 4;
+  const total = ip.readUInt16BE(2);
+  const addr = (off: number) => Array.from(ip.subarray(off, off + 4)).join(".");
+  return { ihl, src: addr(12), dst: addr(16), proto: ip[9]!, ip: ip.subarray(0, total), l4: ip.subarray(ihl, total) };
+}
+
+function assertIpCsum(ipHeader: Buffer, what: string): void {
+  assert.equal(sum16(ipHeader), 0xffff, `${what}: IPv4 header checksum does not verify`);
+}
+
+function assertL4Csum(p: Parsed): void {
+  const src = p.ip.subarray(12, 16);
+  const dst = p.ip.subarray(16, 20);
+  if (p.proto === IPPROTO_ICMP) {
+    assert.equal(sum16(p.l4), 0xffff, "ICMP checksum does not verify");
+    return;
+  }
+  if (p.proto === IPPROTO_UDP && p.l4.readUInt16BE(6) === 0) return; // no checksum
+  assert.equal(sum16(p.l4, pseudoSum(src, dst, p.proto, p.l4.length)), 0xffff, `L4 (${p.proto}) checksum does not verify`);
+}
+
+function assertFrameValid(frame: Buffer): Parsed {
+  const p = parse(frame);
+  assertIpCsum(p.ip.subarray(0, p.ihl), "outer");
+  assertL4Csum(p);
+  return p;
+}
+
+// ---- the tests ----
+
+let dp: Dataplane;
+
+function egress(frame: Buffer) {
+  return progTestRun(dp.egressProgFd, frame);
+}
+
+function ingress(frame: Buffer) {
+  return progTestRun(dp.ingressProgFd, frame);
+}
+
+function guestFrame(payload: Buffer, proto: number, dst = REMOTE, extra: Partial<Ipv4Opts> = {}): Buffer {
+  return Buffer.concat([ether(TAP_MAC, SLOT_MAC), ipv4({ src: GUEST_IP, dst, proto, payload, ...extra })]);
+}
+
+function toSlotFrame(payload: Buffer, proto: number, src = REMOTE, dst = OUTSIDE, mac = SLOT_MAC): Buffer {
+  return Buffer.concat([ether(mac, "02:aa:00:00:00:01"), ipv4({ src, dst, proto, payload })]);
+}
+
+describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
+  before(() => {
+    assert.ok(fs.existsSync(OBJECT), `${OBJECT} is missing: run npm run build (make -C bpf)`);
+    dp = loadDataplane(OBJECT, PIN_DIR);
+    dp.setConfig(defaultNatConfig());
+    dp.putSlot(SLOT_MAC, { outsideAddress: OUTSIDE, vni: 0 });
+    dp.putSlot(OTHER_MAC, { outsideAddress: OTHER_OUTSIDE, vni: 0 });
+  });
+
+  after(() => {
+    try {
+      dp?.close();
+    } finally {
+      removePinned(PIN_DIR);
+    }
+  });
+
+  it("pins both programs and both maps, visible to bpftool", () => {
+    assert.equal(dp.adopted, false);
+    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+    const show = JSON.parse(execFileSync("bpftool", ["-j", "prog", "show", "pinned", `${PIN_DIR}/nat_egress`], { encoding: "utf8" })) as {
+      id: number;
+      tag: string;
+      type: string;
+    };
+    assert.equal(show.id, dp.egressProgId);
+    assert.equal(show.tag, dp.egressProgTag);
+    assert.equal(show.type, "sched_cls");
+    const map = JSON.parse(execFileSync("bpftool", ["-j", "map", "show", "pinned", `${PIN_DIR}/slots`], { encoding: "utf8" })) as {
+      bytes_key: number;
+      bytes_value: number;
+      max_entries: number;
+    };
+    assert.deepEqual([map.bytes_key, map.bytes_value, map.max_entries], [8, 12, 65536]);
+  });
+
+  it("map operations round-trip", () => {
+    assert.deepEqual(dp.getConfig(), { guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: 0 });
+    const mac = slotMacFor(0x1234);
+    assert.equal(dp.getSlot(mac), undefined);
+    dp.putSlot(mac, { outsideAddress: "10.200.200.1", vni: 42 });
+    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 42 });
+    dp.setSlotVni(mac, 0xffffff);
+    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 0xffffff });
+    const entries = dp.slotEntries();
+    assert.deepEqual(
+      entries.map((e) => e.mac).sort(),
+      [SLOT_MAC, OTHER_MAC, mac].sort(),
+    );
+    assert.deepEqual(entries.find((e) => e.mac === mac), { mac, outsideAddress: "10.200.200.1", vni: 0xffffff });
+    assert.equal(dp.deleteSlot(mac), true);
+    assert.equal(dp.deleteSlot(mac), false);
+    assert.throws(() => dp.setSlotVni(mac, 1), (err: unknown) => err instanceof SyscallError && err.errno === 2);
+    assert.throws(() => dp.putSlot(mac, { outsideAddress: OUTSIDE, vni: 1 << 24 }), /VNI out of range/);
+    // bpftool sees the same bytes: key is the MAC plus two zero bytes.
+    const dump = JSON.parse(execFileSync("bpftool", ["-j", "map", "dump", "pinned", `${PIN_DIR}/slots`], { encoding: "utf8" })) as Array<{
+      key: string[];
+      value: string[];
+    }>;
+    const ours = dump.find((e) => e.key.slice(0, 6).map((x) => x.replace(/^0x/, "")).join(":") === SLOT_MAC);
+    assert.ok(ours, "slot entry not found in bpftool dump");
+    assert.deepEqual(ours.key.slice(6).map(Number), [0, 0]);
+    assert.deepEqual(ours.value.slice(0, 4).map(Number), [10, 200, 128, 7]);
+  });
+
+  it("loading again with the same pin directory adopts the same programs and maps", () => {
+    const again = loadDataplane(OBJECT, PIN_DIR);
+    try {
+      assert.equal(again.adopted, true);
+      assert.equal(again.egressProgId, dp.egressProgId);
+      assert.equal(again.ingressProgId, dp.ingressProgId);
+      assert.equal(again.egressProgTag, dp.egressProgTag);
+      assert.equal(again.ingressProgTag, dp.ingressProgTag);
+      assert.deepEqual(again.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0 });
+    } finally {
+      again.close();
+    }
+    // Closing the second handle leaves the first usable.
+    assert.deepEqual(dp.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0 });
+  });
+
+  it("removePinned is idempotent and a missing directory means a fresh load", () => {
+    const dir = `${PIN_DIR}-b`;
+    try {
+      const fresh = loadDataplane(OBJECT, dir);
+      const id = fresh.egressProgId;
+      assert.equal(fresh.adopted, false);
+      assert.notEqual(id, dp.egressProgId);
+      fresh.unpin();
+      assert.equal(fs.existsSync(dir), false);
+      fresh.unpin();
+      removePinned(dir);
+    } finally {
+      removePinned(dir);
+    }
+  });
+
+  describe("egress (frames leaving the slot)", () => {
+    it("rewrites the guest source of TCP and fixes both checksums", () => {
+      const frame = guestFrame(tcp(GUEST_IP, REMOTE, 40000, 443, Buffer.from("hello, world!")), IPPROTO_TCP);
+      const r = egress(frame);
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.src, OUTSIDE);
+      assert.equal(p.dst, REMOTE);
+      assert.deepEqual(r.packet.subarray(0, 14), frame.subarray(0, 14));
+      assert.deepEqual(p.l4.subarray(0, 16), parse(frame).l4.subarray(0, 16));
+    });
+
+    it("handles IPv4 options (ihl > 5)", () => {
+      const options = Buffer.from([0x01, 0x01, 0x01, 0x00, 0x94, 0x04, 0x00, 0x00]); // NOPs, router alert
+      const payload = tcp(GUEST_IP, REMOTE, 40001, 80, Buffer.from("odd length."));
+      const r = egress(guestFrame(payload, IPPROTO_TCP, REMOTE, { options }));
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.ihl, 28);
+      assert.equal(p.src, OUTSIDE);
+    });
+
+    it("rewrites UDP with a checksum and leaves a zero UDP checksum zero", () => {
+      const withCsum = egress(guestFrame(udp(GUEST_IP, REMOTE, 5353, 53, Buffer.from("query")), IPPROTO_UDP));
+      assert.equal(withCsum.retval, TC_ACT_OK);
+      const p = assertFrameValid(withCsum.packet);
+      assert.equal(p.src, OUTSIDE);
+      assert.notEqual(p.l4.readUInt16BE(6), 0);
+
+      const noCsum = egress(guestFrame(udp(GUEST_IP, REMOTE, 5353, 53, Buffer.from("query"), false), IPPROTO_UDP));
+      const q = assertFrameValid(noCsum.packet);
+      assert.equal(q.src, OUTSIDE);
+      assert.equal(q.l4.readUInt16BE(6), 0);
+    });
+
+    it("rewrites a UDP checksum that becomes 0 to 0xffff", () => {
+      // Search a payload whose checksum after NAT computes to 0, then check it is sent as 0xffff.
+      const want = (data: Buffer) => {
+        const u = udp(OUTSIDE, REMOTE, 1000, 2000, data, false);
+        return checksum(u, pseudoSum(ip4(OUTSIDE), ip4(REMOTE), IPPROTO_UDP, u.length));
+      };
+      const data = Buffer.alloc(4);
+      const base = want(data);
+      // Adding x to one word lowers the checksum by x: pick x so it lands on 0.
+      data.writeUInt16BE(base, 0);
+      assert.equal(want(data), 0);
+      const r = egress(guestFrame(udp(GUEST_IP, REMOTE, 1000, 2000, data), IPPROTO_UDP));
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.l4.readUInt16BE(6), 0xffff);
+    });
+
+    it("rewrites ICMP echo (no pseudo-header)", () => {
+      const r = egress(guestFrame(icmp(8, 0, Buffer.from([0, 1, 0, 1]), Buffer.from("ping")), IPPROTO_ICMP));
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.src, OUTSIDE);
+    });
+
+    it("rewrites the quoted destination of an ICMP error the guest sends", () => {
+      // The guest got UDP from REMOTE to its own address and answers port unreachable.
+      const quoted = ipv4({ src: REMOTE, dst: GUEST_IP, proto: IPPROTO_UDP, payload: udp(REMOTE, GUEST_IP, 5000, 6000, Buffer.from("data")) });
+      const frame = guestFrame(icmp(3, 3, Buffer.alloc(4), quoted), IPPROTO_ICMP);
+      const r = egress(frame);
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.src, OUTSIDE);
+      const inner = parse(Buffer.concat([Buffer.alloc(14), p.l4.subarray(8)]));
+      assert.equal(inner.src, REMOTE);
+      assert.equal(inner.dst, OUTSIDE);
+      assertIpCsum(inner.ip.subarray(0, inner.ihl), "inner");
+    });
+
+    it("rewrites the quoted guest address of an ICMP error from the slot's own stack", () => {
+      const quoted = ipv4({ src: REMOTE, dst: GUEST_IP, proto: IPPROTO_TCP, payload: tcp(REMOTE, GUEST_IP, 443, 40000, Buffer.alloc(0)).subarray(0, 8) });
+      const frame = Buffer.concat([ether(TAP_MAC, SLOT_MAC), ipv4({ src: SLOT_ADDR, dst: REMOTE, proto: IPPROTO_ICMP, payload: icmp(11, 0, Buffer.alloc(4), quoted) })]);
+      const r = egress(frame);
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.src, SLOT_ADDR);
+      const inner = parse(Buffer.concat([Buffer.alloc(14), p.l4.subarray(8)]));
+      assert.equal(inner.dst, OUTSIDE);
+      assertIpCsum(inner.ip.subarray(0, inner.ihl), "inner");
+    });
+
+    it("rewrites only the IP header of a later fragment", () => {
+      const body = Buffer.from("0123456789abcdef");
+      const frame = guestFrame(body, IPPROTO_UDP, REMOTE, { fragOff: 0x0002 });
+      const r = egress(frame);
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = parse(r.packet);
+      assertIpCsum(p.ip.subarray(0, p.ihl), "fragment");
+      assert.equal(p.src, OUTSIDE);
+      assert.deepEqual(p.l4, body);
+    });
+
+    it("leaves frames of unknown slots, other sources and non-IPv4 untouched", () => {
+      const cases = [
+        Buffer.concat([ether(TAP_MAC, UNKNOWN_MAC), ipv4({ src: GUEST_IP, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(GUEST_IP, REMOTE, 1, 2, Buffer.alloc(0)) })]),
+        Buffer.concat([ether(TAP_MAC, SLOT_MAC), ipv4({ src: SLOT_ADDR, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(SLOT_ADDR, REMOTE, 1, 2, Buffer.alloc(0)) })]),
+        Buffer.concat([ether("ff:ff:ff:ff:ff:ff", SLOT_MAC, 0x0806), Buffer.alloc(28, 1)]),
+        Buffer.concat([ether(TAP_MAC, SLOT_MAC, 0x86dd), Buffer.alloc(40, 0x60)]), // IPv6
+        // IPv4 ethertype, version 6: not parsed. (A frame shorter than an IPv4 header
+        // cannot be tested: BPF_PROG_TEST_RUN refuses it with EINVAL.)
+        Buffer.concat([ether(TAP_MAC, SLOT_MAC), Buffer.from([0x65]), Buffer.alloc(39)]),
+      ];
+      for (const frame of cases) {
+        const r = egress(frame);
+        assert.equal(r.retval, TC_ACT_OK);
+        assert.deepEqual(r.packet, frame);
+      }
+    });
+
+    describe("VXLAN from the slot's device", () => {
+      const inner = Buffer.concat([ether("02:00:00:00:00:02", GUEST_MAC), Buffer.alloc(46, 7)]);
+      const vxFrame = (vni: number, withCsum = false, mac = SLOT_MAC, port = DEFAULT_VXLAN_PORT) =>
+        Buffer.concat([
+          ether("02:aa:00:00:00:01", mac),
+          ipv4({ src: SLOT_ADDR, dst: VTEP, proto: IPPROTO_UDP, payload: udp(SLOT_ADDR, VTEP, 51000, port, vxlan(vni, inner), withCsum) }),
+        ]);
+
+      it("drops it while the lease has no tenant network", () => {
+        dp.setSlotVni(SLOT_MAC, 0);
+        const r = egress(vxFrame(0));
+        assert.equal(r.retval, TC_ACT_SHOT);
+        assert.equal(r.cb[0], DropReason.noTenantNetwork);
+      });
+
+      it("rewrites the dummy VNI to the lease's VNI, with and without a UDP checksum", () => {
+        dp.setSlotVni(SLOT_MAC, TENANT_VNI);
+        try {
+          for (const withCsum of [false, true]) {
+            const frame = vxFrame(0, withCsum);
+            const r = egress(frame);
+            assert.equal(r.retval, TC_ACT_OK);
+            const p = assertFrameValid(r.packet);
+            assert.equal(p.l4.readUInt32BE(12) >>> 8, TENANT_VNI);
+            assert.equal(p.l4[15], 0, "reserved byte kept");
+            assert.equal(p.l4[8], 0x08, "flags kept");
+            assert.equal(p.src, SLOT_ADDR);
+            assert.equal(p.l4.readUInt16BE(6) !== 0, withCsum);
+            assert.deepEqual(p.l4.subarray(16), inner);
+          }
+        } finally {
+          dp.setSlotVni(SLOT_MAC, 0);
+        }
+      });
+
+      it("drops VXLAN whose VNI is not the dummy VNI, and truncated VXLAN", () => {
+        dp.setSlotVni(SLOT_MAC, TENANT_VNI);
+        try {
+          const r = egress(vxFrame(77));
+          assert.equal(r.retval, TC_ACT_SHOT);
+          assert.equal(r.cb[0], DropReason.vniNotDummy);
+          const short = Buffer.concat([
+            ether("02:aa:00:00:00:01", SLOT_MAC),
+            ipv4({ src: SLOT_ADDR, dst: VTEP, proto: IPPROTO_UDP, payload: udp(SLOT_ADDR, VTEP, 51000, DEFAULT_VXLAN_PORT, Buffer.alloc(4)) }),
+          ]);
+          const s = egress(short);
+          assert.equal(s.retval, TC_ACT_SHOT);
+          assert.equal(s.cb[0], DropReason.vxlanTruncated);
+          // Another UDP port is not VXLAN.
+          const other = egress(vxFrame(77, false, SLOT_MAC, 4790));
+          assert.equal(other.retval, TC_ACT_OK);
+        } finally {
+          dp.setSlotVni(SLOT_MAC, 0);
+        }
+      });
+    });
+  });
+
+  describe("ingress (frames entering the slot)", () => {
+    it("rewrites the outside destination of TCP, UDP and ICMP to the guest", () => {
+      for (const [proto, payload] of [
+        [IPPROTO_TCP, tcp(REMOTE, OUTSIDE, 443, 40000, Buffer.from("response"))],
+        [IPPROTO_UDP, udp(REMOTE, OUTSIDE, 53, 5353, Buffer.from("answer!"))],
+        [IPPROTO_ICMP, icmp(0, 0, Buffer.from([0, 1, 0, 1]), Buffer.from("pong"))],
+      ] as const) {
+        const r = ingress(toSlotFrame(payload, proto));
+        assert.equal(r.retval, TC_ACT_OK);
+        const p = assertFrameValid(r.packet);
+        assert.equal(p.dst, GUEST_IP, `proto ${proto}`);
+        assert.equal(p.src, REMOTE);
+      }
+    });
+
+    it("undoes the egress rewrite exactly", () => {
+      const original = guestFrame(tcp(GUEST_IP, REMOTE, 40000, 443, Buffer.from("round trip")), IPPROTO_TCP);
+      const out = egress(original).packet;
+      // Swap the frame around as the reply: the same transform backwards must restore the addresses.
+      const p = parse(out);
+      const reply = toSlotFrame(tcp(REMOTE, p.src, 443, 40000, Buffer.from("round trip")), IPPROTO_TCP, REMOTE, p.src);
+      const back = parse(ingress(reply).packet);
+      assert.equal(back.dst, GUEST_IP);
+      assert.deepEqual(back.l4, parse(toSlotFrame(tcp(REMOTE, GUEST_IP, 443, 40000, Buffer.from("round trip")), IPPROTO_TCP, REMOTE, GUEST_IP)).l4);
+    });
+
+    it("rewrites the quoted outside source of an ICMP error to the guest", () => {
+      // A router reports that the guest's (NATed) UDP could not be delivered.
+      const quoted = ipv4({ src: OUTSIDE, dst: REMOTE, proto: IPPROTO_UDP, payload: udp(OUTSIDE, REMOTE, 6000, 5000, Buffer.from("data")) });
+      const r = ingress(toSlotFrame(icmp(3, 1, Buffer.alloc(4), quoted), IPPROTO_ICMP, "203.0.113.1"));
+      assert.equal(r.retval, TC_ACT_OK);
+      const p = assertFrameValid(r.packet);
+      assert.equal(p.dst, GUEST_IP);
+      const inner = parse(Buffer.concat([Buffer.alloc(14), p.l4.subarray(8)]));
+      assert.equal(inner.src, GUEST_IP);
+      assert.equal(inner.dst, REMOTE);
+      assertIpCsum(inner.ip.subarray(0, inner.ihl), "inner");
+    });
+
+    it("does not rewrite another slot's outside address or unknown destination MACs", () => {
+      const toOther = toSlotFrame(tcp(REMOTE, OTHER_OUTSIDE, 1, 2, Buffer.alloc(0)), IPPROTO_TCP, REMOTE, OTHER_OUTSIDE, SLOT_MAC);
+      assert.deepEqual(ingress(toOther).packet, toOther);
+      const unknown = toSlotFrame(tcp(REMOTE, OUTSIDE, 1, 2, Buffer.alloc(0)), IPPROTO_TCP, REMOTE, OUTSIDE, UNKNOWN_MAC);
+      assert.deepEqual(ingress(unknown).packet, unknown);
+    });
+
+    describe("VXLAN to the slot's address", () => {
+      const inner = Buffer.concat([ether(GUEST_MAC, "02:00:00:00:00:02"), Buffer.alloc(46, 9)]);
+      const vxFrame = (vni: number, withCsum = false, mac = SLOT_MAC) =>
+        Buffer.concat([
+          ether(mac, "02:aa:00:00:00:01"),
+          ipv4({ src: VTEP, dst: SLOT_ADDR, proto: IPPROTO_UDP, payload: udp(VTEP, SLOT_ADDR, 51000, DEFAULT_VXLAN_PORT, vxlan(vni, inner), withCsum) }),
+        ]);
+
+      it("rewrites the lease's VNI to the dummy VNI, with and without a UDP checksum", () => {
+        dp.setSlotVni(SLOT_MAC, TENANT_VNI);
+        try {
+          for (const withCsum of [false, true]) {
+            const r = ingress(vxFrame(TENANT_VNI, withCsum));
+            assert.equal(r.retval, TC_ACT_OK);
+            const p = assertFrameValid(r.packet);
+            assert.equal(p.l4.readUInt32BE(12) >>> 8, 0);
+            assert.equal(p.l4[8], 0x08);
+            assert.equal(p.dst, SLOT_ADDR);
+            assert.deepEqual(p.l4.subarray(16), inner);
+          }
+        } finally {
+          dp.setSlotVni(SLOT_MAC, 0);
+        }
+      });
+
+      it("drops other VNIs, the dummy VNI itself, and everything without a tenant network", () => {
+        dp.setSlotVni(SLOT_MAC, TENANT_VNI);
+        try {
+          for (const vni of [TENANT_VNI + 1, 0]) {
+            const r = ingress(vxFrame(vni, true));
+            assert.equal(r.retval, TC_ACT_SHOT, `VNI ${vni}`);
+            assert.equal(r.cb[0], DropReason.vniMismatch);
+          }
+        } finally {
+          dp.setSlotVni(SLOT_MAC, 0);
+        }
+        const r = ingress(vxFrame(TENANT_VNI));
+        assert.equal(r.retval, TC_ACT_SHOT);
+        assert.equal(r.cb[0], DropReason.noTenantNetwork);
+        // OTHER_MAC's slot never had a tenant network.
+        const o = ingress(vxFrame(0, false, OTHER_MAC));
+        assert.equal(o.retval, TC_ACT_SHOT);
+        assert.equal(o.cb[0], DropReason.noTenantNetwork);
+      });
+    });
+  });
+});

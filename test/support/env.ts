@@ -1,0 +1,232 @@
+// Test environment: a unique prefix per test file, an "upstream" namespace standing in for
+// the internet behind a test uplink, a running daemon, and cleanup that runs even when a
+// test fails. Spawning ip/nft here is fine: this is test support, not the request path.
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { NetslotClient } from "../../src/sdk/index.js";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const CLI = path.join(REPO_ROOT, "dist", "src", "cli", "main.js");
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** A prefix no other run uses: "t" + 5 random characters. */
+export function testPrefix(): string {
+  return "t" + randomBytes(4).toString("hex").slice(0, 5).replace(/^\d/, "a");
+}
+
+export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["pipe", "pipe", "pipe"], input: opts.input });
+  } catch (err) {
+    if (opts.allowFail) return "";
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr || e.message}`);
+  }
+}
+
+export function nsExec(netns: string, cmd: string[], opts: { allowFail?: boolean } = {}): string {
+  return sh("ip", ["netns", "exec", netns, ...cmd], opts);
+}
+
+/** Returns an unused /16 under 10.0.0.0/8 for --link-cidr (none of this machine's routes overlap it). */
+export function freeLinkCidr(): string {
+  const routes = sh("ip", ["-4", "route", "show", "table", "all"]);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const second = 100 + Math.floor(Math.random() * 150);
+    const prefix = `10.${second}.`;
+    if (!routes.includes(prefix)) return `10.${second}.0.0/16`;
+  }
+  throw new Error("no free 10.x.0.0/16 for the test");
+}
+
+export interface Upstream {
+  /** Namespace name of the "internet". */
+  netns: string;
+  /** Root-side device: pass it as the daemon's --uplink. */
+  uplink: string;
+  /** Root-side address (what the upstream sees after masquerade). */
+  hostAddress: string;
+  /** Address of the upstream namespace. */
+  address: string;
+  /** An address the upstream also owns that stands for the metadata service. */
+  metadataRouted: boolean;
+  remove(): void;
+}
+
+/**
+ * Creates `<prefix>-up` (namespace) linked to the root namespace by a veth `<prefix>u`
+ * with MTU 1400, addresses from 198.18.0.0/15 (benchmark range, never routed off-host).
+ * With `routeMetadata`, 169.254.169.254 is routed to the upstream, which owns it: if the
+ * firewall failed, a test would see the answer instead of packets leaving the machine.
+ */
+export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; mtu?: number } = {}): Upstream {
+  const netns = `${prefix}-up`;
+  const uplink = `${prefix}u`;
+  const octet = 1 + Math.floor(Math.random() * 250);
+  const hostAddress = `198.18.${octet}.1`;
+  const address = `198.18.${octet}.2`;
+  const mtu = String(opts.mtu ?? 1400);
+  sh("ip", ["netns", "add", netns]);
+  sh("ip", ["link", "add", uplink, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", netns, "mtu", mtu]);
+  sh("ip", ["addr", "add", `${hostAddress}/24`, "dev", uplink]);
+  sh("ip", ["link", "set", uplink, "up"]);
+  nsExec(netns, ["ip", "link", "set", "lo", "up"]);
+  nsExec(netns, ["ip", "addr", "add", `${address}/24`, "dev", "eth0"]);
+  nsExec(netns, ["ip", "link", "set", "eth0", "up"]);
+  // The upstream only knows the host's uplink address: anything else it sees was not masqueraded.
+  nsExec(netns, ["ip", "route", "add", "default", "via", hostAddress]);
+  let metadataRouted = false;
+  if (opts.routeMetadata) {
+    nsExec(netns, ["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    sh("ip", ["route", "add", "169.254.169.254/32", "via", address, "dev", uplink]);
+    metadataRouted = true;
+  }
+  return {
+    netns,
+    uplink,
+    hostAddress,
+    address,
+    metadataRouted,
+    remove() {
+      if (metadataRouted) sh("ip", ["route", "del", "169.254.169.254/32", "via", address, "dev", uplink], { allowFail: true });
+      sh("ip", ["link", "del", uplink], { allowFail: true });
+      sh("ip", ["netns", "del", netns], { allowFail: true });
+    },
+  };
+}
+
+export interface DaemonHandle {
+  prefix: string;
+  socket: string;
+  stateDir: string;
+  linkCidr: string;
+  client: NetslotClient;
+  process: ChildProcess;
+  output(): string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit. */
+  kill9(): Promise<void>;
+  /** Start again with the same options. */
+  restart(extraArgs?: string[]): Promise<DaemonHandle>;
+  /** Stop if running, purge the prefix, remove the temp dir. */
+  cleanup(): Promise<void>;
+}
+
+export interface DaemonOptions {
+  prefix: string;
+  uplink: string;
+  poolSize: number;
+  linkCidr?: string;
+  vtepRemote?: string;
+  extraArgs?: string[];
+  /** Reuse a state dir (restart tests). */
+  stateDir?: string;
+  env?: Record<string, string>;
+  waitReady?: boolean;
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
+  const dir = opts.stateDir ? path.dirname(opts.stateDir) : fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${opts.prefix}-`));
+  const stateDir = opts.stateDir ?? path.join(dir, "state");
+  const socket = path.join(dir, "api.sock");
+  const linkCidr = opts.linkCidr ?? freeLinkCidr();
+  const args = [
+    CLI,
+    "daemon",
+    "--prefix",
+    opts.prefix,
+    "--pool-size",
+    String(opts.poolSize),
+    "--state-dir",
+    stateDir,
+    "--socket",
+    socket,
+    "--uplink",
+    opts.uplink,
+    "--link-cidr",
+    linkCidr,
+    "--no-progress",
+    ...(opts.vtepRemote ? ["--vtep-remote", opts.vtepRemote] : []),
+    ...(opts.extraArgs ?? []),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...opts.env } });
+  let output = "";
+  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const client = new NetslotClient({ socketPath: socket });
+  const handle: DaemonHandle = {
+    prefix: opts.prefix,
+    socket,
+    stateDir,
+    linkCidr,
+    client,
+    process: child,
+    output: () => output,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        await exited;
+      }
+      client.close();
+    },
+    async kill9() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      client.close();
+    },
+    restart(extraArgs) {
+      return startDaemon({ ...opts, linkCidr, stateDir, extraArgs: extraArgs ?? opts.extraArgs });
+    },
+    async cleanup() {
+      await handle.kill9();
+      sh(process.execPath, [CLI, "purge", "--prefix", opts.prefix, "--state-dir", stateDir], { allowFail: true });
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  if (opts.waitReady !== false) {
+    try {
+      await waitFor(async () => (await client.health()).status === "ready", 120_000, () => child.exitCode !== null);
+    } catch (err) {
+      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${output}`);
+    }
+  }
+  return handle;
+}
+
+/** Polls `cond` every 20 ms until it is true, `abort()` is true, or the timeout passes. */
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, abort: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (abort()) throw new Error("aborted (process exited)");
+    try {
+      if (await cond()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ""}`);
+}
+
+/** `nft -j list table` inside a namespace (or the root one), parsed. */
+export function nftJsonIn(netns: string | undefined, args: string[]): { nftables: Array<Record<string, unknown>> } {
+  const out = netns ? nsExec(netns, ["nft", "-j", ...args]) : sh("nft", ["-j", ...args]);
+  return JSON.parse(out) as { nftables: Array<Record<string, unknown>> };
+}
+
+export function rootRuleCount(prefix: string): number {
+  const doc = nftJsonIn(undefined, ["list", "table", "inet", prefix]);
+  return doc.nftables.filter((e) => "rule" in e).length;
+}

@@ -1,0 +1,655 @@
+// The HTTP API against an in-memory fake of the pool (not of the kernel), through raw HTTP
+// on a unix socket: every error code, the limits from openapi.json, consumers, and every
+// response checked against the document's response schemas.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { NetslotError } from "../../src/core/errors.js";
+import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../../src/core/types.js";
+import { createApiServer, MAX_BODY_BYTES, type ApiServer } from "../../src/api/server.js";
+import { loadOpenApiDocument, SchemaSet, type JsonSchema } from "../../src/api/validate.js";
+
+// ── fake pool ─────────────────────────────────────────────────────────────────────────
+
+class FakeService implements LeaseService {
+  status: "booting" | "ready" = "ready";
+  size = 3;
+  leases = new Map<string, Lease>();
+  /** Every call of a mutating method, in order. */
+  mutations: { method: string; consumer: string; args: unknown[] }[] = [];
+  /** Thrown by the next call of the named method. */
+  failNext = new Map<string, unknown>();
+  private seq = 0;
+
+  private maybeFail(method: string): void {
+    const error = this.failNext.get(method);
+    if (error !== undefined) {
+      this.failNext.delete(method);
+      throw error;
+    }
+  }
+
+  health(): Health {
+    this.maybeFail("health");
+    return { status: this.status, pool: { ...this.pool(), built: this.status === "ready" ? this.size : 1 } };
+  }
+
+  pool(): PoolCounts {
+    return {
+      size: this.size + 1,
+      free: this.size - this.leases.size,
+      leased: this.leases.size,
+      scrubbing: 0,
+      quarantined: 1,
+      missing: 0,
+      quarantinedSlots: [{ index: this.size, reason: "scrub failed: nft table left behind", since: "2024-05-01T10:00:00.000Z" }],
+    };
+  }
+
+  async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
+    this.mutations.push({ method: "acquire", consumer, args: [request] });
+    this.maybeFail("acquire");
+    if (this.status === "booting") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 3 });
+    if (this.leases.size >= this.size) throw new NetslotError("pool_exhausted", `all ${this.size} slots are leased`, { retryAfter: 1 });
+    const used = new Set([...this.leases.values()].map((l) => l.slot.index));
+    let index = 0;
+    while (used.has(index)) index++;
+    const now = Date.now();
+    const lease: Lease = {
+      id: `l${++this.seq}x${Math.random().toString(36).slice(2, 8)}`,
+      consumer,
+      slot: { index, netns: "/proc/self/ns/net", tap: "tap0", outsideAddress: `10.200.128.${index}` },
+      guest: {
+        ip: "169.254.0.21",
+        prefixLength: 30,
+        gateway: "169.254.0.22",
+        mac: "02:00:a9:fe:00:15",
+        mtu: 1500,
+        kernelIpArg: "ip=169.254.0.21::169.254.0.22:255.255.255.252::eth0:off",
+      },
+      labels: request.labels ?? {},
+      ...(request.network ? { network: request.network } : {}),
+      ...(request.ownerPid ? { ownerPid: request.ownerPid } : {}),
+      createdAt: new Date(now).toISOString(),
+      expiresAt: request.ttlSeconds ? new Date(now + request.ttlSeconds * 1000).toISOString() : null,
+    };
+    this.leases.set(lease.id, lease);
+    return lease;
+  }
+
+  list(consumer: string): Lease[] {
+    return [...this.leases.values()].filter((l) => l.consumer === consumer);
+  }
+
+  get(consumer: string, id: string): Lease {
+    this.maybeFail("get");
+    const lease = this.leases.get(id);
+    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
+    return lease;
+  }
+
+  async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
+    this.mutations.push({ method: "renew", consumer, args: [id, ttlSeconds] });
+    const lease = this.get(consumer, id);
+    const ttl = ttlSeconds ?? (lease.expiresAt ? (Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000 : undefined);
+    if (ttl !== undefined) lease.expiresAt = new Date(Date.now() + ttl * 1000).toISOString();
+    return lease;
+  }
+
+  async release(consumer: string, id: string): Promise<void> {
+    this.mutations.push({ method: "release", consumer, args: [id] });
+    this.get(consumer, id);
+    this.leases.delete(id);
+  }
+
+  metrics(): string {
+    return "# HELP netslot_fake_slots Slots.\n# TYPE netslot_fake_slots gauge\nnetslot_fake_slots 3";
+  }
+}
+
+class FakeAdmin {
+  calls: number[] = [];
+  retryQuarantined(index: number): SlotState {
+    this.calls.push(index);
+    if (index !== 3) throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
+    return "scrubbing";
+  }
+}
+
+// ── raw HTTP ──────────────────────────────────────────────────────────────────────────
+
+interface RawResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  json: unknown;
+}
+
+interface RawOptions {
+  headers?: http.OutgoingHttpHeaders;
+  body?: string | Buffer;
+  /** Write the body in chunks without a Content-Length. */
+  chunked?: Buffer[];
+}
+
+/** One request on a fresh connection; errors after the response (EPIPE on a closed socket) are ignored. */
+function raw(socketPath: string, method: string, urlPath: string, opts: RawOptions = {}): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = { ...opts.headers };
+    if (opts.body !== undefined && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(opts.body);
+    let answered = false;
+    const req = http.request({ socketPath, method, path: urlPath, headers, agent: false }, (res) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", () => undefined);
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let json: unknown = undefined;
+        try {
+          json = text ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode!, headers: res.headers, text, json });
+      });
+    });
+    req.on("error", (err) => {
+      if (!answered) reject(err);
+    });
+    if (opts.chunked) {
+      for (const chunk of opts.chunked) req.write(chunk);
+      req.end();
+    } else {
+      req.end(opts.body);
+    }
+  });
+}
+
+// ── response schemas from openapi.json ───────────────────────────────────────────────
+
+const doc = loadOpenApiDocument();
+const schemas = new SchemaSet(doc);
+let validatedResponses = 0;
+
+function templateOf(urlPath: string): string | null {
+  const p = urlPath.split("?")[0]!;
+  if (doc.paths[p]) return p;
+  if (/^\/v1\/leases\/[^/]+\/renew$/.test(p)) return "/v1/leases/{id}/renew";
+  if (/^\/v1\/leases\/[^/]+$/.test(p)) return "/v1/leases/{id}";
+  if (/^\/v1\/pool\/quarantined\/[^/]+\/release$/.test(p)) return "/v1/pool/quarantined/{index}/release";
+  return null;
+}
+
+function resolveRef<T>(value: T | { $ref: string }): T {
+  if (value && typeof value === "object" && "$ref" in value && typeof value.$ref === "string") {
+    const parts = value.$ref.replace(/^#\//, "").split("/");
+    let node: unknown = doc;
+    for (const part of parts) node = (node as Record<string, unknown>)[part];
+    return node as T;
+  }
+  return value as T;
+}
+
+type ResponseObject = { content?: Record<string, { schema: JsonSchema }>; headers?: Record<string, unknown> };
+
+/** Checks a response against openapi.json: problem+json for errors, the operation's schema otherwise. */
+function checkAgainstDocument(method: string, urlPath: string, res: RawResult): void {
+  const contentType = String(res.headers["content-type"] ?? "");
+  if (res.status >= 400) {
+    assert.match(contentType, /^application\/problem\+json/, `${method} ${urlPath}: errors are problem+json`);
+    const error = schemas.component("Problem")(res.json);
+    assert.equal(error, null, `${method} ${urlPath} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
+    const problem = res.json as { status: number; type: string; code: string };
+    assert.equal(problem.status, res.status);
+    assert.equal(problem.type, `https://netslot.dev/errors/${problem.code}`);
+    validatedResponses++;
+    return;
+  }
+  const template = templateOf(urlPath);
+  assert.ok(template, `${urlPath} answered ${res.status} but is not in openapi.json`);
+  const operation = doc.paths[template]![method === "HEAD" ? "get" : method.toLowerCase()] as
+    | { responses: Record<string, ResponseObject | { $ref: string }> }
+    | undefined;
+  assert.ok(operation, `${method} ${template} answered ${res.status} but is not in openapi.json`);
+  const declared = operation.responses[String(res.status)];
+  assert.ok(declared, `${method} ${template}: status ${res.status} is not declared`);
+  const response = resolveRef<ResponseObject>(declared);
+  if (!response.content || method === "HEAD") {
+    assert.equal(res.text, "", `${method} ${template} ${res.status} has no body`);
+    validatedResponses++;
+    return;
+  }
+  const mediaType = Object.keys(response.content).find((mt) => contentType.startsWith(mt));
+  assert.ok(mediaType, `${method} ${template}: content type ${contentType} is not declared`);
+  if (mediaType === "application/json") {
+    const error = schemas.compile(response.content[mediaType]!.schema)(res.json);
+    assert.equal(error, null, `${method} ${template} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
+  }
+  validatedResponses++;
+}
+
+// ── fixtures ──────────────────────────────────────────────────────────────────────────
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-api-"));
+const logged: { message: string; fields?: Record<string, unknown> }[] = [];
+const logger = {
+  error: (message: string, fields?: Record<string, unknown>) => logged.push({ message, fields }),
+  warn: (message: string, fields?: Record<string, unknown>) => logged.push({ message, fields }),
+};
+
+interface Fixture {
+  service: FakeService;
+  admin: FakeAdmin;
+  server: ApiServer;
+  socket: string;
+  /** raw() plus a check of the response against openapi.json. */
+  call(method: string, urlPath: string, opts?: RawOptions): Promise<RawResult>;
+}
+
+async function startFixture(name: string, consumers?: { name: string; token: string }[]): Promise<Fixture> {
+  const service = new FakeService();
+  const admin = new FakeAdmin();
+  const socket = path.join(tmp, `${name}.sock`);
+  const server = createApiServer({ service, admin, logger, metricsExtra: () => "netslot_extra_metric 1\n", ...(consumers ? { consumers } : {}) });
+  await server.listen(socket);
+  return {
+    service,
+    admin,
+    server,
+    socket,
+    async call(method, urlPath, opts) {
+      const res = await raw(socket, method, urlPath, opts);
+      checkAgainstDocument(method, urlPath, res);
+      return res;
+    },
+  };
+}
+
+const json = (value: unknown): RawOptions => ({ headers: { "content-type": "application/json" }, body: JSON.stringify(value) });
+
+function assertProblem(res: RawResult, status: number, code: string, field?: string): void {
+  assert.equal(res.status, status, res.text);
+  const problem = res.json as { code: string; field?: string; detail: string };
+  assert.equal(problem.code, code, res.text);
+  if (field !== undefined) assert.equal(problem.field, field, res.text);
+  assert.ok(problem.detail.length > 0);
+}
+
+let f: Fixture;
+
+before(async () => {
+  f = await startFixture("main");
+});
+
+after(async () => {
+  await f?.server.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+// ── tests ─────────────────────────────────────────────────────────────────────────────
+
+describe("endpoints", () => {
+  test("socket is mode 0660", () => {
+    assert.equal(fs.statSync(f.socket).mode & 0o777, 0o660);
+    assert.ok(fs.statSync(f.socket).isSocket());
+  });
+
+  test("GET /v1/health, /v1/pool, HEAD", async () => {
+    const health = await f.call("GET", "/v1/health");
+    assert.equal(health.status, 200);
+    assert.equal((health.json as Health).status, "ready");
+    const pool = await f.call("GET", "/v1/pool");
+    assert.equal(pool.status, 200);
+    assert.equal((pool.json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
+    const head = await f.call("HEAD", "/v1/health");
+    assert.equal(head.status, 200);
+    assert.equal(head.text, "");
+  });
+
+  test("GET /v1/openapi.json serves the document", async () => {
+    const res = await f.call("GET", "/v1/openapi.json");
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json, doc);
+  });
+
+  test("lease lifecycle: acquire, get, list, renew, release, second release", async () => {
+    const created = await f.call("POST", "/v1/leases", json({ ttlSeconds: 60, labels: { job: "ci-42", "team/x": "a" }, network: { vni: 42, cidr: "10.1.0.0/16" }, ownerPid: 1234 }));
+    assert.equal(created.status, 201);
+    const lease = created.json as Lease;
+    assert.equal(created.headers.location, `/v1/leases/${lease.id}`);
+    assert.equal(lease.consumer, "default");
+    assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
+    assert.equal(lease.ownerPid, 1234);
+
+    const got = await f.call("GET", created.headers.location!);
+    assert.deepEqual(got.json, lease);
+    const list = await f.call("GET", "/v1/leases");
+    assert.ok((list.json as { leases: Lease[] }).leases.some((l) => l.id === lease.id));
+
+    const renewed = await f.call("POST", `/v1/leases/${lease.id}/renew`, json({ ttlSeconds: 120 }));
+    assert.equal(renewed.status, 200);
+    assert.ok(Date.parse((renewed.json as Lease).expiresAt!) > Date.parse(lease.expiresAt!));
+    const renewedEmpty = await f.call("POST", `/v1/leases/${lease.id}/renew`);
+    assert.equal(renewedEmpty.status, 200);
+    assert.deepEqual(f.service.mutations.at(-1), { method: "renew", consumer: "default", args: [lease.id, undefined] });
+
+    const released = await f.call("DELETE", `/v1/leases/${lease.id}`);
+    assert.equal(released.status, 204);
+    assert.equal(released.text, "");
+    assertProblem(await f.call("DELETE", `/v1/leases/${lease.id}`), 404, "lease_not_found");
+    assertProblem(await f.call("GET", `/v1/leases/${lease.id}`), 404, "lease_not_found");
+  });
+
+  test("an empty POST without a content type is {}", async () => {
+    const res = await f.call("POST", "/v1/leases");
+    assert.equal(res.status, 201, res.text);
+    assert.deepEqual(f.service.mutations.at(-1)!.args[0], {});
+    const lease = res.json as Lease;
+    assert.equal(lease.expiresAt, null);
+    assert.equal((await f.call("DELETE", `/v1/leases/${lease.id}`)).status, 204);
+  });
+
+  test("GET /metrics: the service's metrics, the extra ones, and the API's counter and histogram", async () => {
+    await f.call("GET", "/v1/health");
+    await f.call("GET", "/nope");
+    const res = await f.call("GET", "/metrics");
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers["content-type"]), /^text\/plain; version=0\.0\.4/);
+    assert.match(res.text, /^netslot_fake_slots 3$/m);
+    assert.match(res.text, /^netslot_extra_metric 1$/m);
+    assert.match(res.text, /^# TYPE netslot_http_requests_total counter$/m);
+    assert.match(res.text, /^netslot_http_requests_total\{method="GET",route="\/v1\/health",status="200"\} \d+$/m);
+    assert.match(res.text, /^netslot_http_requests_total\{method="GET",route="unmatched",status="404"\} \d+$/m);
+    assert.match(res.text, /^# TYPE netslot_http_request_duration_seconds histogram$/m);
+    assert.match(res.text, /^netslot_http_request_duration_seconds_bucket\{method="GET",route="\/v1\/health",le="\+Inf"\} \d+$/m);
+    assert.match(res.text, /^netslot_http_request_duration_seconds_count\{method="GET",route="\/v1\/health"\} \d+$/m);
+    assert.ok(res.text.endsWith("\n"));
+  });
+});
+
+describe("bad input is answered before the service is called", () => {
+  const cases: { name: string; method?: string; path?: string; opts: RawOptions; field: string }[] = [
+    { name: "malformed JSON", opts: { headers: { "content-type": "application/json" }, body: '{"ttlSeconds": 5,' }, field: "" },
+    { name: "a JSON array", opts: json([1, 2]), field: "" },
+    { name: "JSON null", opts: json(null), field: "" },
+    { name: "invalid UTF-8", opts: { headers: { "content-type": "application/json" }, body: Buffer.from([0x7b, 0xff, 0x7d]) }, field: "" },
+    { name: "unknown field", opts: json({ ttlSeconds: 5, colour: "red" }), field: "/colour" },
+    { name: "unknown nested field", opts: json({ network: { vni: 5, cidr: "10.0.0.0/8", mtu: 9000 } }), field: "/network/mtu" },
+    { name: "ttlSeconds 0", opts: json({ ttlSeconds: 0 }), field: "/ttlSeconds" },
+    { name: "ttlSeconds 86401", opts: json({ ttlSeconds: 86401 }), field: "/ttlSeconds" },
+    { name: "ttlSeconds 1.5", opts: json({ ttlSeconds: 1.5 }), field: "/ttlSeconds" },
+    { name: "ttlSeconds as a string", opts: json({ ttlSeconds: "60" }), field: "/ttlSeconds" },
+    { name: "vni 0", opts: json({ network: { vni: 0, cidr: "10.1.0.0/16" } }), field: "/network/vni" },
+    { name: "vni 2^24", opts: json({ network: { vni: 16777216, cidr: "10.1.0.0/16" } }), field: "/network/vni" },
+    { name: "network without cidr", opts: json({ network: { vni: 7 } }), field: "/network/cidr" },
+    { name: "cidr with host bits", opts: json({ network: { vni: 7, cidr: "10.1.0.1/16" } }), field: "/network/cidr" },
+    { name: "cidr /31", opts: json({ network: { vni: 7, cidr: "10.1.0.0/31" } }), field: "/network/cidr" },
+    { name: "cidr not an address", opts: json({ network: { vni: 7, cidr: "10.1.0.256/16" } }), field: "/network/cidr" },
+    { name: "too many labels", opts: json({ labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"])) }), field: "/labels" },
+    { name: "label value too long", opts: json({ labels: { job: "x".repeat(257) } }), field: "/labels/job" },
+    { name: "label value not a string", opts: json({ labels: { job: 5 } }), field: "/labels/job" },
+    { name: "bad label key", opts: json({ labels: { "-bad key": "v" } }), field: "/labels/-bad key" },
+    { name: "__proto__ label key", opts: { headers: { "content-type": "application/json" }, body: '{"labels":{"__proto__":"x"}}' }, field: "/labels/__proto__" },
+    { name: "ownerPid 0", opts: json({ ownerPid: 0 }), field: "/ownerPid" },
+    { name: "renew ttlSeconds 0", path: "/v1/leases/abc/renew", opts: json({ ttlSeconds: 0 }), field: "/ttlSeconds" },
+    { name: "renew unknown field", path: "/v1/leases/abc/renew", opts: json({ ttl: 5 }), field: "/ttl" },
+    { name: "renew malformed JSON", path: "/v1/leases/abc/renew", opts: { headers: { "content-type": "application/json" }, body: "nope" }, field: "" },
+  ];
+  for (const c of cases) {
+    test(`${c.name} → 400 invalid_request field ${JSON.stringify(c.field)}`, async () => {
+      const before = f.service.mutations.length;
+      const res = await f.call(c.method ?? "POST", c.path ?? "/v1/leases", c.opts);
+      assertProblem(res, 400, "invalid_request", c.field);
+      assert.equal(f.service.mutations.length, before, "the service must not be called");
+    });
+  }
+
+  test("malformed JSON says so", async () => {
+    const res = await f.call("POST", "/v1/leases", { headers: { "content-type": "application/json" }, body: "{oops" });
+    assert.match((res.json as { detail: string }).detail, /not valid JSON/);
+  });
+
+  test("wrong content type → 415 (leases and renew)", async () => {
+    const before = f.service.mutations.length;
+    assertProblem(await f.call("POST", "/v1/leases", { headers: { "content-type": "text/plain" }, body: "{}" }), 415, "unsupported_media_type");
+    assertProblem(await f.call("POST", "/v1/leases", { body: "{}" }), 415, "unsupported_media_type");
+    assertProblem(
+      await f.call("POST", "/v1/leases", { headers: { "content-type": "application/json; charset=latin1" }, body: "{}" }),
+      415,
+      "unsupported_media_type",
+    );
+    assertProblem(
+      await f.call("POST", "/v1/leases/abc/renew", { headers: { "content-type": "application/x-www-form-urlencoded" }, body: "ttlSeconds=5" }),
+      415,
+      "unsupported_media_type",
+    );
+    assert.equal(f.service.mutations.length, before);
+    // Parameters of application/json are fine.
+    const ok = await f.call("POST", "/v1/leases", { headers: { "content-type": "Application/JSON; charset=utf-8" }, body: "{}" });
+    assert.equal(ok.status, 201);
+    await f.call("DELETE", `/v1/leases/${(ok.json as Lease).id}`);
+  });
+
+  test("a 1 MiB body → 413, and the server stays up", async () => {
+    const before = f.service.mutations.length;
+    const big = Buffer.alloc(1024 * 1024, 0x20);
+    const res = await f.call("POST", "/v1/leases", { headers: { "content-type": "application/json" }, body: big });
+    assertProblem(res, 413, "payload_too_large");
+    assert.equal(res.headers.connection, "close");
+    assert.equal((await f.call("GET", "/v1/health")).status, 200);
+    assert.equal(f.service.mutations.length, before);
+  });
+
+  test("a chunked body over 64 KiB → 413 once the limit is passed", async () => {
+    const chunk = Buffer.alloc(16 * 1024, 0x20);
+    const res = await f.call("POST", "/v1/leases", {
+      headers: { "content-type": "application/json", "transfer-encoding": "chunked" },
+      chunked: Array.from({ length: 64 }, () => chunk),
+    });
+    assertProblem(res, 413, "payload_too_large");
+    assert.equal((await f.call("GET", "/v1/health")).status, 200);
+  });
+
+  test("a Content-Length over the limit is answered without reading the body", async () => {
+    // Announce 10 GiB, send nothing: the answer must come anyway.
+    const res = await new Promise<string>((resolve, reject) => {
+      const sock = net.connect(f.socket);
+      let data = "";
+      sock.on("data", (d) => (data += d.toString()));
+      sock.on("end", () => resolve(data));
+      sock.on("error", reject);
+      sock.write("POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n{");
+    });
+    assert.match(res, /^HTTP\/1\.1 413 /);
+    assert.match(res, /"code":"payload_too_large"/);
+  });
+
+  test("a body of exactly 64 KiB is read", async () => {
+    const padding = " ".repeat(MAX_BODY_BYTES - 2);
+    const res = await f.call("POST", "/v1/leases/abc/renew", { headers: { "content-type": "application/json" }, body: `{${padding}}` });
+    assertProblem(res, 404, "lease_not_found");
+  });
+
+  test("lease ids that cannot exist → 404 without calling the service", async () => {
+    const before = f.service.mutations.length;
+    for (const id of ["%ZZ", "a%20b", "x".repeat(129), "%2F"]) {
+      assertProblem(await f.call("DELETE", `/v1/leases/${id}`), 404, "lease_not_found");
+      assertProblem(await f.call("POST", `/v1/leases/${id}/renew`), 404, "lease_not_found");
+    }
+    assert.equal(f.service.mutations.length, before);
+  });
+
+  test("malformed HTTP → 400 problem, server stays up", async () => {
+    const res = await new Promise<string>((resolve) => {
+      const sock = net.connect(f.socket);
+      let data = "";
+      sock.on("data", (d) => (data += d.toString()));
+      sock.on("close", () => resolve(data));
+      sock.on("error", () => undefined);
+      sock.write("THIS IS NOT HTTP\r\n\r\n");
+    });
+    assert.match(res, /^HTTP\/1\.1 400 /);
+    assert.match(res, /"code":"invalid_request"/);
+    assert.equal((await f.call("GET", "/v1/health")).status, 200);
+  });
+});
+
+describe("error codes", () => {
+  test("not_found for unknown routes", async () => {
+    for (const p of ["/", "/v1", "/v1/leases/", "/v2/health", "/v1/health/", "/v1/leases/a/b"]) {
+      assertProblem(await f.call("GET", p), 404, "not_found");
+    }
+  });
+
+  test("method_not_allowed with Allow", async () => {
+    const put = await f.call("PUT", "/v1/leases");
+    assertProblem(put, 405, "method_not_allowed");
+    assert.equal(put.headers.allow, "GET, POST, HEAD");
+    const del = await f.call("DELETE", "/v1/health");
+    assertProblem(del, 405, "method_not_allowed");
+    assert.equal(del.headers.allow, "GET, HEAD");
+    const getRenew = await f.call("GET", "/v1/leases/abc/renew");
+    assertProblem(getRenew, 405, "method_not_allowed");
+    assert.equal(getRenew.headers.allow, "POST");
+  });
+
+  test("pool_exhausted → 503 with Retry-After", async () => {
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < f.service.size; i++) ids.push(((await f.call("POST", "/v1/leases", json({}))).json as Lease).id);
+      const res = await f.call("POST", "/v1/leases", json({}));
+      assertProblem(res, 503, "pool_exhausted");
+      assert.equal(res.headers["retry-after"], "1");
+    } finally {
+      for (const id of ids) await f.call("DELETE", `/v1/leases/${id}`);
+    }
+  });
+
+  test("booting → 503 with Retry-After; health reports booting", async () => {
+    f.service.status = "booting";
+    try {
+      const res = await f.call("POST", "/v1/leases", json({ ttlSeconds: 5 }));
+      assertProblem(res, 503, "booting");
+      assert.equal(res.headers["retry-after"], "3");
+      assert.equal(((await f.call("GET", "/v1/health")).json as Health).status, "booting");
+    } finally {
+      f.service.status = "ready";
+    }
+  });
+
+  test("store_unavailable → 503", async () => {
+    f.service.failNext.set("acquire", new NetslotError("store_unavailable", "disk full"));
+    const res = await f.call("POST", "/v1/leases", json({}));
+    assertProblem(res, 503, "store_unavailable");
+    assert.ok(res.headers["retry-after"]);
+  });
+
+  test("a service bug → 500 internal, logged, server stays up", async () => {
+    f.service.failNext.set("acquire", new TypeError("cannot read properties of undefined"));
+    const res = await f.call("POST", "/v1/leases", json({}));
+    assertProblem(res, 500, "internal");
+    assert.doesNotMatch(res.text, /cannot read properties/);
+    assert.ok(logged.some((l) => String(l.fields?.["error"]).includes("cannot read properties")));
+    f.service.failNext.set("health", "a thrown string");
+    assertProblem(await f.call("GET", "/v1/health"), 500, "internal");
+    assert.equal((await f.call("GET", "/v1/health")).status, 200);
+  });
+
+  test("slot_not_quarantined → 409 (quarantine release)", async () => {
+    const ok = await f.call("POST", "/v1/pool/quarantined/3/release");
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.json, { index: 3, state: "scrubbing" });
+    assertProblem(await f.call("POST", "/v1/pool/quarantined/1/release"), 409, "slot_not_quarantined");
+    assertProblem(await f.call("POST", "/v1/pool/quarantined/x/release"), 404, "not_found");
+    assert.deepEqual(f.admin.calls, [3, 1]);
+  });
+});
+
+describe("consumers", () => {
+  let c: Fixture;
+  const A = { name: "alice", token: "tok-alice-0123456789" };
+  const B = { name: "bob", token: "tok-bob-0123456789abc" };
+  const as = (who: { token: string }, opts: RawOptions = {}): RawOptions => ({
+    ...opts,
+    headers: { ...opts.headers, authorization: `Bearer ${who.token}` },
+  });
+
+  before(async () => {
+    c = await startFixture("consumers", [A, B]);
+  });
+  after(async () => {
+    await c.server.close();
+  });
+
+  test("unauthorized without or with a wrong token; health and openapi stay public", async () => {
+    const none = await c.call("GET", "/v1/leases");
+    assertProblem(none, 401, "unauthorized");
+    assert.match(String(none.headers["www-authenticate"]), /^Bearer/);
+    assertProblem(await c.call("GET", "/v1/leases", { headers: { authorization: "Bearer nope" } }), 401, "unauthorized");
+    assertProblem(await c.call("GET", "/v1/leases", { headers: { authorization: `Basic ${A.token}` } }), 401, "unauthorized");
+    assertProblem(await c.call("GET", "/metrics"), 401, "unauthorized");
+    assertProblem(await c.call("GET", "/v1/pool"), 401, "unauthorized");
+    assertProblem(await c.call("GET", "/nope"), 401, "unauthorized");
+    const before = c.service.mutations.length;
+    assertProblem(await c.call("POST", "/v1/leases", json({})), 401, "unauthorized");
+    assert.equal(c.service.mutations.length, before);
+    assert.equal((await c.call("GET", "/v1/health")).status, 200);
+    assert.equal((await c.call("GET", "/v1/openapi.json")).status, 200);
+    assert.equal((await c.call("GET", "/v1/pool", as(A))).status, 200);
+    assert.equal((await c.call("GET", "/v1/leases", { headers: { authorization: `bearer ${A.token}` } })).status, 200);
+  });
+
+  test("A and B cannot see each other's leases", async () => {
+    const res = await c.call("POST", "/v1/leases", as(A, json({ ttlSeconds: 30 })));
+    assert.equal(res.status, 201);
+    const lease = res.json as Lease;
+    assert.equal(lease.consumer, "alice");
+    assertProblem(await c.call("GET", `/v1/leases/${lease.id}`, as(B)), 404, "lease_not_found");
+    assertProblem(await c.call("DELETE", `/v1/leases/${lease.id}`, as(B)), 404, "lease_not_found");
+    assertProblem(await c.call("POST", `/v1/leases/${lease.id}/renew`, as(B)), 404, "lease_not_found");
+    assert.deepEqual((await c.call("GET", "/v1/leases", as(B))).json, { leases: [] });
+    assert.equal(((await c.call("GET", "/v1/leases", as(A))).json as { leases: Lease[] }).leases.length, 1);
+    assert.equal((await c.call("GET", `/v1/leases/${lease.id}`, as(A))).status, 200);
+    assert.equal((await c.call("DELETE", `/v1/leases/${lease.id}`, as(A))).status, 204);
+  });
+
+  test("invalid consumer config is refused", () => {
+    const service = new FakeService();
+    assert.throws(() => createApiServer({ service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
+    assert.throws(() => createApiServer({ service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
+    assert.throws(() => createApiServer({ service, consumers: [{ name: "dave", token: "has space" }] }), /token/);
+  });
+});
+
+describe("socket file", () => {
+  test("a stale socket is replaced, a live one or a regular file is refused", async () => {
+    const stale = path.join(tmp, "stale.sock");
+    // A process that dies while listening leaves its socket file behind.
+    spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`]);
+    assert.ok(fs.statSync(stale).isSocket());
+    const s = createApiServer({ service: new FakeService(), logger });
+    await s.listen(stale);
+    assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
+
+    const second = createApiServer({ service: new FakeService(), logger });
+    await assert.rejects(second.listen(stale), /another process/);
+    assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
+    await s.close();
+    assert.equal(fs.existsSync(stale), false);
+
+    const file = path.join(tmp, "file.sock");
+    fs.writeFileSync(file, "keep me");
+    await assert.rejects(createApiServer({ service: new FakeService(), logger }).listen(file), /not a socket/);
+    assert.equal(fs.readFileSync(file, "utf8"), "keep me");
+  });
+});
+
+test("every response so far matched openapi.json", () => {
+  assert.ok(validatedResponses > 80, `only ${validatedResponses} responses validated`);
+});
