@@ -140,6 +140,7 @@ export interface MachineInfo {
   kernel: string;
   node: string;
   os: string;
+  loadAverageAtStart: number[];
 }
 
 export function machineInfo(): MachineInfo {
@@ -159,15 +160,18 @@ export function machineInfo(): MachineInfo {
     kernel: os.release(),
     node: process.version,
     os: osName,
+    loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }
 
-/** Cleanup actions run in reverse order of registration, also on SIGINT/SIGTERM. */
+/**
+ * Synchronous cleanup actions, run in reverse order of registration: at the end of a run
+ * and from SIGINT/SIGTERM (where nothing asynchronous would get to run).
+ */
 export class Cleanups {
-  private readonly actions: Array<{ label: string; fn: () => Promise<void> | void }> = [];
-  private running = false;
+  private readonly actions: Array<{ label: string; fn: () => void }> = [];
 
-  add(label: string, fn: () => Promise<void> | void): () => void {
+  add(label: string, fn: () => void): () => void {
     const entry = { label, fn };
     this.actions.push(entry);
     return () => {
@@ -176,19 +180,46 @@ export class Cleanups {
     };
   }
 
-  async runAll(log: (msg: string) => void = () => {}): Promise<void> {
-    if (this.running) return;
-    this.running = true;
+  runAll(log: (msg: string) => void = () => {}): void {
     while (this.actions.length > 0) {
       const { label, fn } = this.actions.pop()!;
       try {
-        await fn();
+        fn();
       } catch (err) {
         log(`cleanup "${label}" failed: ${(err as Error).message}`);
       }
     }
-    this.running = false;
   }
+}
+
+/** Busy fraction of all CPUs over `ms` (from /proc/stat). */
+export async function cpuBusy(ms: number): Promise<number> {
+  const read = () => {
+    const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { idle, total };
+  };
+  const a = read();
+  await sleep(ms);
+  const b = read();
+  const total = b.total - a.total;
+  return total > 0 ? 1 - (b.idle - a.idle) / total : 0;
+}
+
+/**
+ * Waits until the machine is quiet (CPU busy below `threshold` over one second), at most
+ * `maxMs`: deleting namespaces goes on in kernel workers after `ip netns del` returns,
+ * and would slow the next measurement. Returns the ms waited and the last busy fraction.
+ */
+export async function settle(threshold = 0.15, maxMs = 60_000): Promise<{ waitedMs: number; busy: number }> {
+  const start = now();
+  let busy = 1;
+  while (now() - start < maxMs) {
+    busy = await cpuBusy(1000);
+    if (busy < threshold) break;
+  }
+  return { waitedMs: now() - start, busy };
 }
 
 /** Polls `cond` every `intervalMs` until true or the timeout passes. */

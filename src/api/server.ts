@@ -17,8 +17,8 @@ export type { ConsumerConfig } from "./consumers.js";
 export const MAX_BODY_BYTES = 64 * 1024;
 
 export interface ApiLogger {
+  /** Genuine bugs only (errors that are not NetslotError); client mistakes are not logged. */
   error(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
 }
 
 /** Operator actions on the pool (not scoped to a consumer). */
@@ -46,7 +46,6 @@ export interface ApiServer {
 
 const stderrLogger: ApiLogger = {
   error: (message, fields) => process.stderr.write(`${JSON.stringify({ level: "error", msg: message, ...fields })}\n`),
-  warn: (message, fields) => process.stderr.write(`${JSON.stringify({ level: "warn", msg: message, ...fields })}\n`),
 };
 
 // ---------------------------------------------------------------------------------------
@@ -126,8 +125,6 @@ interface Route {
   template: string;
   /** Needs no token (GET only). */
   public?: boolean;
-  /** Whether the path has a lease id segment. */
-  withId?: boolean;
   methods: { [method: string]: Handler };
 }
 
@@ -186,6 +183,13 @@ function readLimited(req: http.IncomingMessage, limit: number): Promise<Buffer |
 /** Sentinel: the request was already answered (or abandoned by the client). */
 const ANSWERED = Symbol("answered");
 
+/** Whether the request carries a body (chunked, or a Content-Length over zero). */
+function announcesBody(req: http.IncomingMessage): boolean {
+  if (req.headers["transfer-encoding"] !== undefined) return true;
+  const length = req.headers["content-length"];
+  return length !== undefined && Number(length) > 0;
+}
+
 function isJsonContentType(value: string): boolean {
   const [type, ...params] = value.split(";").map((part) => part.trim().toLowerCase());
   if (type !== "application/json") return false;
@@ -220,8 +224,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   async function readJsonBody(req: http.IncomingMessage, res: http.ServerResponse): Promise<unknown> {
     const lengthHeader = req.headers["content-length"];
     const length = lengthHeader === undefined ? undefined : Number(lengthHeader);
-    const chunked = req.headers["transfer-encoding"] !== undefined;
-    const hasBody = chunked || (length !== undefined && length > 0);
+    const hasBody = announcesBody(req);
     if (length !== undefined && length > MAX_BODY_BYTES) {
       // Answered without reading; the connection closes so the rest is never read.
       sendProblem(res, new NetslotError("payload_too_large", `the body is ${length} bytes; at most ${MAX_BODY_BYTES} are accepted`), {
@@ -230,7 +233,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       return ANSWERED;
     }
     const contentType = req.headers["content-type"];
-    if ((hasBody || contentType !== undefined) && !(contentType !== undefined && isJsonContentType(contentType))) {
+    // Only a body needs a media type: an empty POST is {} whatever its headers say.
+    if (hasBody && !(contentType !== undefined && isJsonContentType(contentType))) {
       const got = contentType === undefined ? "no Content-Type" : `Content-Type ${JSON.stringify(contentType)}`;
       sendProblem(res, new NetslotError("unsupported_media_type", `the body must be application/json; got ${got}`), {
         Connection: "close",
@@ -269,7 +273,6 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
 
   const leaseRoute: Route = {
     template: "/v1/leases/{id}",
-    withId: true,
     methods: {
       GET: (ctx) => sendJson(ctx.res, 200, service.get(consumerOf(ctx), ctx.id)),
       DELETE: async (ctx) => {
@@ -282,7 +285,6 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   };
   const renewRoute: Route = {
     template: "/v1/leases/{id}/renew",
-    withId: true,
     methods: {
       POST: async (ctx) => {
         const body = await readJsonBody(ctx.req, ctx.res);
@@ -415,6 +417,10 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     res.once("finish", observe);
     res.once("close", observe);
 
+    // Early answers leave an announced body unread: close rather than read it to the end.
+    const early = (error: NetslotError, headers: Record<string, string> = {}): void => {
+      sendProblem(res, error, announcesBody(req) ? { ...headers, Connection: "close" } : headers);
+    };
     const pathname = pathOf(req.url);
     const found = match(pathname);
     if (found) routeLabel = found.route.template;
@@ -427,19 +433,17 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         req.headers.authorization === undefined
           ? "this daemon has consumers configured; send Authorization: Bearer <token>"
           : "the bearer token is not one of a configured consumer";
-      sendProblem(res, new NetslotError("unauthorized", detail), { "WWW-Authenticate": 'Bearer realm="netslot"' });
+      early(new NetslotError("unauthorized", detail), { "WWW-Authenticate": 'Bearer realm="netslot"' });
       return;
     }
     if (!found) {
-      sendProblem(res, new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`));
+      early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`));
       return;
     }
     const handler = found.route.methods[method];
     if (!handler) {
       const allow = allowOf(found.route);
-      sendProblem(res, new NetslotError("method_not_allowed", `${req.method} is not allowed on ${found.route.template}; allowed: ${allow}`), {
-        Allow: allow,
-      });
+      early(new NetslotError("method_not_allowed", `${req.method} is not allowed on ${found.route.template}; allowed: ${allow}`), { Allow: allow });
       return;
     }
     let id = found.index ?? "";
@@ -452,7 +456,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       }
       // An id that cannot exist is simply not found; the service never sees it.
       if (decoded === null || !validators.leaseId(decoded)) {
-        sendProblem(res, new NetslotError("lease_not_found", `no lease ${JSON.stringify(decoded ?? found.idSegment)}`));
+        early(new NetslotError("lease_not_found", `no lease ${JSON.stringify(decoded ?? found.idSegment)}`));
         return;
       }
       id = decoded;

@@ -39,6 +39,13 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   writePidFile(config.stateDir);
   fs.mkdirSync(path.dirname(config.socket), { recursive: true, mode: 0o755 });
   const store = LeaseStore.open(config.stateDir);
+  const previous = store.fingerprint();
+  if (previous && (previous.prefix !== config.prefix || previous.linkCidr !== config.linkCidr)) {
+    throw new ConfigError(
+      `${config.stateDir} belongs to prefix ${previous.prefix} with --link-cidr ${previous.linkCidr}; purge it or use another --state-dir`,
+    );
+  }
+  store.setFingerprint({ prefix: config.prefix, linkCidr: config.linkCidr, poolSize: config.poolSize });
   const dataplane = SlotDataplane.open({
     prefix: config.prefix,
     linkCidr: parseCidr(config.linkCidr),

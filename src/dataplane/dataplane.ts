@@ -5,9 +5,9 @@ import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
 import { createPersistentTap } from "../kernel/tap.js";
 import { writeInterfaceSysctl, writeSysctl } from "../kernel/sysctl.js";
-import { nftJson, nftRun } from "../kernel/nft.js";
-import { loadDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { deleteRootScript, foreignTables, resetScript, rootRuleset, slotRuleset } from "./ruleset.js";
+import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
+import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
+import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -124,6 +124,11 @@ export class SlotDataplane {
   }
 
   private buildInside(a: SlotAddressing): void {
+    // Sysctls first: with IPv6 off before any device exists, no device gets IPv6 state
+    // (link-local addresses, DAD) to set up and tear down again.
+    writeSysctl("net.ipv6.conf.all.disable_ipv6", 1);
+    writeSysctl("net.ipv6.conf.default.disable_ipv6", 1);
+    writeSysctl("net.ipv4.ip_forward", 1);
     const rtnl = Rtnl.open();
     try {
       rtnl.setLink(1, { up: true });
@@ -156,10 +161,7 @@ export class SlotDataplane {
           up: true,
         });
       }
-      writeSysctl("net.ipv4.ip_forward", 1);
-      writeSysctl("net.ipv6.conf.all.disable_ipv6", 1);
-      writeSysctl("net.ipv6.conf.default.disable_ipv6", 1);
-      nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr) }));
+      nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
       rtnl.addQdiscClsact(eth0.index);
       rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
       rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
@@ -267,7 +269,9 @@ export class SlotDataplane {
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
-        nftRun(resetScript({ linkCidr: formatCidr(this.options.linkCidr) }, foreignTables(nftJson("list tables"))));
+        // One context for the listing and the reset: a second context would wait for the
+        // first one's socket teardown (an RCU grace period) under the commit lock.
+        withNft((nft) => runRetryingEintr(nft, resetScript({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress }, foreignTables(nft.json("list tables")))));
         conntrackFlush();
         rtnl.flushNeighbours();
         return { ok: true };
@@ -296,22 +300,69 @@ export class SlotDataplane {
    * namespaces, the root table, pinned programs and maps. Idempotent.
    */
   static purge(prefix: string): { namespaces: number; links: number } {
+    // Namespaces first: the kernel tears them down (and their veth pairs) in batches, where
+    // deleting veths one by one waits ~30 ms each for in-flight packets.
+    const names = listNetns(`${prefix}-`).filter((n) => parseSlotName(prefix, n) !== undefined);
+    for (const name of names) deleteNetns(name);
     const root = Rtnl.open();
     let links = 0;
     try {
-      for (const link of root.links()) {
-        if (parseSlotName(prefix, link.name) !== undefined) {
-          root.deleteLink(link.index);
-          links++;
-        }
+      const deadline = Date.now() + 10_000;
+      let left = root.links().filter((l) => parseSlotName(prefix, l.name) !== undefined);
+      while (left.length > 0 && names.length > 0 && Date.now() < deadline) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        left = root.links().filter((l) => parseSlotName(prefix, l.name) !== undefined);
+      }
+      // Host ends whose namespace was already gone (or never made) go one by one.
+      for (const link of left) {
+        root.deleteLink(link.index);
+        links++;
       }
     } finally {
       root.close();
     }
-    const names = listNetns(`${prefix}-`).filter((n) => parseSlotName(prefix, n) !== undefined);
-    for (const name of names) deleteNetns(name);
     nftRun(deleteRootScript(prefix));
     removePinned(bpfPinDir(prefix));
     return { namespaces: names.length, links };
   }
+}
+
+/** What the kernel holds for a prefix, read without changing anything (`netslot check`). */
+export interface KernelInventory {
+  namespaces: Set<number>;
+  hostLinks: Set<number>;
+  rootTable: boolean;
+  rootRules: number;
+  pinned: boolean;
+  mapEntries: Array<{ mac: string; outsideAddress: string; vni: number }>;
+}
+
+export function inventory(prefix: string): KernelInventory {
+  const namespaces = new Set<number>();
+  for (const name of listNetns(`${prefix}-`)) {
+    const index = parseSlotName(prefix, name);
+    if (index !== undefined) namespaces.add(index);
+  }
+  const hostLinks = new Set<number>();
+  const root = Rtnl.open();
+  try {
+    for (const link of root.links()) {
+      const index = parseSlotName(prefix, link.name);
+      if (index !== undefined) hostLinks.add(index);
+    }
+  } finally {
+    root.close();
+  }
+  let rootTable = false;
+  let rootRules = 0;
+  try {
+    rootRules = rootRuleCount(nftJson(`list table inet ${prefix}`), prefix);
+    rootTable = true;
+  } catch {
+    rootTable = false;
+  }
+  const bpf = openPinnedDataplane(bpfPinDir(prefix));
+  const mapEntries = bpf ? bpf.slotEntries() : [];
+  bpf?.close();
+  return { namespaces, hostLinks, rootTable, rootRules, pinned: bpf !== undefined, mapEntries };
 }

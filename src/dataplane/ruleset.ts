@@ -33,6 +33,12 @@ export interface SlotRulesetOptions {
   /** The daemon's --link-cidr: every slot's link and outside address and the host-side veths. */
   linkCidr: string;
   /**
+   * The host end of this slot's veth. The host talks to its guest from this address, so the
+   * guest's answers to it must pass; the root table's input chain admits only replies
+   * from slots, which keeps the host itself closed to the guest.
+   */
+  hostAddress?: string;
+  /**
    * The namespace has no netslot tables yet (slot build): `create table` instead of the
    * add+delete reset, so it fails (EEXIST) rather than duplicating rules if they exist.
    * Committing no deletion avoids kernel destroy work, which makes the context's socket
@@ -58,6 +64,10 @@ function assertIfname(name: string): void {
   if (!IFNAME.test(name)) throw new Error(`interface name "${name}" is not usable in a ruleset`);
 }
 
+function formatIp(text: string): string {
+  return intToIp(ipToInt(text));
+}
+
 function canonicalCidr(text: string): string {
   return formatCidr(parseCidr(text));
 }
@@ -81,6 +91,9 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   const tap = `"${TAP_NAME}"`;
   const out = `{ "${SLOT_UPLINK_NAME}", "${VXLAN_NAME}" }`;
   const c = (what: string) => `comment "netslot: ${what}"`;
+  const host = opts.hostAddress
+    ? `    iifname ${tap} ip daddr ${formatIp(opts.hostAddress)} accept ${c("answers to the host (root admits replies only)")}\n`
+    : "";
   return (
     tableHeader("netdev", SLOT_TABLE, opts.fresh) +
     tableHeader("inet", SLOT_TABLE, opts.fresh) +
@@ -103,7 +116,7 @@ table inet ${SLOT_TABLE} {
   chain forward {
     type filter hook forward priority 0; policy drop;
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
-    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
+${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
     iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }

@@ -306,6 +306,12 @@ class PinnedDataplane implements Dataplane {
 }
 
 /** Opens the four pinned objects and checks they are what this code expects. */
+/** Opens the pinned objects without loading anything; undefined when nothing is pinned there (`netslot check`). */
+export function openPinnedDataplane(pinDir: string): Dataplane | undefined {
+  if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
+  return adopt(pinDir, true);
+}
+
 function adopt(pinDir: string, adopted: boolean): Dataplane {
   const fds: number[] = [];
   try {

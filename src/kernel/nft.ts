@@ -162,7 +162,22 @@ export function withNft<T>(fn: (nft: NftContext) => T): T {
  * netlink transaction, so either all apply or none does. Throws NftError on failure.
  */
 export function nftRun(commands: string): void {
-  withNft((nft) => nft.run(commands));
+  withNft((nft) => runRetryingEintr(nft, commands));
+}
+
+/**
+ * A signal arriving during the commit makes the kernel abort the whole transaction with
+ * EINTR (nothing applied), and libnftables does not retry: do it here, a bounded number
+ * of times. Quirks live in this layer only.
+ */
+export function runRetryingEintr(nft: NftContext, commands: string): string {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return nft.run(commands);
+    } catch (err) {
+      if (attempt >= 4 || !(err instanceof NftError) || !err.nftMessage.includes("Interrupted system call")) throw err;
+    }
+  }
 }
 
 /**

@@ -240,7 +240,6 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-api-"));
 const logged: { message: string; fields?: Record<string, unknown> }[] = [];
 const logger = {
   error: (message: string, fields?: Record<string, unknown>) => logged.push({ message, fields }),
-  warn: (message: string, fields?: Record<string, unknown>) => logged.push({ message, fields }),
 };
 
 interface Fixture {
@@ -353,6 +352,9 @@ describe("endpoints", () => {
     const lease = res.json as Lease;
     assert.equal(lease.expiresAt, null);
     assert.equal((await f.call("DELETE", `/v1/leases/${lease.id}`)).status, 204);
+    const typed = await f.call("POST", "/v1/leases", { headers: { "content-type": "application/json" }, body: "" });
+    assert.equal(typed.status, 201, typed.text);
+    assert.equal((await f.call("DELETE", `/v1/leases/${(typed.json as Lease).id}`)).status, 204);
   });
 
   test("GET /metrics: the service's metrics, the extra ones, and the API's counter and histogram", async () => {
@@ -599,6 +601,12 @@ describe("consumers", () => {
     const before = c.service.mutations.length;
     assertProblem(await c.call("POST", "/v1/leases", json({})), 401, "unauthorized");
     assert.equal(c.service.mutations.length, before);
+    // An unread body is not read to its end: the connection closes instead.
+    const keepAlive = { connection: "keep-alive" };
+    const withBody = json({ ttlSeconds: 5 });
+    const unread = await c.call("POST", "/v1/leases", { ...withBody, headers: { ...withBody.headers, ...keepAlive } });
+    assert.equal(unread.headers.connection, "close");
+    assert.equal((await c.call("GET", "/v1/leases", { headers: keepAlive })).headers.connection, "keep-alive");
     assert.equal((await c.call("GET", "/v1/health")).status, 200);
     assert.equal((await c.call("GET", "/v1/openapi.json")).status, 200);
     assert.equal((await c.call("GET", "/v1/pool", as(A))).status, 200);

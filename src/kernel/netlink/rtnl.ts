@@ -77,6 +77,9 @@ const IFLA_VXLAN_LEARNING = 7;
 const IFLA_VXLAN_PORT = 15;
 const IFLA_VXLAN_GROUP6 = 16;
 const IFLA_VXLAN_LOCAL6 = 17;
+const IFLA_GENEVE_ID = 1;
+const IFLA_GENEVE_REMOTE = 2;
+const IFLA_GENEVE_PORT = 5;
 
 export const IFF_UP = 0x1;
 export const IFF_LOWER_UP = 0x10000;
@@ -522,6 +525,19 @@ export class Rtnl {
     this.sock.request(encodeMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, [ifinfomsg(0, up, up), ...attrs]), `RTM_NEWLINK vxlan ${spec.name}`);
   }
 
+  /**
+   * `ip link add NAME [mtu M] [up] type geneve id VNI remote R dstport PORT`. Needs
+   * CONFIG_GENEVE; without it the kernel answers EOPNOTSUPP ("Unknown device type").
+   */
+  createGeneve(spec: { name: string; vni: number; remote: string; port?: number; mtu?: number; up?: boolean }): void {
+    const data: Buffer[] = [attrU32(IFLA_GENEVE_ID, spec.vni), attrIp(IFLA_GENEVE_REMOTE, spec.remote), attrU16be(IFLA_GENEVE_PORT, spec.port ?? 6081)];
+    const attrs: Buffer[] = [attrString(IFLA_IFNAME, spec.name)];
+    if (spec.mtu !== undefined) attrs.push(attrU32(IFLA_MTU, spec.mtu));
+    attrs.push(attrNested(IFLA_LINKINFO, [attrString(IFLA_INFO_KIND, "geneve"), attrNested(IFLA_INFO_DATA, data)]));
+    const up = spec.up ? IFF_UP : 0;
+    this.sock.request(encodeMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, [ifinfomsg(0, up, up), ...attrs]), `RTM_NEWLINK geneve ${spec.name}`);
+  }
+
   /** `ip link add NAME type dummy` (needs CONFIG_DUMMY). */
   createDummy(spec: { name: string; up?: boolean }): void {
     const up = spec.up ? IFF_UP : 0;
@@ -800,8 +816,10 @@ export class Rtnl {
 
   /** `tc qdisc del dev INDEX clsact` (removes its filters too); a missing one is success. */
   deleteQdiscClsact(index: number): void {
+    // Without clsact the kernel answers ENOENT, or EINVAL "Invalid handle" once the device
+    // has had an ingress queue: both mean there is nothing to delete.
     const msg = encodeMessage(RTM_DELQDISC, 0, [tcmsg(index, CLSACT_HANDLE, TC_H_CLSACT), attrString(TCA_KIND, "clsact")]);
-    this.sock.request(msg, `RTM_DELQDISC clsact dev ${index}`, [libc.ENOENT, libc.EINVAL, libc.ENODEV]);
+    this.sock.request(msg, `RTM_DELQDISC clsact dev ${index}`, [libc.ENOENT, libc.ENODEV, libc.EINVAL]);
   }
 
   /** `tc qdisc show` */
@@ -876,9 +894,11 @@ export class Rtnl {
 
   /** `tc filter del dev INDEX ingress|egress`: every filter of that hook; none is success. */
   deleteFilters(index: number, direction: TcDirection): void {
+    // EINVAL is the kernel's "Parent Qdisc doesn't exists": no clsact, so no filters.
     this.sock.request(encodeMessage(RTM_DELTFILTER, 0, [tcmsg(index, 0, tcParent(direction))]), `RTM_DELTFILTER dev ${index} ${direction}`, [
       libc.ENOENT,
       libc.EINVAL,
+      libc.ENODEV,
     ]);
   }
 }

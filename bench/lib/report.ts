@@ -1,0 +1,452 @@
+// Targets from the issue, checked against the measured figures; the Markdown summary and
+// the SVG charts written next to the JSON.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { barChart, lineChart, type Series } from "./svg.js";
+import type { BenchResults, TargetRow } from "./types.js";
+import { round } from "./util.js";
+
+const SPEC = "../../docs/SPECIFICATION.md";
+
+function ms(x: number | undefined, d = 3): string {
+  return x === undefined || !Number.isFinite(x) ? "—" : `${round(x, d)} ms`;
+}
+
+function largestBoot(r: BenchResults) {
+  return [...r.boot].filter((b) => b.start !== undefined).sort((a, b) => b.n - a.n)[0];
+}
+
+/** Evaluates every target of the issue; pass null means "not measured in this run". */
+export function evaluateTargets(r: BenchResults): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const big = largestBoot(r);
+  const at = (n: number | undefined) => (n === undefined ? "" : n === 4000 ? "" : ` (at N=${n}, not 4,000)`);
+  const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);
+
+  // S1 boot
+  {
+    const secs = big?.start ? big.start.wallReadyMs / 1000 : undefined;
+    rows.push({
+      id: "S1",
+      what: "4,000 slots ready (spawn → health ready, wall clock)",
+      target: "≤ 30 s",
+      measured: secs === undefined ? "—" : `${round(secs, 2)} s${at(big?.n)}; daemon's own: ${big?.start?.daemonReadySeconds ?? "—"} s`,
+      ratio: secs === undefined ? "—" : `${round(secs / 30, 2)}× of budget`,
+      pass: secs === undefined || big?.n !== 4000 ? null : secs <= 30,
+      spec: `${SPEC}#s1`,
+      ...(big && big.n !== 4000 ? { note: "quick mode: judged at 4,000 only" } : {}),
+    });
+  }
+  // S2/S3 request and release-ack p99 at 1 client
+  for (const [id, what, v] of [
+    ["S2", "request → lease, p99, 1 client", one?.requestMs.p99],
+    ["S3", "release → acknowledged, p99, 1 client", one?.releaseAckMs.p99],
+  ] as const) {
+    rows.push({
+      id,
+      what,
+      target: "≤ 1 ms",
+      measured: `${ms(v)}${at(r.lease.plain?.poolSize)}`,
+      ratio: v === undefined ? "—" : `${round(v / 1, 2)}× of budget`,
+      pass: v === undefined ? null : v <= 1,
+      spec: `${SPEC}#${id.toLowerCase()}`,
+    });
+  }
+  // S4 reusable
+  {
+    const client = r.lease.plain?.reusable?.releaseToReusableMs.p99;
+    const server = one?.server.releaseToReusable?.p99?.upperBoundMs;
+    const v = client ?? server;
+    rows.push({
+      id: "S4",
+      what: "release → slot reusable, p99",
+      target: "≤ 10 ms",
+      measured: `${ms(client)} (client poll); daemon histogram p99 ≤ ${ms(server, 4)}`,
+      ratio: v === undefined ? "—" : `${round(v / 10, 2)}× of budget`,
+      pass: v === undefined ? null : v <= 10,
+      spec: `${SPEC}#s4`,
+    });
+  }
+  // S5 throughput
+  {
+    const v = r.lease.plain?.sustained?.cyclesPerSecond;
+    rows.push({
+      id: "S5",
+      what: "sustained request+release cycles/s, 8 clients",
+      target: "≥ 1,000/s",
+      measured: v === undefined ? "—" : `${round(v, 0)}/s`,
+      ratio: v === undefined ? "—" : `${round(v / 1000, 2)}×`,
+      pass: v === undefined ? null : v >= 1000,
+      spec: `${SPEC}#s5`,
+    });
+  }
+  // S6 vs CNI
+  {
+    const cni = [...r.baselines].filter((b) => b.baseline === "cni-bridge" && b.setupMsPerVm !== undefined).sort((a, b) => b.n - a.n)[0];
+    const req = one?.requestMs.mean;
+    const ratio = cni?.setupMsPerVm !== undefined && req ? cni.setupMsPerVm / req : undefined;
+    rows.push({
+      id: "S6",
+      what: `request vs CNI bridge ADD (mean per VM${cni ? `, CNI at N=${cni.n}` : ""})`,
+      target: "≥ 30× faster",
+      measured: `${ms(req)} vs ${ms(cni?.setupMsPerVm, 2)}`,
+      ratio: ratio === undefined ? "—" : `${round(ratio, 1)}× faster`,
+      pass: ratio === undefined ? null : ratio >= 30,
+      spec: `${SPEC}#s6`,
+    });
+  }
+  // S7 rules
+  {
+    const rules = r.footprint.rules;
+    const counts = [...new Set(rules.map((x) => x.count))];
+    rows.push({
+      id: "S7",
+      what: "root-namespace rule count at every N",
+      target: "identical",
+      measured: rules.length ? rules.map((x) => `N=${x.n}: ${x.count}`).join(", ") : "—",
+      ratio: counts.length ? `${counts.length} distinct value(s)` : "—",
+      pass: rules.length < 2 ? null : counts.length === 1,
+      spec: `${SPEC}#s7`,
+    });
+  }
+  // S8 connect skew
+  {
+    const c = r.footprint.connect;
+    const f = c?.first?.hostToGuest?.ms.p99;
+    const l = c?.last?.hostToGuest?.ms.p99;
+    const ratio = f && l ? l / f : undefined;
+    rows.push({
+      id: "S8",
+      what: `TCP connect p99 host → guest, last slot vs first${c ? ` (N=${c.n})` : ""}`,
+      target: "within 10%",
+      measured: `first ${ms(f)}, last ${ms(l)}`,
+      ratio: ratio === undefined ? "—" : `${round(ratio, 3)}×`,
+      pass: ratio === undefined ? null : ratio <= 1.1,
+      spec: `${SPEC}#s8`,
+    });
+  }
+  // S9 build skew
+  {
+    const t = big?.perSlotBuild?.timeline ?? big?.perSlotBuild?.progress;
+    rows.push({
+      id: "S9",
+      what: `per-slot build time, last 10% vs first 10%${big ? ` (N=${big.n})` : ""}`,
+      target: "≤ 1.5×",
+      measured: t ? `${ms(t.firstTenthMsPerSlot)} → ${ms(t.lastTenthMsPerSlot)}` : "—",
+      ratio: t ? `${round(t.ratio, 2)}×` : "—",
+      pass: t ? t.ratio <= 1.5 : null,
+      spec: `${SPEC}#s9`,
+    });
+  }
+  // S10 RSS
+  {
+    const m = r.memory;
+    const kb = Math.max(m?.daemonRssKbAtReady ?? 0, m?.daemonRssKbAfterLeases ?? 0) || undefined;
+    const mb = kb === undefined ? undefined : kb / 1024;
+    rows.push({
+      id: "S10",
+      what: `daemon RSS${m ? ` (N=${m.n})` : ""}`,
+      target: "≤ 200 MB",
+      measured: mb === undefined ? "—" : `${round(mb, 1)} MiB; kernel ≈ ${round(m?.kernelKbPerSlot ?? NaN, 1)} KiB/slot, slab ${round(m?.slabKbPerSlot ?? NaN, 1)} KiB/slot`,
+      ratio: mb === undefined ? "—" : `${round(mb / 200, 2)}× of budget`,
+      pass: mb === undefined ? null : mb <= 200,
+      spec: `${SPEC}#s10`,
+    });
+  }
+  // S11 restart
+  for (const kind of ["sigterm", "kill9"] as const) {
+    const run = r.restart.find((x) => x.kind === kind);
+    const secs = run?.start ? run.start.wallReadyMs / 1000 : undefined;
+    rows.push({
+      id: kind === "sigterm" ? "S11" : "S11b",
+      what: `restart to ready after ${kind === "sigterm" ? "SIGTERM" : "kill -9"}${run ? ` (N=${run.n})` : ""}`,
+      target: "≤ 5 s",
+      measured: secs === undefined ? (run?.error ? `error: ${run.error.slice(0, 80)}` : "—") : `${round(secs, 2)} s (daemon's own ${run?.start?.daemonReadySeconds ?? "—"} s)`,
+      ratio: secs === undefined ? "—" : `${round(secs / 5, 2)}× of budget`,
+      pass: secs === undefined ? null : secs <= 5,
+      spec: `${SPEC}#s11`,
+    });
+  }
+  // S12 data path (reported, no target in the issue)
+  {
+    const d = r.datapath;
+    rows.push({
+      id: "S12",
+      what: "iperf3 guest → upstream through the slot's eBPF NAT vs plain routing",
+      target: "report",
+      measured:
+        d?.netslot?.forward && d.plainRelay?.forward
+          ? `${round(d.netslot.forward.bitsPerSecond / 1e9, 2)} vs ${round(d.plainRelay.forward.bitsPerSecond / 1e9, 2)} Gbit/s`
+          : d?.error
+            ? `error: ${d.error.slice(0, 80)}`
+            : "—",
+      ratio: d?.ratioForward === undefined ? "—" : `${round(d.ratioForward, 3)}×`,
+      pass: null,
+      spec: `${SPEC}#s12`,
+    });
+  }
+  return rows;
+}
+
+export function markdown(r: BenchResults): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`# netslot benchmarks — ${r.mode} run, ${r.startedAt.slice(0, 19).replace("T", " ")} UTC`);
+  out.push("");
+  out.push(
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${round(m.memoryMiB / 1024, 1)} GiB, kernel ${m.kernel}, Node ${m.node}, ${m.os}.` +
+      (r.git ? ` Commit ${r.git.commit.slice(0, 12)}${r.git.dirty ? " (uncommitted changes)" : ""}.` : "") +
+      ` Run took ${round(r.durationSeconds ?? NaN, 0)} s. Raw figures: \`${path.basename(resultsFileName(r))}\`.`,
+  );
+  out.push("");
+  out.push("| # | target | goal | measured | ratio | result |");
+  out.push("|---|---|---|---|---|---|");
+  for (const t of r.targets) {
+    const res = t.pass === null ? "—" : t.pass ? "**pass**" : "**miss**";
+    out.push(`| [${t.id}](${t.spec}) | ${t.what} | ${t.target} | ${t.measured} | ${t.ratio} | ${res} |`);
+  }
+  out.push("");
+  out.push("## Boot");
+  out.push("");
+  out.push("| N | ready, wall (s) | ready, daemon (s) | slots/s (wall) | per slot, first 10% | per slot, last 10% | root rules | RSS (MiB) | purge (s) |");
+  out.push("|---|---|---|---|---|---|---|---|---|");
+  for (const b of r.boot) {
+    const t = b.perSlotBuild?.timeline ?? b.perSlotBuild?.progress;
+    out.push(
+      `| ${b.n} | ${b.start ? round(b.start.wallReadyMs / 1000, 2) : b.error ? "error" : "—"} | ${b.start?.daemonReadySeconds ?? "—"} | ${round(b.slotsPerSecondWall ?? NaN, 0)} | ${ms(t?.firstTenthMsPerSlot)} | ${ms(t?.lastTenthMsPerSlot)} | ${b.rootRules ?? "—"} | ${b.rssKbAtReady ? round(b.rssKbAtReady / 1024, 1) : "—"} | ${b.purge ? round(b.purge.ms / 1000, 2) : "—"} |`,
+    );
+  }
+  const bootErrors = r.boot.filter((b) => b.error);
+  for (const b of bootErrors) out.push(`\nN=${b.n}: ${b.error!.split("\n")[0]}`);
+  out.push("");
+  out.push("## Lease path (SDK over the unix socket)");
+  for (const [label, lp] of [
+    ["no tenant network", r.lease.plain],
+    ["with a tenant network (VXLAN VNI set at request)", r.lease.tenant],
+  ] as const) {
+    out.push("");
+    out.push(`### ${label}${lp ? `, pool ${lp.poolSize}` : ""}`);
+    out.push("");
+    if (!lp) {
+      out.push(r.lease.error ? `Not measured: ${r.lease.error}` : "Not measured.");
+      continue;
+    }
+    if (lp.skipped) {
+      out.push(`Skipped: ${lp.skipped}`);
+      continue;
+    }
+    out.push("| clients | cycles | request p50 / p90 / p99 / max (ms) | release-ack p50 / p90 / p99 / max (ms) | daemon reusable p99 ≤ | cycles/s | errors |");
+    out.push("|---|---|---|---|---|---|---|");
+    for (const c of lp.concurrency) {
+      const q = c.requestMs;
+      const l = c.releaseAckMs;
+      out.push(
+        `| ${c.clients} | ${q.n} | ${round(q.p50)} / ${round(q.p90)} / ${round(q.p99)} / ${round(q.max)} | ${round(l.p50)} / ${round(l.p90)} / ${round(l.p99)} / ${round(l.max)} | ${ms(c.server.releaseToReusable?.p99?.upperBoundMs, 4)} | ${round(c.cyclesPerSecond, 0)} | ${c.errors} |`,
+      );
+    }
+    if (lp.reusable) {
+      const u = lp.reusable.releaseToReusableMs;
+      out.push("");
+      out.push(`Release → reusable, seen by a client polling GET /v1/pool (${lp.reusable.cycles} cycles): p50 ${ms(u.p50)}, p90 ${ms(u.p90)}, p99 ${ms(u.p99)}, max ${ms(u.max)}.`);
+    }
+    if (lp.sustained) {
+      const s = lp.sustained;
+      out.push(`Sustained with ${s.clients} clients for ${round(s.seconds, 1)} s: **${round(s.cyclesPerSecond, 0)} cycles/s** (${s.cycles} cycles, ${s.errors} errors; request p99 ${ms(s.requestMs.p99)}, release p99 ${ms(s.releaseAckMs.p99)}).`);
+    }
+  }
+  out.push("");
+  out.push("## Side by side with the peers' per-VM setup");
+  out.push("");
+  const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);
+  out.push("| baseline | N | setup per VM | teardown per VM | root rules added | netslot request (mean) | ×faster | netslot release-ack (mean) | ×faster |");
+  out.push("|---|---|---|---|---|---|---|---|---|");
+  for (const b of r.baselines) {
+    if (b.skipped) {
+      out.push(`| ${b.baseline} | ${b.n} | skipped: ${b.skipped.slice(0, 100)} | | | | | | |`);
+      continue;
+    }
+    const rq = one?.requestMs.mean;
+    const rl = one?.releaseAckMs.mean;
+    out.push(
+      `| ${b.baseline} | ${b.n} | ${ms(b.setupMsPerVm, 2)} | ${ms(b.teardownMsPerVm, 2)} | ${b.rootRulesAdded} | ${ms(rq)} | ${rq ? round(b.setupMsPerVm! / rq, 0) : "—"}× | ${ms(rl)} | ${rl ? round(b.teardownMsPerVm! / rl, 0) : "—"}× |`,
+    );
+  }
+  out.push("");
+  out.push("## Root footprint and connection setup");
+  out.push("");
+  out.push(`Root rules (\`nft -j list table inet <prefix>\`): ${r.footprint.rules.map((x) => `N=${x.n}: ${x.count}`).join(", ") || "—"}.`);
+  if (r.footprint.acquireAll) {
+    const a = r.footprint.acquireAll;
+    out.push(`Leasing all ${a.n} slots one after another took ${round(a.seconds, 2)} s; one more request was answered: ${a.exhaustedAnswer ?? "—"}.`);
+  }
+  const c = r.footprint.connect;
+  if (c) {
+    out.push("");
+    if (c.error) out.push(`Connect test error: ${c.error}`);
+    out.push(`| slot | direction | connects | p50 | p99 | max | failures |`);
+    out.push(`|---|---|---|---|---|---|---|`);
+    for (const [label, run] of [
+      ["first", c.first],
+      ["last", c.last],
+    ] as const) {
+      if (!run) continue;
+      for (const [dir, d] of [
+        ["host → guest", run.hostToGuest],
+        ["guest → upstream", run.guestToUpstream],
+      ] as const) {
+        if (!d) continue;
+        out.push(`| ${label} (#${run.slotIndex}, ${run.outsideAddress}) | ${dir} | ${d.ms.n} | ${ms(d.ms.p50)} | ${ms(d.ms.p99)} | ${ms(d.ms.max)} | ${d.failures}${d.firstError ? ` (${d.firstError})` : ""} |`);
+      }
+    }
+  }
+  out.push("");
+  out.push("## Data path (iperf3)");
+  out.push("");
+  const d = r.datapath;
+  if (!d) out.push("Not measured.");
+  else {
+    if (d.error) out.push(`Error: ${d.error}`);
+    const g = (x?: { bitsPerSecond: number; retransmits?: number | undefined }) => (x ? `${round(x.bitsPerSecond / 1e9, 3)} Gbit/s${x.retransmits !== undefined ? ` (${x.retransmits} retr.)` : ""}` : "—");
+    out.push(`| path | guest → upstream | upstream → guest |`);
+    out.push(`|---|---|---|`);
+    out.push(`| netslot slot (guest stand-in via taprelay, eBPF NAT, root masquerade) | ${g(d.netslot?.forward)} | ${g(d.netslot?.reverse)} |`);
+    out.push(`| plain routed namespace, same taprelay, no NAT | ${g(d.plainRelay?.forward)} | ${g(d.plainRelay?.reverse)} |`);
+    out.push(`| plain routed namespace, no relay (ceiling of the host) | ${g(d.plainDirect?.forward)} | ${g(d.plainDirect?.reverse)} |`);
+    out.push("");
+    out.push(`Ratio netslot / plain (same relay): forward ${round(d.ratioForward ?? NaN, 3)}, reverse ${round(d.ratioReverse ?? NaN, 3)}. ${d.seconds} s per run, MTU ${d.mtu ?? "—"}.`);
+  }
+  out.push("");
+  out.push("## Memory and restart");
+  out.push("");
+  if (r.memory) {
+    const mm = r.memory;
+    out.push(
+      `N=${mm.n}: daemon RSS at ready ${round((mm.daemonRssKbAtReady ?? NaN) / 1024, 1)} MiB, after the lease runs ${round((mm.daemonRssKbAfterLeases ?? NaN) / 1024, 1)} MiB, peak ${round((mm.daemonPeakRssKb ?? NaN) / 1024, 1)} MiB; kernel memory ≈ ${round(mm.kernelKbPerSlot ?? NaN, 1)} KiB per slot (MemAvailable drop minus daemon RSS), slab ${round(mm.slabKbPerSlot ?? NaN, 1)} KiB per slot.`,
+    );
+  }
+  for (const x of r.restart) {
+    out.push(
+      `- restart after ${x.kind === "sigterm" ? "SIGTERM" : "kill -9"} at N=${x.n}: ${x.start ? `ready in ${round(x.start.wallReadyMs / 1000, 2)} s wall, ${x.start.daemonReadySeconds ?? "—"} s by the daemon; ${x.start.adopted ?? "—"} adopted, ${(x.start.built ?? 0) - (x.start.adopted ?? 0)} rebuilt` : `error: ${x.error}`}${x.stopMs !== undefined ? `; the stop took ${round(x.stopMs, 0)} ms` : ""}.`,
+    );
+  }
+  if (r.errors.length) {
+    out.push("");
+    out.push("## Errors");
+    out.push("");
+    for (const e of r.errors) out.push(`- ${e.split("\n")[0]}`);
+  }
+  out.push("");
+  out.push("Charts: ![scale](scale-per-slot.svg) ![boot](boot-timeline.svg) ![lease](lease-latency.svg) ![side by side](side-by-side.svg) ![rules](root-rules.svg) ![connect](connect.svg) ![data path](datapath.svg)");
+  out.push("");
+  return out.join("\n");
+}
+
+export function resultsFileName(r: BenchResults): string {
+  return `${r.startedAt.replace(/[:]/g, "").replace(/\.\d+Z$/, "Z")}${r.mode === "quick" ? "-quick" : ""}.json`;
+}
+
+export function writeCharts(r: BenchResults, dir: string): string[] {
+  const written: string[] = [];
+  const write = (name: string, svg: string) => {
+    fs.writeFileSync(path.join(dir, name), svg);
+    written.push(name);
+  };
+  const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);
+
+  // Setup cost per slot against N: netslot's boot (wall / N) and the peers' per-VM setup.
+  {
+    const series: Series[] = [
+      { name: "netslot boot, ms per slot (wall)", points: r.boot.filter((b) => b.start).map((b) => [b.n, b.start!.wallReadyMs / b.n]) },
+    ];
+    if (one) {
+      const ns = r.boot.map((b) => b.n);
+      series.push({ name: "netslot request (mean)", points: [[Math.min(...ns), one.requestMs.mean], [Math.max(...ns), one.requestMs.mean]], dashed: true });
+    }
+    for (const name of ["per-vm-shell", "cni-bridge"]) {
+      const pts = r.baselines.filter((b) => b.baseline === name && b.setupMsPerVm !== undefined).map((b) => [b.n, b.setupMsPerVm!] as [number, number]);
+      if (pts.length) series.push({ name: `${name} setup per VM`, points: pts });
+    }
+    write("scale-per-slot.svg", lineChart({ title: "Network setup cost per slot vs pool size", xLabel: "slots (N)", yLabel: "ms per slot (log)", series, logY: true }));
+  }
+  // Boot timeline.
+  {
+    const series: Series[] = r.boot
+      .filter((b) => b.timeline && b.timeline.length > 1)
+      .map((b) => ({ name: `N=${b.n}`, points: b.timeline!.map(([t, c]) => [t / 1000, c] as [number, number]) }));
+    write("boot-timeline.svg", lineChart({ title: "Boot: slot builds started over time (from /run/netns)", xLabel: "seconds since spawn", yLabel: "slots", series }));
+  }
+  // Lease latency.
+  {
+    const cs = r.lease.plain?.concurrency ?? [];
+    write(
+      "lease-latency.svg",
+      barChart({
+        title: `Lease path latency over the API (pool ${r.lease.plain?.poolSize ?? "—"})`,
+        yLabel: "ms (log)",
+        categories: cs.map((c) => `${c.clients} client${c.clients > 1 ? "s" : ""}`),
+        groups: [
+          { name: "request p50", values: cs.map((c) => c.requestMs.p50) },
+          { name: "request p99", values: cs.map((c) => c.requestMs.p99) },
+          { name: "release-ack p50", values: cs.map((c) => c.releaseAckMs.p50) },
+          { name: "release-ack p99", values: cs.map((c) => c.releaseAckMs.p99) },
+        ],
+        references: [{ name: "1 ms target (1 client)", value: 1 }],
+        logY: true,
+      }),
+    );
+  }
+  // Side by side.
+  {
+    const groups = [{ name: "netslot (1 client, mean)", values: [one?.requestMs.mean, one?.releaseAckMs.mean] }];
+    for (const b of r.baselines) if (!b.skipped) groups.push({ name: `${b.baseline} N=${b.n}`, values: [b.setupMsPerVm, b.teardownMsPerVm] });
+    write(
+      "side-by-side.svg",
+      barChart({ title: "Per-VM network setup/teardown vs netslot request/release", yLabel: "ms per VM (log)", categories: ["setup / request", "teardown / release"], groups, logY: true }),
+    );
+  }
+  // Root rules.
+  {
+    const series: Series[] = [{ name: "netslot root rules", points: r.footprint.rules.map((x) => [x.n, x.count]) }];
+    for (const name of ["per-vm-shell", "cni-bridge"]) {
+      const pts = r.baselines.filter((b) => b.baseline === name && b.rootRulesAdded !== undefined).map((b) => [b.n, b.rootRulesAdded!] as [number, number]);
+      if (pts.length) series.push({ name: `${name} root rules added`, points: pts });
+    }
+    write("root-rules.svg", lineChart({ title: "Root-namespace rules vs pool size", xLabel: "slots (N)", yLabel: "rules (log)", series, logY: true }));
+  }
+  // Connect.
+  {
+    const c = r.footprint.connect;
+    const runs = [c?.first, c?.last];
+    write(
+      "connect.svg",
+      barChart({
+        title: `TCP connect latency, first vs last slot${c ? ` (N=${c.n})` : ""}`,
+        yLabel: "ms",
+        categories: ["host → guest p50", "host → guest p99", "guest → upstream p50", "guest → upstream p99"],
+        groups: runs.map((x, i) => ({
+          name: `${i === 0 ? "first" : "last"} slot${x ? ` #${x.slotIndex}` : ""}`,
+          values: [x?.hostToGuest?.ms.p50, x?.hostToGuest?.ms.p99, x?.guestToUpstream?.ms.p50, x?.guestToUpstream?.ms.p99],
+        })),
+      }),
+    );
+  }
+  // Data path.
+  {
+    const d = r.datapath;
+    const g = (x?: { bitsPerSecond: number }) => (x ? x.bitsPerSecond / 1e9 : undefined);
+    write(
+      "datapath.svg",
+      barChart({
+        title: "iperf3 throughput",
+        yLabel: "Gbit/s",
+        categories: ["guest → upstream", "upstream → guest"],
+        groups: [
+          { name: "netslot slot (relay + eBPF NAT)", values: [g(d?.netslot?.forward), g(d?.netslot?.reverse)] },
+          { name: "plain routing (same relay)", values: [g(d?.plainRelay?.forward), g(d?.plainRelay?.reverse)] },
+          { name: "plain routing, no relay", values: [g(d?.plainDirect?.forward), g(d?.plainDirect?.reverse)] },
+        ],
+      }),
+    );
+  }
+  return written;
+}

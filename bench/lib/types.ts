@@ -1,0 +1,116 @@
+// The shape of bench/results/<date>.json.
+import type { BaselineResult } from "./baselines.js";
+import type { LeasePathResult } from "./lease.js";
+import type { IperfResult } from "./net.js";
+import type { MachineInfo, Summary } from "./util.js";
+import type { PurgeResult, StartResult } from "./daemon.js";
+
+export interface BootRun {
+  n: number;
+  prefix: string;
+  linkCidr?: string;
+  vtepRemote?: string;
+  /** Waiting for a quiet machine before the boot. */
+  settle?: { waitedMs: number; busy: number };
+  start?: Omit<StartResult, "timeline" | "progressLines">;
+  /** Boot timeline [ms since spawn, slot namespaces seen], downsampled. */
+  timeline?: Array<[number, number]>;
+  timelineResolutionMs?: number;
+  progressLines?: Array<{ t: number; text: string }>;
+  slotsPerSecondWall?: number;
+  slotsPerSecondDaemon?: number;
+  perSlotBuild?: {
+    /** From the namespace timeline (build start of each slot). */
+    timeline?: { firstTenthMsPerSlot: number; lastTenthMsPerSlot: number; ratio: number; resolutionMs: number };
+    /** From the daemon's once-a-second progress lines (coarse cross-check). */
+    progress?: { firstTenthMsPerSlot: number; lastTenthMsPerSlot: number; ratio: number };
+  };
+  rootRules?: number;
+  rssKbAtReady?: number;
+  memory?: {
+    memAvailableDeltaKb: number;
+    slabDeltaKb: number;
+    slabUnreclaimDeltaKb?: number;
+    daemonRssKb: number;
+    /** (MemAvailable drop − daemon RSS) / N */
+    kernelKbPerSlot: number;
+    slabKbPerSlot: number;
+  };
+  stopMs?: number;
+  purge?: PurgeResult;
+  error?: string;
+}
+
+export interface ConnectRun {
+  slotIndex: number;
+  outsideAddress: string;
+  hostToGuest?: { ms: Summary; failures: number; firstError?: string };
+  guestToUpstream?: { ms: Summary; failures: number; firstError?: string };
+}
+
+export interface FootprintResult {
+  rules: Array<{ n: number; count: number }>;
+  identical?: boolean;
+  acquireAll?: { n: number; seconds: number; exhaustedAnswer?: string };
+  connect?: { n: number; count: number; first?: ConnectRun; last?: ConnectRun; error?: string };
+}
+
+export interface DatapathResult {
+  seconds: number;
+  mtu?: number;
+  netslot?: { forward?: IperfResult; reverse?: IperfResult };
+  plainRelay?: { forward?: IperfResult; reverse?: IperfResult };
+  plainDirect?: { forward?: IperfResult; reverse?: IperfResult };
+  ratioForward?: number;
+  ratioReverse?: number;
+  error?: string;
+}
+
+export interface RestartRun {
+  kind: "sigterm" | "kill9";
+  n: number;
+  stopMs?: number;
+  start?: Omit<StartResult, "timeline" | "progressLines">;
+  error?: string;
+}
+
+export interface MemoryResult {
+  n: number;
+  daemonRssKbAtReady?: number;
+  daemonRssKbAfterLeases?: number;
+  daemonPeakRssKb?: number;
+  kernelKbPerSlot?: number;
+  slabKbPerSlot?: number;
+}
+
+export interface TargetRow {
+  id: string;
+  what: string;
+  target: string;
+  measured: string;
+  ratio: string;
+  pass: boolean | null;
+  note?: string;
+  spec: string;
+}
+
+export interface BenchResults {
+  schema: 1;
+  mode: "quick" | "full";
+  startedAt: string;
+  finishedAt?: string;
+  durationSeconds?: number;
+  machine: MachineInfo;
+  git?: { commit: string; dirty: boolean };
+  client: string;
+  sizes: { boot: number[]; lease: number; baselines: number[] };
+  baselines: BaselineResult[];
+  boot: BootRun[];
+  lease: { plain?: LeasePathResult; tenant?: LeasePathResult; error?: string };
+  footprint: FootprintResult;
+  datapath?: DatapathResult;
+  memory?: MemoryResult;
+  restart: RestartRun[];
+  targets: TargetRow[];
+  errors: string[];
+}

@@ -1,0 +1,298 @@
+// What /proc says about one network namespace: the sockets open in it, the processes
+// (and threads) living in it, and the processes holding one of its tun/tap devices open.
+// Read-only; nothing here spawns a process. Socket tables follow the calling thread's
+// namespace (/proc/thread-self/net), so call namespaceSockets() inside withNetns; the
+// process scans look at every /proc/<pid> and work from any namespace.
+import * as fs from "node:fs";
+import koffi from "koffi";
+import { bytesToIpv6 } from "./netlink/codec.js";
+
+const libc = koffi.load("libc.so.6");
+const c = {
+  syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
+  ioctl: libc.func("int ioctl(int fd, unsigned long req, intptr_t arg)"),
+  close: libc.func("int close(int fd)"),
+};
+
+const SYS_pidfd_open = 434;
+const SYS_pidfd_getfd = 438;
+/** TUNGETDEVNETNS, _IO('T', 227): a new descriptor of the namespace the tun device lives in (Linux 5.2+). */
+const TUNGETDEVNETNS = 0x54e3;
+
+/** A namespace's identity: the nsfs device and inode (`stat -L /run/netns/NAME`). */
+export interface NsId {
+  dev: number;
+  ino: number;
+}
+
+/** `stat -L PATH` of a namespace file (/run/netns/NAME, /proc/PID/ns/net). */
+export function nsIdOf(path: string): NsId {
+  const st = fs.statSync(path);
+  return { dev: st.dev, ino: st.ino };
+}
+
+function sameNs(a: NsId, b: NsId): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+function readComm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, "latin1").trim();
+  } catch {
+    return "?";
+  }
+}
+
+function numericEntries(dir: string): number[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const n of names) if (/^\d+$/.test(n)) out.push(Number(n));
+  return out;
+}
+
+export interface NsProcess {
+  pid: number;
+  comm: string;
+  /** Threads of `pid` that are in the namespace while the process's main thread is not. */
+  threads?: number[];
+}
+
+/**
+ * Processes with a thread in namespace `ns` (what `ip netns pids NAME` finds, plus
+ * processes of which only a thread has entered, like a VMM's or our own withNetns).
+ * Call it outside withNetns, or the caller's own thread counts.
+ */
+export function processesInNetns(ns: NsId): NsProcess[] {
+  const out: NsProcess[] = [];
+  for (const pid of numericEntries("/proc")) {
+    let leaderIn = false;
+    try {
+      leaderIn = sameNs(nsIdOf(`/proc/${pid}/ns/net`), ns);
+    } catch {
+      continue; // gone, or a kernel thread without a namespace link we may read
+    }
+    if (leaderIn) {
+      out.push({ pid, comm: readComm(pid) });
+      continue;
+    }
+    const threads: number[] = [];
+    for (const tid of numericEntries(`/proc/${pid}/task`)) {
+      if (tid === pid) continue;
+      try {
+        if (sameNs(nsIdOf(`/proc/${pid}/task/${tid}/ns/net`), ns)) threads.push(tid);
+      } catch {
+        // thread exited
+      }
+    }
+    if (threads.length > 0) out.push({ pid, comm: readComm(pid), threads });
+  }
+  return out.sort((a, b) => a.pid - b.pid);
+}
+
+export interface TunHolder {
+  pid: number;
+  comm: string;
+  fd: number;
+  /**
+   * "device": the descriptor's tun device was checked to live in the namespace
+   * (pidfd_getfd + TUNGETDEVNETNS); "process": only the holder's own namespace matched
+   * (older kernels, or the descriptor could not be borrowed).
+   */
+  matchedBy: "device" | "process";
+}
+
+/**
+ * Processes holding tun/tap device `name` of namespace `ns` open (`iff:` in
+ * /proc/PID/fdinfo). The name repeats in every slot, so each candidate descriptor is
+ * borrowed with pidfd_getfd and asked which namespace its device lives in; when that is
+ * not possible the holder's own namespace decides. Scans every process's descriptors:
+ * call it only when the device reports attached queues.
+ */
+export function tunHolders(name: string, ns: NsId): TunHolder[] {
+  const out: TunHolder[] = [];
+  for (const pid of numericEntries("/proc")) {
+    if (pid === process.pid) continue;
+    for (const fd of numericEntries(`/proc/${pid}/fd`)) {
+      let info: string;
+      try {
+        if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) !== "/dev/net/tun") continue;
+        info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1");
+      } catch {
+        continue;
+      }
+      const iff = /^iff:\s*(\S+)/m.exec(info);
+      if (!iff || iff[1] !== name) continue;
+      const device = deviceNetns(pid, fd);
+      if (device !== undefined) {
+        if (sameNs(device, ns)) out.push({ pid, comm: readComm(pid), fd, matchedBy: "device" });
+        continue;
+      }
+      try {
+        if (sameNs(nsIdOf(`/proc/${pid}/ns/net`), ns)) out.push({ pid, comm: readComm(pid), fd, matchedBy: "process" });
+      } catch {
+        // gone
+      }
+    }
+  }
+  return out;
+}
+
+/** The namespace of the tun device behind descriptor `fd` of process `pid`, or undefined when it cannot be asked. */
+function deviceNetns(pid: number, fd: number): NsId | undefined {
+  const pidfd = Number(c.syscall3(SYS_pidfd_open, pid, 0, 0));
+  if (pidfd < 0) return undefined;
+  try {
+    const copy = Number(c.syscall3(SYS_pidfd_getfd, pidfd, fd, 0));
+    if (copy < 0) return undefined;
+    try {
+      const nsfd = Number(c.ioctl(copy, TUNGETDEVNETNS, 0));
+      if (nsfd < 0) return undefined;
+      try {
+        const st = fs.fstatSync(nsfd);
+        return { dev: st.dev, ino: st.ino };
+      } finally {
+        c.close(nsfd);
+      }
+    } finally {
+      c.close(copy);
+    }
+  } finally {
+    c.close(pidfd);
+  }
+}
+
+// ───────────────────────────── socket tables ─────────────────────────────
+
+const INET_PROTOS = ["tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6"] as const;
+type InetProto = (typeof INET_PROTOS)[number];
+export type SocketProto = InetProto | "unix" | "packet";
+
+export interface NsSocket {
+  proto: SocketProto;
+  /** "addr:port" for inet sockets (raw: port is the IP protocol), the path for unix ("@…" abstract, "" unnamed), the device index for packet sockets (0: any). */
+  local: string;
+  /** "addr:port" of the peer (inet only). */
+  remote?: string;
+  /** TCP state name, "unconnected"/"connected" for udp/raw, unix socket state, or packet socket type. */
+  state: string;
+  /** unix: stream/dgram/seqpacket; packet: raw/dgram with its ethertype. */
+  detail?: string;
+}
+
+const TCP_STATES = ["", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"];
+const UNIX_TYPES: Record<number, string> = { 1: "stream", 2: "dgram", 5: "seqpacket" };
+const UNIX_STATES = ["free", "unconnected", "connecting", "connected", "disconnecting"];
+const UNIX_ACCEPTCON = 0x10000;
+
+/** /proc/net/tcp addresses: IPv4 as one host-order u32, IPv6 as four host-order u32 words. */
+function procAddress(hex: string): string {
+  if (hex.length === 8) {
+    const v = parseInt(hex, 16);
+    return [v & 255, (v >>> 8) & 255, (v >>> 16) & 255, v >>> 24].join(".");
+  }
+  const b = Buffer.alloc(16);
+  for (let i = 0; i < 4; i++) b.writeUInt32LE(parseInt(hex.slice(i * 8, i * 8 + 8), 16) >>> 0, i * 4);
+  if (b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  return bytesToIpv6(b);
+}
+
+function endpoint(text: string): string {
+  const [addr, port] = text.split(":");
+  return `${procAddress(addr!)}:${parseInt(port!, 16)}`;
+}
+
+function readTable(name: string): string[] {
+  try {
+    return fs.readFileSync(`/proc/thread-self/net/${name}`, "latin1").split("\n").slice(1).filter((l) => l.trim() !== "");
+  } catch {
+    return []; // e.g. tcp6 without IPv6 support
+  }
+}
+
+/** /proc/net/sockstat{,6} of the calling thread's namespace: "TCP.inuse" → 3, "TCP.tw" → 0, … */
+function sockstat(): Map<string, number> | undefined {
+  const out = new Map<string, number>();
+  try {
+    for (const file of ["sockstat", "sockstat6"]) {
+      for (const line of fs.readFileSync(`/proc/thread-self/net/${file}`, "latin1").split("\n")) {
+        const m = /^(\w+):\s+(.*)$/.exec(line);
+        if (!m) continue;
+        const f = m[2]!.split(/\s+/);
+        for (let i = 0; i + 1 < f.length; i += 2) out.set(`${m[1]}.${f[i]}`, Number(f[i + 1]));
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return out;
+}
+
+/**
+ * Every socket open in the calling thread's namespace (`ss -a -t -u -w -x -0` without
+ * counters, queues, timers, inodes or owners): /proc/thread-self/net/{tcp,tcp6,udp,udp6,
+ * udplite,udplite6,raw,raw6,unix,packet}. Netlink sockets are left out (our own would be
+ * among them). The inet tables walk the host-wide hash tables (milliseconds each), so a
+ * table whose per-namespace count in sockstat is zero is not read.
+ */
+export function namespaceSockets(): NsSocket[] {
+  const out: NsSocket[] = [];
+  const counts = sockstat();
+  const has = (...keys: string[]) => counts === undefined || keys.some((k) => (counts.get(k) ?? 1) > 0);
+  const wanted: Record<InetProto, boolean> = {
+    tcp: has("TCP.inuse", "TCP.tw"),
+    tcp6: has("TCP6.inuse", "TCP.tw"),
+    udp: has("UDP.inuse"),
+    udp6: has("UDP6.inuse"),
+    udplite: has("UDPLITE.inuse"),
+    udplite6: has("UDPLITE6.inuse"),
+    raw: has("RAW.inuse"),
+    raw6: has("RAW6.inuse"),
+  };
+  for (const proto of INET_PROTOS) {
+    if (!wanted[proto]) continue;
+    for (const line of readTable(proto)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 4) continue;
+      const st = parseInt(f[3]!, 16);
+      const isTcp = proto.startsWith("tcp");
+      out.push({
+        proto,
+        local: endpoint(f[1]!),
+        remote: endpoint(f[2]!),
+        state: isTcp ? TCP_STATES[st] ?? `state ${st}` : st === 1 ? "connected" : "unconnected",
+      });
+    }
+  }
+  for (const line of readTable("unix")) {
+    // Num RefCount Protocol Flags Type St Inode [Path]
+    const f = line.trim().split(/\s+/);
+    if (f.length < 7) continue;
+    const flags = parseInt(f[3]!, 16);
+    const type = parseInt(f[4]!, 16);
+    const st = parseInt(f[5]!, 16);
+    out.push({
+      proto: "unix",
+      local: f.slice(7).join(" "),
+      state: flags & UNIX_ACCEPTCON ? "listening" : UNIX_STATES[st] ?? `state ${st}`,
+      detail: UNIX_TYPES[type] ?? `type ${type}`,
+    });
+  }
+  for (const line of readTable("packet")) {
+    // sk RefCnt Type Proto Iface R Rmem User Inode
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5) continue;
+    const type = Number(f[2]);
+    out.push({
+      proto: "packet",
+      local: String(Number(f[4])),
+      state: type === 3 ? "raw" : type === 2 ? "dgram" : `type ${type}`,
+      detail: `proto 0x${parseInt(f[3]!, 16).toString(16).padStart(4, "0")}`,
+    });
+  }
+  return out;
+}
