@@ -10,6 +10,7 @@ import { Pool, type BootProgress } from "../pool/pool.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
+import { faultPoint } from "../core/faults.js";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
@@ -46,6 +47,7 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     );
   }
   store.setFingerprint({ prefix: config.prefix, linkCidr: config.linkCidr, poolSize: config.poolSize });
+  faultPoint("boot.after-store-open");
   const dataplane = SlotDataplane.open({
     prefix: config.prefix,
     linkCidr: parseCidr(config.linkCidr),
@@ -77,6 +79,7 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping; slots stay in place for the next start`);
+    faultPoint("shutdown.before-close");
     pool.close();
     await api.close();
     dataplane.close();

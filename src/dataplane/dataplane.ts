@@ -24,6 +24,7 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
+import { faultPoint } from "../core/faults.js";
 
 export interface DataplaneOptions {
   prefix: string;
@@ -115,7 +116,9 @@ export class SlotDataplane {
     const a = this.addressing(index);
     try {
       createNetns(a.name, () => this.buildInside(a));
+      faultPoint("build.after-netns");
       this.buildHostSide(a);
+      faultPoint("build.after-host-side");
       this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0 });
     } catch (err) {
       this.destroySlot(index);

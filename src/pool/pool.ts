@@ -9,6 +9,7 @@ import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMt
 import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
 import { OwnerWatcher } from "./owners.js";
+import { faultPoint } from "../core/faults.js";
 
 export interface PoolOptions {
   size: number;
@@ -106,6 +107,7 @@ export class Pool implements LeaseService {
 
     const all = Array.from({ length: size }, (_, i) => i);
     const intact = dataplane.intactSlots(all);
+    faultPoint("boot.after-reconcile");
     const toBuild: number[] = [];
     const toScrub: number[] = [];
     const now = new Date().toISOString();
@@ -173,6 +175,7 @@ export class Pool implements LeaseService {
         slot.since = new Date().toISOString();
       }
       this.built += builtNow.length;
+      faultPoint("boot.mid-build");
       this.options.onProgress?.(progress());
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -271,6 +274,7 @@ export class Pool implements LeaseService {
       };
       try {
         this.options.store.insertLease(lease);
+        faultPoint("acquire.after-store");
         break;
       } catch (err) {
         if (err instanceof SlotNotFreeError) {
@@ -286,6 +290,7 @@ export class Pool implements LeaseService {
     if (request.network) {
       try {
         this.options.dataplane.setTenant(index, request.network);
+        faultPoint("acquire.after-tenant");
       } catch (err) {
         // Undo: the lease was never acknowledged.
         this.options.store.deleteLease(lease.id);
@@ -319,6 +324,7 @@ export class Pool implements LeaseService {
     if (ttl === undefined) return this.toLease(lease);
     const expiresAt = new Date(Date.now() + ttl * 1000).toISOString();
     this.options.store.renewLease(id, expiresAt, ttl);
+    faultPoint("renew.after-store");
     lease.expiresAt = expiresAt;
     lease.ttlSeconds = ttl;
     this.armExpiry();
@@ -336,6 +342,7 @@ export class Pool implements LeaseService {
     const lease = this.leases.get(id);
     if (!lease) return;
     this.options.store.deleteLease(id);
+    faultPoint("release.after-store");
     this.leases.delete(id);
     const slot = this.slots[lease.slotIndex]!;
     slot.state = "scrubbing";
@@ -397,8 +404,10 @@ export class Pool implements LeaseService {
     const start = performance.now();
     const slot = this.slots[index]!;
     let outcome;
+    faultPoint("scrub.before");
     try {
       outcome = this.options.dataplane.scrub(index, tenant);
+      faultPoint("scrub.after-kernel");
     } catch (err) {
       outcome = { ok: false, reason: `scrub failed: ${(err as Error).message}` };
     }
@@ -406,6 +415,7 @@ export class Pool implements LeaseService {
     try {
       if (outcome.ok) {
         this.options.store.setSlotState(index, "free");
+        faultPoint("scrub.after-store");
         slot.state = "free";
         slot.reason = undefined;
         this.free.push(index);
@@ -462,6 +472,7 @@ export class Pool implements LeaseService {
     const now = Date.now();
     for (const lease of [...this.leases.values()]) {
       if (lease.expiresAt && Date.parse(lease.expiresAt) <= now) {
+        faultPoint("expire.before");
         try {
           this.end(lease.id, "expired");
         } catch (err) {

@@ -1,0 +1,43 @@
+// Named fault-injection points for crash tests. Off unless the daemon was started with the
+// test-only environment variable NETSLOT_TEST_FAULT=<point>[@<n>] (kill at the n-th time the
+// point is reached, default 1st). Nothing in the API can turn them on. At a point the
+// process dies with SIGKILL, exactly as an outside kill -9 would leave it.
+
+/** Every fault point, so harnesses can iterate them. Names are stable. */
+export const FAULT_POINTS = [
+  "boot.after-store-open",
+  "boot.after-reconcile",
+  "boot.mid-build",
+  "build.after-netns",
+  "build.after-host-side",
+  "acquire.after-store",
+  "acquire.after-tenant",
+  "release.after-store",
+  "scrub.before",
+  "scrub.after-kernel",
+  "scrub.after-store",
+  "expire.before",
+  "renew.after-store",
+  "shutdown.before-close",
+] as const;
+
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+const spec = process.env.NETSLOT_TEST_FAULT;
+let target: FaultPoint | undefined;
+let remaining = 0;
+if (spec) {
+  const [name, count] = spec.split("@");
+  if ((FAULT_POINTS as readonly string[]).includes(name!)) {
+    target = name as FaultPoint;
+    remaining = Math.max(1, Number(count ?? 1) || 1);
+  }
+}
+
+/** Dies here with SIGKILL when this point is the armed one and its count is reached. */
+export function faultPoint(name: FaultPoint): void {
+  if (target !== name) return;
+  if (--remaining > 0) return;
+  process.stderr.write(`netslot: fault point ${name} reached: SIGKILL\n`);
+  process.kill(process.pid, "SIGKILL");
+}
