@@ -46,6 +46,8 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--vtep-port": "vtepPort",
 };
 
+export const MAX_POOL_SIZE = 65536;
+
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
@@ -116,10 +118,8 @@ export function validateConfig(config: DaemonConfig): void {
   if (config.poolSize > maxSlots(cidr)) {
     throw new ConfigError(`--pool-size ${config.poolSize} does not fit in ${config.linkCidr} (at most ${maxSlots(cidr)} slots)`);
   }
-  const digits = String(config.poolSize - 1).length;
-  if (config.prefix.length + 1 + digits > 15) {
-    throw new ConfigError(`prefix "${config.prefix}" with ${config.poolSize} slots makes interface names over 15 characters`);
-  }
+  // 8-character prefix + "-" + 5 digits stays within the kernel's 15-character names.
+  if (config.poolSize > MAX_POOL_SIZE) throw new ConfigError(`--pool-size is at most ${MAX_POOL_SIZE}`);
   if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
     throw new ConfigError("--vtep-port must be 1..65535");
   }

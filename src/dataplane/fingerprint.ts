@@ -37,6 +37,13 @@ export interface FingerprintContext {
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
    */
   randomMacLinks?: readonly string[];
+  /**
+   * When to scan every process's descriptors for holders of the slot's tun/tap devices:
+   * "attached" (default) only when a device reports carrier or attached queues, which a
+   * tun device has while a descriptor is attached, unless the holder turned it off with
+   * TUNSETCARRIER; "always" scans anyway (about 5-10 ms with a few hundred processes).
+   */
+  tapHolderScan?: "attached" | "always";
 }
 
 export interface Fingerprint {
@@ -201,8 +208,10 @@ interface LinkInfo {
   index: number;
   name: string;
   kind?: string;
-  /** tun/tap: attached plus disabled queues (IFLA_TUN_NUM_QUEUES + NUM_DISABLED_QUEUES). */
+  /** tun/tap: attached plus disabled queues (multi-queue devices only report them). */
   tunQueues?: number;
+  /** IFLA_CARRIER: a tun/tap has carrier while a descriptor is attached, up or down. */
+  carrier: boolean;
   attrs: Record<string, string>;
 }
 
@@ -304,7 +313,7 @@ function dumpLinks(sock: NetlinkSocket): { links: LinkInfo[]; byIndex: Map<numbe
       type: String(p.readUInt16LE(2)),
       flags: flagNames(p.readUInt32LE(8), IFF_NAMES).join(",") || "none",
     };
-    const link: LinkInfo = { index, name, attrs };
+    const link: LinkInfo = { index, name, attrs, carrier: a.u8(33) === 1 };
     const mac = a.get(1);
     if (mac !== undefined && mac.length > 0) attrs.address = mac.length === 6 ? bytesToMac(mac) : hex(mac);
     const brd = a.get(2);
@@ -545,7 +554,9 @@ function dumpRoutes(sock: NetlinkSocket, family: number, ref: (i: number) => str
           extra.push(`rta${at.type}=${hex(v)}`);
       }
     }
-    parts.push(...extra);
+    // ip-route order: gateway and device first, whatever order the kernel sent them in.
+    const rank = (x: string) => ["via", "nexthop", "dev", "iif", "src", "metric", "nhid", "metrics"].indexOf(x.split(" ")[0]!) >>> 0;
+    parts.push(...extra.sort((x, y) => rank(x) - rank(y)));
     parts.push(`table ${names(RT_TABLES, a.u32(15) ?? p.readUInt8(4))}`);
     parts.push(`proto ${names(RT_PROTOS, p.readUInt8(5))}`);
     parts.push(`scope ${names(RT_SCOPES, p.readUInt8(6))}`);
@@ -865,10 +876,12 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   lap("processes");
   const holders: string[] = [];
   for (const l of inside.links) {
-    if (l.kind !== "tun" || !l.tunQueues) continue;
+    if (l.kind !== "tun") continue;
+    const attached = l.carrier || (l.tunQueues ?? 0) > 0;
     // Only scan descriptors when the device says someone is attached: the scan is costly.
+    if (!attached && ctx.tapHolderScan !== "always") continue;
     const found = tunHolders(l.name, ns);
-    if (found.length === 0) holders.push(`${l.name}: ${l.tunQueues} queue(s) attached by an unidentified process`);
+    if (found.length === 0 && attached) holders.push(`${l.name}: attached to a process that cannot be seen from here`);
     for (const h of found) holders.push(`${l.name}: held by ${h.pid} ${h.comm}`);
   }
   lap("tapHolders");

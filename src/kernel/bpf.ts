@@ -155,6 +155,14 @@ function pinsPresent(dir: string): number {
   return PIN_NAMES.filter((name) => fs.existsSync(path.join(dir, name))).length;
 }
 
+function isEmptyDir(dir: string): boolean {
+  try {
+    return fs.readdirSync(dir).length === 0;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Removes a pin directory and everything in it (`rm -r /sys/fs/bpf/netslot/P`);
  * idempotent. Programs still attached to tc stay alive until detached.
@@ -305,13 +313,13 @@ class PinnedDataplane implements Dataplane {
   }
 }
 
-/** Opens the four pinned objects and checks they are what this code expects. */
 /** Opens the pinned objects without loading anything; undefined when nothing is pinned there (`netslot check`). */
 export function openPinnedDataplane(pinDir: string): Dataplane | undefined {
   if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
   return adopt(pinDir, true);
 }
 
+/** Opens the four pinned objects and checks they are what this code expects. */
 function adopt(pinDir: string, adopted: boolean): Dataplane {
   const fds: number[] = [];
   try {
@@ -382,6 +390,7 @@ export function loadDataplane(objectPath: string, pinDir: string): Dataplane {
   ensureBpffs();
   const present = pinsPresent(pinDir);
   if (present === PIN_NAMES.length) return adopt(pinDir, true);
+  if (present === 0 && isEmptyDir(pinDir)) fs.rmdirSync(pinDir);
   if (present > 0 || fs.existsSync(pinDir)) {
     throw new Error(`${pinDir} holds an incomplete set of pinned objects: remove it (purge) and load again`);
   }

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadDataplane, progTestRun, removePinned, type Dataplane } from "../../src/kernel/bpf.js";
+import { loadDataplane, openPinnedDataplane, progTestRun, removePinned, type Dataplane } from "../../src/kernel/bpf.js";
 import { SyscallError } from "../../src/kernel/libc.js";
 import {
   DEFAULT_VXLAN_PORT,
@@ -281,6 +281,28 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     }
     // Closing the second handle leaves the first usable.
     assert.deepEqual(dp.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0 });
+    const opened = openPinnedDataplane(PIN_DIR);
+    assert.ok(opened);
+    try {
+      assert.equal(opened.ingressProgId, dp.ingressProgId);
+    } finally {
+      opened.close();
+    }
+    assert.equal(openPinnedDataplane(`${PIN_DIR}-none`), undefined);
+  });
+
+  it("refuses a pin directory with a partial set of objects, and reuses an empty one", () => {
+    const dir = `${PIN_DIR}-c`;
+    try {
+      fs.mkdirSync(dir);
+      const fresh = loadDataplane(OBJECT, dir); // empty directory: loads
+      assert.equal(fresh.adopted, false);
+      fresh.close();
+      fs.rmSync(path.join(dir, "config"));
+      assert.throws(() => loadDataplane(OBJECT, dir), /incomplete set of pinned objects/);
+    } finally {
+      removePinned(dir);
+    }
   });
 
   it("removePinned is idempotent and a missing directory means a fresh load", () => {

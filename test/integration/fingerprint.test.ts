@@ -17,7 +17,7 @@ const skip = isRoot() ? false : "needs root";
 interface Case {
   name: string;
   /** Changes slot 3 (namespace name given); may start background processes through `bg`. */
-  apply(ns: string, bg: (args: string[]) => ChildProcess): void | Promise<void>;
+  apply(ns: string, bg: (args: string[]) => ChildProcess): unknown;
   /** Every pattern must match a line of diffFingerprints(slot 0, slot 3). */
   expect: RegExp[];
   /** The diff must consist of exactly these lines' patterns (no carrier/counter noise). */
