@@ -18,7 +18,7 @@ import { measureLeasePath } from "./lib/lease.js";
 import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startRelayGuest, startTcpListener, type Listener } from "./lib/net.js";
 import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
-import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, sh, sleep, waitFor } from "./lib/util.js";
+import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, sh, sleep, summarize, percentile, waitFor } from "./lib/util.js";
 
 const PARTS = ["baselines", "boot", "lease", "footprint", "datapath", "restart"] as const;
 type Part = (typeof PARTS)[number];
@@ -27,12 +27,15 @@ interface Args {
   quick: boolean;
   only: Set<Part>;
   out: string;
+  /** Re-render latest.md and the charts from an existing results JSON; runs nothing. */
+  render?: string;
 }
 
 function parseArgs(argv: string[]): Args {
   let quick = false;
   let only = new Set<Part>(PARTS);
   let out = path.join(REPO_ROOT, "bench", "results");
+  let render: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -43,12 +46,14 @@ function parseArgs(argv: string[]): Args {
       only = new Set(parts as Part[]);
     } else if (a === "--out" || a.startsWith("--out=")) {
       out = path.resolve(a.includes("=") ? a.slice(6) : argv[++i]!);
+    } else if (a === "--render" || a.startsWith("--render=")) {
+      render = path.resolve(a.includes("=") ? a.slice(9) : argv[++i]!);
     } else if (a === "--help" || a === "-h") {
-      process.stdout.write("usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--out DIR]\n");
+      process.stdout.write("usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--out DIR] [--render RESULTS.json]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
-  return { quick, only, out };
+  return { quick, only, out, ...(render ? { render } : {}) };
 }
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -77,6 +82,15 @@ function gitInfo(): { commit: string; dirty: boolean } | undefined {
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.render) {
+    const results = JSON.parse(fs.readFileSync(args.render, "utf8")) as BenchResults;
+    results.targets = evaluateTargets(results);
+    fs.writeFileSync(args.render, JSON.stringify(results, null, 2) + "\n");
+    fs.writeFileSync(path.join(args.out, "latest.md"), markdown(results));
+    writeCharts(results, args.out);
+    log(`rendered latest.md and charts in ${args.out} from ${args.render}`);
+    return 0;
+  }
   if (process.getuid?.() !== 0) {
     process.stderr.write("bench: run as root (it creates namespaces and starts daemons)\n");
     return 2;
@@ -192,6 +206,7 @@ async function main(): Promise<number> {
               sustainedSeconds: q ? 5 : 15,
               sustainedClients: 8,
               warmupCycles: 200,
+              maxSecondsPerLevel: q ? 8 : 30,
               log,
             });
           } catch (err) {
@@ -220,6 +235,7 @@ async function main(): Promise<number> {
                 sustainedSeconds: q ? 3 : 10,
                 sustainedClients: 8,
                 warmupCycles: 50,
+                maxSecondsPerLevel: q ? 5 : 20,
                 tenant: { vni: 1, cidr: "10.77.0.0/16" },
                 log,
               });
@@ -411,8 +427,11 @@ async function footprintAndDatapath(
     // Lease the whole pool: the first and the last slot are then both ours.
     log(`leasing all ${n} slots to reach the first and the last`);
     const t = now();
+    const each: number[] = [];
     for (let i = 0; i < n; i++) {
+      const a = now();
       const lease = await client.acquire({});
+      each.push(now() - a);
       held.push(lease);
       if (lease.slot.index === 0) first = lease;
       if (lease.slot.index === n - 1) last = lease;
@@ -426,8 +445,8 @@ async function footprintAndDatapath(
     } catch (err) {
       exhaustedAnswer = err instanceof NetslotApiError ? `${err.status} ${err.code}` : errorText(err);
     }
-    results.footprint.acquireAll = { n, seconds, exhaustedAnswer };
-    log(`  ${round(seconds, 2)} s (${round((seconds * 1000) / n, 3)} ms each); one more: ${exhaustedAnswer}`);
+    results.footprint.acquireAll = { n, seconds, requestMs: summarize(each), exhaustedAnswer };
+    log(`  ${round(seconds, 2)} s (request p50 ${round(percentile(each.sort((x, y) => x - y), 50))} ms, p99 ${round(percentile(each, 99))} ms); one more: ${exhaustedAnswer}`);
     // Keep only the two we need.
     const keepIds = new Set([first?.id, last?.id]);
     for (const l of held.filter((l) => !keepIds.has(l.id))) await client.release(l.id);

@@ -8,6 +8,8 @@ import { errorText, now, round, sleep, summarize, type Summary } from "./util.js
 export interface ConcurrencyResult {
   clients: number;
   cyclesPerClient: number;
+  /** The level hit maxSecondsPerLevel before all cycles ran. */
+  cutShort: boolean;
   /** Client-side: request sent → lease returned. */
   requestMs: Summary;
   /** Client-side: release sent → acknowledged. */
@@ -17,6 +19,7 @@ export interface ConcurrencyResult {
     acquire: ReturnType<typeof histogramSummary> | undefined;
     release: ReturnType<typeof histogramSummary> | undefined;
     releaseToReusable: ReturnType<typeof histogramSummary> | undefined;
+    scrub: ReturnType<typeof histogramSummary> | undefined;
   };
   errors: number;
   firstError?: string;
@@ -54,6 +57,8 @@ export interface LeasePathOptions {
   poolSize: number;
   /** cycles per client for each concurrency level */
   plan: Array<{ clients: number; cycles: number }>;
+  /** Each level (and the reusable loop) stops early after this long: a slow daemon cannot stall the run. */
+  maxSecondsPerLevel: number;
   reusableCycles: number;
   sustainedSeconds: number;
   sustainedClients: number;
@@ -80,6 +85,7 @@ function serverSide(before: string, after: string) {
     acquire: pick("netslot_acquire_seconds"),
     release: pick("netslot_release_seconds"),
     releaseToReusable: pick("netslot_release_to_reusable_seconds"),
+    scrub: pick("netslot_scrub_seconds"),
   };
 }
 
@@ -99,7 +105,7 @@ async function cycles(
   until?: () => boolean,
 ): Promise<number> {
   let done = 0;
-  for (let i = 0; until ? !until() : i < count; i++) {
+  for (let i = 0; (count === 0 || i < count) && !(until?.() ?? false); i++) {
     try {
       const a = now();
       const lease = await client.acquire(requestFor(tenant));
@@ -149,13 +155,16 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
         const rel: number[] = [];
         const errs = { n: 0 } as { n: number; first?: string };
         const t = now();
-        await Promise.all(cs.map((c) => cycles(c, perClient, opts.tenant, req, rel, errs)));
+        const deadline = t + opts.maxSecondsPerLevel * 1000;
+        const counts = await Promise.all(cs.map((c) => cycles(c, perClient, opts.tenant, req, rel, errs, () => now() >= deadline)));
         const wallMs = now() - t;
+        const cutShort = counts.some((n) => n < perClient);
         await sleep(100); // last scrubs finish before the snapshot
         const after = await metricsText(probe);
         const r: ConcurrencyResult = {
           clients,
           cyclesPerClient: perClient,
+          cutShort,
           requestMs: summarize(req),
           releaseAckMs: summarize(rel),
           server: serverSide(before, after),
@@ -168,7 +177,9 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
         opts.log(
           `  ${clients} client(s) × ${perClient}: request p50 ${round(r.requestMs.p50)} p99 ${round(r.requestMs.p99)} ms; ` +
             `release-ack p50 ${round(r.releaseAckMs.p50)} p99 ${round(r.releaseAckMs.p99)} ms; ${round(r.cyclesPerSecond, 0)} cycles/s` +
-            (errs.n ? `; ${errs.n} errors (${errs.first})` : ""),
+            (errs.n ? `; ${errs.n} errors (${errs.first})` : "") +
+            (cutShort ? `; cut short after ${opts.maxSecondsPerLevel} s (${req.length} cycles)` : "") +
+            (r.server.scrub?.p50 ? `; daemon scrub p50 ≈ ${round(r.server.scrub.p50.estimateMs, 2)} ms` : ""),
         );
       } finally {
         for (const c of cs) c.close();
@@ -179,7 +190,8 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
     if (opts.reusableCycles > 0) {
       await sleep(100);
       const samples: number[] = [];
-      for (let i = 0; i < opts.reusableCycles; i++) {
+      const deadline = now() + opts.maxSecondsPerLevel * 1000;
+      for (let i = 0; i < opts.reusableCycles && now() < deadline; i++) {
         const freeBefore = (await probe.pool()).free;
         const lease = await probe.acquire(requestFor(opts.tenant));
         const t = now();

@@ -185,6 +185,36 @@ export function evaluateTargets(r: BenchResults): TargetRow[] {
       spec: `${SPEC}#s12`,
     });
   }
+  // S13 purge leaves nothing
+  {
+    const purges = r.boot.filter((b) => b.purge);
+    const left = purges.flatMap((b) => b.purge!.leftovers.map((x) => `N=${b.n}: ${x}`));
+    const failed = purges.filter((b) => !b.purge!.ok);
+    rows.push({
+      id: "S13",
+      what: "`netslot purge` leaves no object of the prefix",
+      target: "0 left",
+      measured: purges.length
+        ? `${left.length} left over ${purges.length} purges${failed.length ? `, ${failed.length} purge(s) failed` : ""}${left.length ? ` (${left.slice(0, 3).join(", ")})` : ""}; slowest ${round(Math.max(...purges.map((b) => b.purge!.ms)) / 1000, 1)} s`
+        : "—",
+      ratio: "—",
+      pass: purges.length ? left.length === 0 && failed.length === 0 : null,
+      spec: `${SPEC}#s13`,
+    });
+  }
+  // S14 exhaustion
+  {
+    const a = r.footprint.acquireAll;
+    rows.push({
+      id: "S14",
+      what: `request on a fully leased pool${a ? ` (N=${a.n})` : ""}`,
+      target: "503 pool_exhausted",
+      measured: a?.exhaustedAnswer ?? "—",
+      ratio: "—",
+      pass: a?.exhaustedAnswer === undefined ? null : a.exhaustedAnswer === "503 pool_exhausted",
+      spec: `${SPEC}#s14`,
+    });
+  }
   return rows;
 }
 
@@ -235,13 +265,13 @@ export function markdown(r: BenchResults): string {
       out.push(`Skipped: ${lp.skipped}`);
       continue;
     }
-    out.push("| clients | cycles | request p50 / p90 / p99 / max (ms) | release-ack p50 / p90 / p99 / max (ms) | daemon reusable p99 ≤ | cycles/s | errors |");
-    out.push("|---|---|---|---|---|---|---|");
+    out.push("| clients | cycles | request p50 / p90 / p99 / max (ms) | release-ack p50 / p90 / p99 / max (ms) | daemon: reusable p99 ≤ | daemon: scrub p50 ≈ | cycles/s | errors |");
+    out.push("|---|---|---|---|---|---|---|---|");
     for (const c of lp.concurrency) {
       const q = c.requestMs;
       const l = c.releaseAckMs;
       out.push(
-        `| ${c.clients} | ${q.n} | ${round(q.p50)} / ${round(q.p90)} / ${round(q.p99)} / ${round(q.max)} | ${round(l.p50)} / ${round(l.p90)} / ${round(l.p99)} / ${round(l.max)} | ${ms(c.server.releaseToReusable?.p99?.upperBoundMs, 4)} | ${round(c.cyclesPerSecond, 0)} | ${c.errors} |`,
+        `| ${c.clients} | ${q.n} | ${round(q.p50)} / ${round(q.p90)} / ${round(q.p99)} / ${round(q.max)} | ${round(l.p50)} / ${round(l.p90)} / ${round(l.p99)} / ${round(l.max)} | ${ms(c.server.releaseToReusable?.p99?.upperBoundMs, 4)} | ${ms(c.server.scrub?.p50?.estimateMs, 2)} | ${round(c.cyclesPerSecond, 0)} | ${c.errors}${c.cutShort ? " (cut short by the time cap)" : ""} |`,
       );
     }
     if (lp.reusable) {
@@ -277,7 +307,11 @@ export function markdown(r: BenchResults): string {
   out.push(`Root rules (\`nft -j list table inet <prefix>\`): ${r.footprint.rules.map((x) => `N=${x.n}: ${x.count}`).join(", ") || "—"}.`);
   if (r.footprint.acquireAll) {
     const a = r.footprint.acquireAll;
-    out.push(`Leasing all ${a.n} slots one after another took ${round(a.seconds, 2)} s; one more request was answered: ${a.exhaustedAnswer ?? "—"}.`);
+    out.push(
+      `Leasing all ${a.n} slots one after another (no release, so no scrub, in between) took ${round(a.seconds, 2)} s` +
+        (a.requestMs ? ` (request p50 ${ms(a.requestMs.p50)}, p99 ${ms(a.requestMs.p99)}, max ${ms(a.requestMs.max)})` : "") +
+        `; one more request was answered: ${a.exhaustedAnswer ?? "—"}.`,
+    );
   }
   const c = r.footprint.connect;
   if (c) {
@@ -345,6 +379,21 @@ export function resultsFileName(r: BenchResults): string {
   return `${r.startedAt.replace(/[:]/g, "").replace(/\.\d+Z$/, "Z")}${r.mode === "quick" ? "-quick" : ""}.json`;
 }
 
+/** ms per slot over windows of about `window` slots, from [ms, count] samples. */
+export function marginalCost(samples: Array<[number, number]>, window: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let i = 0;
+  for (let j = 1; j < samples.length; j++) {
+    const [ta, ca] = samples[i]!;
+    const [tb, cb] = samples[j]!;
+    if (cb - ca >= window) {
+      out.push([(ca + cb) / 2, (tb - ta) / (cb - ca)]);
+      i = j;
+    }
+  }
+  return out;
+}
+
 export function writeCharts(r: BenchResults, dir: string): string[] {
   const written: string[] = [];
   const write = (name: string, svg: string) => {
@@ -353,20 +402,27 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
   };
   const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);
 
-  // Setup cost per slot against N: netslot's boot (wall / N) and the peers' per-VM setup.
+  // The scale curve: what one more slot costs as the pool grows (netslot, from the boot
+  // timeline), against the peers' per-VM setup at their N.
   {
-    const series: Series[] = [
-      { name: "netslot boot, ms per slot (wall)", points: r.boot.filter((b) => b.start).map((b) => [b.n, b.start!.wallReadyMs / b.n]) },
-    ];
-    if (one) {
-      const ns = r.boot.map((b) => b.n);
-      series.push({ name: "netslot request (mean)", points: [[Math.min(...ns), one.requestMs.mean], [Math.max(...ns), one.requestMs.mean]], dashed: true });
+    const series: Series[] = [];
+    for (const b of [...r.boot].sort((x, y) => y.n - x.n).slice(0, 1)) {
+      const pts = marginalCost(b.timeline ?? [], Math.max(16, Math.round(b.n / 40)));
+      if (pts.length) series.push({ name: `netslot: ms per slot while building (N=${b.n})`, points: pts });
     }
+    series.push({
+      name: "netslot boot ÷ N (daemon's figure)",
+      points: r.boot.filter((b) => b.start?.daemonReadySeconds).map((b) => [b.n, (b.start!.daemonReadySeconds! * 1000) / b.n] as [number, number]),
+    });
     for (const name of ["per-vm-shell", "cni-bridge"]) {
       const pts = r.baselines.filter((b) => b.baseline === name && b.setupMsPerVm !== undefined).map((b) => [b.n, b.setupMsPerVm!] as [number, number]);
       if (pts.length) series.push({ name: `${name} setup per VM`, points: pts });
     }
-    write("scale-per-slot.svg", lineChart({ title: "Network setup cost per slot vs pool size", xLabel: "slots (N)", yLabel: "ms per slot (log)", series, logY: true }));
+    if (one) {
+      const xs = series.flatMap((x) => x.points.map((p) => p[0]));
+      if (xs.length) series.push({ name: "netslot request (mean, 1 client)", points: [[Math.min(...xs), one.requestMs.mean], [Math.max(...xs), one.requestMs.mean]], dashed: true });
+    }
+    write("scale-per-slot.svg", lineChart({ title: "Cost of one more slot vs slots already built", xLabel: "slots (N)", yLabel: "ms per slot (log)", series, logY: true }));
   }
   // Boot timeline.
   {

@@ -51,7 +51,8 @@ export interface ConnectRun {
 export interface FootprintResult {
   rules: Array<{ n: number; count: number }>;
   identical?: boolean;
-  acquireAll?: { n: number; seconds: number; exhaustedAnswer?: string };
+  /** Leasing the whole pool back to back (no scrub in between): per-request latency. */
+  acquireAll?: { n: number; seconds: number; requestMs?: Summary; exhaustedAnswer?: string };
   connect?: { n: number; count: number; first?: ConnectRun; last?: ConnectRun; error?: string };
 }
 

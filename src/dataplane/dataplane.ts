@@ -139,18 +139,22 @@ export class SlotDataplane {
       const tap = rtnl.linkByName(TAP_NAME)!;
       rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
+      // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
+      // running device deactivates it and waits for an RCU grace period.
       rtnl.createVeth({
         name: SLOT_UPLINK_NAME,
         mac: a.slotMac,
         mtu: this.uplinkMtu,
-        up: true,
         peerName: a.hostVeth,
         peerNetnsFd: homeNetnsFd(),
         peerMtu: this.uplinkMtu,
-        peerUp: true,
       });
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
       rtnl.addAddress(eth0.index, a.slotAddress, 31);
+      rtnl.addQdiscClsact(eth0.index);
+      rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
+      rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
+      rtnl.setLink(eth0.index, { up: true });
       rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
       if (this.options.vtepRemote !== undefined) {
         rtnl.createVxlan({
@@ -161,13 +165,11 @@ export class SlotDataplane {
           port: this.options.vtepPort,
           linkIndex: eth0.index,
           learning: false,
+          mac: a.vxlanMac,
           up: true,
         });
       }
       nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
-      rtnl.addQdiscClsact(eth0.index);
-      rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
-      rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
     } finally {
       rtnl.close();
     }

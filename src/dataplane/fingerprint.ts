@@ -22,7 +22,7 @@ import { nftJson } from "../kernel/nft.js";
 import { readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
 import { xfrmPolicies, xfrmStates, type XfrmSelector } from "../kernel/xfrm.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
-import { VXLAN_NAME, ipToInt, type SlotAddressing } from "./topology.js";
+import { ipToInt, type SlotAddressing } from "./topology.js";
 
 export const FINGERPRINT_VERSION = 1;
 
@@ -104,7 +104,9 @@ function escapeRegex(s: string): string {
  * it is not the network address of that prefix: "<slot-addr>/31" is an interface address,
  * but 10.200.0.0/16 (slot 0's host address is the link CIDR's base) is a network and stays.
  */
-export function placeholders(a: Pick<SlotAddressing, "name" | "slotMac" | "slotAddress" | "hostAddress" | "outsideAddress" | "linkNetwork">): Placeholder {
+export function placeholders(
+  a: Pick<SlotAddressing, "name" | "slotMac" | "slotAddress" | "hostAddress" | "outsideAddress" | "linkNetwork"> & { vxlanMac?: string },
+): Placeholder {
   const addrs = new Map<string, string>([
     [a.slotAddress, "<slot-addr>"],
     [a.hostAddress, "<host-addr>"],
@@ -113,8 +115,9 @@ export function placeholders(a: Pick<SlotAddressing, "name" | "slotMac" | "slotA
   const ipv4 = /(?<![0-9A-Za-z.:])(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?![0-9A-Za-z]|\.[0-9])/g;
   const mac = new RegExp(`(?<![0-9A-Fa-f:])${escapeRegex(a.slotMac)}(?![0-9A-Fa-f:])`, "gi");
   const name = new RegExp(`(?<![A-Za-z0-9_-])${escapeRegex(a.name)}(?![A-Za-z0-9_-])`, "g");
+  const vxlanMac = a.vxlanMac ? new RegExp(`(?<![0-9A-Fa-f:])${escapeRegex(a.vxlanMac)}(?![0-9A-Fa-f:])`, "gi") : undefined;
   return (text) =>
-    text
+    (vxlanMac ? text.replace(vxlanMac, "<vxlan-mac>") : text)
       .replace(ipv4, (whole: string, ip: string, len: string | undefined) => {
         if (len !== undefined && `${ip}/${len}` === a.linkNetwork) return "<link-net>";
         const ph = addrs.get(ip);
@@ -887,7 +890,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   lap("tapHolders");
 
   const links: Record<string, Record<string, string>> = {};
-  const randomMac = new Set(ctx.randomMacLinks ?? [VXLAN_NAME]);
+  const randomMac = new Set(ctx.randomMacLinks ?? []);
   for (const l of [...inside.links].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const attrs = Object.entries(l.attrs).map(([k, v]): [string, string] => [k, k === "address" && randomMac.has(l.name) ? "<random-mac>" : ph(v)]);
     links[ph(l.name)] = sortedRecord(attrs);

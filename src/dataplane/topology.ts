@@ -1,5 +1,8 @@
 // The slot topology as data: names and addresses derived from the slot index. Pure code,
 // no kernel access; docs/architecture.md draws the picture.
+import { bytesToMac, intToIp, ipToInt, macToBytes } from "../core/addr.js";
+
+export { bytesToMac, intToIp, ipToInt, macToBytes };
 
 export const GUEST_IP = "169.254.0.21";
 export const GATEWAY_IP = "169.254.0.22";
@@ -25,23 +28,6 @@ export function assertPrefix(prefix: string): void {
   if (!PREFIX_PATTERN.test(prefix)) {
     throw new Error(`prefix "${prefix}" must be 1-8 characters of [a-z0-9], starting with a letter`);
   }
-}
-
-export function ipToInt(ip: string): number {
-  const parts = ip.split(".");
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${ip}`);
-  let value = 0;
-  for (const part of parts) {
-    if (!/^\d{1,3}$/.test(part)) throw new Error(`not an IPv4 address: ${ip}`);
-    const octet = Number(part);
-    if (octet > 255) throw new Error(`not an IPv4 address: ${ip}`);
-    value = value * 256 + octet;
-  }
-  return value >>> 0;
-}
-
-export function intToIp(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join(".");
 }
 
 export interface Cidr {
@@ -93,6 +79,8 @@ export interface SlotAddressing {
   outsideAddress: string;
   /** eth0's MAC inside the slot; the eBPF NAT map is keyed by it. */
   slotMac: string;
+  /** vx0's MAC: fixed per slot so that a change to it shows in the fingerprint. */
+  vxlanMac: string;
 }
 
 export function slotName(prefix: string, index: number): string {
@@ -115,6 +103,7 @@ export function slotAddressing(prefix: string, linkCidr: Cidr, index: number): S
     linkNetwork: `${intToIp(link)}/31`,
     outsideAddress: intToIp(linkCidr.base + linkCidr.size / 2 + index),
     slotMac: slotMacFor(index),
+    vxlanMac: slotMacFor(index, 0x76),
   };
 }
 
@@ -128,19 +117,9 @@ export function linkRange(linkCidr: Cidr): string {
   return `${intToIp(linkCidr.base)}/${linkCidr.prefixLength + 1}`;
 }
 
-export function slotMacFor(index: number): string {
+export function slotMacFor(index: number, kind = 0x6e): string {
   const hex = (n: number) => n.toString(16).padStart(2, "0");
-  return `02:6e:00:${hex((index >>> 16) & 255)}:${hex((index >>> 8) & 255)}:${hex(index & 255)}`;
-}
-
-export function macToBytes(mac: string): Buffer {
-  const parts = mac.split(":");
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new Error(`not a MAC address: ${mac}`);
-  return Buffer.from(parts.map((p) => parseInt(p, 16)));
-}
-
-export function bytesToMac(bytes: Uint8Array): string {
-  return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+  return `02:${hex(kind)}:00:${hex((index >>> 16) & 255)}:${hex((index >>> 8) & 255)}:${hex(index & 255)}`;
 }
 
 /** Parses a slot name back to its index, or undefined when it is not one of this prefix's. */

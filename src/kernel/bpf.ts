@@ -26,7 +26,7 @@ import {
   type NatConfig,
   type SlotNat,
   type SlotNatEntry,
-} from "../dataplane/bpfmaps.js";
+} from "./bpfmaps.js";
 
 export const BPFFS_ROOT = "/sys/fs/bpf";
 

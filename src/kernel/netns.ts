@@ -8,7 +8,7 @@ import * as libc from "./libc.js";
 export const NETNS_DIR = "/run/netns";
 
 /** The namespace this process started in; every block returns here. */
-const homeFd = libc.open("/proc/self/ns/net", libc.O_RDONLY);
+const homeFd = libc.open("/proc/thread-self/ns/net", libc.O_RDONLY);
 let depth = 0;
 
 function ensureNetnsDir(): void {

@@ -16,9 +16,8 @@ import {
   DropReason,
   TC_ACT_OK,
   TC_ACT_SHOT,
-  defaultNatConfig,
-} from "../../src/dataplane/bpfmaps.js";
-import { GUEST_IP, GUEST_MAC, TAP_MAC, ipToInt, macToBytes, slotMacFor } from "../../src/dataplane/topology.js";
+} from "../../src/kernel/bpfmaps.js";
+import { DUMMY_VNI, GUEST_IP, GUEST_MAC, TAP_MAC, ipToInt, macToBytes, slotMacFor } from "../../src/dataplane/topology.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const OBJECT = path.join(ROOT, "bpf", "nat.o");
@@ -206,7 +205,7 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
   before(() => {
     assert.ok(fs.existsSync(OBJECT), `${OBJECT} is missing: run npm run build (make -C bpf)`);
     dp = loadDataplane(OBJECT, PIN_DIR);
-    dp.setConfig(defaultNatConfig());
+    dp.setConfig({ guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: DUMMY_VNI });
     dp.putSlot(SLOT_MAC, { outsideAddress: OUTSIDE, vni: 0 });
     dp.putSlot(OTHER_MAC, { outsideAddress: OTHER_OUTSIDE, vni: 0 });
   });

@@ -229,6 +229,7 @@ export interface VxlanSpec {
   linkIndex?: number;
   learning: boolean;
   mtu?: number;
+  mac?: string;
   up?: boolean;
 }
 
@@ -520,6 +521,7 @@ export class Rtnl {
     data.push(attrU8(IFLA_VXLAN_LEARNING, spec.learning ? 1 : 0));
     const attrs: Buffer[] = [attrString(IFLA_IFNAME, spec.name)];
     if (spec.mtu !== undefined) attrs.push(attrU32(IFLA_MTU, spec.mtu));
+    if (spec.mac) attrs.push(attr(IFLA_ADDRESS, macToBytes(spec.mac)));
     attrs.push(attrNested(IFLA_LINKINFO, [attrString(IFLA_INFO_KIND, "vxlan"), attrNested(IFLA_INFO_DATA, data)]));
     const up = spec.up ? IFF_UP : 0;
     this.sock.request(encodeMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, [ifinfomsg(0, up, up), ...attrs]), `RTM_NEWLINK vxlan ${spec.name}`);

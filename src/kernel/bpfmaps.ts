@@ -3,7 +3,7 @@
 // access; change it together with the C headers (the integration test loads the real
 // object and checks the map sizes against these).
 import * as os from "node:os";
-import { DUMMY_VNI, GUEST_IP, bytesToMac, intToIp, ipToInt, macToBytes } from "./topology.js";
+import { bytesToMac, intToIp, ipToInt, macToBytes } from "../core/addr.js";
 
 /** Program and map names inside bpf/nat.o, also the file names under the pin directory. */
 export const PROG_EGRESS = "nat_egress";
@@ -59,10 +59,6 @@ export interface NatConfig {
   guestAddress: string;
   vxlanPort: number;
   dummyVni: number;
-}
-
-export function defaultNatConfig(): NatConfig {
-  return { guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: DUMMY_VNI };
 }
 
 // __u32/__u16 fields are host order; __be32 addresses network order.
