@@ -24,7 +24,7 @@ export interface ApiLogger {
 /** Operator actions on the pool (not scoped to a consumer). */
 export interface PoolAdmin {
   /** Scrubs a quarantined slot again; throws slot_not_quarantined when it is not quarantined. */
-  retryQuarantined(index: number): SlotState;
+  retryQuarantined(index: number): SlotState | Promise<SlotState>;
 }
 
 export interface ApiServerOptions {
@@ -356,10 +356,10 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const quarantineRoute: Route = {
     template: "/v1/pool/quarantined/{index}/release",
     methods: {
-      POST: (ctx) => {
+      POST: async (ctx) => {
         if (!admin) throw new Error("quarantine route without admin");
         const index = Number(ctx.id);
-        sendJson(ctx.res, 200, { index, state: admin.retryQuarantined(index) });
+        sendJson(ctx.res, 200, { index, state: await admin.retryQuarantined(index) });
       },
     },
   };

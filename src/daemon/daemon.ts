@@ -7,6 +7,7 @@ import { createApiServer } from "../api/server.js";
 import { SlotDataplane, defaultRouteDevice } from "../dataplane/dataplane.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
+import { Scrubber } from "../pool/scrubber.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
@@ -14,6 +15,10 @@ import { faultPoint } from "../core/faults.js";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
+
+export function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
+}
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
@@ -48,19 +53,22 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   }
   store.setFingerprint({ prefix: config.prefix, linkCidr: config.linkCidr, poolSize: config.poolSize });
   faultPoint("boot.after-store-open");
-  const dataplane = SlotDataplane.open({
+  const dataplaneOptions = {
     prefix: config.prefix,
     linkCidr: parseCidr(config.linkCidr),
     uplink,
     vtepRemote: config.vtepRemote,
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
-  });
+  };
+  const dataplane = SlotDataplane.open(dataplaneOptions);
+  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
     size: config.poolSize,
     dataplane,
+    scrubber,
     store,
     log,
     onProgress: (p) => {

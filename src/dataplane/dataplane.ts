@@ -25,6 +25,7 @@ import {
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
 import { faultPoint } from "../core/faults.js";
+import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 
 export interface DataplaneOptions {
   prefix: string;
@@ -79,12 +80,9 @@ export class SlotDataplane {
    * forwarding on the uplink. Idempotent: a restarted daemon calls it again.
    */
   static open(options: DataplaneOptions): SlotDataplane {
-    const root = Rtnl.open();
+    const dataplane = SlotDataplane.attach(options);
     try {
-      const uplink = root.linkByName(options.uplink);
-      if (!uplink) throw new Error(`uplink device "${options.uplink}" does not exist`);
-      const bpf = loadDataplane(options.bpfObject, bpfPinDir(options.prefix));
-      bpf.setConfig({ guestAddress: GUEST_IP, vxlanPort: options.vtepPort, dummyVni: DUMMY_VNI });
+      dataplane.bpf.setConfig({ guestAddress: GUEST_IP, vxlanPort: options.vtepPort, dummyVni: DUMMY_VNI });
       nftRun(
         rootRuleset({
           prefix: options.prefix,
@@ -96,6 +94,24 @@ export class SlotDataplane {
       );
       // Forwarding is decided per input device: the uplink for replies, each host veth for egress.
       writeInterfaceSysctl("ipv4", options.uplink, "forwarding", 1);
+      return dataplane;
+    } catch (err) {
+      dataplane.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Binds to a data path another thread has set up with `open` (same prefix): loads or
+   * adopts the pinned eBPF objects, changes nothing in the root namespace. The scrub
+   * worker thread uses this.
+   */
+  static attach(options: DataplaneOptions): SlotDataplane {
+    const root = Rtnl.open();
+    try {
+      const uplink = root.linkByName(options.uplink);
+      if (!uplink) throw new Error(`uplink device "${options.uplink}" does not exist`);
+      const bpf = loadDataplane(options.bpfObject, bpfPinDir(options.prefix));
       return new SlotDataplane(options, uplink, root, bpf);
     } catch (err) {
       root.close();
@@ -289,6 +305,18 @@ export class SlotDataplane {
   /** Runs a synchronous block inside slot `index`'s namespace (for checks and fingerprints). */
   inSlot<T>(index: number, fn: () => T): T {
     return withNetns(netnsPath(this.addressing(index).name), fn);
+  }
+
+  /** Tags of the loaded eBPF programs: they change when the programs do. */
+  programTags(): { egress: string; ingress: string } {
+    return { egress: this.bpf.egressProgTag, ingress: this.bpf.ingressProgTag };
+  }
+
+  /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
+  fingerprint(index: number): Fingerprint {
+    const a = this.addressing(index);
+    const nat = this.bpf.getSlot(a.slotMac);
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {

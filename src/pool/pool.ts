@@ -9,11 +9,13 @@ import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMt
 import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
 import { OwnerWatcher } from "./owners.js";
+import type { Scrubber, ScrubResult } from "./scrubber.js";
 import { faultPoint } from "../core/faults.js";
 
 export interface PoolOptions {
   size: number;
   dataplane: SlotDataplane;
+  scrubber: Scrubber;
   store: LeaseStore;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
@@ -140,7 +142,6 @@ export class Pool implements LeaseService {
     }
     this.built = size - toBuild.length;
     const adopted = this.built;
-    for (const index of toScrub) this.scheduleScrub(index, undefined, performance.now());
 
     let failed = 0;
     const progress = (): BootProgress => ({
@@ -179,6 +180,14 @@ export class Pool implements LeaseService {
       this.options.onProgress?.(progress());
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // The golden fingerprint: from a slot built just now, else from a free slot rebuilt for it.
+    const fresh = toBuild.find((index) => this.slots[index]!.state === "free");
+    const goldenIndex = fresh ?? this.free[0];
+    if (goldenIndex !== undefined) {
+      const summary = await this.options.scrubber.golden(goldenIndex, fresh === undefined);
+      this.log(`golden fingerprint from slot ${goldenIndex}${fresh === undefined ? " (rebuilt)" : ""}: ${summary}`);
+    }
+    for (const index of toScrub) this.scheduleScrub(index, undefined, performance.now());
     this.status = "ready";
     this.rewatchOwners();
     this.armExpiry();
@@ -393,36 +402,31 @@ export class Pool implements LeaseService {
   private scheduleScrub(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
     if (this.pendingScrubs.has(index)) return;
     this.pendingScrubs.add(index);
-    setImmediate(() => {
-      this.pendingScrubs.delete(index);
-      if (this.closed) return;
-      this.scrubNow(index, tenant, releasedAt);
-    });
+    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pendingScrubs.delete(index));
   }
 
-  private scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
-    const start = performance.now();
+  /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
     const slot = this.slots[index]!;
-    let outcome;
-    faultPoint("scrub.before");
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
     try {
-      outcome = this.options.dataplane.scrub(index, tenant);
-      faultPoint("scrub.after-kernel");
+      result = await this.options.scrubber.scrub(index, tenant);
     } catch (err) {
-      outcome = { ok: false, reason: `scrub failed: ${(err as Error).message}` };
+      result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
-    this.scrubSeconds.observe((performance.now() - start) / 1000);
+    if (this.closed) return;
+    this.scrubSeconds.observe(result.ms / 1000);
     try {
-      if (outcome.ok) {
+      if (result.outcome === "quarantined") {
+        this.quarantine(index, result.reason ?? "scrub failed");
+      } else {
         this.options.store.setSlotState(index, "free");
         faultPoint("scrub.after-store");
         slot.state = "free";
         slot.reason = undefined;
         this.free.push(index);
-        this.scrubOutcomes.inc({ outcome: "clean" });
+        this.scrubOutcomes.inc({ outcome: result.outcome });
         this.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
-      } else {
-        this.quarantine(index, outcome.reason ?? "scrub failed");
       }
     } catch (err) {
       // The store could not record the outcome: keep the slot out of the pool; a restart scrubs it again.
@@ -440,14 +444,19 @@ export class Pool implements LeaseService {
     this.log(`slot ${index} quarantined: ${reason}`);
   }
 
-  /** `netslot quarantine release N`: scrub the slot again and return it if it is clean. */
-  retryQuarantined(index: number): SlotState {
+  /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
+  async retryQuarantined(index: number): Promise<SlotState> {
     const slot = this.slots[index];
     if (!slot || slot.state !== "quarantined") {
       throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
     }
     slot.state = "scrubbing";
-    this.scrubNow(index, undefined, performance.now());
+    this.pendingScrubs.add(index);
+    try {
+      await this.scrubNow(index, undefined, performance.now());
+    } finally {
+      this.pendingScrubs.delete(index);
+    }
     return slot.state;
   }
 
@@ -511,6 +520,7 @@ export class Pool implements LeaseService {
     this.closed = true;
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.owners.close();
+    void this.options.scrubber.close();
   }
 }
 

@@ -3,7 +3,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, sh, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = isRoot() ? false : "needs root";
@@ -74,7 +74,10 @@ describe("restart", { skip }, () => {
     assert.match(daemon.output(), new RegExp(`\\(${POOL - 1} adopted, 1 built\\)`));
     assert.ok(fs.existsSync(`/run/netns/${prefix}-2`));
     assert.ok(!fs.existsSync(`/run/netns/${prefix}-${POOL + 3}`), "the stranger was removed");
+    // Slots released before the restarts may still be scrubbing; all come back clean.
+    await waitFor(async () => (await daemon.client.pool()).scrubbing === 0, 10_000);
     const pool = await daemon.client.pool();
+    assert.equal(pool.quarantined, 0, JSON.stringify(pool.quarantinedSlots));
     assert.equal(pool.free, POOL);
   });
 });

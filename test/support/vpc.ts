@@ -68,7 +68,10 @@ export interface VpcGateway {
   /** The gateway's VTEP address, 198.19.N.2: pass it as the daemon's --vtep-remote. */
   readonly vtepAddress: string;
   readonly tenants: readonly VpcTenant[];
-  /** Starts `tcpdump -i eth0 -nn -l -v udp port 4789` in the gateway; resolves once it listens. */
+  /**
+   * Starts `tcpdump -i eth0 --immediate-mode -nn -l -v udp port 4789` in the gateway (both
+   * directions); resolves once it listens. Immediate mode: stop() sees every packet so far.
+   */
   startCapture(): Promise<VxlanCapture>;
   /** Kills the servers and captures, removes the unreachable routes, the veth and the namespace. Idempotent. */
   remove(): void;
@@ -215,7 +218,12 @@ export async function createVpcGateway(opts: VpcGatewayOptions): Promise<VpcGate
     sh("ip", ["netns", "add", netns]);
     // rp_filter off in the gateway before any device exists: the guest address 169.254.0.21
     // comes from every tenant's tunnel, and the per-tenant policy routes send the replies.
-    nsExec(netns, ["sh", "-c", "for f in all default; do echo 0 > /proc/sys/net/ipv4/conf/$f/rp_filter; done"]);
+    // IPv6 off: no link-local chatter on the tunnels.
+    nsExec(netns, [
+      "sh",
+      "-c",
+      "for f in all default; do echo 0 > /proc/sys/net/ipv4/conf/$f/rp_filter; echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done",
+    ]);
     sh("ip", ["link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", netns, "mtu", mtu]);
     sh("ip", ["addr", "add", `${hostAddress}/24`, "dev", veth]);
     sh("ip", ["link", "set", veth, "up"]);
@@ -268,7 +276,7 @@ export async function createVpcGateway(opts: VpcGatewayOptions): Promise<VpcGate
     const fd = fs.openSync(file, "w");
     let child: ChildProcess;
     try {
-      child = spawn("ip", ["netns", "exec", netns, "tcpdump", "-i", "eth0", "-nn", "-l", "-v", "udp", "port", String(VXLAN_PORT)], {
+      child = spawn("ip", ["netns", "exec", netns, "tcpdump", "-i", "eth0", "--immediate-mode", "-nn", "-l", "-v", "udp", "port", String(VXLAN_PORT)], {
         stdio: ["ignore", fd, "pipe"],
       });
     } finally {

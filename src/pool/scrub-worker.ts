@@ -1,0 +1,107 @@
+// The scrub worker thread: scrubs released slots, fingerprints them against a freshly
+// built slot, rebuilds or quarantines. It runs on its own thread so that a ~20 ms
+// verification never stalls the API's event loop; switching namespaces is per thread.
+import { parentPort, workerData } from "node:worker_threads";
+import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
+import { parseCidr } from "../dataplane/topology.js";
+import { faultPoint } from "../core/faults.js";
+import type { ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
+
+const init = workerData as WorkerInit;
+const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
+const dataplane = SlotDataplane.attach(options);
+let golden: Fingerprint | undefined;
+
+/**
+ * The golden fingerprint is kept in the state dir so that a restart adopts every slot
+ * without rebuilding one to learn it. It is only reused for the same topology: same
+ * fingerprint format, netslot version, eBPF programs and options.
+ */
+const goldenFile = path.join(init.stateDir, "golden-fingerprint.json");
+const goldenKey = JSON.stringify({
+  format: FINGERPRINT_VERSION,
+  version: init.version,
+  programs: dataplane.programTags(),
+  vtep: init.options.vtepRemote !== undefined,
+  vtepPort: init.options.vtepPort,
+  linkCidr: init.options.linkCidr,
+  mtu: dataplane.uplinkMtu,
+});
+
+function describe(f: Fingerprint): string {
+  return `${Object.keys(f.links).length} links, ${f.nftables.length} nft objects, ${Object.keys(f.sysctls).length} sysctls`;
+}
+
+function goldenFrom(index: number, rebuild: boolean): string {
+  if (rebuild) {
+    try {
+      const saved = JSON.parse(fs.readFileSync(goldenFile, "utf8")) as { key: string; fingerprint: Fingerprint };
+      if (saved.key === goldenKey) {
+        golden = saved.fingerprint;
+        return `${describe(golden)} (saved)`;
+      }
+    } catch {
+      // None saved, or unreadable: take a new one.
+    }
+    dataplane.destroySlot(index);
+    dataplane.buildSlot(index);
+  }
+  golden = dataplane.fingerprint(index);
+  const tmp = `${goldenFile}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({ key: goldenKey, fingerprint: golden }));
+  fs.renameSync(tmp, goldenFile);
+  return `${describe(golden)}${rebuild ? " (slot rebuilt)" : ""}`;
+}
+
+function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
+  const start = performance.now();
+  const result = (outcome: ScrubResult["outcome"], reason?: string, diff?: string[]): ScrubResult => ({
+    type: "scrubbed",
+    id: job.id,
+    index: job.index,
+    outcome,
+    ...(reason !== undefined ? { reason } : {}),
+    ...(diff ? { diff } : {}),
+    ms: performance.now() - start,
+  });
+  faultPoint("scrub.before");
+  const scrubbed = dataplane.scrub(job.index, job.tenant);
+  faultPoint("scrub.after-kernel");
+  if (!scrubbed.ok) return result("quarantined", scrubbed.reason);
+  if (!golden) {
+    // No reference yet (every slot was leased at boot): this slot, rebuilt, becomes it.
+    goldenFrom(job.index, true);
+    return result("rebuilt");
+  }
+  const fp = dataplane.fingerprint(job.index);
+  const live = liveHolders(fp);
+  if (live) return result("quarantined", live);
+  const diff = diffFingerprints(golden, fp);
+  if (diff.length === 0) return result("clean");
+  // What the scrub could not put back, a rebuild can: same name, same addresses.
+  dataplane.destroySlot(job.index);
+  dataplane.buildSlot(job.index);
+  const again = diffFingerprints(golden, dataplane.fingerprint(job.index));
+  if (again.length === 0) return result("rebuilt", undefined, diff);
+  return result("quarantined", `differs from a fresh slot after rebuild: ${again.slice(0, 3).join("; ")}`, again);
+}
+
+parentPort!.on("message", (job: ScrubJob) => {
+  try {
+    if (job.type === "golden") {
+      parentPort!.postMessage({ type: "golden", id: job.id, summary: goldenFrom(job.index, job.rebuild) });
+    } else if (job.type === "verify") {
+      const fp = dataplane.fingerprint(job.index);
+      const diff = golden ? diffFingerprints(golden, fp) : [];
+      const live = liveHolders(fp);
+      parentPort!.postMessage({ type: "verified", id: job.id, diff: live ? [live, ...diff] : diff });
+    } else {
+      parentPort!.postMessage(scrub(job));
+    }
+  } catch (err) {
+    parentPort!.postMessage({ type: "failed", id: job.id, message: (err as Error).message });
+  }
+});

@@ -1,0 +1,154 @@
+// The adversarial tenant: while holding a lease, something inside the slot changes one
+// item of the fingerprint. After release the slot is either identical to a fresh slot
+// again (scrubbed, or rebuilt) or quarantined when it cannot be (a live process, a held tap).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { diffFingerprints, slotFingerprint, type Fingerprint } from "../../src/dataplane/fingerprint.js";
+import { parseCidr, slotAddressing } from "../../src/dataplane/topology.js";
+import { openPinnedDataplane } from "../../src/kernel/bpf.js";
+import type { Lease } from "../../src/core/types.js";
+
+const skip = isRoot() ? false : "needs root";
+
+describe("hygiene: what a tenant leaves behind does not reach the next tenant", { skip }, () => {
+  const prefix = testPrefix();
+  let upstream: Upstream;
+  let daemon: DaemonHandle;
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    upstream = createUpstream(prefix);
+    // With a VTEP configured, slots carry vx0 too (its route and MAC are in the fingerprint).
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, vtepRemote: "198.18.0.9" });
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await daemon?.cleanup();
+    upstream?.remove();
+  });
+
+  function golden(): Fingerprint {
+    const saved = JSON.parse(fs.readFileSync(path.join(daemon.stateDir, "golden-fingerprint.json"), "utf8")) as { fingerprint: Fingerprint };
+    return saved.fingerprint;
+  }
+
+  function fingerprintOf(index: number): Fingerprint {
+    const a = slotAddressing(prefix, parseCidr(daemon.linkCidr), index);
+    const bpf = openPinnedDataplane(`/sys/fs/bpf/netslot/${prefix}`)!;
+    try {
+      const nat = bpf.getSlot(a.slotMac);
+      return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    } finally {
+      bpf.close();
+    }
+  }
+
+  async function settled(): Promise<void> {
+    await waitFor(async () => (await daemon.client.pool()).scrubbing === 0, 15_000);
+  }
+
+  /** Leases a slot, lets `tamper` change it, releases; returns the slot's state afterwards. */
+  async function tamperAndRelease(tamper: (lease: Lease, netns: string) => void): Promise<{ lease: Lease; state: "free" | "quarantined"; reason?: string }> {
+    const lease = await daemon.client.acquire({ bindToProcess: false, autoRenew: false });
+    const netns = path.basename(lease.slot.netns);
+    assert.deepEqual(diffFingerprints(golden(), fingerprintOf(lease.slot.index)), [], "a leased slot starts identical to a fresh one");
+    tamper(lease, netns);
+    assert.notDeepEqual(diffFingerprints(golden(), fingerprintOf(lease.slot.index)), [], "the tampering shows in the fingerprint");
+    await daemon.client.release(lease.id);
+    await settled();
+    const pool = await daemon.client.pool();
+    const q = pool.quarantinedSlots.find((s) => s.index === lease.slot.index);
+    return q ? { lease, state: "quarantined", reason: q.reason } : { lease, state: "free" };
+  }
+
+  async function expectRestored(tamper: (lease: Lease, netns: string) => void): Promise<void> {
+    const { lease, state, reason } = await tamperAndRelease(tamper);
+    assert.equal(state, "free", `slot was quarantined: ${reason}`);
+    assert.deepEqual(diffFingerprints(golden(), fingerprintOf(lease.slot.index)), []);
+  }
+
+  const cases: Array<[string, (lease: Lease, netns: string) => void]> = [
+    ["an nftables rule in netslot's table", (_l, ns) => nsExec(ns, ["nft", "add rule inet netslot forward accept"])],
+    ["an nftables table of its own", (_l, ns) => nsExec(ns, ["nft", "add table ip tenant; add chain ip tenant c { type filter hook output priority 0; }"])],
+    ["a route", (_l, ns) => nsExec(ns, ["ip", "route", "add", "10.99.0.0/16", "dev", "tap0"])],
+    ["a policy rule", (_l, ns) => nsExec(ns, ["ip", "rule", "add", "from", "169.254.0.21", "table", "77"])],
+    ["an address", (_l, ns) => nsExec(ns, ["ip", "addr", "add", "169.254.0.26/30", "dev", "tap0"])],
+    ["a neighbour", (_l, ns) => nsExec(ns, ["ip", "neigh", "add", "169.254.0.21", "lladdr", "02:00:00:00:00:99", "dev", "tap0", "nud", "permanent"])],
+    ["a qdisc", (_l, ns) => nsExec(ns, ["tc", "qdisc", "add", "dev", "tap0", "root", "pfifo"])],
+    ["a sysctl", (_l, ns) => nsExec(ns, ["sysctl", "-qw", "net.ipv4.conf.tap0.rp_filter=2"])],
+    ["the MTU", (_l, ns) => nsExec(ns, ["ip", "link", "set", "tap0", "mtu", "1280"])],
+    ["the tap's MAC", (_l, ns) => nsExec(ns, ["ip", "link", "set", "tap0", "address", "02:00:00:00:00:42"])],
+    ["an extra link", (_l, ns) => nsExec(ns, ["ip", "link", "add", "evil0", "type", "veth", "peer", "name", "evil1"])],
+    ["the tc filters on eth0", (_l, ns) => nsExec(ns, ["tc", "filter", "del", "dev", "eth0", "egress"])],
+    [
+      "conntrack entries",
+      (_l, ns) => {
+        // A ct rule makes the namespace track; an inserted entry stays behind.
+        nsExec(ns, ["nft", "add table ip ctt; add chain ip ctt c { type filter hook output priority 0; }; add rule ip ctt c ct state new accept"]);
+        nsExec(ns, ["conntrack", "-I", "-p", "udp", "-s", "169.254.0.21", "-d", "198.18.0.1", "--sport", "1000", "--dport", "53", "-t", "60"]);
+      },
+    ],
+  ];
+
+  for (const [what, tamper] of cases) {
+    it(`restores ${what}`, () => expectRestored(tamper));
+  }
+
+  function holdInSlot(netns: string, cmd: string[]): ChildProcess {
+    const child = spawn("ip", ["netns", "exec", netns, ...cmd], { stdio: "ignore", detached: false });
+    children.push(child);
+    return child;
+  }
+
+  async function expectQuarantinedThenRecovered(start: (netns: string) => ChildProcess, reasonPattern: RegExp): Promise<void> {
+    let holder: ChildProcess | undefined;
+    const { lease, state, reason } = await tamperAndRelease((_l, ns) => {
+      holder = start(ns);
+      // Wait until the holder is really there (its effect is what the fingerprint sees).
+      sh("sleep", ["0.5"]);
+    });
+    assert.equal(state, "quarantined");
+    assert.match(reason ?? "", reasonPattern);
+    // Quarantined slots are not reissued.
+    const other = await daemon.client.acquire({ bindToProcess: false, autoRenew: false });
+    assert.notEqual(other.slot.index, lease.slot.index);
+    await daemon.client.release(other.id);
+    // Once the holder is gone, an operator retry returns the slot to the pool.
+    holder!.kill("SIGKILL");
+    await new Promise((r) => holder!.once("exit", r));
+    await waitFor(async () => {
+      const r = await daemon.client.releaseQuarantined(lease.slot.index);
+      return r.state === "free";
+    }, 10_000);
+    await settled();
+    assert.deepEqual(diffFingerprints(golden(), fingerprintOf(lease.slot.index)), []);
+  }
+
+  it("quarantines a slot with a process still living in it, until it is gone", () =>
+    expectQuarantinedThenRecovered((ns) => holdInSlot(ns, ["sleep", "600"]), /process/));
+
+  it("quarantines a slot with a listening socket held by a process", () =>
+    expectQuarantinedThenRecovered((ns) => holdInSlot(ns, ["socat", "TCP-LISTEN:2222,fork", "-"]), /process|socket/));
+
+  it("quarantines a slot whose tap is held open", () =>
+    expectQuarantinedThenRecovered(
+      (ns) =>
+        holdInSlot(ns, [
+          "python3",
+          "-c",
+          "import fcntl,os,struct,time\nfd=os.open('/dev/net/tun',os.O_RDWR)\nfcntl.ioctl(fd,0x400454ca,struct.pack('16sH','tap0'.encode(),0x1002|0x4000))\ntime.sleep(600)",
+        ]),
+      /tap0|held|process/,
+    ));
+
+  it("counts every outcome in the metrics", async () => {
+    const metrics = await daemon.client.metrics();
+    assert.match(metrics, /netslot_scrub_outcomes_total\{outcome="(clean|rebuilt)"\} [1-9]/);
+    assert.match(metrics, /netslot_scrub_outcomes_total\{outcome="quarantined"\} [1-9]/);
+  });
+});
