@@ -1,7 +1,9 @@
 // Commands that work on this host's kernel and state directly, without the daemon.
 import * as fs from "node:fs";
-import { SlotDataplane, bpfPinDir, inventory } from "../dataplane/dataplane.js";
-import { assertPrefix, parseCidr, slotAddressing } from "../dataplane/topology.js";
+import * as path from "node:path";
+import { diffFingerprints, type Fingerprint } from "../dataplane/fingerprint.js";
+import { SlotDataplane, bpfPinDir, fingerprintOf, inventory } from "../dataplane/dataplane.js";
+import { assertPrefix, parseCidr, slotAddressing, type Cidr } from "../dataplane/topology.js";
 import { LeaseStore } from "../store/store.js";
 import { runningDaemon } from "../daemon/pidfile.js";
 
@@ -28,6 +30,8 @@ export interface CheckOptions {
   linkCidr: string;
   /** Lease ids the caller saw acknowledged and not released: each must be present. */
   expectLeases?: string[];
+  /** Compare every free slot's fingerprint with the golden one (default true; ~15 ms a slot). */
+  fingerprints?: boolean;
 }
 
 /**
@@ -90,12 +94,30 @@ export function checkInvariants(opts: CheckOptions): string[] {
       }
       for (const e of kernel.mapEntries) if (!expectedMacs.has(e.mac)) problems.push(`NAT map holds an entry for ${e.mac}, which is no slot of the pool`);
     }
+    if (opts.fingerprints !== false && kernel.pinned) problems.push(...checkFreeSlotFingerprints(opts, cidr, [...slots.values()].filter((x) => x.state === "free").map((x) => x.idx)));
     const counts = store.slotCounts();
     if (counts.total - counts.missing !== kernel.namespaces.size) {
       problems.push(`store counts ${counts.total - counts.missing} built slots, the kernel ${kernel.namespaces.size} namespaces`);
     }
   } finally {
     store.close();
+  }
+  return problems;
+}
+
+/** Every free slot must be identical to the golden (freshly built) slot the daemon saved. */
+function checkFreeSlotFingerprints(opts: CheckOptions, cidr: Cidr, free: number[]): string[] {
+  let golden: Fingerprint;
+  try {
+    golden = (JSON.parse(fs.readFileSync(path.join(opts.stateDir, "golden-fingerprint.json"), "utf8")) as { fingerprint: Fingerprint }).fingerprint;
+  } catch {
+    return free.length > 0 ? ["no golden fingerprint saved in the state dir: free slots cannot be verified"] : [];
+  }
+  const problems: string[] = [];
+  for (const idx of free) {
+    if (!fs.existsSync(slotAddressing(opts.prefix, cidr, idx).netnsPath)) continue; // reported as a missing namespace
+    const diff = diffFingerprints(golden, fingerprintOf(opts.prefix, cidr, idx));
+    if (diff.length > 0) problems.push(`free slot ${idx} differs from a fresh slot: ${diff.slice(0, 3).join("; ")}`);
   }
   return problems;
 }

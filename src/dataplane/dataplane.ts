@@ -399,3 +399,15 @@ export function inventory(prefix: string): KernelInventory {
   bpf?.close();
   return { namespaces, hostLinks, rootTable, rootRules, pinned: bpf !== undefined, mapEntries };
 }
+
+/** A slot's fingerprint read without a running daemon (`netslot check`, tests). */
+export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fingerprint {
+  const a = slotAddressing(prefix, linkCidr, index);
+  const bpf = openPinnedDataplane(bpfPinDir(prefix));
+  try {
+    const nat = bpf?.getSlot(a.slotMac);
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+  } finally {
+    bpf?.close();
+  }
+}

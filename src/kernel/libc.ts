@@ -33,6 +33,7 @@ export const NETLINK_GET_STRICT_CHK = 12;
 const c = {
   open: libc.func("int open(const char *path, int flags, int mode)"),
   close: libc.func("int close(int fd)"),
+  read: libc.func("intptr_t read(int fd, _Out_ void *buf, size_t len)"),
   setns: libc.func("int setns(int fd, int nstype)"),
   unshare: libc.func("int unshare(int flags)"),
   mount: libc.func("int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)"),
@@ -85,6 +86,18 @@ function check(name: string, result: number | bigint, detail?: string): number {
 
 export function open(path: string, flags: number, mode = 0o644): number {
   return check("open", c.open(path, flags | O_CLOEXEC, mode), path);
+}
+
+/** read(2) without exceptions: bytes read, or -errno. */
+export function readRaw(fd: number, buf: Buffer): number {
+  const n = Number(c.read(fd, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
+}
+
+/** open(2) without exceptions: the fd, or -errno (for hot loops where failures are expected). */
+export function openRaw(path: string, flags: number): number {
+  const fd = c.open(path, flags | O_CLOEXEC, 0);
+  return fd < 0 ? -koffi.errno() : fd;
 }
 
 export function close(fd: number): void {

@@ -1,6 +1,7 @@
 // net.* sysctls of the current thread's namespace. /proc/sys/net resolves the namespace
 // when the file is opened, so synchronous reads and writes here follow withNetns blocks.
 import * as fs from "node:fs";
+import * as libc from "./libc.js";
 
 function pathOf(key: string): string {
   if (!/^net\.[A-Za-z0-9_.\-]+$/.test(key)) throw new Error(`not a net.* sysctl: ${key}`);
@@ -23,9 +24,14 @@ export function writeInterfaceSysctl(family: "ipv4" | "ipv6", device: string, na
   fs.writeFileSync(`/proc/sys/net/${family}/conf/${device}/${name}`, `${value}\n`);
 }
 
-/** Every readable net.* sysctl of the current namespace, as key → value (`sysctl -a -r ^net`). */
+/**
+ * Every readable net.* sysctl of the current namespace, as key → value (`sysctl -a -r ^net`).
+ * A slot has some 600 of them: plain open/read/close calls (no fstat, no exceptions for the
+ * write-only ones) make this several times cheaper than fs.readFileSync per file.
+ */
 export function readAllNetSysctls(skip: (key: string) => boolean = () => false): Map<string, string> {
   const out = new Map<string, string>();
+  const buf = Buffer.allocUnsafe(4096);
   const walk = (dir: string, key: string) => {
     for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
       const childKey = `${key}.${entry.name}`;
@@ -33,13 +39,13 @@ export function readAllNetSysctls(skip: (key: string) => boolean = () => false):
       const childPath = `${dir}/${entry.name}`;
       if (entry.isDirectory()) {
         walk(childPath, childKey);
-      } else {
-        try {
-          out.set(childKey, fs.readFileSync(childPath, "latin1").trim());
-        } catch {
-          // Write-only entries (e.g. route flush) and ones that refuse reads.
-        }
+        continue;
       }
+      const fd = libc.openRaw(childPath, libc.O_RDONLY);
+      if (fd < 0) continue; // write-only entries (e.g. route flush)
+      const n = libc.readRaw(fd, buf);
+      libc.close(fd);
+      if (n >= 0) out.set(childKey, buf.toString("latin1", 0, n).trim());
     }
   };
   walk("/proc/sys/net", "net");

@@ -7,9 +7,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
-import { diffFingerprints, slotFingerprint, type Fingerprint } from "../../src/dataplane/fingerprint.js";
-import { parseCidr, slotAddressing } from "../../src/dataplane/topology.js";
-import { openPinnedDataplane } from "../../src/kernel/bpf.js";
+import { diffFingerprints, type Fingerprint } from "../../src/dataplane/fingerprint.js";
+import { fingerprintOf as slotFingerprintOf } from "../../src/dataplane/dataplane.js";
+import { parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = isRoot() ? false : "needs root";
@@ -38,14 +38,7 @@ describe("hygiene: what a tenant leaves behind does not reach the next tenant", 
   }
 
   function fingerprintOf(index: number): Fingerprint {
-    const a = slotAddressing(prefix, parseCidr(daemon.linkCidr), index);
-    const bpf = openPinnedDataplane(`/sys/fs/bpf/netslot/${prefix}`)!;
-    try {
-      const nat = bpf.getSlot(a.slotMac);
-      return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
-    } finally {
-      bpf.close();
-    }
+    return slotFingerprintOf(prefix, parseCidr(daemon.linkCidr), index);
   }
 
   async function settled(): Promise<void> {

@@ -120,7 +120,12 @@ export function matrixScript(p: MatrixParams): string {
     `ip link set dev $IF address ${q(mac)} 2>/dev/null || { ip link set dev $IF down; ip link set dev $IF address ${q(mac)}; ip link set dev $IF up; }; ip route add default via ${GATEWAY_IP} dev $IF 2>/dev/null`;
   lines.push(
     setMac(p.spoofMac),
+    // A MAC change flushes the interface's ARP cache; the gateway MAC is fixed, so pin it
+    // (otherwise only the ARP request would go out, and that is dropped for the same reason).
+    `arp -i $IF -s ${GATEWAY_IP} ${TAP_MAC}`,
+    'res spoof.mac_set "$(cat /sys/class/net/$IF/address)"',
     `if ping -c 1 -W 2 -s ${PING_SIZE.spoofMac} "$UP" >/dev/null 2>&1; then res spoof.mac reached; else res spoof.mac blocked; fi`,
+    `arp -i $IF -d ${GATEWAY_IP} 2>/dev/null`,
     setMac(GUEST_MAC),
     `if ping -c 2 -W 3 -s ${PING_SIZE.controlAfter} "$UP" >/dev/null 2>&1; then res spoof.control_after reached; else res spoof.control_after blocked; fi`,
     "mark spoof_mac",
@@ -334,9 +339,10 @@ export interface NeighbourSnapshot {
   slotATap: Record<string, string>;
 }
 
-function toMap(list: Neighbour[]): Record<string, string> {
+function toMap(list: Neighbour[], dev?: string): Record<string, string> {
   const m: Record<string, string> = {};
-  for (const n of list) if (n.lladdr) m[`${n.dev ?? "?"} ${n.dst}`] = n.lladdr;
+  // `ip -j neigh show dev X` leaves out the device.
+  for (const n of list) if (n.lladdr) m[`${n.dev ?? dev ?? "?"} ${n.dst}`] = n.lladdr;
   return m;
 }
 
@@ -550,9 +556,9 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
         rootOurs: toMap(all.filter((n) => n.dev !== undefined && ourDevs.has(n.dev))),
         rootClaimed: toMap(all.filter((n) => claimed.has(n.dst))),
         rootGuestMacs: all.filter((n) => n.lladdr !== undefined && macs.has(n.lladdr.toLowerCase())).map((n) => `${n.dev} ${n.dst} ${n.lladdr}`),
-        guestB: toMap(neighbours(guestB.netns, ["dev", guestB.ifname])),
-        slotBTap: toMap(neighbours(b.name, ["dev", "tap0"])),
-        slotATap: toMap(neighbours(a.name, ["dev", "tap0"])),
+        guestB: toMap(neighbours(guestB.netns, ["dev", guestB.ifname]), guestB.ifname),
+        slotBTap: toMap(neighbours(b.name, ["dev", "tap0"]), "tap0"),
+        slotATap: toMap(neighbours(a.name, ["dev", "tap0"]), "tap0"),
       };
     };
 
