@@ -40,6 +40,9 @@ struct pkt {
 	__be16 dport;      /* TCP/UDP */
 	__be32 inner_saddr;
 	__be32 inner_daddr;
+	/* Offset of the quoted TCP/UDP checksum, 0 when it is not quoted or not in use. */
+	__u32 inner_l4_csum_off;
+	__u8 inner_is_udp;
 	__u8 has_vxlan;    /* UDP to the VXLAN port with its 8-byte header present */
 	__be32 vni_word;   /* VXLAN bytes 4..7: VNI << 8 | reserved, network order */
 };
@@ -130,6 +133,26 @@ static __always_inline int parse(struct __sk_buff *skb, const struct nat_config 
 		p->inner_saddr = inner->saddr;
 		p->inner_daddr = inner->daddr;
 		p->icmp_error = 1;
+		/*
+		 * The quoted TCP/UDP checksum covers the quoted addresses (pseudo-header): when
+		 * the quote reaches it, it must follow the address rewrite too. First fragments only.
+		 */
+		if (inner->frag_off & bpf_htons(0x1fff))
+			return 0;
+		{
+			__u32 ihl = inner->ihl * 4;
+			void *inner_l4 = (void *)inner + ihl;
+
+			if (ihl < 20 || ihl > 60)
+				return 0;
+			if (inner->protocol == IPPROTO_TCP && inner_l4 + 18 <= data_end) {
+				p->inner_l4_csum_off = p->l4_off + ICMP_HLEN + ihl + 16;
+			} else if (inner->protocol == IPPROTO_UDP && inner_l4 + 8 <= data_end &&
+				   *(__u16 *)(inner_l4 + 6) != 0) {
+				p->inner_l4_csum_off = p->l4_off + ICMP_HLEN + ihl + 6;
+				p->inner_is_udp = 1;
+			}
+		}
 		return 0;
 	}
 	default:
@@ -221,7 +244,8 @@ int nat_egress(struct __sk_buff *skb)
 		__u32 inner_off = p.l4_off + ICMP_HLEN;
 
 		if (rewrite_icmp_inner_addr(skb, inner_off, IP_OFF_DADDR, guest, outside,
-					    p.l4_off + ICMP_OFF_CHECK) < 0)
+					    p.l4_off + ICMP_OFF_CHECK, p.inner_l4_csum_off,
+					    p.inner_is_udp) < 0)
 			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 		return TC_ACT_OK;
 	}
@@ -266,7 +290,8 @@ int nat_ingress(struct __sk_buff *skb)
 		/* An ICMP error about a packet the guest sent quotes it with the outside source. */
 		if (p.icmp_error && p.inner_saddr == outside) {
 			if (rewrite_icmp_inner_addr(skb, p.l4_off + ICMP_HLEN, IP_OFF_SADDR, outside,
-						    guest, p.l4_off + ICMP_OFF_CHECK) < 0)
+						    guest, p.l4_off + ICMP_OFF_CHECK,
+						    p.inner_l4_csum_off, p.inner_is_udp) < 0)
 				return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 		}
 		return TC_ACT_OK;

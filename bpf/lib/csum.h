@@ -51,9 +51,14 @@ static __always_inline int rewrite_ipv4_addr(struct __sk_buff *skb, __u32 ip_off
  */
 static __always_inline int rewrite_icmp_inner_addr(struct __sk_buff *skb, __u32 inner_off,
 						   __u32 addr_field, __be32 from, __be32 to,
-						   __u32 icmp_csum_off)
+						   __u32 icmp_csum_off, __u32 inner_l4_csum_off,
+						   __u8 inner_is_udp)
 {
 	__u16 old_check, new_check;
+	__u16 old_l4, new_l4;
+	__be32 f = from, t = to;
+	__s64 diff;
+	__u32 sum;
 
 	if (bpf_skb_load_bytes(skb, inner_off + IP_OFF_CHECK, &old_check, sizeof(old_check)) < 0)
 		return -1;
@@ -66,6 +71,24 @@ static __always_inline int rewrite_icmp_inner_addr(struct __sk_buff *skb, __u32 
 	if (bpf_l4_csum_replace(skb, icmp_csum_off, from, to, sizeof(to)) < 0)
 		return -1;
 	if (bpf_l4_csum_replace(skb, icmp_csum_off, old_check, new_check, sizeof(new_check)) < 0)
+		return -1;
+	if (!inner_l4_csum_off)
+		return 0;
+	/* The quoted TCP/UDP checksum: incremental update for the address, then into ICMP's. */
+	if (bpf_skb_load_bytes(skb, inner_l4_csum_off, &old_l4, sizeof(old_l4)) < 0)
+		return -1;
+	diff = bpf_csum_diff(&f, sizeof(f), &t, sizeof(t), (__u16)~old_l4);
+	if (diff < 0)
+		return -1;
+	sum = (__u32)diff;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	new_l4 = (__u16)~sum;
+	if (inner_is_udp && new_l4 == 0)
+		new_l4 = 0xffff;
+	if (bpf_skb_store_bytes(skb, inner_l4_csum_off, &new_l4, sizeof(new_l4), 0) < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, icmp_csum_off, old_l4, new_l4, sizeof(new_l4)) < 0)
 		return -1;
 	return 0;
 }

@@ -25,7 +25,7 @@ describe("isolation from a real QEMU guest", { skip }, () => {
     guest = await runGuest({ slotNetnsPath: lab.leaseA.slot.netns, script: matrixScript(params), mtu: lab.leaseA.guest.mtu, image, timeoutMs: 90_000 });
     outcome = await lab.finish(guest.checkOutput, await partner, controls);
     process.stderr.write(
-      `# qemu guest: boot ${Math.round(guest.bootMs)} ms, total ${Math.round(guest.totalMs)} ms; ${summarize(outcome)}\n`,
+      `# [${prefix}] qemu guest: boot ${Math.round(guest.bootMs)} ms, total ${Math.round(guest.totalMs)} ms; ${summarize(outcome)}\n`,
     );
   });
 

@@ -25,7 +25,7 @@ describe("isolation from a guest stand-in", { skip }, () => {
     const run = await runBusybox(guestA, lab.busyboxDir, matrixScript(params));
     const ms = Math.round(performance.now() - started);
     outcome = await lab.finish(run.stdout + run.stderr, await partner, controls);
-    process.stderr.write(`# stand-in matrix ran in ${ms} ms: ${summarize(outcome)}\n`);
+    process.stderr.write(`# [${prefix}] stand-in matrix ran in ${ms} ms: ${summarize(outcome)}\n`);
   });
 
   after(async () => {

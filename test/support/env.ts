@@ -85,7 +85,7 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
   let metadataRouted = false;
   if (opts.routeMetadata) {
     nsExec(netns, ["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    sh("ip", ["route", "add", "169.254.169.254/32", "via", address, "dev", uplink]);
+    sh("ip", ["route", "replace", "169.254.169.254/32", "via", address, "dev", uplink]);
     metadataRouted = true;
   }
   return {

@@ -4,7 +4,7 @@
 // lines; the host watches the other side (captures, neighbour tables, server logs) and
 // GUARANTEES turns both into assertions. docs/isolation.md maps each guarantee to the
 // mechanism that enforces it. Test support only: spawns ip, tcpdump, node and busybox.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -12,7 +12,7 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createUpstream, freeLinkCidr, nsExec, sh, startDaemon, type DaemonHandle, type Upstream } from "./env.js";
-import { registerCleanup, run, startGuestStandIn, type ExecResult, type GuestStandIn } from "./guest.js";
+import { registerCleanup, run, runOk, startGuestStandIn, type ExecResult, type GuestStandIn } from "./guest.js";
 import { parseMarkers } from "./qemu.js";
 import { createVpcGateway, firstHost, freeTenantCidrs, type VpcGateway, type VpcTenant } from "./vpc.js";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, METADATA_IP, TAP_MAC, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
@@ -54,6 +54,11 @@ export interface MatrixParams {
   /** Address the guest gives itself for the IPv6 probe. */
   guestAddress6: string;
   barrier: { round: string; sourcePort: number; waitSeconds: number };
+  /**
+   * Crafted VXLAN straight at the VTEP with another tenant's VNI (inner frame: an ARP
+   * request whose sender is `senderIp`), sent with `tool` (udpsend, base64).
+   */
+  vxlan?: { vtep: string; port: number; payloadHex: string; tool: string };
 }
 
 const SAFE = /^[A-Za-z0-9_.:/-]+$/;
@@ -101,6 +106,19 @@ export function matrixScript(p: MatrixParams): string {
     }
   }
   lines.push("wait $pids", "mark probes");
+  if (p.vxlan) {
+    const v = p.vxlan;
+    lines.push(
+      "base64 -d > \"$R/udpsend\" <<'B64'",
+      ...(v.tool.match(/.{1,76}/g) ?? []),
+      "B64",
+      'chmod +x "$R/udpsend"',
+      "ok=0",
+      `for i in 1 2 3; do "$R/udpsend" ${q(v.vtep)} ${q(v.port)} ${q(v.payloadHex)} && ok=$((ok + 1)); sleep 0.2; done`,
+      'res vxlan.sent "$ok"',
+      "mark vxlan",
+    );
+  }
   // 2. Foreign source addresses (configured on the interface so the stack really uses them).
   lines.push(
     `ip addr add ${q(p.spoofTestNet)}/32 dev $IF`,
@@ -160,6 +178,76 @@ export function matrixScript(p: MatrixParams): string {
 /** The other guest's half of the concurrency check. */
 export function barrierScript(p: MatrixParams, who: string): string {
   return `${prelude(p)}barrier ${q(who)}\nfinish\n`;
+}
+
+/** A static, libc-free x86-64 `udpsend IP PORT HEX` (busybox has no UDP sender with a payload). */
+export const UDPSEND_C = String.raw`/* udpsend IP PORT HEX: one UDP datagram with an arbitrary payload; no libc (static, tiny). */
+static long sys6(long n, long a, long b, long c, long d, long e, long f) {
+  long r;
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
+  return r;
+}
+static __attribute__((noreturn)) void quit(int code) { sys6(60, code, 0, 0, 0, 0, 0); for (;;) {} }
+static unsigned char buf[4096];
+struct sin { unsigned short family, port; unsigned char addr[4]; unsigned char zero[8]; };
+static int hexv(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
+__attribute__((used)) void cmain(long *sp) {
+  long argc = sp[0];
+  char **argv = (char **)(sp + 1);
+  struct sin a;
+  int i, part = 0, v = 0, n = 0;
+  long port = 0, fd;
+  char *s;
+  if (argc != 4) quit(2);
+  for (i = 0; i < 8; i++) a.zero[i] = 0;
+  for (s = argv[1]; ; s++) {
+    if (*s >= '0' && *s <= '9') { v = v * 10 + (*s - '0'); continue; }
+    if (part > 3 || v > 255) quit(2);
+    a.addr[part++] = (unsigned char)v; v = 0;
+    if (*s == 0) break;
+    if (*s != '.') quit(2);
+  }
+  if (part != 4) quit(2);
+  for (s = argv[2]; *s; s++) port = port * 10 + (*s - '0');
+  for (s = argv[3]; s[0] && s[1] && n < (int)sizeof buf; s += 2) {
+    int h = hexv(s[0]), l = hexv(s[1]);
+    if (h < 0 || l < 0) quit(2);
+    buf[n++] = (unsigned char)(h * 16 + l);
+  }
+  a.family = 2;
+  a.port = (unsigned short)(((port & 255) << 8) | ((port >> 8) & 255));
+  fd = sys6(41, 2, 2, 0, 0, 0, 0);
+  if (fd < 0) quit(3);
+  quit(sys6(44, fd, (long)buf, n, 0, (long)&a, sizeof a) == n ? 0 : 1);
+}
+__attribute__((naked, noreturn)) void _start(void) {
+  __asm__ volatile("xor %ebp, %ebp\n mov %rsp, %rdi\n and $-16, %rsp\n call cmain\n hlt\n");
+}
+`;
+
+/** Compiles udpsend into `dir` with clang and returns its path. */
+export async function buildUdpsend(dir: string): Promise<string> {
+  const src = path.join(dir, "udpsend.c");
+  const bin = path.join(dir, "udpsend");
+  fs.writeFileSync(src, UDPSEND_C);
+  await runOk(["clang", "-Os", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-fno-builtin", "-fno-pic", "-o", bin, src], { timeoutMs: 60_000 });
+  return bin;
+}
+
+function ipHex(ip: string): string {
+  return ip.split(".").map((o) => Number(o).toString(16).padStart(2, "0")).join("");
+}
+
+/** VXLAN header with `vni` + an Ethernet broadcast ARP request "who-has target tell sender". */
+export function vxlanArpHex(vni: number, senderIp: string, targetIp: string): string {
+  const mac = GUEST_MAC.replace(/:/g, "");
+  const vxlan = "08000000" + vni.toString(16).padStart(6, "0") + "00";
+  const eth = "ffffffffffff" + mac + "0806";
+  const arp = "0001" + "0800" + "06" + "04" + "0001" + mac + ipHex(senderIp) + "000000000000" + ipHex(targetIp);
+  return vxlan + eth + arp;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -321,8 +409,13 @@ interface Neighbour {
   state?: string[];
 }
 
+/** `ip ARGS` with room for a busy machine's output (other tests' slots add many entries). */
+function ipBig(netns: string | undefined, args: string[]): string {
+  return execFileSync("ip", [...(netns ? ["-n", netns] : []), ...args], { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
+}
+
 function neighbours(netns: string | undefined, args: string[] = []): Neighbour[] {
-  const out = netns ? nsExec(netns, ["ip", "-j", "neigh", "show", ...args]) : sh("ip", ["-j", "neigh", "show", ...args]);
+  const out = ipBig(netns, ["-j", "neigh", "show", ...args]);
   return out.trim() === "" ? [] : (JSON.parse(out) as Neighbour[]);
 }
 
@@ -361,7 +454,7 @@ export interface MatrixOutcome {
   guestOutput: string;
   partner: { markers: Record<string, string>; output: string };
   controls: HostControl[];
-  captures: { tapA: string[]; eth0AOut6: string[]; hostVethAIn6: string[]; upstreamIcmp: string[] };
+  captures: { tapA: string[]; eth0AOut6: string[]; hostVethAIn6: string[]; upstreamIcmp: string[]; vpcOtherArp: string[] };
   upstreamLog: LoggedRequest[];
   /** Requests the root-side and guest B listeners received. */
   listenerLog: LoggedRequest[];
@@ -369,7 +462,8 @@ export interface MatrixOutcome {
   neighboursAfter: NeighbourSnapshot;
   /** Guest B's HTTP request to the upstream after guest A's run. */
   guestBAfter: ExecResult;
-  vpcOther?: { own: ExecResult };
+  /** Sender addresses of the crafted ARP requests: the guest's, and the host's control. */
+  vxlanMarkers?: { guest: string; control: string };
   hostAddress: string;
   a: SlotAddressing;
   b: SlotAddressing;
@@ -400,6 +494,10 @@ export interface IsolationLab {
 export function runBusybox(guest: GuestStandIn, busyboxDir: string, script: string, timeoutMs = 120_000): Promise<ExecResult> {
   return guest.exec(["env", `PATH=${busyboxDir}`, "busybox", "sh", "-c", script], { timeoutMs });
 }
+
+/** ARP sender addresses inside the crafted VXLAN frames (TEST-NET-1), to tell them apart. */
+const VXLAN_GUEST_SENDER = "192.0.2.99";
+const VXLAN_CONTROL_SENDER = "192.0.2.98";
 
 /** Test-owned interface names on this machine: another test's prefix ("t" + 5). */
 const OTHER_TEST_DEVICE = /^t[a-z0-9]{5}(-\d+|u|v)?$/;
@@ -447,6 +545,7 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
       fs.symlinkSync("/bin/busybox", path.join(busyboxDir, applet));
     }
 
+    const udpsend = opts.vpc ? fs.readFileSync(await buildUdpsend(tmp)).toString("base64") : "";
     const upstream = createUpstream(prefix, { routeMetadata: true });
     cleanups.push(() => upstream.remove());
     const v6net = `fd${randomBytes(1).toString("hex")}:${randomBytes(2).toString("hex")}`;
@@ -526,7 +625,7 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
     // Any other IPv4 address of the root namespace (all on this machine), bar loopback and
     // other tests' transient devices.
     const known = new Set(targets.map((t) => t.address));
-    const rootAddrs = (JSON.parse(sh("ip", ["-4", "-j", "addr", "show"])) as AddrInfo[])
+    const rootAddrs = (JSON.parse(ipBig(undefined, ["-4", "-j", "addr", "show"])) as AddrInfo[])
       .filter((l) => !OTHER_TEST_DEVICE.test(l.ifname) && !l.ifname.startsWith(`${prefix}`))
       .flatMap((l) => l.addr_info.filter((x) => x.family === "inet").map((x) => x.local))
       .filter((x) => !x.startsWith("127.") && !known.has(x));
@@ -544,6 +643,9 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
       arpClaims: [GATEWAY_IP, upstream.hostAddress, a.hostAddress, a.slotAddress, b.outsideAddress, b.slotAddress, METADATA_IP],
       guestAddress6: `${v6net}:1::21`,
       barrier: { round: randomBytes(4).toString("hex"), sourcePort: 41000, waitSeconds },
+      ...(vpc
+        ? { vxlan: { vtep: vpc.vtepAddress, port: 4789, payloadHex: vxlanArpHex(tenants[1]!.vni, VXLAN_GUEST_SENDER, tenants[1]!.gatewayIp), tool: udpsend } }
+        : {}),
     });
     let current: MatrixParams | undefined;
 
@@ -562,7 +664,7 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
       };
     };
 
-    let captures: { tapA: Capture; eth0AOut6: Capture; hostVethAIn6: Capture; upstreamIcmp: Capture } | undefined;
+    let captures: { tapA: Capture; eth0AOut6: Capture; hostVethAIn6: Capture; upstreamIcmp: Capture; vpcOtherArp?: Capture } | undefined;
     let before: NeighbourSnapshot | undefined;
     let upstreamMark = 0;
     let listenerMark = 0;
@@ -614,6 +716,16 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
           hostVethAIn6: await startCapture(undefined, a.hostVeth, ["ip6"], "in"),
           upstreamIcmp: await startCapture(upstream.netns, "eth0", ["icmp", "or", "icmp6"]),
         };
+        if (vpc) {
+          const other = tenants[1]!;
+          captures.vpcOtherArp = await startCapture(vpc.netns, `vx${other.vni}`, ["arp"]);
+          // Positive control: the same crafted datagram from the host does land in tenant B.
+          const dgram = await import("node:dgram");
+          const sock = dgram.createSocket("udp4");
+          const payload = Buffer.from(vxlanArpHex(other.vni, VXLAN_CONTROL_SENDER, other.gatewayIp), "hex");
+          await new Promise<void>((resolve, reject) => sock.send(payload, 4789, vpc!.vtepAddress, (err) => (err ? reject(err) : resolve())));
+          sock.close();
+        }
       },
       partner() {
         const p = current ?? params("eth0");
@@ -624,7 +736,13 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
         if (!captures || !before) throw new Error("finish() before begin()");
         const c = captures;
         captures = undefined;
-        const [tapA, eth0AOut6, hostVethAIn6, upstreamIcmp] = await Promise.all([c.tapA.stop(), c.eth0AOut6.stop(), c.hostVethAIn6.stop(), c.upstreamIcmp.stop()]);
+        const [tapA, eth0AOut6, hostVethAIn6, upstreamIcmp, vpcOtherArp] = await Promise.all([
+          c.tapA.stop(),
+          c.eth0AOut6.stop(),
+          c.hostVethAIn6.stop(),
+          c.upstreamIcmp.stop(),
+          c.vpcOtherArp ? c.vpcOtherArp.stop() : Promise.resolve([]),
+        ]);
         const after = snapshot(p);
         const guestBAfter = await runBusybox(guestB, busyboxDir, `timeout 5 wget -q -O - http://${upstream.address}:${httpPort}/p/b-after`, 15_000);
         const listeners = [...rootLog, ...guestBServer.log()];
@@ -634,7 +752,8 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
           guestOutput,
           partner: { markers: parseMarkers(partner.stdout), output: partner.stdout + partner.stderr },
           controls,
-          captures: { tapA, eth0AOut6, hostVethAIn6, upstreamIcmp },
+          captures: { tapA, eth0AOut6, hostVethAIn6, upstreamIcmp, vpcOtherArp },
+          ...(vpc ? { vxlanMarkers: { guest: VXLAN_GUEST_SENDER, control: VXLAN_CONTROL_SENDER } } : {}),
           upstreamLog: upstreamServer.log().slice(upstreamMark),
           listenerLog: listeners.slice(listenerMark),
           neighboursBefore: before,
@@ -753,6 +872,32 @@ export const GUARANTEES: Guarantee[] = [
     check(o) {
       assert.equal(marker(o, "reach.own_vpc"), "reached", "guest A reaches its own tenant gateway");
       assertBlocked(o, ["vpc_other"]);
+    },
+  },
+  {
+    title: "guest cannot inject VXLAN into another tenant's network by sending to the VTEP",
+    mechanism: "MISSING: nothing drops guest traffic to the VTEP; needs a root forward rule (guests' outside addresses never reach --vtep-remote) or a slot forward rule",
+    needsVpc: true,
+    check(o) {
+      assert.ok(o.vxlanMarkers, "the matrix ran without a VPC");
+      assert.equal(marker(o, "vxlan.sent"), "3", "udpsend in the guest failed");
+      const vtep = o.params.vxlan!.vtep;
+      assert.ok(
+        o.captures.tapA.some((l) => l.includes(`> ${vtep}.4789: VXLAN`)),
+        "the guest's crafted VXLAN is not on tap0",
+      );
+      const arp = o.captures.vpcOtherArp;
+      assert.ok(arp.some((l) => l.includes(`tell ${o.vxlanMarkers!.control},`)), `positive control: the host's crafted VXLAN did not reach tenant B: ${arp.join("\n")}`);
+      const leaked = arp.filter((l) => l.includes(`tell ${o.vxlanMarkers!.guest},`));
+      assert.deepEqual(
+        leaked,
+        [],
+        "BUG (src/dataplane/ruleset.ts): a guest's UDP to the VTEP with another tenant's VNI is decapsulated in that tenant's network. " +
+          "nat_egress (bpf/nat.c) only rewrites the source of guest packets and leaves their VNI alone, the slot forward chain accepts tap0 → eth0 to any " +
+          "non-link address, and the root forward chain accepts slot → VTEP. Fix: in rootRuleset, when vtepRemote is set, " +
+          "`iifname \"<prefix>-*\" ip saddr <outside range> ip daddr <vtep> drop` (only the slots' own vx0, from the link half, may talk to the VTEP), " +
+          "and narrow the 'VXLAN from the VTEP' accept to `ip daddr <link half>` so the VTEP cannot reach guests either.",
+      );
     },
   },
   {
