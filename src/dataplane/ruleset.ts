@@ -14,6 +14,7 @@ import {
   formatCidr,
   intToIp,
   ipToInt,
+  linkRange,
   outsideRange,
   parseCidr,
 } from "./topology.js";
@@ -202,10 +203,16 @@ export function rootRuleset(opts: RootRulesetOptions): string {
   const p = opts.prefix;
   const slots = `"${p}-*"`;
   const c = (what: string) => `comment "netslot ${p}: ${what}"`;
+  const vtepIp = opts.vtepRemote === undefined ? undefined : intToIp(ipToInt(opts.vtepRemote));
+  // Tunnel traffic is the slot's own (from its link address, lower half); a guest appears
+  // only as an outside address (upper half) and must not reach the VTEP at all, or it
+  // could hand-craft VXLAN with another tenant's VNI.
+  const guestToVtep =
+    vtepIp === undefined ? "" : `    iifname ${slots} ip saddr ${outsideRange(link)} ip daddr ${vtepIp} drop ${c("guests do not talk to the VTEP")}\n`;
   const vtep =
-    opts.vtepRemote === undefined
+    vtepIp === undefined
       ? ""
-      : `    oifname ${slots} ip saddr ${intToIp(ipToInt(opts.vtepRemote))} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP")}\n`;
+      : `    oifname ${slots} ip saddr ${vtepIp} ip daddr ${linkRange(link)} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP to slot tunnels")}\n`;
   return (
     idempotentTable("inet", p) +
     `table inet ${p} {
@@ -216,7 +223,7 @@ export function rootRuleset(opts: RootRulesetOptions): string {
   chain forward {
     type filter hook forward priority filter; policy accept;
     iifname ${slots} oifname ${slots} drop ${c("no slot to slot")}
-    oifname ${slots} ct state established,related accept ${c("replies to slots")}
+${guestToVtep}    oifname ${slots} ct state established,related accept ${c("replies to slots")}
 ${vtep}    oifname ${slots} drop ${c("nothing else to slots")}
     iifname ${slots} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
   }

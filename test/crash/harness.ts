@@ -529,6 +529,9 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     upstream = createUpstream(prefix);
     if ((await start()) !== "ready") throw new Error(`first start failed:\n${daemon!.output()}`);
     await runChecks();
+    // Each round starts with the daemon down; this one stops cleanly (SIGTERM).
+    await daemon!.stop();
+    if (daemon!.process.exitCode !== 0) violate(`SIGTERM stop exited with ${daemon!.process.exitCode ?? daemon!.process.signalCode}`);
 
     while (killNo < opts.kills) {
       const fault = killNo % 2 === 1 ? FAULT_POINTS[faultTurn++ % FAULT_POINTS.length]! : undefined;

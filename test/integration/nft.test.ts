@@ -217,10 +217,10 @@ describe("root table (test prefix, root namespace)", () => {
     nftRun(rootRuleset({ prefix: P, linkCidr: LINK, uplink, vxlanPort: 4789 }));
     assert.equal(countRules(), 7);
     nftRun(rootRuleset({ prefix: P, linkCidr: LINK, uplink, vxlanPort: 4789, vtepRemote: "192.0.2.7" }));
-    assert.equal(countRules(), 8);
+    assert.equal(countRules(), 9);
     nftRun(rootRuleset({ prefix: P, linkCidr: "10.0.0.0/10", uplink, vxlanPort: 4789, vtepRemote: "192.0.2.7" }));
-    assert.equal(countRules(), 8);
-    assert.equal(rootRuleCount(nftJson(`list table inet ${P}`)), 8);
+    assert.equal(countRules(), 9);
+    assert.equal(rootRuleCount(nftJson(`list table inet ${P}`)), 9);
     const text = sh("nft", "list", "table", "inet", P);
     assert.match(text, new RegExp(`iifname "${P}-\\*" oifname "${P}-\\*" drop`));
     assert.match(text, new RegExp(`oifname "${uplink}" ip saddr 10\\.32\\.0\\.0/11 masquerade`));

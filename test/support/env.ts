@@ -23,7 +23,7 @@ export function testPrefix(): string {
 
 export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
   try {
-    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["pipe", "pipe", "pipe"], input: opts.input });
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["pipe", "pipe", "pipe"], input: opts.input, maxBuffer: 256 * 1024 * 1024 });
   } catch (err) {
     if (opts.allowFail) return "";
     const e = err as { stderr?: string; message: string };

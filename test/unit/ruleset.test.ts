@@ -181,8 +181,9 @@ describe("rootRuleset", () => {
     assert.match(script, /type filter hook input priority filter; policy accept;/);
     assert.deepEqual(chainRules(script, "inet nsl", "forward").map((r) => r.replace(/ comment "[^"]*"$/, "")), [
       `iifname "nsl-*" oifname "nsl-*" drop`,
+      `iifname "nsl-*" ip saddr 10.200.128.0/17 ip daddr 192.0.2.7 drop`,
       `oifname "nsl-*" ct state established,related accept`,
-      `oifname "nsl-*" ip saddr 192.0.2.7 udp dport 4789 accept`,
+      `oifname "nsl-*" ip saddr 192.0.2.7 ip daddr 10.200.0.0/17 udp dport 4789 accept`,
       `oifname "nsl-*" drop`,
       `iifname "nsl-*" ip daddr ${METADATA_IP} drop`,
     ]);
@@ -206,7 +207,7 @@ describe("rootRuleset", () => {
       ["postrouting", "forward", "input"].reduce((n, c) => n + chainRules(s, "inet nsl", c).length, 0);
     assert.equal(count(small), 7);
     assert.equal(count(large), 7);
-    assert.equal(count(rootRuleset({ ...base, linkCidr: "10.0.0.0/10", vtepRemote: "192.0.2.7" })), 8);
+    assert.equal(count(rootRuleset({ ...base, linkCidr: "10.0.0.0/10", vtepRemote: "192.0.2.7" })), 9);
     assert.doesNotMatch(large, /nsl-\d/);
   });
 
