@@ -29,6 +29,8 @@ interface Args {
   out: string;
   /** Re-render latest.md and the charts from an existing results JSON; runs nothing. */
   render?: string;
+  /** Pool sizes to boot instead of the mode's (the largest is used for the other parts). */
+  sizes?: number[];
 }
 
 function parseArgs(argv: string[]): Args {
@@ -36,6 +38,7 @@ function parseArgs(argv: string[]): Args {
   let only = new Set<Part>(PARTS);
   let out = path.join(REPO_ROOT, "bench", "results");
   let render: string | undefined;
+  let sizes: number[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -46,14 +49,19 @@ function parseArgs(argv: string[]): Args {
       only = new Set(parts as Part[]);
     } else if (a === "--out" || a.startsWith("--out=")) {
       out = path.resolve(a.includes("=") ? a.slice(6) : argv[++i]!);
+    } else if (a === "--sizes" || a.startsWith("--sizes=")) {
+      const v = a.includes("=") ? a.slice(8) : argv[++i];
+      sizes = (v ?? "").split(",").map(Number);
+      if (sizes.length === 0 || sizes.some((n) => !Number.isInteger(n) || n < 2)) throw new Error("--sizes takes whole numbers ≥ 2, e.g. 250,1000");
+      sizes.sort((x, y) => x - y);
     } else if (a === "--render" || a.startsWith("--render=")) {
       render = path.resolve(a.includes("=") ? a.slice(9) : argv[++i]!);
     } else if (a === "--help" || a === "-h") {
-      process.stdout.write("usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--out DIR] [--render RESULTS.json]\n");
+      process.stdout.write("usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--sizes N,N,…] [--out DIR] [--render RESULTS.json]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
-  return { quick, only, out, ...(render ? { render } : {}) };
+  return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}) };
 }
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -96,7 +104,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const q = args.quick;
-  const bootSizes = q ? [16, 250, 1000] : [16, 250, 1000, 4000];
+  const bootSizes = args.sizes ?? (q ? [16, 250, 1000] : [16, 250, 1000, 4000]);
   const maxN = bootSizes[bootSizes.length - 1]!;
   const baselineSizes = q ? [100, 250] : [250, 1000];
   const started = new Date();
@@ -114,6 +122,7 @@ async function main(): Promise<number> {
     lease: {},
     footprint: { rules: [] },
     restart: [],
+    refills: [],
     targets: [],
     errors: [],
   };
@@ -195,6 +204,7 @@ async function main(): Promise<number> {
                 { clients: 8, cycles: 500 },
                 { clients: 64, cycles: 60 },
               ];
+          await waitForRefill(daemon.client, maxN, results, fail, "before the lease path");
           await settle();
           log(`lease path, pool ${maxN}, no tenant network`);
           try {
@@ -213,6 +223,7 @@ async function main(): Promise<number> {
             fail("lease path", err);
             results.lease.error = errorText(err);
           }
+          await waitForRefill(daemon.client, maxN, results, fail, "before the tenant lease path");
           log(`lease path, pool ${maxN}, with a tenant network`);
           if (!daemon.spec.vtepRemote) {
             results.lease.tenant = { poolSize: maxN, tenant: null, concurrency: [], reusable: undefined, sustained: undefined, skipped: "the daemon runs without --vtep-remote" };
@@ -309,6 +320,32 @@ async function main(): Promise<number> {
   log(`wrote ${path.relative(process.cwd(), jsonFile)}, latest.md and ${charts.length} charts in ${path.relative(process.cwd(), args.out) || "."}`);
   for (const t of results.targets) log(`  ${t.id.padEnd(4)} ${t.pass === null ? "  —  " : t.pass ? "pass " : "MISS "} ${t.what}: ${t.measured} (goal ${t.target})`);
   return results.errors.length ? 1 : 0;
+}
+
+/**
+ * Waits until every slot is free again (released slots are scrubbed first), allowing 50 ms
+ * per slot; on timeout records how far the pool got.
+ */
+async function waitForRefill(
+  client: BenchDaemon["client"],
+  n: number,
+  results: BenchResults,
+  fail: (where: string, err: unknown) => void,
+  when: string,
+): Promise<boolean> {
+  const t = now();
+  try {
+    await waitFor(async () => (await client.pool()).free === n, Math.max(60_000, n * 50), 100);
+    results.refills.push({ when, seconds: (now() - t) / 1000, ok: true });
+    log(`  pool refilled ${when} in ${round((now() - t) / 1000, 1)} s`);
+    return true;
+  } catch (err) {
+    const p = await client.pool().catch(() => undefined);
+    const state = p ? `free ${p.free}, leased ${p.leased}, scrubbing ${p.scrubbing}, quarantined ${p.quarantined}, missing ${p.missing}` : "pool unreadable";
+    results.refills.push({ when, seconds: (now() - t) / 1000, ok: false, pool: state });
+    fail(`pool refill ${when} (${state})`, err);
+    return false;
+  }
 }
 
 /** Synchronous last resort for a daemon: SIGKILL and sweep its prefix. */
@@ -545,7 +582,7 @@ async function footprintAndDatapath(
     for (const g of guests) await g.stop().catch(() => undefined);
     for (const l of held) await client.release(l.id).catch(() => undefined);
     // Every slot back in the pool before the next measurement.
-    await waitFor(async () => (await client.pool()).free === n, 60_000, 50).catch((err) => fail("pool refill after the footprint run", err));
+    await waitForRefill(client, n, results, fail, "after the footprint run");
   }
 }
 

@@ -112,6 +112,8 @@ export interface BenchResults {
   datapath?: DatapathResult;
   memory?: MemoryResult;
   restart: RestartRun[];
+  /** Waiting for every released slot to be scrubbed and free again. */
+  refills: Array<{ when: string; seconds: number; ok: boolean; pool?: string }>;
   targets: TargetRow[];
   errors: string[];
 }

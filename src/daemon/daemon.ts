@@ -103,6 +103,9 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   const missing = result.total - result.built;
   log(
     `ready: ${result.built}/${result.total} slots (${result.adopted} adopted, ${result.built - result.adopted} built) in ${(result.elapsedMs / 1000).toFixed(2)}s` +
+      (result.firstTenthMs !== undefined && result.lastTenthMs !== undefined
+        ? `; per slot ${result.firstTenthMs.toFixed(2)} ms (first 10%), ${result.lastTenthMs.toFixed(2)} ms (last 10%)`
+        : "") +
       (missing > 0 ? `; ${missing} slots could not be built` : ""),
   );
 }

@@ -29,6 +29,9 @@ export interface BootProgress {
   total: number;
   elapsedMs: number;
   failed: number;
+  /** Mean build time per slot over the first and the last 10% of this boot's builds (ms). */
+  firstTenthMs?: number;
+  lastTenthMs?: number;
 }
 
 interface SlotEntry {
@@ -58,6 +61,7 @@ export class Pool implements LeaseService {
   private readonly releasesTotal = this.registry.add(new Counter("netslot_releases_total", "Leases ended, by cause"));
   private readonly scrubOutcomes = this.registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome"));
   private readonly buildFailures = this.registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed"));
+  private readonly buildSeconds = this.registry.add(new Histogram("netslot_slot_build_seconds", "Time to build one slot"));
   private readonly acquireSeconds = this.registry.add(new Histogram("netslot_acquire_seconds", "Time to grant a lease"));
   private readonly releaseSeconds = this.registry.add(new Histogram("netslot_release_seconds", "Time to acknowledge a release"));
   private readonly scrubSeconds = this.registry.add(new Histogram("netslot_scrub_seconds", "Time to scrub a released slot"));
@@ -144,6 +148,13 @@ export class Pool implements LeaseService {
     const adopted = this.built;
 
     let failed = 0;
+    const buildMs: number[] = [];
+    const tenth = (from: "first" | "last"): number | undefined => {
+      const n = Math.max(1, Math.floor(buildMs.length / 10));
+      if (buildMs.length < 10) return undefined;
+      const part = from === "first" ? buildMs.slice(0, n) : buildMs.slice(-n);
+      return part.reduce((a, b) => a + b, 0) / part.length;
+    };
     const progress = (): BootProgress => ({
       built: this.built,
       toBuild: toBuild.length,
@@ -151,19 +162,16 @@ export class Pool implements LeaseService {
       total: size,
       elapsedMs: performance.now() - start,
       failed,
+      firstTenthMs: tenth("first"),
+      lastTenthMs: tenth("last"),
     });
     this.options.onProgress?.(progress());
-    for (let i = 0; i < toBuild.length; i += BUILD_CHUNK) {
-      if (this.closed) break;
-      const chunk = toBuild.slice(i, i + BUILD_CHUNK);
-      const builtNow: number[] = [];
-      for (const index of chunk) {
-        if (this.buildWithRetry(index)) builtNow.push(index);
-        else failed++;
-      }
-      const freeNow = builtNow.filter((index) => this.slots[index]!.leaseId === undefined);
+    // Two builders: this thread and the scrub worker's, on interleaved halves. The RTNL
+    // lock serializes only part of a build; namespaces, nftables and sysctls run in parallel.
+    const accept = (built: number[], ms: number[]) => {
+      const freeNow = built.filter((index) => this.slots[index]!.leaseId === undefined);
       if (freeNow.length > 0) store.setSlotStates(freeNow, "free");
-      for (const index of builtNow) {
+      for (const index of built) {
         const slot = this.slots[index]!;
         const lease = slot.leaseId ? this.leases.get(slot.leaseId) : undefined;
         if (lease) {
@@ -175,17 +183,46 @@ export class Pool implements LeaseService {
         }
         slot.since = new Date().toISOString();
       }
-      this.built += builtNow.length;
+      for (const m of ms) {
+        buildMs.push(m);
+        this.buildSeconds.observe(m / 1000);
+      }
+      this.built += built.length;
       faultPoint("boot.mid-build");
       this.options.onProgress?.(progress());
+    };
+    const theirs = toBuild.filter((_, i) => i % 2 === 1);
+    const mine = toBuild.filter((_, i) => i % 2 === 0);
+    const workerBuilds = (async () => {
+      for (let i = 0; i < theirs.length && !this.closed; i += BUILD_CHUNK) {
+        const chunk = theirs.slice(i, i + BUILD_CHUNK);
+        for (const index of chunk) this.slots[index]!.state = "building";
+        const result = await this.options.scrubber.build(chunk, BUILD_RETRIES);
+        for (const f of result.failed) this.buildFailed(f.index, f.reason);
+        failed += result.failed.length;
+        accept(result.built, result.ms);
+      }
+    })();
+    for (let i = 0; i < mine.length && !this.closed; i += BUILD_CHUNK) {
+      const built: number[] = [];
+      const ms: number[] = [];
+      for (const index of mine.slice(i, i + BUILD_CHUNK)) {
+        const t = performance.now();
+        if (this.buildWithRetry(index)) {
+          built.push(index);
+          ms.push(performance.now() - t);
+        } else failed++;
+      }
+      accept(built, ms);
       await new Promise((resolve) => setImmediate(resolve));
     }
+    await workerBuilds;
     // The golden fingerprint: from a slot built just now, else from a free slot rebuilt for it.
     const fresh = toBuild.find((index) => this.slots[index]!.state === "free");
     const goldenIndex = fresh ?? this.free[0];
     if (goldenIndex !== undefined) {
       const summary = await this.options.scrubber.golden(goldenIndex, fresh === undefined);
-      this.log(`golden fingerprint from slot ${goldenIndex}${fresh === undefined ? " (rebuilt)" : ""}: ${summary}`);
+      this.log(`golden fingerprint from slot ${goldenIndex}: ${summary}`);
     }
     for (const index of toScrub) this.scheduleScrub(index, undefined, performance.now());
     this.status = "ready";
@@ -203,15 +240,19 @@ export class Pool implements LeaseService {
         this.options.dataplane.buildSlot(index);
         return true;
       } catch (err) {
-        this.buildFailures.inc();
-        if (attempt === BUILD_RETRIES) {
-          slot.state = "missing";
-          slot.reason = `build failed: ${(err as Error).message}`;
-          this.log(`slot ${index}: ${slot.reason}`);
-        }
+        if (attempt === BUILD_RETRIES) this.buildFailed(index, (err as Error).message);
       }
     }
     return false;
+  }
+
+  /** A slot that could not be built after retries stays missing; boot goes on without it. */
+  private buildFailed(index: number, reason: string): void {
+    const slot = this.slots[index]!;
+    this.buildFailures.inc();
+    slot.state = "missing";
+    slot.reason = `build failed: ${reason}`;
+    this.log(`slot ${index}: ${slot.reason}`);
   }
 
   private tryApplyTenant(index: number, network: TenantNetwork): void {

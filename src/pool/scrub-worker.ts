@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
-import type { ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
+import type { BuildResult, ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
 
 const init = workerData as WorkerInit;
 const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
@@ -89,9 +89,30 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
   return result("quarantined", `differs from a fresh slot after rebuild: ${again.slice(0, 3).join("; ")}`, again);
 }
 
+function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
+  const result: BuildResult = { type: "built", id: job.id, built: [], ms: [], failed: [] };
+  for (const index of job.indices) {
+    const start = performance.now();
+    for (let attempt = 0; attempt <= job.retries; attempt++) {
+      try {
+        dataplane.destroySlot(index);
+        dataplane.buildSlot(index);
+        result.built.push(index);
+        result.ms.push(performance.now() - start);
+        break;
+      } catch (err) {
+        if (attempt === job.retries) result.failed.push({ index, reason: (err as Error).message });
+      }
+    }
+  }
+  return result;
+}
+
 parentPort!.on("message", (job: ScrubJob) => {
   try {
-    if (job.type === "golden") {
+    if (job.type === "build") {
+      parentPort!.postMessage(build(job));
+    } else if (job.type === "golden") {
       parentPort!.postMessage({ type: "golden", id: job.id, summary: goldenFrom(job.index, job.rebuild) });
     } else if (job.type === "verify") {
       const fp = dataplane.fingerprint(job.index);

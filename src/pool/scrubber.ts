@@ -13,7 +13,17 @@ export interface WorkerInit {
 export type ScrubJob =
   | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined }
   | { type: "golden"; id: number; index: number; rebuild: boolean }
-  | { type: "verify"; id: number; index: number };
+  | { type: "verify"; id: number; index: number }
+  | { type: "build"; id: number; indices: number[]; retries: number };
+
+export interface BuildResult {
+  type: "built";
+  id: number;
+  built: number[];
+  /** Build time of each built slot, in the order of `built`. */
+  ms: number[];
+  failed: Array<{ index: number; reason: string }>;
+}
 
 export interface ScrubResult {
   type: "scrubbed";
@@ -28,6 +38,7 @@ export interface ScrubResult {
 
 type Reply =
   | ScrubResult
+  | BuildResult
   | { type: "golden"; id: number; summary: string }
   | { type: "verified"; id: number; diff: string[] }
   | { type: "failed"; id: number; message: string };
@@ -74,6 +85,11 @@ export class Scrubber {
   async golden(index: number, rebuild: boolean): Promise<string> {
     const r = await this.send<{ type: "golden"; id: number; summary: string }>({ type: "golden", index, rebuild } as Omit<ScrubJob, "id">);
     return r.summary;
+  }
+
+  /** Builds slots from nothing on the worker's thread (boot runs two builders). */
+  build(indices: number[], retries: number): Promise<BuildResult> {
+    return this.send<BuildResult>({ type: "build", indices, retries } as Omit<ScrubJob, "id">);
   }
 
   /** Differences of slot `index` from the golden fingerprint (empty when identical). */

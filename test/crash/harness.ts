@@ -218,6 +218,23 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   };
 
   const exited = (d: DaemonHandle) => d.process.exitCode !== null || d.process.signalCode !== null;
+  /** The output of a dead daemon, once its pipes are drained ('exit' can come before the last bytes). */
+  const finalOutput = async (d: DaemonHandle): Promise<string> => {
+    const out = d.process.stdout!;
+    const err = d.process.stderr!;
+    if (!(out.closed && err.closed)) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        d.process.once("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return d.output();
+  };
+  const fired = async (d: DaemonHandle, point: FaultPoint | undefined): Promise<boolean> =>
+    point !== undefined && (await finalOutput(d)).includes(`fault point ${point} reached`);
   const waitExit = (d: DaemonHandle, ms: number) =>
     new Promise<boolean>((resolve) => {
       if (exited(d)) return resolve(true);
@@ -257,15 +274,21 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     }
   };
 
-  const worker = async (w: number, client: NetslotClient, networkBias: number): Promise<void> => {
+  interface Profile {
+    networkBias: number;
+    ttlChance: number;
+    /** Leave TTL leases alone (no release, no renew) so they expire while the daemon runs. */
+    letExpire: boolean;
+  }
+  const worker = async (w: number, client: NetslotClient, profile: Profile): Promise<void> => {
     while (!stopWorkers) {
-      const mine = [...ledger.values()].filter((e) => e.worker === w && e.fate === "held");
+      const mine = [...ledger.values()].filter((e) => e.worker === w && e.fate === "held" && !(profile.letExpire && e.ttl !== undefined));
       const r = rng.next();
       const sentAt = Date.now();
       try {
         if (mine.length < 2 && (r < 0.45 || mine.length === 0)) {
-          const ttl = rng.chance(0.45) ? rng.int(1, 3) : undefined;
-          const network = rng.chance(networkBias) ? { vni: rng.int(100, 5000), cidr: `10.${rng.int(1, 99)}.${rng.int(0, 255)}.0/24` } : undefined;
+          const ttl = rng.chance(profile.ttlChance) ? (profile.letExpire ? 1 : rng.int(1, 3)) : undefined;
+          const network = rng.chance(profile.networkBias) ? { vni: rng.int(100, 5000), cidr: `10.${rng.int(1, 99)}.${rng.int(0, 255)}.0/24` } : undefined;
           let lease: Lease;
           try {
             lease = await client.acquire({
@@ -432,6 +455,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
         if (got.slot.index !== e.slot) violate(`lease ${e.id} is on slot ${got.slot.index}, acknowledged on ${e.slot}`);
         if ((got.network?.vni ?? 0) !== (e.network?.vni ?? 0)) violate(`lease ${e.id} lost its tenant network`);
       } catch (err) {
+        if (err instanceof NetslotConnectionError) throw err;
         violate(`acknowledged lease ${e.id} cannot be read back: ${(err as Error).message}`);
       }
     }
@@ -510,14 +534,22 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   let faultTurn = 0;
   /** Kills since the last check: a check's violations are put on them. */
   let unchecked: string[] = [];
-  const runChecks = async () => {
+  /** Checks the state the last kills left; false when the armed fault point fired meanwhile. */
+  const runChecks = async (armed?: FaultPoint): Promise<boolean> => {
     const saved = mode;
     mode = unchecked.length > 0 ? `state after ${unchecked.join(" + ")}` : "first start";
     const c = new NetslotClient({ socketPath: socket, timeoutMs: 5000 });
+    const d = daemon!;
     try {
       await checkAll(c);
+      return true;
     } catch (err) {
+      if (err instanceof NetslotConnectionError && (await waitExit(d, 1000)) && (await fired(d, armed))) {
+        // The checks' own releases (or the boot's scrubs) reached the armed point: a kill like any other.
+        return false;
+      }
       violate(`checks failed to run: ${(err as Error).message}`);
+      return true;
     } finally {
       c.close();
       mode = saved;
@@ -562,8 +594,8 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
       const state = await start(spec);
       if (state === "exited") {
         const d = daemon!;
-        if (fault && d.output().includes(`fault point ${fault} reached`)) {
-          covered.add(fault);
+        if (await fired(d, fault)) {
+          covered.add(fault!);
           faultKills++;
         } else violate(`daemon exited during boot without reaching its fault point: ${d.output().slice(-2000)}`);
         unchecked.push(`${label} at boot`);
@@ -573,19 +605,31 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
 
       // Ready: check the state the previous kill(s) left behind.
       const d = daemon!;
-      await runChecks();
+      const t0 = Date.now();
+      if (!(await runChecks(fault))) {
+        covered.add(fault!);
+        faultKills++;
+        unchecked.push(`${label} during checks`);
+        log(`${label}: fired during the checks, ${Date.now() - d0} ms`);
+        continue;
+      }
+      const tChecks = Date.now() - t0;
       if (opts.stopOnViolation && violations.length > 0) break;
 
       // Workload, and the kill.
       stopWorkers = false;
       const clients = Array.from({ length: workerCount }, () => new NetslotClient({ socketPath: socket, timeoutMs: 5000 }));
-      const networkBias = fault === "acquire.after-tenant" ? 0.6 : 0.15;
-      const running = clients.map((c, w) => worker(w, c, networkBias));
+      const profile: Profile = {
+        networkBias: fault === "acquire.after-tenant" ? 0.6 : 0.15,
+        ttlChance: fault === "expire.before" ? 0.9 : 0.45,
+        letExpire: fault === "expire.before",
+      };
+      const running = clients.map((c, w) => worker(w, c, profile));
       if (holders.filter((h) => !h.dead).length < 2 && rng.chance(0.35)) spawnHolder(rng.int(1, 2));
       let how = "";
       if (!fault) {
         const delay = rng.chance(0.15) ? rng.int(0, 40) : rng.int(40, 1500);
-        if (await waitExit(d, delay)) violate(`daemon died with no fault armed: ${d.output().slice(-2000)}`);
+        if (await waitExit(d, delay)) violate(`daemon died with no fault armed: ${(await finalOutput(d)).slice(-2000)}`);
         else {
           const live = holders.filter((h) => !h.dead);
           if (live.length > 0 && rng.chance(0.25)) {
@@ -606,7 +650,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
         }
         const selfKilled = await waitExit(d, faultTimeoutMs);
         if (!selfKilled) await d.kill9();
-        if (d.output().includes(`fault point ${fault} reached`)) {
+        if (await fired(d, fault)) {
           covered.add(fault);
           faultKills++;
           how = "fired";
@@ -620,7 +664,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
       await Promise.all(running);
       for (const c of clients) c.close();
       unchecked.push(label);
-      log(`${label}: ${how}, ${Date.now() - d0} ms, ledger ${ledger.size}`);
+      log(`${label}: ${how}, ${Date.now() - d0} ms (start ${t0 - d0}, checks ${tChecks}), ledger ${ledger.size}`);
       if (opts.stopOnViolation && violations.length > 0) break;
     }
 
