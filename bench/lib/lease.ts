@@ -10,6 +10,8 @@ export interface ConcurrencyResult {
   cyclesPerClient: number;
   /** The level hit maxSecondsPerLevel before all cycles ran. */
   cutShort: boolean;
+  /** Free slots when the level started. */
+  freeAtStart: number;
   /** Client-side: request sent → lease returned. */
   requestMs: Summary;
   /** Client-side: release sent → acknowledged. */
@@ -39,6 +41,7 @@ export interface SustainedResult {
   cycles: number;
   cyclesPerSecond: number;
   errors: number;
+  firstError?: string;
   requestMs: Summary;
   releaseAckMs: Summary;
 }
@@ -50,6 +53,8 @@ export interface LeasePathResult {
   reusable: ReusableResult | undefined;
   sustained: SustainedResult | undefined;
   skipped?: string;
+  /** Phases that failed; the others' figures stand. */
+  errors?: string[];
 }
 
 export interface LeasePathOptions {
@@ -120,10 +125,20 @@ async function cycles(
       errs.first ??= errorText(err);
       // pool_exhausted under 64 clients is possible only if the pool is tiny; back off
       if (err instanceof NetslotApiError && err.retryAfter !== undefined) await sleep(5);
-      if (errs.n > 1000) throw err;
+      if (errs.n > 100_000) throw err;
     }
   }
   return done;
+}
+
+/** Waits until `want` slots are free or `capMs` passes; returns the free count then. */
+async function waitFree(client: NetslotClient, want: number, capMs: number): Promise<number> {
+  const deadline = now() + capMs;
+  for (;;) {
+    const free = (await client.pool()).free;
+    if (free >= want || now() >= deadline) return free;
+    await sleep(50);
+  }
 }
 
 export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePathResult> {
@@ -149,7 +164,8 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
       try {
         // One request per client first, so each has its connection before the clock starts.
         await Promise.all(cs.map((c) => c.health()));
-        await sleep(50); // let scrubs of the warm-up settle
+        // Start each level with the pool full (earlier releases still scrubbing), within reason.
+        const freeAtStart = await waitFree(probe, opts.poolSize, opts.maxSecondsPerLevel * 2000);
         const before = await metricsText(probe);
         const req: number[] = [];
         const rel: number[] = [];
@@ -162,6 +178,7 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
         await sleep(100); // last scrubs finish before the snapshot
         const after = await metricsText(probe);
         const r: ConcurrencyResult = {
+          freeAtStart,
           clients,
           cyclesPerClient: perClient,
           cutShort,
@@ -188,29 +205,42 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
 
     // Release → reusable, seen from outside: the free count is back where it was.
     if (opts.reusableCycles > 0) {
-      await sleep(100);
-      const samples: number[] = [];
-      const deadline = now() + opts.maxSecondsPerLevel * 1000;
-      for (let i = 0; i < opts.reusableCycles && now() < deadline; i++) {
-        const freeBefore = (await probe.pool()).free;
-        const lease = await probe.acquire(requestFor(opts.tenant));
-        const t = now();
-        await probe.release(lease.id);
-        for (let polls = 0; ; polls++) {
-          const p = await probe.pool();
-          if (p.free >= freeBefore) break;
-          if (polls > 20_000) throw new Error("slot did not come back to the pool");
+      try {
+        await waitFree(probe, opts.poolSize, opts.maxSecondsPerLevel * 2000);
+        const samples: number[] = [];
+        const deadline = now() + opts.maxSecondsPerLevel * 1000;
+        for (let i = 0; i < opts.reusableCycles && now() < deadline; i++) {
+          const freeBefore = (await probe.pool()).free;
+          let lease;
+          try {
+            lease = await probe.acquire(requestFor(opts.tenant));
+          } catch (err) {
+            if (err instanceof NetslotApiError && err.code === "pool_exhausted") {
+              await sleep(20);
+              continue;
+            }
+            throw err;
+          }
+          const t = now();
+          await probe.release(lease.id);
+          while ((await probe.pool()).free < freeBefore) {
+            if (now() > deadline + 60_000) throw new Error("a released slot did not come back to the pool within 60 s");
+          }
+          samples.push(now() - t);
         }
-        samples.push(now() - t);
+        result.reusable = { releaseToReusableMs: summarize(samples), cycles: samples.length };
+        opts.log(`  release → reusable (client-side poll): p50 ${round(result.reusable.releaseToReusableMs.p50)} p99 ${round(result.reusable.releaseToReusableMs.p99)} ms`);
+      } catch (err) {
+        (result.errors ??= []).push(`release → reusable: ${errorText(err)}`);
+        opts.log(`  release → reusable failed: ${errorText(err)}`);
       }
-      result.reusable = { releaseToReusableMs: summarize(samples), cycles: samples.length };
-      opts.log(`  release → reusable (client-side poll): p50 ${round(result.reusable.releaseToReusableMs.p50)} p99 ${round(result.reusable.releaseToReusableMs.p99)} ms`);
     }
 
     if (opts.sustainedSeconds > 0) {
       const cs = Array.from({ length: opts.sustainedClients }, () => new NetslotClient({ socketPath: opts.socket }));
       try {
         await Promise.all(cs.map((c) => c.health()));
+        await waitFree(probe, opts.poolSize, opts.maxSecondsPerLevel * 2000);
         const req: number[] = [];
         const rel: number[] = [];
         const errs = { n: 0 } as { n: number; first?: string };
@@ -225,10 +255,17 @@ export async function measureLeasePath(opts: LeasePathOptions): Promise<LeasePat
           cycles: total,
           cyclesPerSecond: (total / wall) * 1000,
           errors: errs.n,
+          ...(errs.first ? { firstError: errs.first } : {}),
           requestMs: summarize(req),
           releaseAckMs: summarize(rel),
         };
-        opts.log(`  sustained, ${opts.sustainedClients} clients for ${round(wall / 1000, 1)} s: ${round(result.sustained.cyclesPerSecond, 0)} cycles/s`);
+        opts.log(
+          `  sustained, ${opts.sustainedClients} clients for ${round(wall / 1000, 1)} s: ${round(result.sustained.cyclesPerSecond, 0)} cycles/s` +
+            (errs.n ? `; ${errs.n} errors (${errs.first})` : ""),
+        );
+      } catch (err) {
+        (result.errors ??= []).push(`sustained: ${errorText(err)}`);
+        opts.log(`  sustained run failed: ${errorText(err)}`);
       } finally {
         for (const c of cs) c.close();
       }

@@ -279,6 +279,10 @@ export function markdown(r: BenchResults): string {
       out.push("");
       out.push(`Release → reusable, seen by a client polling GET /v1/pool (${lp.reusable.cycles} cycles): p50 ${ms(u.p50)}, p90 ${ms(u.p90)}, p99 ${ms(u.p99)}, max ${ms(u.max)}.`);
     }
+    for (const e of lp.errors ?? []) out.push(`\nFailed: ${e}`);
+    if (lp.concurrency.some((c) => c.freeAtStart < lp.poolSize)) {
+      out.push(`\nFree slots when each level started: ${lp.concurrency.map((c) => `${c.clients} client(s): ${c.freeAtStart}`).join(", ")} (of ${lp.poolSize}; the rest were still being scrubbed).`);
+    }
     if (lp.sustained) {
       const s = lp.sustained;
       out.push(`Sustained with ${s.clients} clients for ${round(s.seconds, 1)} s: **${round(s.cyclesPerSecond, 0)} cycles/s** (${s.cycles} cycles, ${s.errors} errors; request p99 ${ms(s.requestMs.p99)}, release p99 ${ms(s.releaseAckMs.p99)}).`);

@@ -233,8 +233,22 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     }
     return d.output();
   };
-  const fired = async (d: DaemonHandle, point: FaultPoint | undefined): Promise<boolean> =>
-    point !== undefined && (await finalOutput(d)).includes(`fault point ${point} reached`);
+  /** Daemons this harness killed (everything else that died of SIGKILL killed itself at its fault point). */
+  const ourKills = new WeakSet<DaemonHandle>();
+  const kill9 = async (d: DaemonHandle) => {
+    if (!exited(d)) ourKills.add(d);
+    await d.kill9();
+  };
+  /**
+   * Whether the armed point fired: the daemon says so on stderr, or it died of a SIGKILL
+   * that was not ours (a point on the scrub worker thread dies before its message gets
+   * through the main thread's stderr).
+   */
+  const fired = async (d: DaemonHandle, point: FaultPoint | undefined): Promise<boolean> => {
+    if (point === undefined) return false;
+    const out = await finalOutput(d);
+    return out.includes(`fault point ${point} reached`) || (d.process.signalCode === "SIGKILL" && !ourKills.has(d));
+  };
   const waitExit = (d: DaemonHandle, ms: number) =>
     new Promise<boolean>((resolve) => {
       if (exited(d)) return resolve(true);
@@ -496,13 +510,26 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     // Reconcile the ledger with what is there: orphans of unanswered acquires are released,
     // releases that got no answer are finished.
     for (const l of unknown) {
-      await client.release(l.id).catch(() => undefined);
+      try {
+        await client.release(l.id);
+      } catch (err) {
+        if (err instanceof NetslotConnectionError) throw err;
+      }
     }
     ambiguousAcquires = 0;
     for (const e of ledger.values()) {
       if (e.fate === "release-unknown") {
-        if (listedIds.has(e.id)) await client.release(e.id).catch(() => undefined);
-        e.fate = "released";
+        if (!listedIds.has(e.id)) e.fate = "released";
+        else {
+          try {
+            await client.release(e.id);
+            e.fate = "released";
+          } catch (err) {
+            if (err instanceof NetslotApiError && err.code === "lease_not_found") e.fate = "released";
+            else if (err instanceof NetslotConnectionError) throw err;
+            else violate(`release of ${e.id} failed: ${(err as Error).message}`);
+          }
+        }
       } else if (e.fate === "held" && e.expiresAt !== null && e.expiresAt <= Date.now() && !listedIds.has(e.id)) {
         e.fate = "expired";
         expiredSeen++;
@@ -583,7 +610,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
         // SIGKILL while booting (building the lost slots).
         const startP = start();
         await sleep(rng.int(20, 400));
-        await daemon!.kill9();
+        await kill9(daemon!);
         await startP.catch(() => undefined);
         randomKills++;
         unchecked.push(label);
@@ -639,7 +666,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
             await killHolder(h);
             await sleep(rng.int(0, 300));
           }
-          await d.kill9();
+          await kill9(d);
         }
         randomKills++;
         how = `after ${delay} ms`;
@@ -649,7 +676,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
           d.process.kill("SIGTERM");
         }
         const selfKilled = await waitExit(d, faultTimeoutMs);
-        if (!selfKilled) await d.kill9();
+        if (!selfKilled) await kill9(d);
         if (await fired(d, fault)) {
           covered.add(fault);
           faultKills++;

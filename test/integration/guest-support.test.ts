@@ -85,8 +85,10 @@ describe("guest support", { skip: isRoot ? false : "needs root" }, () => {
         await new Promise((r) => setTimeout(r, 100)); // server not listening yet
       }
       assert.equal(client.code, 0, client.stdout.slice(-500) + client.stderr);
-      const report = JSON.parse(client.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      const gbps = report.end.sum_received.bits_per_second / 1e9;
+      const report = JSON.parse(client.stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
+      const bps = report.end?.sum_received?.bits_per_second;
+      assert.ok(bps !== undefined, `iperf3 gave no result: ${report.error ?? client.stdout.slice(-500)}`);
+      const gbps = bps / 1e9;
       assert.ok(gbps > 0.1, `guest -> slot ${gbps} Gbit/s`);
       console.log(`# stand-in TCP guest -> slot: ${gbps.toFixed(2)} Gbit/s`);
     } finally {
