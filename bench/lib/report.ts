@@ -226,6 +226,7 @@ export function markdown(r: BenchResults): string {
   out.push(
     `Machine: ${m.cpuModel}, ${m.cores} cores, ${round(m.memoryMiB / 1024, 1)} GiB, kernel ${m.kernel}, Node ${m.node}, ${m.os}.` +
       (r.git ? ` Commit ${r.git.commit.slice(0, 12)}${r.git.dirty ? " (uncommitted changes)" : ""}.` : "") +
+      (m.loadAverageAtStart ? ` Load average at start ${m.loadAverageAtStart.join(" ")} (other work on the machine shows up in the figures).` : "") +
       ` Run took ${round(r.durationSeconds ?? NaN, 0)} s. Raw figures: \`${path.basename(resultsFileName(r))}\`.`,
   );
   out.push("");
@@ -271,7 +272,7 @@ export function markdown(r: BenchResults): string {
       const q = c.requestMs;
       const l = c.releaseAckMs;
       out.push(
-        `| ${c.clients} | ${q.n} | ${round(q.p50)} / ${round(q.p90)} / ${round(q.p99)} / ${round(q.max)} | ${round(l.p50)} / ${round(l.p90)} / ${round(l.p99)} / ${round(l.max)} | ${ms(c.server.releaseToReusable?.p99?.upperBoundMs, 4)} | ${ms(c.server.scrub?.p50?.estimateMs, 2)} | ${round(c.cyclesPerSecond, 0)} | ${c.errors}${c.cutShort ? " (cut short by the time cap)" : ""} |`,
+        `| ${c.clients} | ${q.n} | ${round(q.p50)} / ${round(q.p90)} / ${round(q.p99)} / ${round(q.max)} | ${round(l.p50)} / ${round(l.p90)} / ${round(l.p99)} / ${round(l.max)} | ${ms(c.server.releaseToReusable?.p99?.upperBoundMs, 4)} | ${ms(c.server.scrub?.p50?.estimateMs, 2)} | ${round(c.cyclesPerSecond, 0)} | ${c.errors}${c.firstError ? ` (${c.firstError.split(":")[0]})` : ""}${c.cutShort ? "; cut short by the time cap" : ""} |`,
       );
     }
     if (lp.reusable) {

@@ -275,9 +275,9 @@ export class SlotDataplane {
   }
 
   /**
-   * Puts a released slot back to baseline: tenant route and VNI cleared, nftables reset
-   * (tables a tenant added removed), conntrack and neighbours flushed. Refuses when a
-   * process still holds the tap: the next tenant would share a live device.
+   * The cheap part of a scrub, always done on release: tenant route and VNI cleared,
+   * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
+   * next tenant would share a live device.
    */
   scrub(index: number, tenant: TenantNetwork | undefined): ScrubOutcome {
     const a = this.addressing(index);
@@ -290,15 +290,28 @@ export class SlotDataplane {
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
-        // One context for the listing and the reset: a second context would wait for the
-        // first one's socket teardown (an RCU grace period) under the commit lock.
-        withNft((nft) => runRetryingEintr(nft, resetScript({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress }, foreignTables(nft.json("list tables")))));
         conntrackFlush();
         rtnl.flushNeighbours();
         return { ok: true };
       } finally {
         rtnl.close();
       }
+    });
+  }
+
+  /**
+   * Puts the slot's nftables back to baseline (tables a tenant added removed, netslot's
+   * own re-created). Only when the fingerprint shows a difference: deleting tables makes
+   * the next transaction in the namespace wait for an RCU grace period.
+   */
+  resetFirewall(index: number): void {
+    const a = this.addressing(index);
+    withNetns(a.netnsPath, () => {
+      // One context for the listing and the reset: a second context would wait for the
+      // first one's socket teardown under the commit lock.
+      withNft((nft) =>
+        runRetryingEintr(nft, resetScript({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress }, foreignTables(nft.json("list tables")))),
+      );
     });
   }
 

@@ -81,6 +81,11 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
   if (live) return result("quarantined", live);
   const diff = diffFingerprints(golden, fp);
   if (diff.length === 0) return result("clean");
+  // The firewall is the one thing a reset restores in place; anything else needs a rebuild.
+  if (diff.every((line) => line.startsWith("nftables"))) {
+    dataplane.resetFirewall(job.index);
+    if (diffFingerprints(golden, dataplane.fingerprint(job.index)).length === 0) return result("clean", undefined, diff);
+  }
   // What the scrub could not put back, a rebuild can: same name, same addresses.
   dataplane.destroySlot(job.index);
   dataplane.buildSlot(job.index);

@@ -1,0 +1,143 @@
+// Leases bound to a process (ownerPid) end when that process dies: while the daemon runs
+// (within a second, via pidfd), and when it died while the daemon was down (at restart).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { NetslotApiError } from "../../src/sdk/index.js";
+import { REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+
+const skip = isRoot() ? false : "needs root";
+const POOL = 4;
+
+interface Owner {
+  child: ChildProcess;
+  pid: number;
+  ids: string[];
+}
+
+describe("owner death", { skip }, () => {
+  const prefix = testPrefix();
+  let upstream: Upstream | undefined;
+  let daemon: DaemonHandle | undefined;
+  let scriptDir = "";
+  let script = "";
+  const owners: Owner[] = [];
+
+  before(async () => {
+    upstream = createUpstream(prefix);
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
+    scriptDir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-owner-`));
+    script = path.join(scriptDir, "owner.mjs");
+    // The consumer: two leases bound to its own pid (the SDK's default), ids on stdout, then sleep.
+    fs.writeFileSync(
+      script,
+      `import { NetslotClient } from ${JSON.stringify(path.join(REPO_ROOT, "dist", "src", "sdk", "index.js"))};
+const client = new NetslotClient({ socketPath: process.argv[2] });
+const ids = [];
+for (let i = 0; i < 2; i++) ids.push((await client.acquire({ bindToProcess: true, labels: { owner: "child" } })).id);
+process.stdout.write(JSON.stringify(ids) + "\\n");
+setInterval(() => {}, 1 << 30);
+`,
+    );
+  });
+
+  after(async () => {
+    for (const o of owners) o.child.kill("SIGKILL");
+    await daemon?.cleanup();
+    upstream?.remove();
+    if (scriptDir) fs.rmSync(scriptDir, { recursive: true, force: true });
+  });
+
+  /** Starts an owner process and waits for its two lease ids. */
+  async function startOwner(): Promise<Owner> {
+    const child = spawn(process.execPath, [script, daemon!.socket], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    const owner: Owner = { child, pid: child.pid!, ids: [] };
+    owners.push(owner);
+    await waitFor(() => out.includes("\n"), 10_000, () => child.exitCode !== null).catch((e: Error) => {
+      throw new Error(`owner process gave no lease ids: ${e.message}\n${out}${err}`);
+    });
+    owner.ids = JSON.parse(out.trim()) as string[];
+    assert.equal(owner.ids.length, 2);
+    return owner;
+  }
+
+  async function killOwner(owner: Owner): Promise<number> {
+    const gone = new Promise<void>((r) => owner.child.once("exit", () => r()));
+    owner.child.kill("SIGKILL");
+    await gone;
+    return performance.now();
+  }
+
+  async function isGone(id: string): Promise<boolean> {
+    try {
+      await daemon!.client.get(id);
+      return false;
+    } catch (err) {
+      if (err instanceof NetslotApiError && err.status === 404) return true;
+      throw err;
+    }
+  }
+
+  async function allFree(): Promise<boolean> {
+    const pool = await daemon!.client.pool();
+    return pool.free === POOL && pool.scrubbing === 0 && pool.leased === 0;
+  }
+
+  it("SIGKILL of the owner: its leases are gone and the slots free again within 1 s", async () => {
+    const owner = await startOwner();
+    for (const id of owner.ids) {
+      const lease = await daemon!.client.get(id);
+      assert.equal(lease.ownerPid, owner.pid);
+    }
+    assert.equal((await daemon!.client.pool()).leased, 2);
+    const killedAt = await killOwner(owner);
+    await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000).catch((err: Error) => {
+      throw new Error(`leases of the dead owner still there after 1 s: ${err.message}`);
+    });
+    const ms = performance.now() - killedAt;
+    assert.ok(ms <= 1000, `took ${ms.toFixed(0)} ms`);
+    process.stdout.write(`owner death → slots free again in ${ms.toFixed(0)} ms\n`);
+  });
+
+  it("an ownerPid that is no process: 400 invalid_request at /ownerPid", async () => {
+    const pidMax = Number(fs.readFileSync("/proc/sys/kernel/pid_max", "utf8"));
+    let pid = pidMax - 1;
+    while (fs.existsSync(`/proc/${pid}`)) pid--;
+    await assert.rejects(
+      daemon!.client.acquire({ ownerPid: pid, autoRenew: false }),
+      (err: unknown) => err instanceof NetslotApiError && err.status === 400 && err.code === "invalid_request" && err.field === "/ownerPid",
+    );
+    assert.ok(await allFree(), "nothing was leased");
+  });
+
+  it("a daemon restart while the owner lives keeps its leases; its death afterwards still ends them", async () => {
+    const owner = await startOwner();
+    await daemon!.kill9();
+    daemon = await daemon!.restart();
+    for (const id of owner.ids) assert.equal((await daemon.client.get(id)).ownerPid, owner.pid, `lease ${id} kept`);
+    // And once more with a clean stop.
+    await daemon.stop();
+    daemon = await daemon.restart();
+    for (const id of owner.ids) assert.equal((await daemon.client.get(id)).ownerPid, owner.pid, `lease ${id} kept`);
+    const killedAt = await killOwner(owner);
+    await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000);
+    assert.ok(performance.now() - killedAt <= 1000);
+  });
+
+  it("the owner dies while the daemon is down: the restarted daemon ends its leases", async () => {
+    const owner = await startOwner();
+    await daemon!.kill9();
+    await killOwner(owner);
+    daemon = await daemon!.restart();
+    const readyAt = performance.now();
+    await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000);
+    process.stdout.write(`dead owner's leases ended ${(performance.now() - readyAt).toFixed(0)} ms after ready\n`);
+  });
+});
