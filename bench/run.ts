@@ -64,6 +64,9 @@ function parseArgs(argv: string[]): Args {
   return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}) };
 }
 
+/** How long to wait for a quiet CPU before a measurement (set from the mode in main). */
+let settleMaxMs = 60_000;
+
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
 function stripStart(s: StartResult): Omit<StartResult, "timeline" | "progressLines"> {
@@ -104,6 +107,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const q = args.quick;
+  settleMaxMs = q ? 10_000 : 60_000;
   const bootSizes = args.sizes ?? (q ? [16, 250, 1000] : [16, 250, 1000, 4000]);
   const maxN = bootSizes[bootSizes.length - 1]!;
   const baselineSizes = q ? [100, 250] : [250, 1000];
@@ -153,7 +157,7 @@ async function main(): Promise<number> {
     if (args.only.has("baselines")) {
       for (const n of baselineSizes) {
         for (const script of ["per-vm-shell", "cni-bridge"] as const) {
-          await settle();
+          await settle(0.15, settleMaxMs);
           log(`baseline ${script} N=${n}`);
           const r = await runBaseline(script, n);
           results.baselines.push(r);
@@ -205,7 +209,7 @@ async function main(): Promise<number> {
                 { clients: 64, cycles: 60 },
               ];
           await waitForRefill(daemon.client, maxN, results, fail, "before the lease path");
-          await settle();
+          await settle(0.15, settleMaxMs);
           log(`lease path, pool ${maxN}, no tenant network`);
           try {
             results.lease.plain = await measureLeasePath({
@@ -262,7 +266,7 @@ async function main(): Promise<number> {
         // ── 7. restart ──────────────────────────────────────────────────────────────
         if (args.only.has("restart")) {
           for (const kind of ["sigterm", "kill9"] as const) {
-            await settle();
+            await settle(0.15, settleMaxMs);
             log(`restart after ${kind}, N=${maxN}`);
             let stopMs: number | undefined;
             const s = now();
@@ -371,7 +375,7 @@ async function bootOne(
   const run: BootRun = { n, prefix };
   log(`boot N=${n} (prefix ${prefix})`);
   // Let the previous teardown (kernel netns cleanup runs on after purge) settle first.
-  const quiet = await settle();
+  const quiet = await settle(0.15, settleMaxMs);
   run.settle = quiet;
   const memBefore = meminfo();
   let daemon: BenchDaemon;

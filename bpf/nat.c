@@ -196,6 +196,10 @@ static __always_inline int lookup(struct __sk_buff *skb, int by_source, struct s
 	struct slot_key key = {};
 	__u32 zero = 0;
 
+#ifdef NETSLOT_UPGRADE_TEST
+	/* Test builds only: one harmless extra instruction, so both programs get a new tag. */
+	asm volatile("r0 = 0" ::: "r0");
+#endif
 	if ((void *)(eth + 1) > data_end)
 		return -1;
 	if (by_source)

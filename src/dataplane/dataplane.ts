@@ -194,10 +194,14 @@ export class SlotDataplane {
   private buildHostSide(a: SlotAddressing): void {
     const host = this.root.linkByName(a.hostVeth);
     if (!host) throw new Error(`host veth ${a.hostVeth} missing after creation`);
-    if (!host.up) this.root.setLink(host.index, { up: true });
+    // Before the link goes up: no IPv6 on our own host veths. With it, every new device
+    // runs DAD and router solicitation work under the RTNL lock, and that background work
+    // grows with the pool, slowing every later slot's build.
+    writeInterfaceSysctl("ipv6", a.hostVeth, "disable_ipv6", 1);
+    writeInterfaceSysctl("ipv4", a.hostVeth, "forwarding", 1);
+    this.root.setLink(host.index, { up: true });
     this.root.addAddress(host.index, a.hostAddress, 31);
     this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: host.index, protocol: NETSLOT_RTPROT });
-    writeInterfaceSysctl("ipv4", a.hostVeth, "forwarding", 1);
   }
 
   /** Removes every kernel object of slot `index`; a missing object is success. */

@@ -9,14 +9,11 @@
 // <slot-addr>, <host-addr>, <outside-addr>, <link-net>, <slot>). Every section is sorted
 // except the nftables ruleset, whose order is its meaning.
 //
-// The rtnetlink dumps below decode more attributes than src/kernel/netlink/rtnl.ts
-// (txqlen, alias, altnames, XDP, tun flags, route metrics and multipath, rule matches,
-// proxy neighbours, the bridge FDB, qdisc options); they belong in rtnl.ts eventually.
+// The rtnetlink sections come rendered from src/kernel/netlink/inspect.ts; this file
+// composes them with the other sections, puts in the placeholders, and compares.
 import { createHash } from "node:crypto";
 import { withNetns } from "../kernel/netns.js";
-import { Attrs, bytesToIp, bytesToMac, encodeMessage, readCString, type NlMsg } from "../kernel/netlink/codec.js";
-import { NETLINK_ROUTE, NetlinkSocket, isNetlinkErrno } from "../kernel/netlink/socket.js";
-import { Rtnl } from "../kernel/netlink/rtnl.js";
+import { inspectNamespace } from "../kernel/netlink/inspect.js";
 import { conntrackEntries, type ConntrackEntry } from "../kernel/netlink/conntrack.js";
 import { nftJson } from "../kernel/nft.js";
 import { readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
@@ -131,585 +128,6 @@ export function placeholders(
       .replace(name, "<slot>");
 }
 
-// ───────────────────────────── small decoders ─────────────────────────────
-
-const AF_INET = 2;
-const AF_INET6 = 10;
-const AF_BRIDGE = 7;
-
-const hex = (b: Buffer) => b.toString("hex");
-const tcHandle = (h: number) => (h === 0xffffffff ? "root" : `${(h >>> 16).toString(16)}:${(h & 0xffff).toString(16)}`);
-
-function ipOrHex(b: Buffer): string {
-  return b.length === 4 || b.length === 16 ? bytesToIp(b) : hex(b);
-}
-
-function names(map: Record<number, string>, value: number, fallback = String(value)): string {
-  return map[value] ?? fallback;
-}
-
-const RT_TABLES: Record<number, string> = { 253: "default", 254: "main", 255: "local" };
-const RT_PROTOS: Record<number, string> = { 0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static" };
-const RT_SCOPES: Record<number, string> = { 0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere" };
-const RT_TYPES: Record<number, string> = {
-  0: "unspec",
-  1: "unicast",
-  2: "local",
-  3: "broadcast",
-  4: "anycast",
-  5: "multicast",
-  6: "blackhole",
-  7: "unreachable",
-  8: "prohibit",
-  9: "throw",
-  10: "nat",
-  11: "xresolve",
-};
-const FR_ACTIONS: Record<number, string> = { 1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit" };
-
-/** Interface flags a tenant sets; RUNNING, LOWER_UP and DORMANT follow the carrier (a VM attached or not). */
-const IFF_NAMES: Array<[number, string]> = [
-  [0x1, "up"],
-  [0x2, "broadcast"],
-  [0x4, "debug"],
-  [0x8, "loopback"],
-  [0x10, "pointopoint"],
-  [0x20, "notrailers"],
-  [0x80, "noarp"],
-  [0x100, "promisc"],
-  [0x200, "allmulti"],
-  [0x400, "master"],
-  [0x800, "slave"],
-  [0x1000, "multicast"],
-  [0x2000, "portsel"],
-  [0x4000, "automedia"],
-  [0x8000, "dynamic"],
-  [0x40000, "echo"],
-];
-
-function flagNames(flags: number, table: Array<[number, string]>): string[] {
-  const out: string[] = [];
-  for (const [bit, name] of table) if (flags & bit) out.push(name);
-  return out;
-}
-
-// ───────────────────────────── rtnetlink dumps ─────────────────────────────
-
-const RTM_GETLINK = 18;
-const RTM_GETADDR = 22;
-const RTM_GETROUTE = 26;
-const RTM_GETNEIGH = 30;
-const RTM_GETRULE = 34;
-const RTM_GETQDISC = 38;
-const IFLA_EXT_MASK = 29;
-const RTEXT_FILTER_SKIP_STATS = 1 << 3;
-const NTF_PROXY = 0x08;
-const EOPNOTSUPP = 95;
-const EAFNOSUPPORT = 97;
-
-interface LinkInfo {
-  index: number;
-  name: string;
-  kind?: string;
-  /** tun/tap: attached plus disabled queues (multi-queue devices only report them). */
-  tunQueues?: number;
-  /** IFLA_CARRIER: a tun/tap has carrier while a descriptor is attached, up or down. */
-  carrier: boolean;
-  attrs: Record<string, string>;
-}
-
-function header(family: number, size: number, flags = 0, flagsOffset = -1): Buffer {
-  const b = Buffer.alloc(size);
-  b.writeUInt8(family, 0);
-  if (flagsOffset >= 0) b.writeUInt8(flags, flagsOffset);
-  return b;
-}
-
-function safeDump(sock: NetlinkSocket, msg: Buffer, operation: string): NlMsg[] {
-  try {
-    return sock.dump(msg, operation);
-  } catch (err) {
-    if (isNetlinkErrno(err, EOPNOTSUPP, EAFNOSUPPORT)) return [];
-    throw err;
-  }
-}
-
-const VXLAN_ATTRS: Record<number, [string, "u8" | "u16be" | "u32" | "ip" | "link" | "flag" | "range"]> = {
-  1: ["id", "u32"],
-  2: ["group", "ip"],
-  3: ["link", "link"],
-  4: ["local", "ip"],
-  5: ["ttl", "u8"],
-  6: ["tos", "u8"],
-  7: ["learning", "u8"],
-  8: ["ageing", "u32"],
-  9: ["limit", "u32"],
-  10: ["port_range", "range"],
-  11: ["proxy", "u8"],
-  12: ["rsc", "u8"],
-  13: ["l2miss", "u8"],
-  14: ["l3miss", "u8"],
-  15: ["port", "u16be"],
-  16: ["group6", "ip"],
-  17: ["local6", "ip"],
-  18: ["udp_csum", "u8"],
-  19: ["udp_zero_csum6_tx", "u8"],
-  20: ["udp_zero_csum6_rx", "u8"],
-  21: ["remcsum_tx", "u8"],
-  22: ["remcsum_rx", "u8"],
-  23: ["gbp", "flag"],
-  24: ["remcsum_nopartial", "flag"],
-  25: ["collect_metadata", "u8"],
-  26: ["label", "u32"],
-  27: ["gpe", "flag"],
-  28: ["ttl_inherit", "u8"],
-  29: ["df", "u8"],
-  30: ["vnifilter", "u8"],
-  31: ["localbypass", "u8"],
-};
-const TUN_ATTRS: Record<number, string> = { 1: "owner", 2: "group", 3: "type", 4: "pi", 5: "vnet_hdr", 6: "persist", 7: "multi_queue" };
-const IFLA_TUN_NUM_QUEUES = 8;
-const IFLA_TUN_NUM_DISABLED_QUEUES = 9;
-
-/** u32 (or shorter) attributes of a link that are configuration, by IFLA_* number. */
-const LINK_NUMBERS: Record<number, string> = {
-  13: "txqlen",
-  17: "linkmode",
-  27: "group",
-  30: "promiscuity",
-  31: "numtxqueues",
-  32: "numrxqueues",
-  39: "proto_down",
-  40: "gso_max_segs",
-  41: "gso_max_size",
-  50: "min_mtu",
-  51: "max_mtu",
-  58: "gro_max_size",
-  59: "tso_max_size",
-  60: "tso_max_segs",
-  61: "allmulti",
-  63: "gso_ipv4_max_size",
-  64: "gro_ipv4_max_size",
-};
-
-function num(b: Buffer): number {
-  return b.length >= 4 ? b.readUInt32LE(0) : b.length >= 2 ? b.readUInt16LE(0) : b.length === 1 ? b.readUInt8(0) : 0;
-}
-
-/** `ip -d link show`, keeping configuration only. Link references are resolved in a second pass. */
-function dumpLinks(sock: NetlinkSocket): { links: LinkInfo[]; byIndex: Map<number, string> } {
-  const msgs = sock.dump(encodeMessage(RTM_GETLINK, 0, [header(0, 16), attrU32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)]), "RTM_GETLINK dump");
-  const byIndex = new Map<number, string>();
-  const raw: Array<{ m: NlMsg; a: Attrs; index: number; name: string }> = [];
-  for (const m of msgs) {
-    const a = new Attrs(m.payload, 16);
-    const index = m.payload.readInt32LE(4);
-    const name = a.str(3) ?? `#${index}`;
-    byIndex.set(index, name);
-    raw.push({ m, a, index, name });
-  }
-  const ref = (i: number) => byIndex.get(i) ?? (i === 0 ? "none" : "other-namespace");
-  const links: LinkInfo[] = [];
-  for (const { m, a, index, name } of raw) {
-    const p = m.payload;
-    const attrs: Record<string, string> = {
-      type: String(p.readUInt16LE(2)),
-      flags: flagNames(p.readUInt32LE(8), IFF_NAMES).join(",") || "none",
-    };
-    const link: LinkInfo = { index, name, attrs, carrier: a.u8(33) === 1 };
-    const mac = a.get(1);
-    if (mac !== undefined && mac.length > 0) attrs.address = mac.length === 6 ? bytesToMac(mac) : hex(mac);
-    const brd = a.get(2);
-    if (brd !== undefined && brd.length > 0) attrs.broadcast = brd.length === 6 ? bytesToMac(brd) : hex(brd);
-    const perm = a.get(54);
-    if (perm !== undefined && perm.length > 0) attrs.perm_address = perm.length === 6 ? bytesToMac(perm) : hex(perm);
-    const mtu = a.u32(4);
-    if (mtu !== undefined) attrs.mtu = String(mtu);
-    const qdisc = a.str(6);
-    if (qdisc !== undefined) attrs.qdisc = qdisc;
-    const master = a.u32(10);
-    if (master !== undefined) attrs.master = ref(master);
-    // IFLA_LINK of a veth names the peer in another namespace: only same-namespace links count.
-    const lower = a.u32(5);
-    if (lower !== undefined && !a.has(37) && lower !== index) attrs.link = ref(lower);
-    const alias = a.str(20);
-    if (alias !== undefined && alias !== "") attrs.alias = alias;
-    for (const [t, label] of Object.entries(LINK_NUMBERS)) {
-      const v = a.get(Number(t));
-      if (v !== undefined) attrs[label] = String(num(v));
-    }
-    const props = a.nested(52);
-    if (props) {
-      const alt = props.all(53).map((b) => readCString(b));
-      if (alt.length > 0) attrs.altnames = alt.sort().join(",");
-    }
-    const xdp = a.nested(43);
-    const xdpMode = xdp?.u8(2);
-    if (xdpMode !== undefined && xdpMode !== 0) attrs.xdp = ["none", "driver", "generic", "offload", "multi"][xdpMode] ?? String(xdpMode);
-    const info = a.nested(18);
-    if (info) {
-      const kind = info.str(1);
-      if (kind !== undefined) {
-        link.kind = kind;
-        attrs.kind = kind;
-      }
-      const slaveKind = info.str(4);
-      if (slaveKind !== undefined) attrs.slave_kind = slaveKind;
-      const data = info.nested(2);
-      if (data) {
-        for (const at of data.list) {
-          if (kind === "vxlan") {
-            const spec = VXLAN_ATTRS[at.type];
-            const key = `vxlan.${spec?.[0] ?? at.type}`;
-            const v = at.value;
-            switch (spec?.[1]) {
-              case "u8":
-                attrs[key] = String(v.readUInt8(0));
-                break;
-              case "u16be":
-                attrs[key] = String(v.readUInt16BE(0));
-                break;
-              case "u32":
-                attrs[key] = String(v.readUInt32LE(0));
-                break;
-              case "ip":
-                attrs[key] = ipOrHex(v);
-                break;
-              case "link":
-                attrs[key] = ref(v.readUInt32LE(0));
-                break;
-              case "flag":
-                attrs[key] = "on";
-                break;
-              case "range":
-                attrs[key] = `${v.readUInt16BE(0)}-${v.readUInt16BE(2)}`;
-                break;
-              default:
-                attrs[key] = hex(v);
-            }
-          } else if (kind === "tun") {
-            if (at.type === IFLA_TUN_NUM_QUEUES || at.type === IFLA_TUN_NUM_DISABLED_QUEUES) {
-              link.tunQueues = (link.tunQueues ?? 0) + num(at.value);
-              continue; // attached queues: a VMM holding the tap, reported under tapHolders
-            }
-            attrs[`tun.${TUN_ATTRS[at.type] ?? at.type}`] = String(num(at.value));
-          } else {
-            attrs[`${kind ?? "info"}.${at.type}`] = hex(at.value);
-          }
-        }
-      }
-      const slaveData = info.nested(5);
-      if (slaveData) for (const at of slaveData.list) attrs[`${slaveKind ?? "slave"}.${at.type}`] = hex(at.value);
-    }
-    links.push(link);
-  }
-  return { links, byIndex };
-}
-
-function attrU32(type: number, value: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(8, 0);
-  b.writeUInt16LE(type, 2);
-  b.writeUInt32LE(value >>> 0, 4);
-  return b;
-}
-
-const IFA_FLAGS_NAMES: Array<[number, string]> = [
-  [0x1, "secondary"],
-  [0x2, "nodad"],
-  [0x4, "optimistic"],
-  [0x8, "dadfailed"],
-  [0x10, "homeaddress"],
-  [0x20, "deprecated"],
-  [0x40, "tentative"],
-  [0x80, "permanent"],
-  [0x100, "mngtmpaddr"],
-  [0x200, "noprefixroute"],
-  [0x400, "autojoin"],
-  [0x800, "stable-privacy"],
-];
-
-/** `ip addr show` */
-function dumpAddresses(sock: NetlinkSocket, ref: (i: number) => string): string[] {
-  const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETADDR, 0, [header(0, 8)]), "RTM_GETADDR dump")) {
-    const p = m.payload;
-    const fam = p.readUInt8(0);
-    if (fam !== AF_INET && fam !== AF_INET6) continue;
-    const a = new Attrs(p, 8);
-    const local = a.get(2);
-    const address = a.get(1);
-    const main = local ?? address;
-    if (!main) continue;
-    const parts = [`${fam === AF_INET6 ? "inet6" : "inet"} ${ipOrHex(main)}/${p.readUInt8(1)}`];
-    if (local && address && !local.equals(address)) parts.push(`peer ${ipOrHex(address)}`);
-    parts.push(`dev ${ref(p.readUInt32LE(4))}`);
-    const brd = a.get(4);
-    if (brd) parts.push(`brd ${ipOrHex(brd)}`);
-    const any = a.get(5);
-    if (any) parts.push(`anycast ${ipOrHex(any)}`);
-    parts.push(`scope ${names(RT_SCOPES, p.readUInt8(3))}`);
-    const label = a.str(3);
-    if (label !== undefined && label !== ref(p.readUInt32LE(4))) parts.push(`label ${label}`);
-    const flags = a.u32(8) ?? p.readUInt8(2);
-    const fl = flagNames(flags, IFA_FLAGS_NAMES);
-    if (fl.length) parts.push(fl.join(" "));
-    const metric = a.u32(9);
-    if (metric !== undefined) parts.push(`metric ${metric}`);
-    const proto = a.u8(11);
-    if (proto !== undefined) parts.push(`proto ${proto}`);
-    out.push(parts.join(" "));
-  }
-  return out;
-}
-
-const RTAX_NAMES: Record<number, string> = {
-  1: "lock",
-  2: "mtu",
-  3: "window",
-  4: "rtt",
-  5: "rttvar",
-  6: "ssthresh",
-  7: "cwnd",
-  8: "advmss",
-  9: "reordering",
-  10: "hoplimit",
-  11: "initcwnd",
-  12: "features",
-  13: "rto_min",
-  14: "initrwnd",
-  15: "quickack",
-  16: "congctl",
-  17: "fastopen_no_cookie",
-};
-
-/** Route attributes that are state, not configuration: RTA_CACHEINFO, RTA_MFC_STATS, RTA_EXPIRES, RTA_PAD. */
-const ROUTE_SKIP = new Set([12, 17, 23, 24]);
-const RTNH_F_PERVASIVE = 2;
-const RTNH_F_ONLINK = 4;
-
-/** `ip [-6] route show table all` (cached clones left out). */
-function dumpRoutes(sock: NetlinkSocket, family: number, ref: (i: number) => string): string[] {
-  const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETROUTE, 0, [header(family, 12)]), "RTM_GETROUTE dump")) {
-    const p = m.payload;
-    if (p.readUInt8(0) !== family) continue;
-    const flags = p.readUInt32LE(8);
-    if (flags & 0x200) continue; // RTM_F_CLONED
-    const a = new Attrs(p, 12);
-    const dstLen = p.readUInt8(1);
-    const srcLen = p.readUInt8(2);
-    const dst = a.get(1);
-    const parts: string[] = [];
-    if (family === AF_INET6) parts.push("inet6");
-    const type = p.readUInt8(7);
-    if (type !== 1) parts.push(names(RT_TYPES, type));
-    parts.push(dst ? `${ipOrHex(dst)}/${dstLen}` : dstLen === 0 ? "default" : `?/${dstLen}`);
-    const src = a.get(2);
-    if (src) parts.push(`from ${ipOrHex(src)}/${srcLen}`);
-    if (p.readUInt8(3)) parts.push(`tos ${p.readUInt8(3)}`);
-    const extra: string[] = [];
-    for (const at of a.list) {
-      if (ROUTE_SKIP.has(at.type) || at.type === 1 || at.type === 2) continue;
-      const v = at.value;
-      switch (at.type) {
-        case 3:
-          extra.push(`iif ${ref(v.readUInt32LE(0))}`);
-          break;
-        case 4:
-          extra.push(`dev ${ref(v.readUInt32LE(0))}`);
-          break;
-        case 5:
-          extra.push(`via ${ipOrHex(v)}`);
-          break;
-        case 6:
-          extra.push(`metric ${v.readUInt32LE(0)}`);
-          break;
-        case 7:
-          extra.push(`src ${ipOrHex(v)}`);
-          break;
-        case 8: {
-          const metrics = new Attrs(v).list.map((x) => `${RTAX_NAMES[x.type] ?? x.type}=${x.type === 16 ? readCString(x.value) : num(x.value)}`);
-          if (metrics.length) extra.push(`metrics ${metrics.sort().join(",")}`);
-          break;
-        }
-        case 9: {
-          // struct rtnexthop { u16 len; u8 flags; u8 hops; int ifindex } + attributes
-          for (let off = 0; off + 8 <= v.length; ) {
-            const len = v.readUInt16LE(off);
-            if (len < 8) break;
-            const nh = new Attrs(v.subarray(off + 8, off + len));
-            const gw = nh.get(5);
-            extra.push(`nexthop${gw ? ` via ${ipOrHex(gw)}` : ""} dev ${ref(v.readInt32LE(off + 4))} weight ${v.readUInt8(off + 3) + 1}`);
-            off += (len + 3) & ~3;
-          }
-          break;
-        }
-        case 15:
-          break; // RTA_TABLE: printed below from the same value
-        case 18:
-          extra.push(`via ${v.length >= 6 ? ipOrHex(v.subarray(2)) : hex(v)}`);
-          break;
-        case 30:
-          extra.push(`nhid ${v.readUInt32LE(0)}`);
-          break;
-        default:
-          extra.push(`rta${at.type}=${hex(v)}`);
-      }
-    }
-    // ip-route order: gateway and device first, whatever order the kernel sent them in.
-    const rank = (x: string) => ["via", "nexthop", "dev", "iif", "src", "metric", "nhid", "metrics"].indexOf(x.split(" ")[0]!) >>> 0;
-    parts.push(...extra.sort((x, y) => rank(x) - rank(y)));
-    parts.push(`table ${names(RT_TABLES, a.u32(15) ?? p.readUInt8(4))}`);
-    parts.push(`proto ${names(RT_PROTOS, p.readUInt8(5))}`);
-    parts.push(`scope ${names(RT_SCOPES, p.readUInt8(6))}`);
-    if (flags & RTNH_F_ONLINK) parts.push("onlink");
-    if (flags & RTNH_F_PERVASIVE) parts.push("pervasive");
-    out.push(parts.join(" "));
-  }
-  return out;
-}
-
-const RULE_ATTRS: Record<number, [string, "ip" | "str" | "u32" | "u8" | "range" | "uid"]> = {
-  3: ["iif", "str"],
-  4: ["goto", "u32"],
-  10: ["fwmark", "u32"],
-  11: ["realms", "u32"],
-  13: ["suppress_ifgroup", "u32"],
-  14: ["suppress_prefixlength", "u32"],
-  16: ["fwmask", "u32"],
-  17: ["oif", "str"],
-  19: ["l3mdev", "u8"],
-  20: ["uidrange", "uid"],
-  21: ["protocol", "u8"],
-  22: ["ipproto", "u8"],
-  23: ["sport", "range"],
-  24: ["dport", "range"],
-};
-
-/** `ip [-6] rule show` */
-function dumpRules(sock: NetlinkSocket, family: number): string[] {
-  const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETRULE, 0, [header(family, 12)]), "RTM_GETRULE dump")) {
-    const p = m.payload;
-    if (p.readUInt8(0) !== family) continue;
-    const a = new Attrs(p, 12);
-    const parts = [`${family === AF_INET6 ? "inet6 " : ""}${a.u32(6) ?? 0}:`];
-    const flags = p.readUInt32LE(8);
-    if (flags & 0x2) parts.push("not"); // FIB_RULE_INVERT
-    const src = a.get(2);
-    parts.push(`from ${src ? `${ipOrHex(src)}/${p.readUInt8(2)}` : "all"}`);
-    const dst = a.get(1);
-    if (dst) parts.push(`to ${ipOrHex(dst)}/${p.readUInt8(1)}`);
-    if (p.readUInt8(3)) parts.push(`tos ${p.readUInt8(3)}`);
-    for (const at of a.list) {
-      if (at.type === 1 || at.type === 2 || at.type === 6 || at.type === 15 || at.type === 18) continue;
-      const spec = RULE_ATTRS[at.type];
-      const v = at.value;
-      if (!spec) {
-        parts.push(`fra${at.type}=${hex(v)}`);
-        continue;
-      }
-      const [label, kind] = spec;
-      if (at.type === 14 && v.readUInt32LE(0) === 0xffffffff) continue; // suppress_prefixlength unset
-      if (at.type === 21) {
-        parts.push(`proto ${names(RT_PROTOS, v.readUInt8(0))}`);
-        continue;
-      }
-      const value =
-        kind === "str" ? readCString(v) : kind === "u8" ? String(v.readUInt8(0)) : kind === "u32" ? String(v.readUInt32LE(0)) : kind === "ip" ? ipOrHex(v) : kind === "range" ? `${v.readUInt16LE(0)}-${v.readUInt16LE(2)}` : `${v.readUInt32LE(0)}-${v.readUInt32LE(4)}`;
-      parts.push(`${label} ${value}`);
-    }
-    const action = p.readUInt8(7);
-    const table = a.u32(15) ?? p.readUInt8(4);
-    parts.push(action === 1 ? `lookup ${names(RT_TABLES, table)}` : names(FR_ACTIONS, action));
-    out.push(parts.join(" "));
-  }
-  return out;
-}
-
-const NUD_PERMANENT = 0x80;
-const NUD_NOARP = 0x40;
-const NTF_NAMES: Array<[number, string]> = [
-  [0x2, "self"],
-  [0x4, "master"],
-  [0x8, "proxy"],
-  [0x10, "extern_learn"],
-  [0x40, "sticky"],
-  [0x80, "router"],
-];
-
-/** NUD state as a class: reachable/stale/delay/probe/incomplete/failed move with timers and traffic. */
-function nudClass(state: number): string {
-  if (state & NUD_PERMANENT) return "permanent";
-  if (state & NUD_NOARP) return "noarp";
-  return state === 0 ? "none" : "dynamic";
-}
-
-/** `ip neigh show`, `ip neigh show proxy` and `bridge fdb show`. */
-function dumpNeighbours(sock: NetlinkSocket, ref: (i: number) => string): string[] {
-  const out: string[] = [];
-  const render = (m: NlMsg, kind: "neigh" | "proxy" | "fdb") => {
-    const p = m.payload;
-    const fam = p.readUInt8(0);
-    const a = new Attrs(p, 12);
-    const parts: string[] = [kind];
-    const dst = a.get(1);
-    const ll = a.get(2);
-    if (kind === "fdb") {
-      if (ll) parts.push(ll.length === 6 ? bytesToMac(ll) : hex(ll));
-      if (dst) parts.push(`dst ${ipOrHex(dst)}`);
-    } else {
-      parts.push(`${fam === AF_INET6 ? "inet6 " : ""}${dst ? ipOrHex(dst) : "?"}`);
-      if (ll && ll.length > 0) parts.push(`lladdr ${ll.length === 6 ? bytesToMac(ll) : hex(ll)}`);
-    }
-    parts.push(`dev ${ref(p.readInt32LE(4))}`);
-    const port = a.get(6);
-    if (port) parts.push(`port ${port.readUInt16BE(0)}`);
-    const vni = a.u32(7);
-    if (vni !== undefined) parts.push(`vni ${vni}`);
-    const via = a.u32(8);
-    if (via !== undefined) parts.push(`via ${ref(via)}`);
-    const master = a.u32(9);
-    if (master !== undefined) parts.push(`master ${ref(master)}`);
-    const vlan = a.get(5);
-    if (vlan) parts.push(`vlan ${vlan.readUInt16LE(0)}`);
-    parts.push(...flagNames(p.readUInt8(10), NTF_NAMES));
-    if (kind !== "proxy") parts.push(nudClass(p.readUInt16LE(8)));
-    out.push(parts.join(" "));
-  };
-  for (const m of sock.dump(encodeMessage(RTM_GETNEIGH, 0, [header(0, 12)]), "RTM_GETNEIGH dump")) {
-    const fam = m.payload.readUInt8(0);
-    if (fam === AF_INET || fam === AF_INET6) render(m, "neigh");
-  }
-  for (const m of safeDump(sock, encodeMessage(RTM_GETNEIGH, 0, [header(0, 12, NTF_PROXY, 10)]), "RTM_GETNEIGH proxy dump")) render(m, "proxy");
-  for (const m of safeDump(sock, encodeMessage(RTM_GETNEIGH, 0, [header(AF_BRIDGE, 12)]), "RTM_GETNEIGH fdb dump")) render(m, "fdb");
-  return out;
-}
-
-/** `tc qdisc show` with each qdisc's options (its statistics left out). */
-function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string): string[] {
-  const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETQDISC, 0, [header(0, 20)]), "RTM_GETQDISC dump")) {
-    const p = m.payload;
-    const a = new Attrs(p, 20);
-    const parts = [`dev ${ref(p.readInt32LE(4))}`, a.str(1) ?? "?", `handle ${tcHandle(p.readUInt32LE(8))}`, `parent ${tcHandle(p.readUInt32LE(12))}`];
-    const options = a.get(2);
-    if (options && options.length > 0) parts.push(`options ${hex(options)}`);
-    for (const [t, label] of [
-      [8, "stab"],
-      [11, "chain"],
-      [13, "ingress_block"],
-      [14, "egress_block"],
-    ] as const) {
-      const v = a.get(t);
-      if (v) parts.push(`${label} ${hex(v)}`);
-    }
-    out.push(parts.join(" "));
-  }
-  return out;
-}
-
 // ───────────────────────────── nftables ─────────────────────────────
 
 /**
@@ -764,6 +182,10 @@ function conntrackTuples(): ConntrackEntry[] {
   return count === "0" ? [] : conntrackEntries();
 }
 
+function names(map: Record<number, string>, value: number, fallback = String(value)): string {
+  return map[value] ?? fallback;
+}
+
 const IP_PROTOS: Record<number, string> = { 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 50: "esp", 51: "ah", 108: "comp" };
 const XFRM_MODES: Record<number, string> = { 0: "transport", 1: "tunnel", 2: "ro", 3: "in_trigger", 4: "beet" };
 const XFRM_DIRS: Record<number, string> = { 0: "in", 1: "out", 2: "fwd" };
@@ -802,76 +224,42 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   };
   const ns = nsIdOf(ctx.netnsPath);
   const inside = withNetns(ctx.netnsPath, () => {
-    const sock = NetlinkSocket.open(NETLINK_ROUTE, { strict: true });
-    const rtnl = Rtnl.open();
-    try {
-      const { links, byIndex } = dumpLinks(sock);
-      const ref = (i: number) => byIndex.get(i) ?? (i === 0 ? "none" : `#${i}`);
-      const addresses = dumpAddresses(sock, ref);
-      const routes = [...dumpRoutes(sock, AF_INET, ref), ...dumpRoutes(sock, AF_INET6, ref)];
-      const rules = [...dumpRules(sock, AF_INET), ...dumpRules(sock, AF_INET6)];
-      const nexthops = rtnl.nexthops().map((n) => {
-        const parts = [`id ${n.id}`];
-        if (n.group) parts.push(`group ${n.group.map((g) => `${g.id},${g.weight}`).join("/")}`);
-        if (n.gateway) parts.push(`via ${n.gateway}`);
-        if (n.oif !== undefined) parts.push(`dev ${ref(n.oif)}`);
-        if (n.blackhole) parts.push("blackhole");
-        if (n.fdb) parts.push("fdb");
-        parts.push(`proto ${names(RT_PROTOS, n.protocol)}`);
-        return parts.join(" ");
-      });
-      const neighbours = dumpNeighbours(sock, ref);
-      const qdiscs = dumpQdiscs(sock, ref);
-      const tcFilters: string[] = [];
-      for (const l of links) {
-        for (const dir of ["ingress", "egress"] as const) {
-          for (const f of rtnl.filters(l.index, dir)) {
-            const parts = [`dev ${l.name} ${dir} prio ${f.priority} proto 0x${f.protocol.toString(16).padStart(4, "0")} handle 0x${f.handle.toString(16)} ${f.kind}`];
-            if (f.chain) parts.push(`chain ${f.chain}`);
-            if (f.bpf) parts.push(`${f.bpf.name ?? "?"} tag ${f.bpf.tag ?? "?"}${f.bpf.directAction ? " direct-action" : ""}`);
-            tcFilters.push(parts.join(" "));
-          }
-        }
-      }
-      lap("rtnetlink");
-      const nftables = nftLines();
-      lap("nftables");
-      const conntrack = conntrackTuples().map((e) => {
-        const p = names(IP_PROTOS, e.proto);
-        const port = (x: number | undefined) => (x === undefined ? "" : `:${x}`);
-        return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
-      });
-      lap("conntrack");
-      const sysctls = readAllNetSysctls(sysctlExcluded);
-      lap("sysctls");
-      const states = xfrmStates().map(
-        (s) =>
-          `${s.src} → ${s.dst} proto ${names(IP_PROTOS, s.proto)} spi 0x${s.spi.toString(16)} mode ${names(XFRM_MODES, s.mode)} reqid ${s.reqid} flags ${s.flags}` +
-          ` sel ${selectorText(s.selector, ref)}${s.algorithms.length ? ` ${s.algorithms.join(" ")}` : ""}` +
-          `${s.mark ? ` mark ${s.mark.value}/${s.mark.mask}` : ""}${s.ifId !== undefined ? ` if_id ${s.ifId}` : ""}`,
-      );
-      const policies = xfrmPolicies().map(
-        (pl) =>
-          `dir ${names(XFRM_DIRS, pl.dir)} ${pl.action ? "block" : "allow"} priority ${pl.priority} type ${pl.type ? "sub" : "main"} flags ${pl.flags} share ${pl.share}` +
-          ` sel ${selectorText(pl.selector, ref)}` +
-          pl.templates
-            .map((tm) => ` tmpl ${tm.src} → ${tm.dst} proto ${names(IP_PROTOS, tm.proto)} spi 0x${tm.spi.toString(16)} mode ${names(XFRM_MODES, tm.mode)} reqid ${tm.reqid}${tm.optional ? " optional" : ""}`)
-            .join("") +
-          `${pl.mark ? ` mark ${pl.mark.value}/${pl.mark.mask}` : ""}${pl.ifId !== undefined ? ` if_id ${pl.ifId}` : ""}`,
-      );
-      lap("xfrm");
-      const sockets = namespaceSockets().map((s) => {
-        if (s.proto === "packet") return `packet dev ${s.local === "0" ? "any" : ref(Number(s.local))} ${s.state} ${s.detail ?? ""}`.trim();
-        if (s.proto === "unix") return `unix ${s.detail ?? ""} ${s.state} ${s.local === "" ? "(unnamed)" : s.local}`;
-        const remote = s.remote && !/^(0\.0\.0\.0|::):0$/.test(s.remote) ? ` → ${s.remote}` : "";
-        return `${s.proto} ${s.local}${remote} ${s.state}`;
-      });
-      lap("sockets");
-      return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, states, policies, sockets };
-    } finally {
-      rtnl.close();
-      sock.close();
-    }
+    const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters } = inspectNamespace();
+    lap("rtnetlink");
+    const nftables = nftLines();
+    lap("nftables");
+    const conntrack = conntrackTuples().map((e) => {
+      const p = names(IP_PROTOS, e.proto);
+      const port = (x: number | undefined) => (x === undefined ? "" : `:${x}`);
+      return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
+    });
+    lap("conntrack");
+    const sysctls = readAllNetSysctls(sysctlExcluded);
+    lap("sysctls");
+    const states = xfrmStates().map(
+      (s) =>
+        `${s.src} → ${s.dst} proto ${names(IP_PROTOS, s.proto)} spi 0x${s.spi.toString(16)} mode ${names(XFRM_MODES, s.mode)} reqid ${s.reqid} flags ${s.flags}` +
+        ` sel ${selectorText(s.selector, ref)}${s.algorithms.length ? ` ${s.algorithms.join(" ")}` : ""}` +
+        `${s.mark ? ` mark ${s.mark.value}/${s.mark.mask}` : ""}${s.ifId !== undefined ? ` if_id ${s.ifId}` : ""}`,
+    );
+    const policies = xfrmPolicies().map(
+      (pl) =>
+        `dir ${names(XFRM_DIRS, pl.dir)} ${pl.action ? "block" : "allow"} priority ${pl.priority} type ${pl.type ? "sub" : "main"} flags ${pl.flags} share ${pl.share}` +
+        ` sel ${selectorText(pl.selector, ref)}` +
+        pl.templates
+          .map((tm) => ` tmpl ${tm.src} → ${tm.dst} proto ${names(IP_PROTOS, tm.proto)} spi 0x${tm.spi.toString(16)} mode ${names(XFRM_MODES, tm.mode)} reqid ${tm.reqid}${tm.optional ? " optional" : ""}`)
+          .join("") +
+        `${pl.mark ? ` mark ${pl.mark.value}/${pl.mark.mask}` : ""}${pl.ifId !== undefined ? ` if_id ${pl.ifId}` : ""}`,
+    );
+    lap("xfrm");
+    const sockets = namespaceSockets().map((s) => {
+      if (s.proto === "packet") return `packet dev ${s.local === "0" ? "any" : ref(Number(s.local))} ${s.state} ${s.detail ?? ""}`.trim();
+      if (s.proto === "unix") return `unix ${s.detail ?? ""} ${s.state} ${s.local === "" ? "(unnamed)" : s.local}`;
+      const remote = s.remote && !/^(0\.0\.0\.0|::):0$/.test(s.remote) ? ` → ${s.remote}` : "";
+      return `${s.proto} ${s.local}${remote} ${s.state}`;
+    });
+    lap("sockets");
+    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, states, policies, sockets };
   });
   t = performance.now();
 

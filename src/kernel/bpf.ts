@@ -1,6 +1,7 @@
 // libbpf (1.1 API) through koffi: load bpf/nat.o once per daemon, pin its two tc programs
 // and two maps under a directory of the BPF filesystem, adopt them again after a restart,
-// and update the maps with plain bpf(2) map operations (microseconds, no process).
+// upgrade the programs in place over the same maps when the object changed, and update
+// the maps with plain bpf(2) map operations (microseconds, no process).
 // Everything is synchronous, like the rest of the kernel layer.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -55,6 +56,12 @@ const b = {
   findProgram: lib.func("void *bpf_object__find_program_by_name(void *obj, const char *name)"),
   programFd: lib.func("int bpf_program__fd(void *prog)"),
   findMapFd: lib.func("int bpf_object__find_map_fd_by_name(void *obj, const char *name)"),
+  findMap: lib.func("void *bpf_object__find_map_by_name(void *obj, const char *name)"),
+  mapReuseFd: lib.func("int bpf_map__reuse_fd(void *map, int fd)"),
+  mapType: lib.func("int bpf_map__type(void *map)"),
+  mapKeySize: lib.func("uint32_t bpf_map__key_size(void *map)"),
+  mapValueSize: lib.func("uint32_t bpf_map__value_size(void *map)"),
+  mapMaxEntries: lib.func("uint32_t bpf_map__max_entries(void *map)"),
   objPin: lib.func("int bpf_obj_pin(int fd, const char *path)"),
   objGet: lib.func("int bpf_obj_get(const char *path)"),
   objInfo: lib.func("int bpf_obj_get_info_by_fd(int fd, _Inout_ uint8_t *info, _Inout_ uint32_t *len)"),
@@ -411,6 +418,127 @@ export function loadDataplane(objectPath: string, pinDir: string): Dataplane {
     return adopt(pinDir, false);
   } finally {
     removePinned(scratch);
+  }
+}
+
+/** New programs loaded over the pinned maps, not yet attached anywhere nor pinned. */
+export interface ProgramUpgrade {
+  readonly egressProgFd: number;
+  readonly ingressProgFd: number;
+  readonly egressTag: string;
+  readonly ingressTag: string;
+  /** Tags of the programs pinned before the upgrade. */
+  readonly previousEgressTag: string;
+  readonly previousIngressTag: string;
+  /**
+   * Re-pins the new programs over the old names (`bpftool prog pin` to NAME-new, then
+   * `mv NAME-new NAME`, atomic per program) and closes the object: the pins and the tc
+   * filters keep the programs alive, the old ones go when their last filter does.
+   */
+  commit(): void;
+  /** Closes the new programs without pinning them (filters already switched keep them). */
+  abandon(): void;
+}
+
+/**
+ * Loads `objectPath` against the maps pinned in `pinDir` (bpf_map__reuse_fd: no new
+ * maps, every slot's NAT entry and VNI stay), and returns its programs when their tags
+ * differ from the pinned programs' (`bpftool prog show pinned DIR/nat_egress`); undefined
+ * when nothing is pinned or the programs are the same. Refuses when the object's map
+ * layouts differ from the pinned maps': such a data path needs a rebuild, not an upgrade.
+ */
+export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgrade | undefined {
+  if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
+  const pinned: number[] = [];
+  let obj: bigint | null = null;
+  try {
+    for (const name of PIN_NAMES) {
+      const file = path.join(pinDir, name);
+      pinned.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
+    }
+    const [oldEgress, oldIngress, slotsFd, configFd] = pinned as [number, number, number, number];
+    const previousEgressTag = programInfo(oldEgress).tag;
+    const previousIngressTag = programInfo(oldIngress).tag;
+
+    takeLibbpfLog();
+    obj = b.openFile(objectPath, null) as bigint | null;
+    if (!obj) {
+      const errno = koffi.errno();
+      throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
+    }
+    for (const [name, fd] of [[MAP_SLOTS, slotsFd], [MAP_CONFIG, configFd]] as const) {
+      const map = b.findMap(obj, name) as bigint | null;
+      if (!map) throw new Error(`${objectPath} has no map ${name}`);
+      // Compared before reuse_fd, which overwrites the object's definition with the pinned one.
+      const want = {
+        type: b.mapType(map) as number,
+        keySize: b.mapKeySize(map) as number,
+        valueSize: b.mapValueSize(map) as number,
+        maxEntries: b.mapMaxEntries(map) as number,
+      };
+      const have = mapInfo(fd);
+      if (want.type !== have.type || want.keySize !== have.keySize || want.valueSize !== have.valueSize || want.maxEntries !== have.maxEntries) {
+        throw new Error(
+          `${objectPath}: map ${name} changed layout (type ${want.type}, key ${want.keySize}, value ${want.valueSize}, ` +
+            `${want.maxEntries} entries; pinned: type ${have.type}, key ${have.keySize}, value ${have.valueSize}, ` +
+            `${have.maxEntries} entries): the programs cannot be upgraded in place; the data path needs a rebuild ` +
+            `(purge the prefix and start again)`,
+        );
+      }
+      // libbpf keeps its own duplicate of the descriptor.
+      checkRet("bpf_map__reuse_fd", b.mapReuseFd(map, fd) as number, name);
+    }
+    const ret = b.load(obj) as number;
+    if (ret < 0) throw new libc.SyscallError("bpf_object__load", -ret, `${objectPath}\n${takeLibbpfLog()}`);
+    takeLibbpfLog();
+    const progFd = (name: string): number => {
+      const prog = b.findProgram(obj, name) as bigint | null;
+      if (!prog) throw new Error(`${objectPath} has no program ${name}`);
+      return checkRet("bpf_program__fd", b.programFd(prog) as number, name);
+    };
+    const egressProgFd = progFd(PROG_EGRESS);
+    const ingressProgFd = progFd(PROG_INGRESS);
+    const egress = programInfo(egressProgFd);
+    const ingress = programInfo(ingressProgFd);
+    for (const [info, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
+      if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${objectPath}: ${name} is not a tc program (type ${info.type})`);
+    }
+    if (egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
+      b.closeObject(obj);
+      obj = null;
+      return undefined;
+    }
+    const loaded = obj;
+    obj = null; // owned by the upgrade from here on
+    let open = true;
+    const closeObject = (): void => {
+      if (!open) return;
+      open = false;
+      b.closeObject(loaded);
+    };
+    return {
+      egressProgFd,
+      ingressProgFd,
+      egressTag: egress.tag,
+      ingressTag: ingress.tag,
+      previousEgressTag,
+      previousIngressTag,
+      commit(): void {
+        if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
+        for (const [name, fd] of [[PROG_EGRESS, egressProgFd], [PROG_INGRESS, ingressProgFd]] as const) {
+          // bpffs refuses names with a dot; a NAME-new left by a crash is stale.
+          const scratch = path.join(pinDir, `${name}-new`);
+          fs.rmSync(scratch, { force: true });
+          checkRet("bpf_obj_pin", b.objPin(fd, scratch) as number, scratch);
+          fs.renameSync(scratch, path.join(pinDir, name));
+        }
+        closeObject();
+      },
+      abandon: closeObject,
+    };
+  } finally {
+    if (obj) b.closeObject(obj);
+    for (const fd of pinned) libc.close(fd);
   }
 }
 

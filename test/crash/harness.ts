@@ -426,26 +426,39 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   // ── checks after a restart ──────────────────────────────────────────────────────────
 
   const checkAll = async (client: NetslotClient) => {
-    // Settle: reconciliation scrubs, expiry of overdue leases and owner-death releases run now.
-    let pool = await client.pool();
+    // Settle: reconciliation scrubs, expiry of overdue leases and owner-death releases run
+    // now. Quiet twice, 150 ms apart (the daemon's timers get their turn), within 5 s.
     const settleDeadline = Date.now() + 5000;
-    while ((pool.scrubbing > 0 || pool.missing > 0) && Date.now() < settleDeadline) {
-      await sleep(25);
+    let pool = await client.pool();
+    let quietOnce = false;
+    for (;;) {
+      if (pool.scrubbing === 0 && pool.missing === 0) {
+        if (quietOnce) break;
+        quietOnce = true;
+        await sleep(150);
+      } else {
+        if (Date.now() > settleDeadline) break;
+        await sleep(25);
+      }
       pool = await client.pool();
     }
-    // Overdue TTLs and dead owners: give the daemon's timers a moment.
-    await sleep(150);
-    pool = await client.pool();
+    // Counts and the list are two requests: an expiry may fall between them, so read both
+    // again until they agree.
+    let listed = await client.list();
+    for (let i = 0; i < 5 && pool.leased !== listed.length; i++) {
+      await sleep(50);
+      pool = await client.pool();
+      listed = await client.list();
+    }
     const sum = pool.free + pool.leased + pool.scrubbing + pool.quarantined + pool.missing;
     if (sum !== pool.size || pool.size !== poolSize) violate(`pool counts do not add up: ${JSON.stringify({ ...pool, quarantinedSlots: undefined })}`);
     if (pool.scrubbing !== 0) violate(`${pool.scrubbing} slot(s) still scrubbing 5 s after restart`);
     if (pool.missing !== 0) violate(`${pool.missing} slot(s) missing after restart`);
     if (pool.quarantined !== 0) violate(`${pool.quarantined} slot(s) quarantined: ${JSON.stringify(pool.quarantinedSlots)}`);
+    if (pool.leased !== listed.length) violate(`pool says ${pool.leased} leased, the lease list has ${listed.length}`);
 
     const now = Date.now();
-    const listed = await client.list();
     const listedIds = new Set(listed.map((l) => l.id));
-    if (pool.leased !== listed.length) violate(`pool says ${pool.leased} leased, the lease list has ${listed.length}`);
     const bySlot = new Map<number, string>();
     for (const l of listed) {
       const other = bySlot.get(l.slot.index);

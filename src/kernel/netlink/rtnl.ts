@@ -26,27 +26,27 @@ import { NETLINK_ROUTE, NetlinkSocket, isNetlinkErrno } from "./socket.js";
 
 // ───────────────────────────── constants ─────────────────────────────
 
-const AF_UNSPEC = 0;
-const AF_INET = 2;
-const AF_INET6 = 10;
+export const AF_UNSPEC = 0;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
 
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
-const RTM_GETLINK = 18;
+export const RTM_GETLINK = 18;
 const RTM_SETLINK = 19;
 const RTM_NEWADDR = 20;
 const RTM_DELADDR = 21;
-const RTM_GETADDR = 22;
+export const RTM_GETADDR = 22;
 const RTM_NEWROUTE = 24;
 const RTM_DELROUTE = 25;
-const RTM_GETROUTE = 26;
+export const RTM_GETROUTE = 26;
 const RTM_DELNEIGH = 29;
-const RTM_GETNEIGH = 30;
+export const RTM_GETNEIGH = 30;
 const RTM_DELRULE = 33;
-const RTM_GETRULE = 34;
+export const RTM_GETRULE = 34;
 const RTM_NEWQDISC = 36;
 const RTM_DELQDISC = 37;
-const RTM_GETQDISC = 38;
+export const RTM_GETQDISC = 38;
 const RTM_NEWTFILTER = 44;
 const RTM_DELTFILTER = 45;
 const RTM_GETTFILTER = 46;
@@ -62,12 +62,12 @@ const IFLA_MASTER = 10;
 const IFLA_OPERSTATE = 16;
 const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
-const IFLA_EXT_MASK = 29;
+export const IFLA_EXT_MASK = 29;
 const IFLA_LINK_NETNSID = 37;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
-const RTEXT_FILTER_SKIP_STATS = 1 << 3;
+export const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 
 const IFLA_VXLAN_ID = 1;
 const IFLA_VXLAN_GROUP = 2;
@@ -96,7 +96,7 @@ const RTA_PREFSRC = 7;
 const RTA_TABLE = 15;
 const RTA_VIA = 18;
 const RTA_NH_ID = 30;
-const RTM_F_CLONED = 0x200;
+export const RTM_F_CLONED = 0x200;
 
 export const RT_TABLE_MAIN = 254;
 export const RT_TABLE_LOCAL = 255;
@@ -164,8 +164,8 @@ const TC_H_MIN_EGRESS = 0xfff3;
 const ETH_P_ALL = 0x0003;
 
 const EADDRNOTAVAIL = 99;
-const EOPNOTSUPP = 95;
-const EAFNOSUPPORT = 97;
+export const EOPNOTSUPP = 95;
+export const EAFNOSUPPORT = 97;
 
 // ───────────────────────────── types ─────────────────────────────
 
@@ -399,7 +399,7 @@ function tcmsg(index: number, handle: number, parent: number, info = 0): Buffer 
   return b;
 }
 
-function familyHeader(family: number, size: number): Buffer {
+export function familyHeader(family: number, size: number): Buffer {
   const b = Buffer.alloc(size);
   b.writeUInt8(family, 0);
   return b;

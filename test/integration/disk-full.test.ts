@@ -1,0 +1,184 @@
+// The daemon with its state dir on a full filesystem (a small tmpfs filled with dd): a new
+// lease cannot be committed, so it is refused with 503 store_unavailable; nothing leaks,
+// the daemon stays up, and once space is back everything works again.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import * as os from "node:os";
+import * as path from "node:path";
+import { checkInvariants } from "../../src/cli/host-commands.js";
+import { NetslotApiError, type Lease, type PoolCounts } from "../../src/sdk/index.js";
+import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+
+const skip = isRoot() ? false : "needs root (mount)";
+const POOL = 4;
+
+interface RawAnswer {
+  status: number;
+  contentType: string | undefined;
+  retryAfter: string | undefined;
+  body: Record<string, unknown>;
+}
+
+/** One request over the unix socket, answer unparsed by the SDK. */
+function raw(socketPath: string, method: string, urlPath: string, body?: unknown): Promise<RawAnswer> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path: urlPath,
+        headers: payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: Record<string, unknown> = {};
+          try {
+            parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+          } catch {
+            parsed = { unparsed: text };
+          }
+          resolve({
+            status: res.statusCode ?? 0,
+            contentType: res.headers["content-type"],
+            retryAfter: res.headers["retry-after"] as string | undefined,
+            body: parsed,
+          });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+/** 64 labels of 250 characters: every lease needs several new WAL pages. */
+function bigLabels(tag: string): Record<string, string> {
+  return Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, `${tag}-${"x".repeat(240)}`]));
+}
+
+function counts(p: PoolCounts): string {
+  return JSON.stringify({ free: p.free, leased: p.leased, scrubbing: p.scrubbing, quarantined: p.quarantined, missing: p.missing });
+}
+
+describe("disk full under the state dir", { skip }, () => {
+  const prefix = testPrefix();
+  let upstream: Upstream | undefined;
+  let daemon: DaemonHandle | undefined;
+  let mnt = "";
+  let mounted = false;
+  let filler = "";
+  let held: Lease;
+
+  before(async () => {
+    mnt = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-fs-`));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", `${prefix}-tmpfs`, mnt]);
+    mounted = true;
+    filler = path.join(mnt, "filler");
+    upstream = createUpstream(prefix);
+    // startDaemon puts the socket next to the state dir: both live on the tmpfs, in a
+    // directory cleanup() may remove (the mount point itself cannot be removed).
+    fs.mkdirSync(path.join(mnt, "run"));
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL, stateDir: path.join(mnt, "run", "state") });
+  });
+
+  after(async () => {
+    try {
+      await daemon?.cleanup();
+    } finally {
+      upstream?.remove();
+      if (mounted) sh("umount", ["-l", mnt], { allowFail: true });
+      if (mnt) fs.rmSync(mnt, { recursive: true, force: true });
+    }
+  });
+
+  function fill(): void {
+    const r = spawnSync("dd", ["if=/dev/zero", `of=${filler}`, "bs=4k"], { encoding: "utf8" });
+    assert.match(r.stderr, /No space left on device/, `dd did not fill ${mnt}: ${r.stderr}`);
+  }
+
+  function alive(): void {
+    assert.equal(daemon!.process.exitCode, null, `daemon exited:\n${daemon!.output()}`);
+    assert.equal(daemon!.process.signalCode, null, `daemon was killed:\n${daemon!.output()}`);
+  }
+
+  let poolBefore: PoolCounts;
+
+  it("a new lease is refused with 503 store_unavailable (problem+json) and nothing leaks", async () => {
+    held = await daemon!.client.acquire({ bindToProcess: false, autoRenew: false, labels: { held: "yes" } });
+    poolBefore = await daemon!.client.pool();
+    const leasesBefore = (await daemon!.client.list()).map((l) => l.id).sort();
+    fill();
+
+    const answer = await raw(daemon!.socket, "POST", "/v1/leases", { labels: bigLabels("full") });
+    assert.equal(answer.status, 503, `POST answered ${answer.status}: ${JSON.stringify(answer.body).slice(0, 300)}`);
+    assert.equal(answer.contentType?.split(";")[0], "application/problem+json");
+    assert.equal(answer.body.code, "store_unavailable");
+    assert.equal(answer.body.status, 503);
+    assert.match(String(answer.body.detail), /SQLITE_FULL|SQLITE_IOERR/);
+    assert.ok(answer.retryAfter !== undefined && /^\d+$/.test(answer.retryAfter), "Retry-After is set");
+
+    // The SDK sees the same, with a small request too.
+    await assert.rejects(
+      daemon!.client.acquire({ bindToProcess: false, autoRenew: false, labels: bigLabels("sdk") }),
+      (err: unknown) => err instanceof NetslotApiError && err.code === "store_unavailable" && err.status === 503,
+    );
+
+    alive();
+    const poolNow = await daemon!.client.pool();
+    assert.equal(counts(poolNow), counts(poolBefore), "pool counts unchanged");
+    assert.deepEqual((await daemon!.client.list()).map((l) => l.id).sort(), leasesBefore, "no new lease");
+    assert.equal((await daemon!.client.get(held.id)).slot.index, held.slot.index, "the held lease is still there");
+  });
+
+  it("invariants hold on the full disk (or, if the check cannot open the store, right after space is back)", () => {
+    let problems: string[] | undefined;
+    try {
+      problems = checkInvariants({ prefix, stateDir: daemon!.stateDir, linkCidr: daemon!.linkCidr, expectLeases: [held.id] });
+    } catch (err) {
+      // Opening the store read/write may itself need space: checked again below after freeing it.
+      assert.match((err as Error).message, /store|SQLITE|ENOSPC/i);
+      process.stdout.write(`check could not open the store on the full disk: ${(err as Error).message}\n`);
+    }
+    if (problems) assert.deepEqual(problems, []);
+  });
+
+  let deleted = false;
+
+  it("DELETE of the held lease either works or fails cleanly with store_unavailable", async () => {
+    const answer = await raw(daemon!.socket, "DELETE", `/v1/leases/${held.id}`);
+    process.stdout.write(`DELETE on the full disk answered ${answer.status}${answer.body.code ? ` ${String(answer.body.code)}` : ""}\n`);
+    if (answer.status === 204) {
+      deleted = true;
+    } else {
+      assert.equal(answer.status, 503, `DELETE answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.contentType?.split(";")[0], "application/problem+json");
+      assert.equal(answer.body.code, "store_unavailable");
+      // Refused: the lease is still there, unchanged.
+      assert.equal((await daemon!.client.get(held.id)).slot.index, held.slot.index);
+      assert.equal(counts(await daemon!.client.pool()), counts(poolBefore));
+    }
+    alive();
+  });
+
+  it("with the filler removed, requests work again; the daemon never crashed", async () => {
+    fs.rmSync(filler);
+    const fresh = await daemon!.client.acquire({ bindToProcess: false, autoRenew: false, labels: bigLabels("after") });
+    assert.ok(fresh.slot.index >= 0 && fresh.slot.index < POOL);
+    if (!deleted) await daemon!.client.release(held.id);
+    await daemon!.client.release(fresh.id);
+    // Every slot comes back: none stuck in scrubbing because a store write failed meanwhile.
+    await waitFor(async () => (await daemon!.client.pool()).free === POOL, 5000).catch(async (err: Error) => {
+      throw new Error(`pool did not come back whole: ${counts(await daemon!.client.pool())} (${err.message})`);
+    });
+    assert.deepEqual(checkInvariants({ prefix, stateDir: daemon!.stateDir, linkCidr: daemon!.linkCidr, expectLeases: [] }), []);
+    alive();
+    assert.doesNotMatch(daemon!.output(), /uncaught|unhandled/i);
+  });
+});

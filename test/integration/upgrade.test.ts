@@ -1,0 +1,321 @@
+// In-place upgrade of the eBPF data path on real slots: three slots built with bpf/nat.o,
+// then a changed build of bpf/nat.c (-D NETSLOT_UPGRADE_TEST: one extra no-op
+// instruction, new tags) is rolled out with upgradeDataplane. Checks, through tc and
+// bpftool: every slot's filters and the pins carry the new tags, the maps (ids and
+// entries, VNIs included) are the same, the new pinned programs still NAT correctly
+// (BPF_PROG_TEST_RUN), a second run is a no-op, an interrupted upgrade is finished by the
+// next one, and a changed map layout is refused. Runs as root.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix } from "../support/env.js";
+import { SlotDataplane, bpfPinDir, type DataplaneOptions } from "../../src/dataplane/dataplane.js";
+import { upgradeDataplane } from "../../src/dataplane/upgrade.js";
+import { DUMMY_VNI, GUEST_IP, TAP_MAC, ipToInt, macToBytes, parseCidr, slotMacFor } from "../../src/dataplane/topology.js";
+import { loadDataplane, openPinnedDataplane, progTestRun, removePinned, upgradePrograms } from "../../src/kernel/bpf.js";
+import { DEFAULT_VXLAN_PORT, TC_ACT_OK } from "../../src/kernel/bpfmaps.js";
+import { withNetns } from "../../src/kernel/netns.js";
+import { Rtnl } from "../../src/kernel/netlink/rtnl.js";
+
+const skip = isRoot() ? false : "needs root";
+const ORIGINAL = path.join(REPO_ROOT, "bpf", "nat.o");
+const SLOTS = [0, 1, 2];
+const TENANT_VNI = 5000;
+const REMOTE = "198.51.100.20";
+const EXTRA_MAC = slotMacFor(0x3fff); // a map entry of no slot: must survive too
+
+// ---- frames (independent of the code under test) ----
+
+function sum16(buf: Buffer, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
+  if (buf.length % 2) sum += buf[buf.length - 1]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+function ip4(addr: string): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(ipToInt(addr));
+  return b;
+}
+
+function pseudoSum(src: string, dst: string, proto: number, length: number): number {
+  const ph = Buffer.alloc(12);
+  ip4(src).copy(ph, 0);
+  ip4(dst).copy(ph, 4);
+  ph[9] = proto;
+  ph.writeUInt16BE(length, 10);
+  return sum16(ph);
+}
+
+/** Ethernet + IPv4 + UDP (with checksum) carrying `data`. */
+function udpFrame(srcMac: string, dstMac: string, src: string, dst: string, dport: number, data: Buffer): Buffer {
+  const u = Buffer.alloc(8 + data.length);
+  u.writeUInt16BE(40000, 0);
+  u.writeUInt16BE(dport, 2);
+  u.writeUInt16BE(u.length, 4);
+  data.copy(u, 8);
+  const c = ~sum16(u, pseudoSum(src, dst, 17, u.length)) & 0xffff;
+  u.writeUInt16BE(c === 0 ? 0xffff : c, 6);
+  const h = Buffer.alloc(20);
+  h[0] = 0x45;
+  h.writeUInt16BE(20 + u.length, 2);
+  h.writeUInt16BE(0x4000, 6);
+  h[8] = 64;
+  h[9] = 17;
+  ip4(src).copy(h, 12);
+  ip4(dst).copy(h, 16);
+  h.writeUInt16BE(~sum16(h) & 0xffff, 10);
+  return Buffer.concat([macToBytes(dstMac), macToBytes(srcMac), Buffer.from([8, 0]), h, u]);
+}
+
+function vxlanHeader(vni: number): Buffer {
+  const h = Buffer.alloc(8);
+  h[0] = 0x08;
+  h.writeUInt32BE((vni << 8) >>> 0, 4);
+  return h;
+}
+
+/** Source, destination and UDP payload of a frame, after checking both checksums verify. */
+function checkedUdp(frame: Buffer): { src: string; dst: string; payload: Buffer } {
+  const ip = frame.subarray(14);
+  assert.equal(sum16(ip.subarray(0, 20)), 0xffff, "IPv4 header checksum");
+  const addr = (off: number) => Array.from(ip.subarray(off, off + 4)).join(".");
+  const u = ip.subarray(20, ip.readUInt16BE(2));
+  assert.equal(sum16(u, pseudoSum(addr(12), addr(16), 17, u.length)), 0xffff, "UDP checksum");
+  return { src: addr(12), dst: addr(16), payload: u.subarray(8) };
+}
+
+// ---- kernel state as tc and bpftool see it ----
+
+interface TcJsonFilter {
+  pref?: number;
+  kind?: string;
+  options?: { handle?: string; bpf_name?: string; prog?: { id: number; tag: string } };
+}
+
+/** `tc -j filter show dev eth0 ingress|egress` in the slot: the bpf filters with a program. */
+function tcFilters(ns: string, direction: "ingress" | "egress"): Array<{ pref: number; handle: string; name: string; id: number; tag: string }> {
+  const list = JSON.parse(nsExec(ns, ["tc", "-j", "filter", "show", "dev", "eth0", direction])) as TcJsonFilter[];
+  return list
+    .filter((f) => f.kind === "bpf" && f.options?.prog)
+    .map((f) => ({ pref: f.pref!, handle: f.options!.handle!, name: f.options!.bpf_name!, id: f.options!.prog!.id, tag: f.options!.prog!.tag }));
+}
+
+function bpftool(args: string[]): Record<string, unknown> {
+  return JSON.parse(sh("bpftool", ["-j", ...args])) as Record<string, unknown>;
+}
+
+describe("in-place upgrade of the eBPF data path", { skip }, () => {
+  const prefix = testPrefix();
+  const uplink = `${prefix}u`;
+  const pinDir = bpfPinDir(prefix);
+  const scratchPins = `/sys/fs/bpf/netslot-test-${prefix}-layout`;
+  let tmp: string;
+  let changed: string;
+  let options: DataplaneOptions;
+  let dp: SlotDataplane | undefined;
+  let oldTags: { egress: string; ingress: string };
+  let newTags: { egress: string; ingress: string };
+  let mapIds: { slots: number; config: number };
+  let entriesBefore: Array<{ mac: string; outsideAddress: string; vni: number }>;
+
+  const sortedEntries = () => {
+    const pinned = openPinnedDataplane(pinDir);
+    assert.ok(pinned, "pins missing");
+    try {
+      return pinned.slotEntries().sort((a, b) => a.mac.localeCompare(b.mac));
+    } finally {
+      pinned.close();
+    }
+  };
+  const pinnedTag = (name: string) => bpftool(["prog", "show", "pinned", path.join(pinDir, name)]).tag as string;
+  const mapId = (name: string) => bpftool(["map", "show", "pinned", path.join(pinDir, name)]).id as number;
+
+  before(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-upgrade-"));
+    changed = path.join(tmp, "nat.o");
+    sh("clang", [
+      "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
+      `-I/usr/include/${sh("clang", ["-print-multiarch"]).trim() || "x86_64-linux-gnu"}`,
+      `-I${path.join(REPO_ROOT, "bpf")}`,
+      "-D", "NETSLOT_UPGRADE_TEST=1",
+      "-c", path.join(REPO_ROOT, "bpf", "nat.c"), "-o", changed,
+    ]);
+    sh("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
+    sh("ip", ["link", "set", uplink, "up"]);
+    options = { prefix, linkCidr: parseCidr(freeLinkCidr()), uplink, vtepRemote: "198.18.250.2", vtepPort: DEFAULT_VXLAN_PORT, bpfObject: ORIGINAL };
+    dp = SlotDataplane.open(options);
+    for (const i of SLOTS) dp.buildSlot(i);
+    oldTags = dp.programTags();
+    // A tenant VNI on slot 1 and an entry of no slot: the upgrade must keep both.
+    const pinned = openPinnedDataplane(pinDir)!;
+    try {
+      pinned.setSlotVni(dp.addressing(1).slotMac, TENANT_VNI);
+      pinned.putSlot(EXTRA_MAC, { outsideAddress: "192.0.2.77", vni: 77 });
+    } finally {
+      pinned.close();
+    }
+    entriesBefore = sortedEntries();
+    mapIds = { slots: mapId("slots"), config: mapId("config") };
+  });
+
+  after(() => {
+    try {
+      dp?.close();
+    } finally {
+      SlotDataplane.purge(prefix);
+      removePinned(scratchPins);
+      sh("ip", ["link", "del", uplink], { allowFail: true });
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("starts with the original programs on every slot", () => {
+    assert.equal(entriesBefore.length, SLOTS.length + 1);
+    assert.equal(entriesBefore.find((e) => e.mac === dp!.addressing(1).slotMac)?.vni, TENANT_VNI);
+    for (const i of SLOTS) {
+      const ns = dp!.addressing(i).name;
+      assert.deepEqual(tcFilters(ns, "ingress").map((f) => [f.pref, f.handle, f.name, f.tag]), [[1, "0x1", "nat_ingress", oldTags.ingress]]);
+      assert.deepEqual(tcFilters(ns, "egress").map((f) => [f.pref, f.handle, f.name, f.tag]), [[1, "0x1", "nat_egress", oldTags.egress]]);
+    }
+  });
+
+  it("switches every slot's filters to the changed programs and re-pins them, keeping the maps", (t) => {
+    const logs: string[] = [];
+    const r = upgradeDataplane({ ...options, bpfObject: changed }, SLOTS, (m) => logs.push(m));
+    t.diagnostic(
+      `upgrade: ${r.slotsSwitched} slots in ${r.ms.toFixed(1)} ms; per slot mean ${r.slotMs?.mean.toFixed(3)} ms, ` +
+        `max ${r.slotMs?.max.toFixed(3)} ms`,
+    );
+    assert.equal(r.upgraded, true);
+    assert.equal(r.slotsSwitched, SLOTS.length);
+    assert.deepEqual(r.skipped, []);
+    assert.ok(r.tags);
+    newTags = r.tags;
+    assert.notEqual(newTags.egress, oldTags.egress);
+    assert.notEqual(newTags.ingress, oldTags.ingress);
+    assert.ok(logs.some((m) => m.includes("upgraded")), logs.join("\n"));
+
+    for (const i of SLOTS) {
+      const ns = dp!.addressing(i).name;
+      // Still exactly one filter per hook, same priority and handle, new program.
+      assert.deepEqual(tcFilters(ns, "ingress").map((f) => [f.pref, f.handle, f.name, f.tag]), [[1, "0x1", "nat_ingress", newTags.ingress]], ns);
+      assert.deepEqual(tcFilters(ns, "egress").map((f) => [f.pref, f.handle, f.name, f.tag]), [[1, "0x1", "nat_egress", newTags.egress]], ns);
+    }
+    assert.equal(pinnedTag("nat_egress"), newTags.egress);
+    assert.equal(pinnedTag("nat_ingress"), newTags.ingress);
+    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+    // Same map objects, same contents; the new programs use them.
+    assert.deepEqual({ slots: mapId("slots"), config: mapId("config") }, mapIds);
+    assert.deepEqual(sortedEntries(), entriesBefore);
+    const progMaps = bpftool(["prog", "show", "pinned", path.join(pinDir, "nat_egress")]).map_ids as number[];
+    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config].sort());
+    // The adopting path sees the new programs too.
+    const adopted = loadDataplane(ORIGINAL, pinDir);
+    try {
+      assert.equal(adopted.adopted, true);
+      assert.equal(adopted.egressProgTag, newTags.egress);
+    } finally {
+      adopted.close();
+    }
+  });
+
+  it("the new pinned programs still NAT: guest source, VXLAN VNI, inbound destination", () => {
+    const pinned = openPinnedDataplane(pinDir);
+    assert.ok(pinned);
+    try {
+      const a = dp!.addressing(1);
+      // Guest → remote: source rewritten to slot 1's outside address.
+      const out = progTestRun(pinned.egressProgFd, udpFrame(a.slotMac, TAP_MAC, GUEST_IP, REMOTE, 53, Buffer.from("query")));
+      assert.equal(out.retval, TC_ACT_OK);
+      assert.deepEqual(checkedUdp(out.packet).src, a.outsideAddress);
+      // The slot's own VXLAN with the dummy VNI leaves with the lease's VNI (kept in the map).
+      const inner = Buffer.alloc(42, 0xab);
+      const vx = progTestRun(
+        pinned.egressProgFd,
+        udpFrame(a.slotMac, TAP_MAC, a.slotAddress, "198.18.250.2", DEFAULT_VXLAN_PORT, Buffer.concat([vxlanHeader(DUMMY_VNI), inner])),
+      );
+      assert.equal(vx.retval, TC_ACT_OK);
+      const vxPayload = checkedUdp(vx.packet).payload;
+      assert.equal(vxPayload.readUInt32BE(4) >>> 8, TENANT_VNI);
+      assert.deepEqual(vxPayload.subarray(8), inner);
+      // Remote → outside address: destination rewritten to the guest.
+      const back = progTestRun(pinned.ingressProgFd, udpFrame("02:aa:00:00:00:01", a.slotMac, REMOTE, a.outsideAddress, 40001, Buffer.from("answer")));
+      assert.equal(back.retval, TC_ACT_OK);
+      assert.equal(checkedUdp(back.packet).dst, GUEST_IP);
+    } finally {
+      pinned.close();
+    }
+  });
+
+  it("a second upgrade with the same object changes nothing", () => {
+    const ids = SLOTS.map((i) => tcFilters(dp!.addressing(i).name, "egress")[0]!.id);
+    const r = upgradeDataplane({ ...options, bpfObject: changed }, SLOTS);
+    assert.equal(r.upgraded, false);
+    assert.equal(r.slotsSwitched, 0);
+    assert.deepEqual(SLOTS.map((i) => tcFilters(dp!.addressing(i).name, "egress")[0]!.id), ids);
+    assert.equal(pinnedTag("nat_egress"), newTags.egress);
+  });
+
+  it("an upgrade interrupted before re-pinning is finished by the next one (back to the original)", () => {
+    // Slot 0 switched, then the "daemon dies": no commit, the pins still name the changed programs.
+    const partial = upgradePrograms(ORIGINAL, pinDir);
+    assert.ok(partial);
+    assert.equal(partial.egressTag, oldTags.egress);
+    try {
+      withNetns(dp!.addressing(0).netnsPath, () => {
+        const rtnl = Rtnl.open();
+        try {
+          const eth0 = rtnl.linkByName("eth0")!;
+          rtnl.replaceBpfFilter(eth0.index, "ingress", partial.ingressProgFd, "nat_ingress");
+          rtnl.replaceBpfFilter(eth0.index, "egress", partial.egressProgFd, "nat_egress");
+        } finally {
+          rtnl.close();
+        }
+      });
+    } finally {
+      partial.abandon();
+    }
+    assert.equal(pinnedTag("nat_egress"), newTags.egress);
+    assert.equal(tcFilters(dp!.addressing(0).name, "egress")[0]!.tag, oldTags.egress);
+
+    const r = upgradeDataplane(options, SLOTS);
+    assert.equal(r.upgraded, true);
+    assert.equal(r.slotsSwitched, SLOTS.length);
+    for (const i of SLOTS) {
+      const ns = dp!.addressing(i).name;
+      assert.deepEqual(tcFilters(ns, "ingress").map((f) => [f.pref, f.handle, f.tag]), [[1, "0x1", oldTags.ingress]]);
+      assert.deepEqual(tcFilters(ns, "egress").map((f) => [f.pref, f.handle, f.tag]), [[1, "0x1", oldTags.egress]]);
+    }
+    assert.equal(pinnedTag("nat_egress"), oldTags.egress);
+    assert.equal(pinnedTag("nat_ingress"), oldTags.ingress);
+    assert.deepEqual(sortedEntries(), entriesBefore);
+  });
+
+  it("skips a slot without its filters and leaves it alone", () => {
+    const ns = dp!.addressing(2).name;
+    nsExec(ns, ["tc", "filter", "del", "dev", "eth0", "egress"]);
+    const r = upgradeDataplane({ ...options, bpfObject: changed }, SLOTS);
+    assert.equal(r.upgraded, true);
+    assert.equal(r.slotsSwitched, 2);
+    assert.equal(r.skipped.length, 1);
+    assert.equal(r.skipped[0]!.index, 2);
+    assert.match(r.skipped[0]!.reason, /no nat_egress filter/);
+    assert.deepEqual(tcFilters(ns, "egress"), []);
+    assert.equal(tcFilters(ns, "ingress")[0]!.tag, oldTags.ingress);
+  });
+
+  it("refuses when the object's map layout differs from the pinned maps", () => {
+    const dp2 = loadDataplane(ORIGINAL, scratchPins);
+    dp2.close();
+    // Same name, another value size: what a changed struct slot_value would pin.
+    fs.rmSync(path.join(scratchPins, "slots"));
+    sh("bpftool", ["map", "create", path.join(scratchPins, "slots"), "type", "hash", "key", "8", "value", "16", "entries", "65536", "name", "slots"]);
+    assert.throws(() => upgradePrograms(changed, scratchPins), /map slots changed layout .*needs a rebuild/);
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+  });
+});
