@@ -219,14 +219,54 @@ static __always_inline int lookup(struct __sk_buff *skb, int by_source, struct s
 	return parse(skb, *cfg, p);
 }
 
+/* Rewrites the outer IPv4 address at `addr_field` (IP_OFF_SADDR/DADDR), with the L4 checksum. */
+static __always_inline int rewrite_outer(struct __sk_buff *skb, const struct pkt *p, __u32 addr_field,
+					 __be32 from, __be32 to)
+{
+	__u32 csum_off = 0;
+	enum l4_csum_kind kind = l4_kind(p, &csum_off);
+
+	return rewrite_ipv4_addr(skb, ETH_HLEN, addr_field, from, to, kind, csum_off);
+}
+
+/* Rewrites the address an ICMP error quotes, with the ICMP and quoted L4 checksums. */
+static __always_inline int rewrite_quoted(struct __sk_buff *skb, const struct pkt *p, __u32 addr_field,
+					  __be32 from, __be32 to)
+{
+	return rewrite_icmp_inner_addr(skb, p->l4_off + ICMP_HLEN, addr_field, from, to,
+				       p->l4_off + ICMP_OFF_CHECK, p->inner_l4_csum_off,
+				       p->inner_is_udp);
+}
+
+/*
+ * VXLAN of the slot's own device: passes anything else, drops a frame of no tenant or
+ * whose VNI is not `expect` (with `mismatch` as the reason), else swaps the VNI to `to`.
+ */
+static __always_inline int swap_vni(struct __sk_buff *skb, const struct pkt *p,
+				    const struct nat_config *cfg, const struct slot_value *slot,
+				    __u32 expect, __u32 mismatch, __u32 to)
+{
+	if (p->proto != IPPROTO_UDP || !p->has_l4 || p->dport != bpf_htons(cfg->vxlan_port))
+		return TC_ACT_OK;
+	if (!p->has_vxlan)
+		return drop(skb, NETSLOT_DROP_VXLAN_TRUNCATED);
+	if (slot->vni == 0)
+		return drop(skb, NETSLOT_DROP_NO_TENANT);
+	if (vni_of(p->vni_word) != expect)
+		return drop(skb, mismatch);
+	if (rewrite_vxlan_vni(skb, p->l4_off + 8 + VXLAN_OFF_VNI, p->vni_word,
+			      with_vni(p->vni_word, to), p->udp_has_csum,
+			      p->l4_off + UDP_OFF_CHECK) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int nat_egress(struct __sk_buff *skb)
 {
 	struct slot_value *slot;
 	struct nat_config *cfg;
 	struct pkt p = {};
-	__u32 csum_off = 0;
-	enum l4_csum_kind kind;
 	__be32 guest, outside;
 
 	if (lookup(skb, 1, &slot, &cfg, &p) < 0)
@@ -234,22 +274,15 @@ int nat_egress(struct __sk_buff *skb)
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
 
-	if (p.saddr == guest) {
-		kind = l4_kind(&p, &csum_off);
-		if (rewrite_ipv4_addr(skb, ETH_HLEN, IP_OFF_SADDR, guest, outside, kind, csum_off) < 0)
-			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
-	}
+	if (p.saddr == guest && rewrite_outer(skb, &p, IP_OFF_SADDR, guest, outside) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 	/*
 	 * An ICMP error from the slot quotes a packet the guest received: its destination is
 	 * the guest. Rewritten whoever sent the error (the guest, or the slot's own stack
 	 * when the guest is unreachable), so the far end can match it to its flow.
 	 */
 	if (p.icmp_error && p.inner_daddr == guest) {
-		__u32 inner_off = p.l4_off + ICMP_HLEN;
-
-		if (rewrite_icmp_inner_addr(skb, inner_off, IP_OFF_DADDR, guest, outside,
-					    p.l4_off + ICMP_OFF_CHECK, p.inner_l4_csum_off,
-					    p.inner_is_udp) < 0)
+		if (rewrite_quoted(skb, &p, IP_OFF_DADDR, guest, outside) < 0)
 			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 		return TC_ACT_OK;
 	}
@@ -257,19 +290,7 @@ int nat_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	/* VXLAN from the slot's own device (the guest's frames were handled above). */
-	if (p.proto != IPPROTO_UDP || !p.has_l4 || p.dport != bpf_htons(cfg->vxlan_port))
-		return TC_ACT_OK;
-	if (!p.has_vxlan)
-		return drop(skb, NETSLOT_DROP_VXLAN_TRUNCATED);
-	if (slot->vni == 0)
-		return drop(skb, NETSLOT_DROP_NO_TENANT);
-	if (vni_of(p.vni_word) != cfg->dummy_vni)
-		return drop(skb, NETSLOT_DROP_VNI_NOT_DUMMY);
-	if (rewrite_vxlan_vni(skb, p.l4_off + 8 + VXLAN_OFF_VNI, p.vni_word,
-			      with_vni(p.vni_word, slot->vni), p.udp_has_csum,
-			      p.l4_off + UDP_OFF_CHECK) < 0)
-		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
-	return TC_ACT_OK;
+	return swap_vni(skb, &p, cfg, slot, cfg->dummy_vni, NETSLOT_DROP_VNI_NOT_DUMMY, slot->vni);
 }
 
 SEC("tc")
@@ -278,8 +299,6 @@ int nat_ingress(struct __sk_buff *skb)
 	struct slot_value *slot;
 	struct nat_config *cfg;
 	struct pkt p = {};
-	__u32 csum_off = 0;
-	enum l4_csum_kind kind;
 	__be32 guest, outside;
 
 	if (lookup(skb, 0, &slot, &cfg, &p) < 0)
@@ -288,31 +307,15 @@ int nat_ingress(struct __sk_buff *skb)
 	outside = slot->outside_addr;
 
 	if (p.daddr == outside) {
-		kind = l4_kind(&p, &csum_off);
-		if (rewrite_ipv4_addr(skb, ETH_HLEN, IP_OFF_DADDR, outside, guest, kind, csum_off) < 0)
+		if (rewrite_outer(skb, &p, IP_OFF_DADDR, outside, guest) < 0)
 			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 		/* An ICMP error about a packet the guest sent quotes it with the outside source. */
-		if (p.icmp_error && p.inner_saddr == outside) {
-			if (rewrite_icmp_inner_addr(skb, p.l4_off + ICMP_HLEN, IP_OFF_SADDR, outside,
-						    guest, p.l4_off + ICMP_OFF_CHECK,
-						    p.inner_l4_csum_off, p.inner_is_udp) < 0)
-				return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
-		}
+		if (p.icmp_error && p.inner_saddr == outside &&
+		    rewrite_quoted(skb, &p, IP_OFF_SADDR, outside, guest) < 0)
+			return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 		return TC_ACT_OK;
 	}
 
 	/* VXLAN to the slot's own address: only the lease's VNI may reach the slot's device. */
-	if (p.proto != IPPROTO_UDP || !p.has_l4 || p.dport != bpf_htons(cfg->vxlan_port))
-		return TC_ACT_OK;
-	if (!p.has_vxlan)
-		return drop(skb, NETSLOT_DROP_VXLAN_TRUNCATED);
-	if (slot->vni == 0)
-		return drop(skb, NETSLOT_DROP_NO_TENANT);
-	if (vni_of(p.vni_word) != slot->vni)
-		return drop(skb, NETSLOT_DROP_VNI_MISMATCH);
-	if (rewrite_vxlan_vni(skb, p.l4_off + 8 + VXLAN_OFF_VNI, p.vni_word,
-			      with_vni(p.vni_word, cfg->dummy_vni), p.udp_has_csum,
-			      p.l4_off + UDP_OFF_CHECK) < 0)
-		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
-	return TC_ACT_OK;
+	return swap_vni(skb, &p, cfg, slot, slot->vni, NETSLOT_DROP_VNI_MISMATCH, cfg->dummy_vni);
 }

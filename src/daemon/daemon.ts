@@ -61,7 +61,7 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
   };
-  const dataplane = SlotDataplane.open(dataplaneOptions);
+  const dataplane = SlotDataplane.open(dataplaneOptions, log);
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;

@@ -20,12 +20,14 @@ import {
   formatCidr,
   parseSlotName,
   slotAddressing,
+  bpfPinDir,
   type Cidr,
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
+import { upgradeDataplane } from "./upgrade.js";
 
 export interface DataplaneOptions {
   prefix: string;
@@ -43,9 +45,7 @@ export interface ScrubOutcome {
   reason?: string;
 }
 
-export function bpfPinDir(prefix: string): string {
-  return `/sys/fs/bpf/netslot/${prefix}`;
-}
+export { bpfPinDir };
 
 /** Finds the device of the main table's default route (`ip route show default`). */
 export function defaultRouteDevice(): string | undefined {
@@ -79,7 +79,14 @@ export class SlotDataplane {
    * Loads (or adopts) the eBPF programs and maps, installs the root table and enables
    * forwarding on the uplink. Idempotent: a restarted daemon calls it again.
    */
-  static open(options: DataplaneOptions): SlotDataplane {
+  static open(options: DataplaneOptions, log: (msg: string) => void = () => undefined): SlotDataplane {
+    // A new netslot version brings new eBPF programs: switch every existing slot's filters
+    // to them over the pinned maps (entries kept) before anything uses the old ones.
+    const existing = listNetns(`${options.prefix}-`)
+      .map((n) => parseSlotName(options.prefix, n))
+      .filter((i): i is number => i !== undefined);
+    const upgrade = upgradeDataplane(options, existing, log);
+    if (upgrade.upgraded) log(`eBPF data path upgraded in place on ${upgrade.slotsSwitched} slots in ${upgrade.ms.toFixed(0)} ms`);
     const dataplane = SlotDataplane.attach(options);
     try {
       dataplane.bpf.setConfig({ guestAddress: GUEST_IP, vxlanPort: options.vtepPort, dummyVni: DUMMY_VNI });

@@ -83,6 +83,11 @@ export interface SlotAddressing {
   vxlanMac: string;
 }
 
+/** Where a daemon's eBPF programs and maps are pinned. */
+export function bpfPinDir(prefix: string): string {
+  return `/sys/fs/bpf/netslot/${prefix}`;
+}
+
 export function slotName(prefix: string, index: number): string {
   return `${prefix}-${index}`;
 }

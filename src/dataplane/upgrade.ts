@@ -10,8 +10,8 @@ import { upgradePrograms, type ProgramUpgrade } from "../kernel/bpf.js";
 import { isNetnsMounted, withNetns } from "../kernel/netns.js";
 import { Rtnl, type TcDirection } from "../kernel/netlink/rtnl.js";
 import { PROG_EGRESS, PROG_INGRESS } from "../kernel/bpfmaps.js";
-import { bpfPinDir, type DataplaneOptions } from "./dataplane.js";
-import { SLOT_UPLINK_NAME, slotAddressing } from "./topology.js";
+import type { DataplaneOptions } from "./dataplane.js";
+import { SLOT_UPLINK_NAME, bpfPinDir, slotAddressing } from "./topology.js";
 
 /** The filters buildSlot attaches (addBpfFilter's defaults): a replace must name the same ones. */
 const FILTER = { priority: 1, handle: 1 } as const;
@@ -24,7 +24,7 @@ export interface DataplaneUpgrade {
   /** Whole upgrade: load, verify, every slot, re-pin. */
   ms: number;
   /** Per-slot switch time (enter namespace, check, two replaces), when any slot was switched. */
-  slotMs?: { mean: number; max: number };
+  slotMs?: { mean: number; median: number; max: number };
   /** Slots left alone because they are not whole (no namespace, no eth0, no filter); a rebuild fixes them. */
   skipped: Array<{ index: number; reason: string }>;
   /** Program tags now pinned (the new ones when upgraded). */
@@ -74,11 +74,16 @@ export function upgradeDataplane(options: DataplaneOptions, slots: number[], log
     tags: { egress: upgrade.egressTag, ingress: upgrade.ingressTag },
   };
   if (times.length > 0) {
-    result.slotMs = { mean: times.reduce((a, b) => a + b, 0) / times.length, max: Math.max(...times) };
+    const sorted = [...times].sort((x, y) => x - y);
+    result.slotMs = {
+      mean: times.reduce((x, y) => x + y, 0) / times.length,
+      median: sorted[sorted.length >> 1]!,
+      max: sorted[sorted.length - 1]!,
+    };
   }
   log?.(
     `eBPF programs upgraded: ${result.slotsSwitched} slots in ${result.ms.toFixed(1)} ms` +
-      (result.slotMs ? ` (per slot mean ${result.slotMs.mean.toFixed(3)} ms, max ${result.slotMs.max.toFixed(3)} ms)` : ""),
+      (result.slotMs ? ` (per slot median ${result.slotMs.median.toFixed(3)} ms, max ${result.slotMs.max.toFixed(3)} ms)` : ""),
   );
   return result;
 }

@@ -452,7 +452,10 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     }
     const sum = pool.free + pool.leased + pool.scrubbing + pool.quarantined + pool.missing;
     if (sum !== pool.size || pool.size !== poolSize) violate(`pool counts do not add up: ${JSON.stringify({ ...pool, quarantinedSlots: undefined })}`);
-    if (pool.scrubbing !== 0) violate(`${pool.scrubbing} slot(s) still scrubbing 5 s after restart`);
+    if (pool.scrubbing !== 0) {
+      const d = daemon!;
+      violate(`${pool.scrubbing} slot(s) still scrubbing 5 s after restart; daemon log:\n${d.output().slice(-1500)}`);
+    }
     if (pool.missing !== 0) violate(`${pool.missing} slot(s) missing after restart`);
     if (pool.quarantined !== 0) violate(`${pool.quarantined} slot(s) quarantined: ${JSON.stringify(pool.quarantinedSlots)}`);
     if (pool.leased !== listed.length) violate(`pool says ${pool.leased} leased, the lease list has ${listed.length}`);
