@@ -66,6 +66,8 @@ function parseArgs(argv: string[]): Args {
 
 /** How long to wait for a quiet CPU before a measurement (set from the mode in main). */
 let settleMaxMs = 60_000;
+/** --vtep-remote of every daemon: an address of the run's upstream namespace. */
+let vtepAddress: string | undefined;
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
@@ -151,7 +153,11 @@ async function main(): Promise<number> {
     upstream = createUpstream(runPrefix);
     const up = upstream;
     cleanups.add("upstream", () => up.remove());
-    log(`run prefix ${runPrefix}; upstream ${up.netns} (${up.address}) behind ${up.uplink}`);
+    // The VTEP is a second address of the upstream namespace: netslot keeps guests away
+    // from the VTEP, and the guests' traffic goes to the first one.
+    vtepAddress = up.address.replace(/\.2$/, ".3");
+    sh("ip", ["-n", up.netns, "addr", "add", `${vtepAddress}/24`, "dev", "eth0"]);
+    log(`run prefix ${runPrefix}; upstream ${up.netns} (${up.address}, VTEP ${vtepAddress}) behind ${up.uplink}`);
 
     // ── 3. baselines ────────────────────────────────────────────────────────────────
     if (args.only.has("baselines")) {
@@ -379,7 +385,7 @@ async function bootOne(
   run.settle = quiet;
   const memBefore = meminfo();
   let daemon: BenchDaemon;
-  const spec: DaemonSpec = { prefix, poolSize: n, uplink: up.uplink, vtepRemote: up.address, sampleNetns: true };
+  const spec: DaemonSpec = { prefix, poolSize: n, uplink: up.uplink, vtepRemote: vtepAddress, sampleNetns: true };
   try {
     daemon = await startBenchDaemon(spec);
   } catch (err) {

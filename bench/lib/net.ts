@@ -152,7 +152,7 @@ export async function iperf3(opts: {
       if (ss.trim() !== "") break;
       await sleep(10);
     }
-    const args = ["netns", "exec", opts.clientNetns, "iperf3", "-c", opts.serverAddress, "-p", String(opts.port), "-t", String(opts.seconds), "-J"];
+    const args = ["netns", "exec", opts.clientNetns, "iperf3", "-c", opts.serverAddress, "-p", String(opts.port), "-t", String(opts.seconds), "-J", "--connect-timeout", "5000"];
     if (opts.reverse) args.push("-R");
     const r = await runAsync("ip", args, { timeoutMs: (opts.seconds + 30) * 1000 });
     let doc: {

@@ -4,6 +4,7 @@
 import * as libc from "./libc.js";
 import { Attrs, bytesToIp, encodeMessage, readCString, type NlMsg } from "./netlink/codec.js";
 import { NetlinkSocket, isNetlinkErrno } from "./netlink/socket.js";
+import { fromAf } from "./netlink/rtnl.js";
 
 export const NETLINK_XFRM = 6;
 
@@ -23,8 +24,6 @@ const XFRMA_ALG_AUTH_TRUNC = 20;
 const XFRMA_MARK = 21;
 const XFRMA_IF_ID = 31;
 
-const AF_INET = 2;
-const AF_INET6 = 10;
 const EPROTONOSUPPORT = 93;
 
 const USERSA_INFO_SIZE = 224;
@@ -40,7 +39,8 @@ export interface XfrmSelector {
   ifindex: number;
 }
 
-export interface XfrmState {
+/** What names a security association: in a state, and in a policy's template of one. */
+export interface XfrmSaId {
   family: 4 | 6;
   src: string;
   dst: string;
@@ -50,6 +50,9 @@ export interface XfrmState {
   /** XFRM_MODE_*: 0 transport, 1 tunnel, 2 ro, 3 in_trigger, 4 beet. */
   mode: number;
   reqid: number;
+}
+
+export interface XfrmState extends XfrmSaId {
   flags: number;
   selector: XfrmSelector;
   /** "auth hmac(sha256)", "enc cbc(aes)", "aead rfc4106(gcm(aes))", "comp deflate", "encap 2 4500→4500". */
@@ -58,14 +61,7 @@ export interface XfrmState {
   ifId?: number;
 }
 
-export interface XfrmTemplate {
-  family: 4 | 6;
-  src: string;
-  dst: string;
-  proto: number;
-  spi: number;
-  mode: number;
-  reqid: number;
+export interface XfrmTemplate extends XfrmSaId {
   share: number;
   optional: boolean;
 }
@@ -86,17 +82,13 @@ export interface XfrmPolicy {
   ifId?: number;
 }
 
-function family(v: number): 4 | 6 | undefined {
-  return v === AF_INET ? 4 : v === AF_INET6 ? 6 : undefined;
-}
-
 function address(buf: Buffer, off: number, fam: 4 | 6 | undefined): string {
   return fam === 6 ? bytesToIp(buf.subarray(off, off + 16)) : bytesToIp(buf.subarray(off, off + 4));
 }
 
 /** struct xfrm_selector (56 bytes) at `off`. */
 function selector(buf: Buffer, off: number): XfrmSelector {
-  const fam = family(buf.readUInt16LE(off + 40)) ?? 4;
+  const fam = fromAf(buf.readUInt16LE(off + 40)) ?? 4;
   return {
     dst: `${address(buf, off, fam)}/${buf.readUInt8(off + 42)}`,
     src: `${address(buf, off + 16, fam)}/${buf.readUInt8(off + 43)}`,
@@ -107,9 +99,28 @@ function selector(buf: Buffer, off: number): XfrmSelector {
   };
 }
 
-function mark(a: Attrs): { value: number; mask: number } | undefined {
+/**
+ * struct xfrm_id (daddr, spi, proto) at `id`, with the source address, reqid and mode at
+ * the offsets where xfrm_usersa_info and xfrm_user_tmpl keep them.
+ */
+function saId(buf: Buffer, fam: 4 | 6, off: { id: number; src: number; reqid: number; mode: number }): XfrmSaId {
+  return {
+    family: fam,
+    dst: address(buf, off.id, fam),
+    spi: buf.readUInt32BE(off.id + 16),
+    proto: buf.readUInt8(off.id + 20),
+    src: address(buf, off.src, fam),
+    reqid: buf.readUInt32LE(off.reqid),
+    mode: buf.readUInt8(off.mode),
+  };
+}
+
+/** XFRMA_MARK and XFRMA_IF_ID, which states and policies both carry. */
+function addMarkAndIfId(a: Attrs, into: { mark?: { value: number; mask: number }; ifId?: number }): void {
   const m = a.get(XFRMA_MARK);
-  return m && m.length >= 8 ? { value: m.readUInt32LE(0), mask: m.readUInt32LE(4) } : undefined;
+  if (m && m.length >= 8) into.mark = { value: m.readUInt32LE(0), mask: m.readUInt32LE(4) };
+  const ifId = a.u32(XFRMA_IF_ID);
+  if (ifId !== undefined) into.ifId = ifId;
 }
 
 function dump(type: number, operation: string): NlMsg[] {
@@ -137,7 +148,7 @@ export function xfrmStates(): XfrmState[] {
   for (const m of dump(XFRM_MSG_GETSA, "XFRM_MSG_GETSA dump")) {
     if (m.type !== XFRM_MSG_NEWSA || m.payload.length < USERSA_INFO_SIZE) continue;
     const p = m.payload;
-    const fam = family(p.readUInt16LE(212)) ?? 4;
+    const fam = fromAf(p.readUInt16LE(212)) ?? 4;
     const a = new Attrs(p, USERSA_INFO_SIZE);
     const algorithms: string[] = [];
     const alg = (t: number, label: string) => {
@@ -154,21 +165,12 @@ export function xfrmStates(): XfrmState[] {
       algorithms.push(`encap ${encap.readUInt16LE(0)} ${encap.readUInt16BE(2)}→${encap.readUInt16BE(4)}`);
     }
     const s: XfrmState = {
-      family: fam,
-      dst: address(p, 56, fam),
-      spi: p.readUInt32BE(72),
-      proto: p.readUInt8(76),
-      src: address(p, 80, fam),
-      reqid: p.readUInt32LE(208),
-      mode: p.readUInt8(214),
+      ...saId(p, fam, { id: 56, src: 80, reqid: 208, mode: 214 }),
       flags: p.readUInt8(216),
       selector: selector(p, 0),
       algorithms: algorithms.sort(),
     };
-    const mk = mark(a);
-    if (mk) s.mark = mk;
-    const ifId = a.u32(XFRMA_IF_ID);
-    if (ifId !== undefined) s.ifId = ifId;
+    addMarkAndIfId(a, s);
     out.push(s);
   }
   return out;
@@ -186,15 +188,9 @@ export function xfrmPolicies(): XfrmPolicy[] {
     if (tmpl !== undefined) {
       // struct xfrm_user_tmpl: id{daddr[16], spi be32, proto u8}, family u16, saddr[16], reqid, mode, share, optional, aalgos, ealgos, calgos
       for (let off = 0; off + USER_TMPL_SIZE <= tmpl.length; off += USER_TMPL_SIZE) {
-        const fam = family(tmpl.readUInt16LE(off + 24)) ?? 4;
+        const fam = fromAf(tmpl.readUInt16LE(off + 24)) ?? 4;
         templates.push({
-          family: fam,
-          dst: address(tmpl, off, fam),
-          spi: tmpl.readUInt32BE(off + 16),
-          proto: tmpl.readUInt8(off + 20),
-          src: address(tmpl, off + 28, fam),
-          reqid: tmpl.readUInt32LE(off + 44),
-          mode: tmpl.readUInt8(off + 48),
+          ...saId(tmpl, fam, { id: off, src: off + 28, reqid: off + 44, mode: off + 48 }),
           share: tmpl.readUInt8(off + 49),
           optional: tmpl.readUInt8(off + 50) !== 0,
         });
@@ -211,10 +207,7 @@ export function xfrmPolicies(): XfrmPolicy[] {
       type: ptype !== undefined && ptype.length >= 1 ? ptype.readUInt8(0) : 0,
       templates,
     };
-    const mk = mark(a);
-    if (mk) pol.mark = mk;
-    const ifId = a.u32(XFRMA_IF_ID);
-    if (ifId !== undefined) pol.ifId = ifId;
+    addMarkAndIfId(a, pol);
     out.push(pol);
   }
   return out;

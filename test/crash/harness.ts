@@ -177,6 +177,8 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   let linkCidr = "";
   let socket = "";
   let scriptFile = "";
+  /** Every daemon started, so that none outlives the run whatever happens. */
+  const daemons: DaemonHandle[] = [];
 
   /** Starts the daemon on the run's state dir; resolves once it is ready or has exited. */
   const start = async (fault?: string): Promise<"ready" | "exited"> => {
@@ -190,6 +192,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
       env,
       waitReady: false,
     });
+    daemons.push(daemon);
     if (!stateDir) {
       stateDir = daemon.stateDir;
       linkCidr = daemon.linkCidr;
@@ -427,8 +430,10 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
 
   const checkAll = async (client: NetslotClient) => {
     // Settle: reconciliation scrubs, expiry of overdue leases and owner-death releases run
-    // now. Quiet twice, 150 ms apart (the daemon's timers get their turn), within 5 s.
-    const settleDeadline = Date.now() + 5000;
+    // now. Quiet twice, 150 ms apart (the daemon's timers get their turn), within 20 s (a
+    // rebuild per scrubbed slot can take a while on a loaded machine).
+    const settleStart = Date.now();
+    const settleDeadline = settleStart + 20_000;
     let pool = await client.pool();
     let quietOnce = false;
     for (;;) {
@@ -454,9 +459,9 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     if (sum !== pool.size || pool.size !== poolSize) violate(`pool counts do not add up: ${JSON.stringify({ ...pool, quarantinedSlots: undefined })}`);
     if (pool.scrubbing !== 0) {
       const d = daemon!;
-      violate(`${pool.scrubbing} slot(s) still scrubbing 5 s after restart; daemon log:\n${d.output().slice(-1500)}`);
+      violate(`${pool.scrubbing} slot(s) still scrubbing ${((Date.now() - settleStart) / 1000).toFixed(1)} s after restart; daemon log:\n${d.output().slice(-1500)}`);
     }
-    if (pool.missing !== 0) violate(`${pool.missing} slot(s) missing after restart`);
+    if (pool.missing !== 0) violate(`${pool.missing} slot(s) missing ${((Date.now() - settleStart) / 1000).toFixed(1)} s after restart`);
     if (pool.quarantined !== 0) violate(`${pool.quarantined} slot(s) quarantined: ${JSON.stringify(pool.quarantinedSlots)}`);
     if (pool.leased !== listed.length) violate(`pool says ${pool.leased} leased, the lease list has ${listed.length}`);
 
@@ -741,6 +746,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   } finally {
     stopWorkers = true;
     for (const h of holders) if (!h.dead) h.child.kill("SIGKILL");
+    for (const d of daemons) await d.kill9();
     await daemon?.cleanup();
     upstream?.remove();
   }

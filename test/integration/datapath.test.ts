@@ -12,6 +12,7 @@ import * as path from "node:path";
 import koffi from "koffi";
 import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startGuestStandIn, registerCleanup, run, type GuestStandIn } from "../support/guest.js";
+import { stopChild, tcpdumpListening } from "../support/isolation.js";
 import { GUEST_IP, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
 import { withNetns } from "../../src/kernel/netns.js";
 import * as libc from "../../src/kernel/libc.js";
@@ -79,15 +80,6 @@ async function spawnReady(netns: string, cmd: string[], marker: string, children
   return { child, output: () => out };
 }
 
-async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (exited(child)) return;
-  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill(signal);
-  const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
-  await gone;
-  clearTimeout(timer);
-}
-
 interface Capture {
   /** Stops tcpdump (SIGINT flushes) and returns its text output. */
   stop(): Promise<string>;
@@ -108,21 +100,7 @@ async function startTcpdump(netns: string | undefined, args: string[], children:
   }
   children.add(child);
   const unregister = registerCleanup(() => fs.rmSync(file, { force: true }));
-  let err = "";
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump not listening after 10 s: ${err}`)), 10_000);
-    child.stderr!.on("data", (b: Buffer) => {
-      err += b.toString();
-      if (err.includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`tcpdump exited (${code}): ${err}`));
-    });
-  });
+  await tcpdumpListening(child);
   return {
     async stop() {
       await new Promise((r) => setTimeout(r, 200)); // let the last packets land

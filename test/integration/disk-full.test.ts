@@ -3,14 +3,14 @@
 // the daemon stays up, and once space is back everything works again.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { checkInvariants } from "../../src/cli/host-commands.js";
 import { NetslotApiError, type Lease, type PoolCounts } from "../../src/sdk/index.js";
-import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 
 const skip = isRoot() ? false : "needs root (mount)";
 const POOL = 4;
@@ -75,6 +75,9 @@ describe("disk full under the state dir", { skip }, () => {
   let mounted = false;
   let filler = "";
   let held: Lease;
+  let ownerDir = "";
+  let owner: ChildProcess | undefined;
+  let ownerLease = "";
 
   before(async () => {
     mnt = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-fs-`));
@@ -89,6 +92,8 @@ describe("disk full under the state dir", { skip }, () => {
   });
 
   after(async () => {
+    owner?.kill("SIGKILL");
+    if (ownerDir) fs.rmSync(ownerDir, { recursive: true, force: true });
     try {
       await daemon?.cleanup();
     } finally {
@@ -109,9 +114,28 @@ describe("disk full under the state dir", { skip }, () => {
   }
 
   let poolBefore: PoolCounts;
+  let expiring: Lease;
 
   it("a new lease is refused with 503 store_unavailable (problem+json) and nothing leaks", async () => {
     held = await daemon!.client.acquire({ bindToProcess: false, autoRenew: false, labels: { held: "yes" } });
+    // Expires while the disk is full (see below).
+    expiring = await daemon!.client.acquire({ bindToProcess: false, autoRenew: false, ttlSeconds: 2 });
+    // A process that holds one lease bound to its pid; it dies while the disk is full.
+    ownerDir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-owner-`));
+    const script = path.join(ownerDir, "owner.mjs");
+    fs.writeFileSync(
+      script,
+      `import { NetslotClient } from ${JSON.stringify(path.join(REPO_ROOT, "dist", "src", "sdk", "index.js"))};
+const lease = await new NetslotClient({ socketPath: process.argv[2] }).acquire({ bindToProcess: true });
+process.stdout.write(lease.id + "\\n");
+setInterval(() => {}, 1 << 30);
+`,
+    );
+    owner = spawn(process.execPath, [script, daemon!.socket], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    owner.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    await waitFor(() => out.includes("\n"), 10_000);
+    ownerLease = out.trim();
     poolBefore = await daemon!.client.pool();
     const leasesBefore = (await daemon!.client.list()).map((l) => l.id).sort();
     fill();
@@ -167,8 +191,33 @@ describe("disk full under the state dir", { skip }, () => {
     alive();
   });
 
+  it("a lease that expires while the disk is full: no crash, no busy retry loop", async () => {
+    const due = Date.parse(expiring.expiresAt!);
+    await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now()) + 1000));
+    alive();
+    const complaints = daemon!.output().split("\n").filter((l) => l.includes(expiring.id)).length;
+    // The lease cannot be deleted yet; retrying is right, but not as fast as the event loop allows.
+    assert.ok(complaints <= 20, `${complaints} log lines about ${expiring.id} within 1 s of its expiry: the expiry timer spins on the failing store`);
+  });
+
+  it("the owner of a lease dies while the disk is full: no crash; the lease cannot end yet", async () => {
+    const gone = new Promise<void>((r) => owner!.once("exit", () => r()));
+    owner!.kill("SIGKILL");
+    await gone;
+    await new Promise((r) => setTimeout(r, 500));
+    alive();
+    // Ending it needs a store write: it is still there, and must end once space is back.
+    assert.equal((await daemon!.client.get(ownerLease)).id, ownerLease);
+  });
+
   it("with the filler removed, requests work again; the daemon never crashed", async () => {
     fs.rmSync(filler);
+    // The leases whose end failed on the full disk end now: the expired one, and the dead owner's.
+    const isGone = async (id: string) => daemon!.client.get(id).then(() => false, (err: unknown) => err instanceof NetslotApiError && err.status === 404);
+    await waitFor(() => isGone(expiring.id), 3000).catch(() => assert.fail(`lease ${expiring.id} expired during the full disk and never ended after space came back`));
+    await waitFor(() => isGone(ownerLease), 3000).catch(() =>
+      assert.fail(`lease ${ownerLease} of an owner that died while the disk was full never ended after space came back (no retry)`),
+    );
     const fresh = await daemon!.client.acquire({ bindToProcess: false, autoRenew: false, labels: bigLabels("after") });
     assert.ok(fresh.slot.index >= 0 && fresh.slot.index < POOL);
     if (!deleted) await daemon!.client.release(held.id);

@@ -253,6 +253,35 @@ export function vxlanArpHex(vni: number, senderIp: string, targetIp: string): st
 // ---------------------------------------------------------------------------------------
 // Host side
 
+/** Resolves once tcpdump reports "listening on" (capture armed); rejects after 10 s or on its exit. */
+export function tcpdumpListening(child: ChildProcess, label = "tcpdump"): Promise<void> {
+  let err = "";
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${label} not listening after 10 s: ${err}`)), 10_000);
+    child.stderr!.on("data", (b: Buffer) => {
+      err += b.toString();
+      if (err.includes("listening on")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${label} exited (${code}): ${err}`));
+    });
+  });
+}
+
+/** Sends `signal` unless the child is gone already (SIGINT makes tcpdump flush), SIGKILL after 3 s; resolves on its exit. */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+  await gone;
+  clearTimeout(timer);
+}
+
 /** A running tcpdump whose text output is collected. */
 export interface Capture {
   stop(): Promise<string[]>;
@@ -266,35 +295,15 @@ export async function startCapture(netns: string | undefined, iface: string, fil
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   });
   let out = "";
-  let err = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump on ${iface} not ready: ${err}`)), 10_000);
-    child.stderr!.on("data", (b: Buffer) => {
-      err += b.toString();
-      if (err.includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`tcpdump on ${iface} exited (${code}): ${err}`));
-    });
-  });
+  await tcpdumpListening(child, `tcpdump on ${iface}`);
   let lines: string[] | undefined;
   return {
     async stop() {
       if (lines) return lines;
       // Packets still in flight when the guest finished: give them a moment.
       await new Promise((r) => setTimeout(r, 300));
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-        child.kill("SIGINT");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
-        await gone;
-        clearTimeout(timer);
-      }
+      await stopChild(child, "SIGINT");
       unregister();
       lines = out.split("\n").filter((l) => l.trim() !== "");
       return lines;

@@ -10,116 +10,10 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotError } from "../../src/core/errors.js";
-import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../../src/core/types.js";
+import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer } from "../../src/api/server.js";
 import { loadOpenApiDocument, SchemaSet, type JsonSchema } from "../../src/api/validate.js";
-
-// ── fake pool ─────────────────────────────────────────────────────────────────────────
-
-class FakeService implements LeaseService {
-  status: "booting" | "ready" = "ready";
-  size = 3;
-  leases = new Map<string, Lease>();
-  /** Every call of a mutating method, in order. */
-  mutations: { method: string; consumer: string; args: unknown[] }[] = [];
-  /** Thrown by the next call of the named method. */
-  failNext = new Map<string, unknown>();
-  private seq = 0;
-
-  private maybeFail(method: string): void {
-    const error = this.failNext.get(method);
-    if (error !== undefined) {
-      this.failNext.delete(method);
-      throw error;
-    }
-  }
-
-  health(): Health {
-    this.maybeFail("health");
-    return { status: this.status, pool: { ...this.pool(), built: this.status === "ready" ? this.size : 1 } };
-  }
-
-  pool(): PoolCounts {
-    return {
-      size: this.size + 1,
-      free: this.size - this.leases.size,
-      leased: this.leases.size,
-      scrubbing: 0,
-      quarantined: 1,
-      missing: 0,
-      quarantinedSlots: [{ index: this.size, reason: "scrub failed: nft table left behind", since: "2024-05-01T10:00:00.000Z" }],
-    };
-  }
-
-  async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
-    this.mutations.push({ method: "acquire", consumer, args: [request] });
-    this.maybeFail("acquire");
-    if (this.status === "booting") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 3 });
-    if (this.leases.size >= this.size) throw new NetslotError("pool_exhausted", `all ${this.size} slots are leased`, { retryAfter: 1 });
-    const used = new Set([...this.leases.values()].map((l) => l.slot.index));
-    let index = 0;
-    while (used.has(index)) index++;
-    const now = Date.now();
-    const lease: Lease = {
-      id: `l${++this.seq}x${Math.random().toString(36).slice(2, 8)}`,
-      consumer,
-      slot: { index, netns: "/proc/self/ns/net", tap: "tap0", outsideAddress: `10.200.128.${index}` },
-      guest: {
-        ip: "169.254.0.21",
-        prefixLength: 30,
-        gateway: "169.254.0.22",
-        mac: "02:00:a9:fe:00:15",
-        mtu: 1500,
-        kernelIpArg: "ip=169.254.0.21::169.254.0.22:255.255.255.252::eth0:off",
-      },
-      labels: request.labels ?? {},
-      ...(request.network ? { network: request.network } : {}),
-      ...(request.ownerPid ? { ownerPid: request.ownerPid } : {}),
-      createdAt: new Date(now).toISOString(),
-      expiresAt: request.ttlSeconds ? new Date(now + request.ttlSeconds * 1000).toISOString() : null,
-    };
-    this.leases.set(lease.id, lease);
-    return lease;
-  }
-
-  list(consumer: string): Lease[] {
-    return [...this.leases.values()].filter((l) => l.consumer === consumer);
-  }
-
-  get(consumer: string, id: string): Lease {
-    this.maybeFail("get");
-    const lease = this.leases.get(id);
-    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
-    return lease;
-  }
-
-  async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
-    this.mutations.push({ method: "renew", consumer, args: [id, ttlSeconds] });
-    const lease = this.get(consumer, id);
-    const ttl = ttlSeconds ?? (lease.expiresAt ? (Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000 : undefined);
-    if (ttl !== undefined) lease.expiresAt = new Date(Date.now() + ttl * 1000).toISOString();
-    return lease;
-  }
-
-  async release(consumer: string, id: string): Promise<void> {
-    this.mutations.push({ method: "release", consumer, args: [id] });
-    this.get(consumer, id);
-    this.leases.delete(id);
-  }
-
-  metrics(): string {
-    return "# HELP netslot_fake_slots Slots.\n# TYPE netslot_fake_slots gauge\nnetslot_fake_slots 3";
-  }
-}
-
-class FakeAdmin {
-  calls: number[] = [];
-  retryQuarantined(index: number): SlotState {
-    this.calls.push(index);
-    if (index !== 3) throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
-    return "scrubbing";
-  }
-}
+import { FakeAdmin, FakeService } from "../support/fake-service.js";
 
 // ── raw HTTP ──────────────────────────────────────────────────────────────────────────
 
@@ -252,8 +146,8 @@ interface Fixture {
 }
 
 async function startFixture(name: string, consumers?: { name: string; token: string }[]): Promise<Fixture> {
-  const service = new FakeService();
-  const admin = new FakeAdmin();
+  const service = new FakeService(3);
+  const admin = new FakeAdmin(3);
   const socket = path.join(tmp, `${name}.sock`);
   const server = createApiServer({ service, admin, logger, metricsExtra: () => "netslot_extra_metric 1\n", ...(consumers ? { consumers } : {}) });
   await server.listen(socket);
@@ -336,7 +230,7 @@ describe("endpoints", () => {
     assert.ok(Date.parse((renewed.json as Lease).expiresAt!) > Date.parse(lease.expiresAt!));
     const renewedEmpty = await f.call("POST", `/v1/leases/${lease.id}/renew`);
     assert.equal(renewedEmpty.status, 200);
-    assert.deepEqual(f.service.mutations.at(-1), { method: "renew", consumer: "default", args: [lease.id, undefined] });
+    assert.deepEqual(f.service.calls.at(-1), { method: "renew", consumer: "default", args: [lease.id, undefined] });
 
     const released = await f.call("DELETE", `/v1/leases/${lease.id}`);
     assert.equal(released.status, 204);
@@ -348,7 +242,7 @@ describe("endpoints", () => {
   test("an empty POST without a content type is {}", async () => {
     const res = await f.call("POST", "/v1/leases");
     assert.equal(res.status, 201, res.text);
-    assert.deepEqual(f.service.mutations.at(-1)!.args[0], {});
+    assert.deepEqual(f.service.calls.at(-1)!.args[0], {});
     const lease = res.json as Lease;
     assert.equal(lease.expiresAt, null);
     assert.equal((await f.call("DELETE", `/v1/leases/${lease.id}`)).status, 204);
@@ -405,10 +299,10 @@ describe("bad input is answered before the service is called", () => {
   ];
   for (const c of cases) {
     test(`${c.name} → 400 invalid_request field ${JSON.stringify(c.field)}`, async () => {
-      const before = f.service.mutations.length;
+      const before = f.service.calls.length;
       const res = await f.call(c.method ?? "POST", c.path ?? "/v1/leases", c.opts);
       assertProblem(res, 400, "invalid_request", c.field);
-      assert.equal(f.service.mutations.length, before, "the service must not be called");
+      assert.equal(f.service.calls.length, before, "the service must not be called");
     });
   }
 
@@ -418,7 +312,7 @@ describe("bad input is answered before the service is called", () => {
   });
 
   test("wrong content type → 415 (leases and renew)", async () => {
-    const before = f.service.mutations.length;
+    const before = f.service.calls.length;
     assertProblem(await f.call("POST", "/v1/leases", { headers: { "content-type": "text/plain" }, body: "{}" }), 415, "unsupported_media_type");
     assertProblem(await f.call("POST", "/v1/leases", { body: "{}" }), 415, "unsupported_media_type");
     assertProblem(
@@ -431,7 +325,7 @@ describe("bad input is answered before the service is called", () => {
       415,
       "unsupported_media_type",
     );
-    assert.equal(f.service.mutations.length, before);
+    assert.equal(f.service.calls.length, before);
     // Parameters of application/json are fine.
     const ok = await f.call("POST", "/v1/leases", { headers: { "content-type": "Application/JSON; charset=utf-8" }, body: "{}" });
     assert.equal(ok.status, 201);
@@ -439,13 +333,13 @@ describe("bad input is answered before the service is called", () => {
   });
 
   test("a 1 MiB body → 413, and the server stays up", async () => {
-    const before = f.service.mutations.length;
+    const before = f.service.calls.length;
     const big = Buffer.alloc(1024 * 1024, 0x20);
     const res = await f.call("POST", "/v1/leases", { headers: { "content-type": "application/json" }, body: big });
     assertProblem(res, 413, "payload_too_large");
     assert.equal(res.headers.connection, "close");
     assert.equal((await f.call("GET", "/v1/health")).status, 200);
-    assert.equal(f.service.mutations.length, before);
+    assert.equal(f.service.calls.length, before);
   });
 
   test("a chunked body over 64 KiB → 413 once the limit is passed", async () => {
@@ -479,12 +373,12 @@ describe("bad input is answered before the service is called", () => {
   });
 
   test("lease ids that cannot exist → 404 without calling the service", async () => {
-    const before = f.service.mutations.length;
+    const before = f.service.calls.length;
     for (const id of ["%ZZ", "a%20b", "x".repeat(129), "%2F"]) {
       assertProblem(await f.call("DELETE", `/v1/leases/${id}`), 404, "lease_not_found");
       assertProblem(await f.call("POST", `/v1/leases/${id}/renew`), 404, "lease_not_found");
     }
-    assert.equal(f.service.mutations.length, before);
+    assert.equal(f.service.calls.length, before);
   });
 
   test("malformed HTTP → 400 problem, server stays up", async () => {
@@ -598,9 +492,9 @@ describe("consumers", () => {
     assertProblem(await c.call("GET", "/metrics"), 401, "unauthorized");
     assertProblem(await c.call("GET", "/v1/pool"), 401, "unauthorized");
     assertProblem(await c.call("GET", "/nope"), 401, "unauthorized");
-    const before = c.service.mutations.length;
+    const before = c.service.calls.length;
     assertProblem(await c.call("POST", "/v1/leases", json({})), 401, "unauthorized");
-    assert.equal(c.service.mutations.length, before);
+    assert.equal(c.service.calls.length, before);
     // An unread body is not read to its end: the connection closes instead.
     const keepAlive = { connection: "keep-alive" };
     const withBody = json({ ttlSeconds: 5 });
@@ -628,7 +522,7 @@ describe("consumers", () => {
   });
 
   test("invalid consumer config is refused", () => {
-    const service = new FakeService();
+    const service = new FakeService(3);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
     assert.throws(() => createApiServer({ service, consumers: [{ name: "dave", token: "has space" }] }), /token/);
@@ -641,11 +535,11 @@ describe("socket file", () => {
     // A process that dies while listening leaves its socket file behind.
     spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`]);
     assert.ok(fs.statSync(stale).isSocket());
-    const s = createApiServer({ service: new FakeService(), logger });
+    const s = createApiServer({ service: new FakeService(3), logger });
     await s.listen(stale);
     assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
 
-    const second = createApiServer({ service: new FakeService(), logger });
+    const second = createApiServer({ service: new FakeService(3), logger });
     await assert.rejects(second.listen(stale), /another process/);
     assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
     await s.close();
@@ -653,7 +547,7 @@ describe("socket file", () => {
 
     const file = path.join(tmp, "file.sock");
     fs.writeFileSync(file, "keep me");
-    await assert.rejects(createApiServer({ service: new FakeService(), logger }).listen(file), /not a socket/);
+    await assert.rejects(createApiServer({ service: new FakeService(3), logger }).listen(file), /not a socket/);
     assert.equal(fs.readFileSync(file, "utf8"), "keep me");
   });
 });

@@ -7,96 +7,11 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ERRORS, NetslotError, type ErrorCode } from "../../src/core/errors.js";
-import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../../src/core/types.js";
+import type { Health, Lease } from "../../src/core/types.js";
 import { createApiServer, type ApiServer } from "../../src/api/server.js";
 import { NetslotApiError, NetslotClient, NetslotConnectionError } from "../../src/sdk/index.js";
 import { cmdExec, cmdLease, cmdQuarantineRelease, cmdRelease, cmdStatus } from "../../src/cli/client-commands.js";
-
-// ── fake pool ─────────────────────────────────────────────────────────────────────────
-
-class FakeService implements LeaseService {
-  status: "booting" | "ready" = "ready";
-  size = 2;
-  leases = new Map<string, Lease>();
-  calls: { method: string; consumer: string; args: unknown[] }[] = [];
-  failNext = new Map<string, unknown>();
-  private seq = 0;
-
-  private maybeFail(method: string): void {
-    const error = this.failNext.get(method);
-    if (error !== undefined) {
-      this.failNext.delete(method);
-      throw error;
-    }
-  }
-  count(method: string): number {
-    return this.calls.filter((c) => c.method === method).length;
-  }
-  health(): Health {
-    return { status: this.status, pool: { ...this.pool(), built: this.size } };
-  }
-  pool(): PoolCounts {
-    return {
-      size: this.size + 1,
-      free: this.size - this.leases.size,
-      leased: this.leases.size,
-      scrubbing: 0,
-      quarantined: 1,
-      missing: 0,
-      quarantinedSlots: [{ index: this.size, reason: "veth eth0 missing after scrub", since: "2024-05-01T10:00:00.000Z" }],
-    };
-  }
-  async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
-    this.calls.push({ method: "acquire", consumer, args: [request] });
-    this.maybeFail("acquire");
-    if (this.status === "booting") throw new NetslotError("booting", "still building", { retryAfter: 2 });
-    if (this.leases.size >= this.size) throw new NetslotError("pool_exhausted", "no free slot", { retryAfter: 1 });
-    const now = Date.now();
-    const index = this.leases.size;
-    const lease: Lease = {
-      id: `lease-${++this.seq}`,
-      consumer,
-      slot: { index, netns: "/proc/self/ns/net", tap: "tap0", outsideAddress: `10.200.128.${index}` },
-      guest: { ip: "169.254.0.21", prefixLength: 30, gateway: "169.254.0.22", mac: "02:00:a9:fe:00:15", mtu: 1500, kernelIpArg: "ip=169.254.0.21::169.254.0.22:255.255.255.252::eth0:off" },
-      labels: request.labels ?? {},
-      ...(request.network ? { network: request.network } : {}),
-      ...(request.ownerPid ? { ownerPid: request.ownerPid } : {}),
-      createdAt: new Date(now).toISOString(),
-      expiresAt: request.ttlSeconds ? new Date(now + request.ttlSeconds * 1000).toISOString() : null,
-    };
-    this.leases.set(lease.id, lease);
-    return lease;
-  }
-  list(consumer: string): Lease[] {
-    return [...this.leases.values()].filter((l) => l.consumer === consumer);
-  }
-  get(consumer: string, id: string): Lease {
-    const lease = this.leases.get(id);
-    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
-    return lease;
-  }
-  async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
-    this.calls.push({ method: "renew", consumer, args: [id, ttlSeconds] });
-    const lease = this.get(consumer, id);
-    if (ttlSeconds !== undefined) lease.expiresAt = new Date(Date.now() + ttlSeconds * 1000).toISOString();
-    return lease;
-  }
-  async release(consumer: string, id: string): Promise<void> {
-    this.calls.push({ method: "release", consumer, args: [id] });
-    this.get(consumer, id);
-    this.leases.delete(id);
-  }
-  metrics(): string {
-    return "netslot_fake 1\n";
-  }
-}
-
-const admin = {
-  retryQuarantined(index: number): SlotState {
-    if (index !== 2) throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
-    return "scrubbing";
-  },
-};
+import { FakeAdmin, FakeService } from "../support/fake-service.js";
 
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
@@ -114,12 +29,12 @@ let authServer: ApiServer;
 let authSocket: string;
 
 before(async () => {
-  service = new FakeService();
+  service = new FakeService(2);
   socket = path.join(tmp, "api.sock");
-  server = createApiServer({ service, admin, logger: quiet });
+  server = createApiServer({ service, admin: new FakeAdmin(2), logger: quiet });
   await server.listen(socket);
   client = new NetslotClient({ socketPath: socket });
-  authService = new FakeService();
+  authService = new FakeService(2);
   authSocket = path.join(tmp, "auth.sock");
   authServer = createApiServer({ service: authService, consumers: [A, B], logger: quiet });
   await authServer.listen(authSocket);
@@ -155,7 +70,7 @@ describe("SDK", () => {
   test("health, pool, metrics", async () => {
     assert.equal((await client.health()).status, "ready");
     assert.equal((await client.pool()).quarantinedSlots.length, 1);
-    assert.match(await client.metrics(), /^netslot_fake 1$/m);
+    assert.match(await client.metrics(), /^netslot_fake_slots 2$/m);
   });
 
   test("acquire binds to this process by default; get, list, renew, release", async () => {
@@ -197,7 +112,7 @@ describe("SDK", () => {
 
     service.status = "booting";
     const booting = await apiError(client.acquire(), "booting");
-    assert.equal(booting.retryAfter, 2);
+    assert.equal(booting.retryAfter, 3);
     service.status = "ready";
 
     service.failNext.set("acquire", new NetslotError("store_unavailable", "disk full"));
@@ -381,7 +296,7 @@ describe("CLI client commands", () => {
     assert.equal(await cmdStatus({ socket, stdout }), 0);
     assert.match(stdout.text(), /^status: ready$/m);
     assert.match(stdout.text(), /3 slots: 2 free, 0 leased, 0 scrubbing, 1 quarantined, 0 missing/);
-    assert.match(stdout.text(), /slot 2: veth eth0 missing after scrub/);
+    assert.match(stdout.text(), /slot 2: scrub failed: nft table left behind/);
     const json = capture();
     assert.equal(await cmdStatus({ socket, json: true, stdout: json }), 0);
     assert.equal((JSON.parse(json.text()) as Health).status, "ready");

@@ -3,14 +3,12 @@
 import * as libc from "../libc.js";
 import { Attrs, encodeMessage, type NlMsg } from "./codec.js";
 import { NETLINK_NETFILTER, NetlinkSocket, isNetlinkErrno } from "./socket.js";
+import { AF_UNSPEC, EOPNOTSUPP, fromAf } from "./rtnl.js";
 
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
 const NFNETLINK_V0 = 0;
-const AF_UNSPEC = 0;
-const AF_INET = 2;
-const AF_INET6 = 10;
 
 const CTA_TUPLE_ORIG = 1;
 const CTA_TUPLE_IP = 1;
@@ -23,7 +21,6 @@ const CTA_PROTO_NUM = 1;
 const CTA_PROTO_SRC_PORT = 2;
 const CTA_PROTO_DST_PORT = 3;
 
-const EOPNOTSUPP = 95;
 const EPROTONOSUPPORT = 93;
 
 export interface ConntrackEntry {
@@ -93,8 +90,7 @@ export function conntrackFlush(): void {
 }
 
 function parseEntry(m: NlMsg): ConntrackEntry | undefined {
-  const familyByte = m.payload.readUInt8(0);
-  const family = familyByte === AF_INET ? 4 : familyByte === AF_INET6 ? 6 : undefined;
+  const family = fromAf(m.payload.readUInt8(0));
   if (family === undefined) return undefined;
   const tuple = new Attrs(m.payload, 4).nested(CTA_TUPLE_ORIG);
   const ip = tuple?.nested(CTA_TUPLE_IP);

@@ -579,23 +579,19 @@ function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string): string[] {
 
 // ───────────────────────────── the namespace ─────────────────────────────
 
-/** The rtnetlink sections of a slot fingerprint; lists are in kernel order, not sorted. */
-export interface NamespaceInspection {
+/**
+ * The rendered sections, one line per object, in kernel order (not sorted); routes and
+ * rules IPv4 then IPv6; neighbours are ARP/ND entries, proxy entries and the bridge FDB.
+ */
+export type InspectedSection = "addresses" | "routes" | "rules" | "nexthops" | "neighbours" | "qdiscs" | "tcFilters";
+
+/** The rtnetlink part of a slot fingerprint. */
+export interface NamespaceInspection extends Record<InspectedSection, string[]> {
   links: InspectedLink[];
   /** ifindex → link name. */
   byIndex: Map<number, string>;
   /** A link reference as text: its name, "none" for 0, "#N" for an index not in this namespace. */
   ref: (index: number) => string;
-  addresses: string[];
-  /** IPv4 then IPv6. */
-  routes: string[];
-  /** IPv4 then IPv6. */
-  rules: string[];
-  nexthops: string[];
-  /** ARP/ND entries, proxy entries and the bridge FDB (VXLAN remotes). */
-  neighbours: string[];
-  qdiscs: string[];
-  tcFilters: string[];
 }
 
 /**

@@ -409,7 +409,8 @@ function af(family: 4 | 6): number {
   return family === 6 ? AF_INET6 : AF_INET;
 }
 
-function fromAf(family: number): 4 | 6 | undefined {
+/** AF_INET → 4, AF_INET6 → 6, any other address family → undefined. */
+export function fromAf(family: number): 4 | 6 | undefined {
   return family === AF_INET ? 4 : family === AF_INET6 ? 6 : undefined;
 }
 
