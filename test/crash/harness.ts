@@ -28,6 +28,8 @@ export interface CrashRunOptions {
   log?: (line: string) => void;
   /** Stop at the first kill that found a violation (default false: keep going, collect all). */
   stopOnViolation?: boolean;
+  /** Stops the loop early (cleanup still runs); the CLI aborts on SIGINT. */
+  signal?: AbortSignal;
 }
 
 export interface Violation {
@@ -613,7 +615,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     await daemon!.stop();
     if (daemon!.process.exitCode !== 0) violate(`SIGTERM stop exited with ${daemon!.process.exitCode ?? daemon!.process.signalCode}`);
 
-    while (killNo < opts.kills) {
+    while (killNo < opts.kills && !opts.signal?.aborted) {
       const fault = killNo % 2 === 1 ? FAULT_POINTS[faultTurn++ % FAULT_POINTS.length]! : undefined;
       const randomBoot = !fault && rng.chance(0.1);
       // The daemon is down here: owners may die, slots may be lost, as on a real host.
@@ -807,7 +809,12 @@ function parseArgs(argv: string[]): CrashRunOptions & { verbose: boolean } {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = parseArgs(process.argv.slice(2));
-  runCrashLoop({ ...args, log: args.verbose ? (l) => process.stderr.write(l + "\n") : (l) => (l.startsWith("VIOLATION") ? process.stderr.write(l + "\n") : undefined) }).then(
+  const abort = new AbortController();
+  process.once("SIGINT", () => {
+    process.stderr.write("crash harness: interrupted; finishing this kill and cleaning up\n");
+    abort.abort();
+  });
+  runCrashLoop({ ...args, signal: abort.signal, log: args.verbose ? (l) => process.stderr.write(l + "\n") : (l) => (l.startsWith("VIOLATION") ? process.stderr.write(l + "\n") : undefined) }).then(
     (r) => {
       if (r.violations.length > 0) process.stdout.write(`violations:\n${formatViolations(r.violations, 200)}\n`);
       process.stdout.write(r.summary + "\n");
