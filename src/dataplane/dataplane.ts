@@ -4,7 +4,7 @@ import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netns
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
 import { createPersistentTap } from "../kernel/tap.js";
-import { writeInterfaceSysctl, writeSysctl } from "../kernel/sysctl.js";
+import { writeInterfaceSysctl } from "../kernel/sysctl.js";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
@@ -28,6 +28,9 @@ import type { TenantNetwork } from "../core/types.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
+
+/** Every slot device routes IPv4 and carries no IPv6 link-local address. */
+const ROUTED_DEVICE = { ipv4Forwarding: true, ipv6LinkLocal: false } as const;
 
 export interface DataplaneOptions {
   prefix: string;
@@ -150,17 +153,15 @@ export class SlotDataplane {
   }
 
   private buildInside(a: SlotAddressing): void {
-    // Sysctls first: with IPv6 off before any device exists, no device gets IPv6 state
-    // (link-local addresses, DAD) to set up and tear down again.
-    writeSysctl("net.ipv6.conf.all.disable_ipv6", 1);
-    writeSysctl("net.ipv6.conf.default.disable_ipv6", 1);
-    writeSysctl("net.ipv4.ip_forward", 1);
+    // No /proc/sys writes here: a /proc/sys/net lookup walks one dentry per namespace on
+    // the host (the cost grows with the pool). Forwarding and "no IPv6 link-local" are set
+    // per device through netlink instead, in the request that brings each device up.
     const rtnl = Rtnl.open();
     try {
       rtnl.setLink(1, { up: true });
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
-      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true });
+      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
@@ -177,7 +178,7 @@ export class SlotDataplane {
       rtnl.addQdiscClsact(eth0.index);
       rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
       rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
-      rtnl.setLink(eth0.index, { up: true });
+      rtnl.setLink(eth0.index, { up: true, ...ROUTED_DEVICE });
       rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
       if (this.options.vtepRemote !== undefined) {
         rtnl.createVxlan({
@@ -189,8 +190,8 @@ export class SlotDataplane {
           linkIndex: eth0.index,
           learning: false,
           mac: a.vxlanMac,
-          up: true,
         });
+        rtnl.setLink(rtnl.linkByName(VXLAN_NAME)!.index, { up: true, ...ROUTED_DEVICE });
       }
       nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
     } finally {
@@ -201,12 +202,9 @@ export class SlotDataplane {
   private buildHostSide(a: SlotAddressing): void {
     const host = this.root.linkByName(a.hostVeth);
     if (!host) throw new Error(`host veth ${a.hostVeth} missing after creation`);
-    // Before the link goes up: no IPv6 on our own host veths. With it, every new device
-    // runs DAD and router solicitation work under the RTNL lock, and that background work
-    // grows with the pool, slowing every later slot's build.
-    writeInterfaceSysctl("ipv6", a.hostVeth, "disable_ipv6", 1);
-    writeInterfaceSysctl("ipv4", a.hostVeth, "forwarding", 1);
-    this.root.setLink(host.index, { up: true });
+    // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
+    // the RTNL lock, which would grow with the pool), in the request that brings it up.
+    this.root.setLink(host.index, { up: true, ...ROUTED_DEVICE });
     this.root.addAddress(host.index, a.hostAddress, 31);
     this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: host.index, protocol: NETSLOT_RTPROT });
   }

@@ -430,7 +430,8 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
 
   // ── checks after a restart ──────────────────────────────────────────────────────────
 
-  const checkAll = async (client: NetslotClient) => {
+  const checkAll = async (checkClient: NetslotClient) => {
+    let client = checkClient;
     // Settle: reconciliation scrubs, expiry of overdue leases and owner-death releases run
     // now. Quiet twice, 150 ms apart (the daemon's timers get their turn), within 20 s (a
     // rebuild per scrubbed slot can take a while on a loaded machine).
@@ -529,37 +530,45 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
       await sleep(200);
     }
     for (const p of problems) violate(`check: ${p}`);
+    // checkInvariants is synchronous and can take seconds on a loaded machine: the daemon
+    // may meanwhile have closed our idle keep-alive connections (EPIPE on the next write).
+    checkClient.close();
+    client = new NetslotClient({ socketPath: socket, timeoutMs: 5000 });
 
-    // Reconcile the ledger with what is there: orphans of unanswered acquires are released,
-    // releases that got no answer are finished.
-    for (const l of unknown) {
-      try {
-        await client.release(l.id);
-      } catch (err) {
-        if (err instanceof NetslotConnectionError) throw err;
-      }
-    }
-    ambiguousAcquires = 0;
-    for (const e of ledger.values()) {
-      if (e.fate === "release-unknown") {
-        if (!listedIds.has(e.id)) e.fate = "released";
-        else {
-          try {
-            await client.release(e.id);
-            e.fate = "released";
-          } catch (err) {
-            if (err instanceof NetslotApiError && err.code === "lease_not_found") e.fate = "released";
-            else if (err instanceof NetslotConnectionError) throw err;
-            else violate(`release of ${e.id} failed: ${(err as Error).message}`);
-          }
+    try {
+      // Reconcile the ledger with what is there: orphans of unanswered acquires are released,
+      // releases that got no answer are finished.
+      for (const l of unknown) {
+        try {
+          await client.release(l.id);
+        } catch (err) {
+          if (err instanceof NetslotConnectionError) throw err;
         }
-      } else if (e.fate === "held" && e.expiresAt !== null && e.expiresAt <= Date.now() && !listedIds.has(e.id)) {
-        e.fate = "expired";
-        expiredSeen++;
       }
+      ambiguousAcquires = 0;
+      for (const e of ledger.values()) {
+        if (e.fate === "release-unknown") {
+          if (!listedIds.has(e.id)) e.fate = "released";
+          else {
+            try {
+              await client.release(e.id);
+              e.fate = "released";
+            } catch (err) {
+              if (err instanceof NetslotApiError && err.code === "lease_not_found") e.fate = "released";
+              else if (err instanceof NetslotConnectionError) throw err;
+              else violate(`release of ${e.id} failed: ${(err as Error).message}`);
+            }
+          }
+        } else if (e.fate === "held" && e.expiresAt !== null && e.expiresAt <= Date.now() && !listedIds.has(e.id)) {
+          e.fate = "expired";
+          expiredSeen++;
+        }
+      }
+      // Drop settled entries except released ones (checked for resurrection at every restart).
+      for (const [id, e] of ledger) if (e.fate === "expired") ledger.delete(id);
+    } finally {
+      client.close();
     }
-    // Drop settled entries except released ones (checked for resurrection at every restart).
-    for (const [id, e] of ledger) if (e.fate === "expired") ledger.delete(id);
   };
 
   // ── one kill ────────────────────────────────────────────────────────────────────────
@@ -729,10 +738,10 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
         // Kill every holder: their leases must end while the daemon runs.
         for (const h of holders) await killHolder(h);
         await sleep(300);
-        await checkAll(c);
+        await checkAll(new NetslotClient({ socketPath: socket, timeoutMs: 5000 }));
         // Release everything and check the pool comes back whole.
         for (const l of await c.list()) await c.release(l.id).catch((err: unknown) => violate(`final release of ${l.id}: ${(err as Error).message}`));
-        const deadline = Date.now() + 5000;
+        const deadline = Date.now() + 20_000;
         let pool = await c.pool();
         while (pool.free !== poolSize && Date.now() < deadline) {
           await sleep(25);

@@ -62,6 +62,12 @@ const IFLA_MASTER = 10;
 const IFLA_OPERSTATE = 16;
 const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
+const IFLA_AF_SPEC = 26;
+const IFLA_INET_CONF = 1;
+const IFLA_INET6_ADDR_GEN_MODE = 8;
+const IPV4_DEVCONF_FORWARDING = 1;
+/** IN6_ADDR_GEN_MODE_NONE: no link-local address, so no DAD or router solicitation. */
+const IN6_ADDR_GEN_MODE_NONE = 1;
 export const IFLA_EXT_MASK = 29;
 const IFLA_LINK_NETNSID = 37;
 const IFLA_INFO_KIND = 1;
@@ -216,6 +222,19 @@ export interface VethSpec {
   peerMtu?: number;
   up?: boolean;
   peerUp?: boolean;
+}
+
+/**
+ * `ip link set dev INDEX [up|down] [mtu M] [address MAC]` plus, in the same request,
+ * `sysctl net.ipv4.conf.DEV.forwarding` and `ip link set DEV addrgenmode none`.
+ */
+export interface LinkChange {
+  up?: boolean;
+  mtu?: number;
+  mac?: string;
+  ipv4Forwarding?: boolean;
+  /** false: no IPv6 link-local address (addrgenmode none), hence no DAD/RS/MLD work. */
+  ipv6LinkLocal?: boolean;
 }
 
 export interface VxlanSpec {
@@ -549,12 +568,23 @@ export class Rtnl {
   }
 
   /** `ip link set dev INDEX [up|down] [mtu M] [address MAC]`, in one request. */
-  setLink(index: number, change: { up?: boolean; mtu?: number; mac?: string }): void {
+  setLink(index: number, change: LinkChange): void {
     const flags = change.up ? IFF_UP : 0;
     const mask = change.up === undefined ? 0 : IFF_UP;
     const attrs: Buffer[] = [];
     if (change.mtu !== undefined) attrs.push(attrU32(IFLA_MTU, change.mtu));
     if (change.mac !== undefined) attrs.push(attr(IFLA_ADDRESS, macToBytes(change.mac)));
+    // Per-device IP settings through netlink rather than /proc/sys: a /proc/sys/net path
+    // lookup walks one dentry per network namespace on the host, so it slows down as the
+    // pool grows; this does not.
+    const af: Buffer[] = [];
+    if (change.ipv4Forwarding !== undefined) {
+      const conf = Buffer.alloc(4);
+      conf.writeUInt32LE(change.ipv4Forwarding ? 1 : 0);
+      af.push(attrNested(AF_INET, [attrNested(IFLA_INET_CONF, [attr(IPV4_DEVCONF_FORWARDING, conf)])]));
+    }
+    if (change.ipv6LinkLocal === false) af.push(attrNested(AF_INET6, [attrU8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE)]));
+    if (af.length > 0) attrs.push(attrNested(IFLA_AF_SPEC, af));
     this.sock.request(encodeMessage(RTM_NEWLINK, 0, [ifinfomsg(index, flags, mask), ...attrs]), `RTM_NEWLINK set ${index}`);
   }
 
