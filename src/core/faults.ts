@@ -2,6 +2,7 @@
 // test-only environment variable NETSLOT_TEST_FAULT=<point>[@<n>] (kill at the n-th time the
 // point is reached, default 1st). Nothing in the API can turn them on. At a point the
 // process dies with SIGKILL, exactly as an outside kill -9 would leave it.
+import * as fs from "node:fs";
 
 /** Every fault point, so harnesses can iterate them. Names are stable. */
 export const FAULT_POINTS = [
@@ -38,6 +39,7 @@ if (spec) {
 export function faultPoint(name: FaultPoint): void {
   if (target !== name) return;
   if (--remaining > 0) return;
-  process.stderr.write(`netslot: fault point ${name} reached: SIGKILL\n`);
+  // Synchronous: a worker thread's process.stderr is flushed by the main thread, too late.
+  fs.writeSync(2, `netslot: fault point ${name} reached: SIGKILL\n`);
   process.kill(process.pid, "SIGKILL");
 }

@@ -4,7 +4,7 @@ import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netns
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
 import { createPersistentTap } from "../kernel/tap.js";
-import { writeInterfaceSysctl } from "../kernel/sysctl.js";
+import { writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
@@ -29,8 +29,10 @@ import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
 
-/** Every slot device routes IPv4 and carries no IPv6 link-local address. */
-const ROUTED_DEVICE = { ipv4Forwarding: true, ipv6LinkLocal: false } as const;
+/** Slot devices route IPv4 (IPv6 is off in the slot namespace). */
+const ROUTED_DEVICE = { ipv4Forwarding: true } as const;
+/** Host ends route IPv4 and carry no IPv6 link-local address (no DAD/RS work per device). */
+const ROUTED_HOST_DEVICE = { ipv4Forwarding: true, ipv6LinkLocal: false } as const;
 
 export interface DataplaneOptions {
   prefix: string;
@@ -141,9 +143,9 @@ export class SlotDataplane {
   buildSlot(index: number): void {
     const a = this.addressing(index);
     try {
-      createNetns(a.name, () => this.buildInside(a));
+      const hostIndex = createNetns(a.name, () => this.buildInside(a));
       faultPoint("build.after-netns");
-      this.buildHostSide(a);
+      this.buildHostSide(a, hostIndex);
       faultPoint("build.after-host-side");
       this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0 });
     } catch (err) {
@@ -152,10 +154,15 @@ export class SlotDataplane {
     }
   }
 
-  private buildInside(a: SlotAddressing): void {
-    // No /proc/sys writes here: a /proc/sys/net lookup walks one dentry per namespace on
-    // the host (the cost grows with the pool). Forwarding and "no IPv6 link-local" are set
-    // per device through netlink instead, in the request that brings each device up.
+  /** Builds the slot's inside; returns the host veth's ifindex in the root namespace. */
+  private buildInside(a: SlotAddressing): number {
+    // IPv6 off before any device exists (no device gets IPv6 state). Forwarding is set per
+    // device over netlink: each /proc/sys/net/<dir> lookup walks one dentry per namespace
+    // on the host, so the one lookup here is all the build pays for.
+    writeNetSysctls("ipv6", [
+      ["conf/all/disable_ipv6", 1],
+      ["conf/default/disable_ipv6", 1],
+    ]);
     const rtnl = Rtnl.open();
     try {
       rtnl.setLink(1, { up: true });
@@ -194,19 +201,24 @@ export class SlotDataplane {
         rtnl.setLink(rtnl.linkByName(VXLAN_NAME)!.index, { up: true, ...ROUTED_DEVICE });
       }
       nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
+      if (eth0.linkIndex === undefined) throw new Error(`eth0 of ${a.name} reports no peer`);
+      return eth0.linkIndex;
     } finally {
       rtnl.close();
     }
   }
 
-  private buildHostSide(a: SlotAddressing): void {
-    const host = this.root.linkByName(a.hostVeth);
-    if (!host) throw new Error(`host veth ${a.hostVeth} missing after creation`);
+  /**
+   * The host end, by the ifindex eth0 reports for its peer: asking the root namespace for
+   * a veth by name makes the kernel look up the peer's namespace id, a linear scan over
+   * every namespace the root has an id for.
+   */
+  private buildHostSide(a: SlotAddressing, hostIndex: number): void {
     // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
     // the RTNL lock, which would grow with the pool), in the request that brings it up.
-    this.root.setLink(host.index, { up: true, ...ROUTED_DEVICE });
-    this.root.addAddress(host.index, a.hostAddress, 31);
-    this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: host.index, protocol: NETSLOT_RTPROT });
+    this.root.setLink(hostIndex, { up: true, ...ROUTED_HOST_DEVICE });
+    this.root.addAddress(hostIndex, a.hostAddress, 31);
+    this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: hostIndex, protocol: NETSLOT_RTPROT });
   }
 
   /** Removes every kernel object of slot `index`; a missing object is success. */
@@ -362,11 +374,14 @@ export class SlotDataplane {
     const root = Rtnl.open();
     let links = 0;
     try {
-      const deadline = Date.now() + 10_000;
+      // The kernel frees namespaces in batches on a workqueue: wait while it makes progress.
       let left = root.links().filter((l) => parseSlotName(prefix, l.name) !== undefined);
-      while (left.length > 0 && names.length > 0 && Date.now() < deadline) {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-        left = root.links().filter((l) => parseSlotName(prefix, l.name) !== undefined);
+      let lastProgress = Date.now();
+      while (left.length > 0 && names.length > 0 && Date.now() - lastProgress < 5_000) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        const now = root.links().filter((l) => parseSlotName(prefix, l.name) !== undefined);
+        if (now.length < left.length) lastProgress = Date.now();
+        left = now;
       }
       // Host ends whose namespace was already gone (or never made) go one by one.
       for (const link of left) {

@@ -25,9 +25,30 @@ export function writeInterfaceSysctl(family: "ipv4" | "ipv6", device: string, na
 }
 
 /**
+ * Writes several sysctls under one top-level directory, e.g. ("ipv6", [["conf/all/disable_ipv6", 1]]),
+ * with a single lookup of that directory (see readAllNetSysctls for why that matters).
+ */
+export function writeNetSysctls(top: "ipv4" | "ipv6" | "core", entries: Array<[string, string | number]>): void {
+  const dirFd = libc.open(`/proc/sys/net/${top}`, libc.O_RDONLY | O_DIRECTORY);
+  try {
+    for (const [rel, value] of entries) {
+      if (rel.split("/").some((part) => part === ".." || part === "")) throw new Error(`bad sysctl path ${rel}`);
+      fs.writeFileSync(`/proc/thread-self/fd/${dirFd}/${rel}`, `${value}\n`);
+    }
+  } finally {
+    libc.close(dirFd);
+  }
+}
+
+/**
  * Every readable net.* sysctl of the current namespace, as key → value (`sysctl -a -r ^net`).
- * A slot has some 600 of them: plain open/read/close calls (no fstat, no exceptions for the
- * write-only ones) make this several times cheaper than fs.readFileSync per file.
+ *
+ * Two costs shape this. Each top-level directory (/proc/sys/net/ipv4, …) has one dentry
+ * per network namespace on the host, all under the same parent, so looking one up walks
+ * a chain as long as the number of namespaces: it is done once per directory here, and
+ * everything below is reached through the open directory (/proc/thread-self/fd/N/…),
+ * whose children are this namespace's own. And plain open/read/close calls (no fstat, no
+ * exceptions for write-only entries) are several times cheaper than fs.readFileSync.
  */
 export function readAllNetSysctls(skip: (key: string) => boolean = () => false): Map<string, string> {
   const out = new Map<string, string>();
@@ -48,6 +69,19 @@ export function readAllNetSysctls(skip: (key: string) => boolean = () => false):
       if (n >= 0) out.set(childKey, buf.toString("latin1", 0, n).trim());
     }
   };
-  walk("/proc/sys/net", "net");
+  for (const top of fs.readdirSync("/proc/sys/net", { withFileTypes: true })) {
+    const key = `net.${top.name}`;
+    if (skip(key)) continue;
+    if (!top.isDirectory()) continue; // /proc/sys/net holds directories only
+    const dirFd = libc.openRaw(`/proc/sys/net/${top.name}`, libc.O_RDONLY | O_DIRECTORY);
+    if (dirFd < 0) continue;
+    try {
+      walk(`/proc/thread-self/fd/${dirFd}`, key);
+    } finally {
+      libc.close(dirFd);
+    }
+  }
   return out;
 }
+
+const O_DIRECTORY = 0o200000;

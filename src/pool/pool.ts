@@ -55,6 +55,9 @@ export class Pool implements LeaseService {
   private readonly pendingScrubs = new Set<number>();
   private closed = false;
   private readonly owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+  /** Lease ends (expiry, owner exit) the store refused; retried every second. */
+  private readonly endRetries = new Map<string, "expired" | "owner_exited">();
+  private retryTimer: NodeJS.Timeout | undefined;
 
   readonly registry = new Registry();
   private readonly leasesTotal = this.registry.add(new Counter("netslot_leases_total", "Leases granted"));
@@ -308,6 +311,7 @@ export class Pool implements LeaseService {
     for (;;) {
       const next = this.free.shift();
       if (next === undefined) {
+        this.unwatchIfUnused(request.ownerPid);
         throw new NetslotError("pool_exhausted", `all ${this.slots.length} slots are leased, scrubbing or quarantined`, { retryAfter: 1 });
       }
       index = next;
@@ -330,10 +334,15 @@ export class Pool implements LeaseService {
         if (err instanceof SlotNotFreeError) {
           // Memory and store disagree: trust the store, leave this slot out and take another.
           this.log(`slot ${index} is free in memory but ${err.state ?? "unknown"} in the store; skipped`);
-          this.slots[index]!.state = err.state === "quarantined" ? "quarantined" : "scrubbing";
+          if (err.state === "quarantined") this.slots[index]!.state = "quarantined";
+          else {
+            this.slots[index]!.state = "scrubbing";
+            this.scheduleScrub(index, undefined, performance.now());
+          }
           continue;
         }
         this.free.unshift(index);
+        this.unwatchIfUnused(request.ownerPid);
         throw err;
       }
     }
@@ -399,9 +408,7 @@ export class Pool implements LeaseService {
     slot.leaseId = undefined;
     slot.since = new Date().toISOString();
     this.releasesTotal.inc({ cause });
-    if (lease.ownerPid !== undefined && ![...this.leases.values()].some((l) => l.ownerPid === lease.ownerPid)) {
-      this.owners.unwatch(lease.ownerPid);
-    }
+    this.unwatchIfUnused(lease.ownerPid);
     this.releaseSeconds.observe((performance.now() - start) / 1000);
     this.scheduleScrub(lease.slotIndex, lease.network, start);
   }
@@ -470,8 +477,10 @@ export class Pool implements LeaseService {
         this.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
-      // The store could not record the outcome: keep the slot out of the pool; a restart scrubs it again.
-      this.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}`);
+      // The store could not record the outcome: the slot stays out of the pool and the
+      // whole scrub is tried again in a second (a restart would scrub it too).
+      this.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
+      setTimeout(() => this.scheduleScrub(index, tenant, releasedAt), 1000).unref();
     }
     slot.since = new Date().toISOString();
   }
@@ -510,7 +519,7 @@ export class Pool implements LeaseService {
     if (this.closed || this.status !== "ready") return;
     let earliest = Infinity;
     for (const lease of this.leases.values()) {
-      if (lease.expiresAt) earliest = Math.min(earliest, Date.parse(lease.expiresAt));
+      if (lease.expiresAt && !this.endRetries.has(lease.id)) earliest = Math.min(earliest, Date.parse(lease.expiresAt));
     }
     if (earliest === Infinity) return;
     const delay = Math.max(0, Math.min(earliest - Date.now(), 2 ** 31 - 1));
@@ -521,26 +530,43 @@ export class Pool implements LeaseService {
   private expireDue(): void {
     const now = Date.now();
     for (const lease of [...this.leases.values()]) {
-      if (lease.expiresAt && Date.parse(lease.expiresAt) <= now) {
+      if (lease.expiresAt && Date.parse(lease.expiresAt) <= now && !this.endRetries.has(lease.id)) {
         faultPoint("expire.before");
-        try {
-          this.end(lease.id, "expired");
-        } catch (err) {
-          this.log(`could not expire lease ${lease.id}: ${(err as Error).message}`);
-        }
+        this.tryEnd(lease.id, "expired");
       }
     }
     this.armExpiry();
   }
 
+  /**
+   * Ends a lease the daemon decided to end. When the store cannot be written (disk full),
+   * the end is retried every second rather than spun on or forgotten.
+   */
+  private tryEnd(id: string, cause: "expired" | "owner_exited"): void {
+    try {
+      this.end(id, cause);
+      this.endRetries.delete(id);
+    } catch (err) {
+      if (!this.endRetries.has(id)) this.log(`could not end lease ${id} (${cause}): ${(err as Error).message}; retrying`);
+      this.endRetries.set(id, cause);
+      if (!this.retryTimer && !this.closed) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          for (const [leaseId, c] of [...this.endRetries]) this.tryEnd(leaseId, c);
+        }, 1000);
+        this.retryTimer.unref();
+      }
+    }
+  }
+
+  /** Stops watching an owner that holds no lease (an acquire for it failed). */
+  private unwatchIfUnused(pid: number | undefined): void {
+    if (pid !== undefined && ![...this.leases.values()].some((l) => l.ownerPid === pid)) this.owners.unwatch(pid);
+  }
+
   private ownerExited(pid: number): void {
     for (const lease of [...this.leases.values()]) {
-      if (lease.ownerPid !== pid) continue;
-      try {
-        this.end(lease.id, "owner_exited");
-      } catch (err) {
-        this.log(`could not end lease ${lease.id} of exited process ${pid}: ${(err as Error).message}`);
-      }
+      if (lease.ownerPid === pid) this.tryEnd(lease.id, "owner_exited");
     }
   }
 
@@ -560,6 +586,7 @@ export class Pool implements LeaseService {
   close(): void {
     this.closed = true;
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.owners.close();
     void this.options.scrubber.close();
   }

@@ -72,24 +72,24 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
   faultPoint("scrub.after-kernel");
   if (!scrubbed.ok) return result("quarantined", scrubbed.reason);
   if (!golden) {
-    // No reference yet (every slot was leased at boot): this slot, rebuilt, becomes it.
-    goldenFrom(job.index, true);
-    return result("rebuilt");
+    // No reference yet (no slot was free at boot): the saved one, or this slot rebuilt.
+    const summary = goldenFrom(job.index, true);
+    if (!summary.endsWith("(saved)")) return result("rebuilt");
   }
   const fp = dataplane.fingerprint(job.index);
   const live = liveHolders(fp);
   if (live) return result("quarantined", live);
-  const diff = diffFingerprints(golden, fp);
+  const diff = diffFingerprints(golden!, fp);
   if (diff.length === 0) return result("clean");
   // The firewall is the one thing a reset restores in place; anything else needs a rebuild.
   if (diff.every((line) => line.startsWith("nftables"))) {
     dataplane.resetFirewall(job.index);
-    if (diffFingerprints(golden, dataplane.fingerprint(job.index)).length === 0) return result("clean", undefined, diff);
+    if (diffFingerprints(golden!, dataplane.fingerprint(job.index)).length === 0) return result("clean", undefined, diff);
   }
   // What the scrub could not put back, a rebuild can: same name, same addresses.
   dataplane.destroySlot(job.index);
   dataplane.buildSlot(job.index);
-  const again = diffFingerprints(golden, dataplane.fingerprint(job.index));
+  const again = diffFingerprints(golden!, dataplane.fingerprint(job.index));
   if (again.length === 0) return result("rebuilt", undefined, diff);
   return result("quarantined", `differs from a fresh slot after rebuild: ${again.slice(0, 3).join("; ")}`, again);
 }

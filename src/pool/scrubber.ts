@@ -50,7 +50,7 @@ export class Scrubber {
 
   constructor(options: DataplaneOptions, stateDir: string, version: string) {
     const init: WorkerInit = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
-    this.worker = new Worker(new URL("./scrub-worker.js", import.meta.url), { workerData: init });
+    this.worker = new Worker(new URL("./scrub-worker.js", import.meta.url), { workerData: init, trackUnmanagedFds: false });
     this.worker.on("message", (reply: Reply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;

@@ -285,7 +285,7 @@ export class NetslotClient {
       });
       req.on("error", (err: Error & { code?: string }) => {
         const wrapped = new NetslotConnectionError(this.socketPath, err);
-        if (req.reusedSocket && err.code === "ECONNRESET") Object.assign(wrapped, { reusedSocket: true });
+        if (req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE")) Object.assign(wrapped, { reusedSocket: true });
         reject(wrapped);
       });
       req.end(payload);

@@ -584,7 +584,12 @@ export class Rtnl {
       af.push(attrNested(AF_INET, [attrNested(IFLA_INET_CONF, [attr(IPV4_DEVCONF_FORWARDING, conf)])]));
     }
     if (change.ipv6LinkLocal === false) af.push(attrNested(AF_INET6, [attrU8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE)]));
-    if (af.length > 0) attrs.push(attrNested(IFLA_AF_SPEC, af));
+    if (af.length > 0) {
+      // The kernel applies IFLA_AF_SPEC after the flags: a device with carrier would get
+      // its IPv6 link-local address on the way up. So the per-family settings go first.
+      this.sock.request(encodeMessage(RTM_NEWLINK, 0, [ifinfomsg(index), attrNested(IFLA_AF_SPEC, af)]), `RTM_NEWLINK set ${index} af`);
+    }
+    if (attrs.length === 0 && mask === 0) return;
     this.sock.request(encodeMessage(RTM_NEWLINK, 0, [ifinfomsg(index, flags, mask), ...attrs]), `RTM_NEWLINK set ${index}`);
   }
 
