@@ -107,6 +107,8 @@ interface LedgerEntry {
   expiresAt: number | null;
   network: TenantNetwork | undefined;
   fate: LeaseFate;
+  /** When the 204 arrived (Date.now()): a list sent before then may still show the lease. */
+  releasedAt?: number;
   /** This lease's TTL is renewed by its worker; others are left to expire. */
   keepAlive: boolean;
 }
@@ -340,6 +342,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
           try {
             await client.release(entry.id);
             entry.fate = "released";
+            entry.releasedAt = Date.now();
             released++;
           } catch (err) {
             if (err instanceof NetslotApiError) {
@@ -375,7 +378,10 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
             if (other) violate(`list shows slot ${l.slot.index} in two leases: ${other} and ${l.id}`);
             seen.set(l.slot.index, l.id);
             const entry = ledger.get(l.id);
-            if (entry?.fate === "released") violate(`released lease ${l.id} is listed again`);
+            // Another worker's release may have been answered while this list was in flight.
+            if (entry?.fate === "released" && entry.releasedAt !== undefined && entry.releasedAt < sentAt) {
+              violate(`released lease ${l.id} is listed again`);
+            }
           }
         }
       } catch (err) {
