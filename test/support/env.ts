@@ -73,20 +73,30 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
   const hostAddress = `198.18.${octet}.1`;
   const address = `198.18.${octet}.2`;
   const mtu = String(opts.mtu ?? 1400);
-  sh("ip", ["netns", "add", netns]);
-  sh("ip", ["link", "add", uplink, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", netns, "mtu", mtu]);
-  sh("ip", ["addr", "add", `${hostAddress}/24`, "dev", uplink]);
-  sh("ip", ["link", "set", uplink, "up"]);
-  nsExec(netns, ["ip", "link", "set", "lo", "up"]);
-  nsExec(netns, ["ip", "addr", "add", `${address}/24`, "dev", "eth0"]);
-  nsExec(netns, ["ip", "link", "set", "eth0", "up"]);
-  // The upstream only knows the host's uplink address: anything else it sees was not masqueraded.
-  nsExec(netns, ["ip", "route", "add", "default", "via", hostAddress]);
   let metadataRouted = false;
-  if (opts.routeMetadata) {
-    nsExec(netns, ["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    sh("ip", ["route", "replace", "169.254.169.254/32", "via", address, "dev", uplink]);
-    metadataRouted = true;
+  const remove = () => {
+    if (metadataRouted) sh("ip", ["route", "del", "169.254.169.254/32", "via", address, "dev", uplink], { allowFail: true });
+    sh("ip", ["link", "del", uplink], { allowFail: true });
+    sh("ip", ["netns", "del", netns], { allowFail: true });
+  };
+  try {
+    sh("ip", ["netns", "add", netns]);
+    sh("ip", ["link", "add", uplink, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", netns, "mtu", mtu]);
+    sh("ip", ["addr", "add", `${hostAddress}/24`, "dev", uplink]);
+    sh("ip", ["link", "set", uplink, "up"]);
+    nsExec(netns, ["ip", "link", "set", "lo", "up"]);
+    nsExec(netns, ["ip", "addr", "add", `${address}/24`, "dev", "eth0"]);
+    nsExec(netns, ["ip", "link", "set", "eth0", "up"]);
+    // The upstream only knows the host's uplink address: anything else it sees was not masqueraded.
+    nsExec(netns, ["ip", "route", "add", "default", "via", hostAddress]);
+    if (opts.routeMetadata) {
+      nsExec(netns, ["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+      sh("ip", ["route", "replace", "169.254.169.254/32", "via", address, "dev", uplink]);
+      metadataRouted = true;
+    }
+  } catch (err) {
+    remove(); // a half-made upstream would outlive the test that failed to make it
+    throw err;
   }
   return {
     netns,
@@ -94,11 +104,7 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
     hostAddress,
     address,
     metadataRouted,
-    remove() {
-      if (metadataRouted) sh("ip", ["route", "del", "169.254.169.254/32", "via", address, "dev", uplink], { allowFail: true });
-      sh("ip", ["link", "del", uplink], { allowFail: true });
-      sh("ip", ["netns", "del", netns], { allowFail: true });
-    },
+    remove,
   };
 }
 
