@@ -49,6 +49,7 @@ export class Pool implements LeaseService {
   private readonly slots: SlotEntry[];
   private readonly free: number[] = [];
   private readonly leases = new Map<string, StoredLease>();
+  private readonly leasesByOwner = new Map<number, Set<string>>();
   private status: "booting" | "ready" = "booting";
   private built = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -99,7 +100,7 @@ export class Pool implements LeaseService {
     const { store, dataplane, size } = this.options;
     store.ensureSlots(size);
     const stored = new Map(store.slots().map((s) => [s.idx, s]));
-    for (const lease of store.listLeases()) this.leases.set(lease.id, lease);
+    for (const lease of store.listLeases()) this.track(lease);
     const leaseBySlot = new Map([...this.leases.values()].map((l) => [l.slotIndex, l]));
 
     // Objects of our prefix beyond the pool (a smaller --pool-size, or leftovers).
@@ -110,7 +111,7 @@ export class Pool implements LeaseService {
       if (lease.slotIndex >= size) {
         this.log(`lease ${lease.id} points at slot ${lease.slotIndex}, beyond the pool; dropping it`);
         store.deleteLease(lease.id);
-        this.leases.delete(lease.id);
+        this.untrack(lease);
       }
     }
 
@@ -362,7 +363,7 @@ export class Pool implements LeaseService {
     slot.state = "leased";
     slot.leaseId = lease.id;
     slot.since = lease.createdAt;
-    this.leases.set(lease.id, lease);
+    this.track(lease);
     this.leasesTotal.inc();
     if (lease.expiresAt) this.armExpiry();
     this.acquireSeconds.observe((performance.now() - start) / 1000);
@@ -402,7 +403,7 @@ export class Pool implements LeaseService {
     if (!lease) return;
     this.options.store.deleteLease(id);
     faultPoint("release.after-store");
-    this.leases.delete(id);
+    this.untrack(lease);
     const slot = this.slots[lease.slotIndex]!;
     slot.state = "scrubbing";
     slot.leaseId = undefined;
@@ -559,15 +560,30 @@ export class Pool implements LeaseService {
     }
   }
 
-  /** Stops watching an owner that holds no lease (an acquire for it failed). */
+  /** Lease maps kept in step: by id, and by owner pid (so release never scans all leases). */
+  private track(lease: StoredLease): void {
+    this.leases.set(lease.id, lease);
+    if (lease.ownerPid === undefined) return;
+    const ids = this.leasesByOwner.get(lease.ownerPid) ?? new Set<string>();
+    ids.add(lease.id);
+    this.leasesByOwner.set(lease.ownerPid, ids);
+  }
+
+  private untrack(lease: StoredLease): void {
+    this.leases.delete(lease.id);
+    if (lease.ownerPid === undefined) return;
+    const ids = this.leasesByOwner.get(lease.ownerPid);
+    ids?.delete(lease.id);
+    if (ids?.size === 0) this.leasesByOwner.delete(lease.ownerPid);
+  }
+
+  /** Stops watching an owner that holds no lease (its last ended, or an acquire for it failed). */
   private unwatchIfUnused(pid: number | undefined): void {
-    if (pid !== undefined && ![...this.leases.values()].some((l) => l.ownerPid === pid)) this.owners.unwatch(pid);
+    if (pid !== undefined && !this.leasesByOwner.has(pid)) this.owners.unwatch(pid);
   }
 
   private ownerExited(pid: number): void {
-    for (const lease of [...this.leases.values()]) {
-      if (lease.ownerPid === pid) this.tryEnd(lease.id, "owner_exited");
-    }
+    for (const id of [...(this.leasesByOwner.get(pid) ?? [])]) this.tryEnd(id, "owner_exited");
   }
 
   /** Re-watches owners after a restart; leases whose owner is gone (or was replaced) end. */

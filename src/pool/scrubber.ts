@@ -36,6 +36,9 @@ export interface ScrubResult {
   ms: number;
 }
 
+/** A job as the pool asks for it; the id is the scrubber's to give. */
+type JobRequest = ScrubJob extends infer J ? (J extends ScrubJob ? Omit<J, "id"> : never) : never;
+
 type Reply =
   | ScrubResult
   | BuildResult
@@ -74,7 +77,7 @@ export class Scrubber {
     this.pending.clear();
   }
 
-  private send<T extends Reply>(job: Omit<ScrubJob, "id"> & { type: ScrubJob["type"] }): Promise<T> {
+  private send<T extends Reply>(job: JobRequest): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: Reply) => void, reject });
@@ -84,23 +87,23 @@ export class Scrubber {
 
   /** Scrub, verify against the golden fingerprint, rebuild if needed. */
   scrub(index: number, tenant: TenantNetwork | undefined): Promise<ScrubResult> {
-    return this.send<ScrubResult>({ type: "scrub", index, tenant } as Omit<ScrubJob, "id">);
+    return this.send<ScrubResult>({ type: "scrub", index, tenant });
   }
 
   /** Takes the golden fingerprint from slot `index`, rebuilding it first unless it is fresh. */
   async golden(index: number, rebuild: boolean): Promise<string> {
-    const r = await this.send<{ type: "golden"; id: number; summary: string }>({ type: "golden", index, rebuild } as Omit<ScrubJob, "id">);
+    const r = await this.send<{ type: "golden"; id: number; summary: string }>({ type: "golden", index, rebuild });
     return r.summary;
   }
 
   /** Builds slots from nothing on the worker's thread (boot runs two builders). */
   build(indices: number[], retries: number): Promise<BuildResult> {
-    return this.send<BuildResult>({ type: "build", indices, retries } as Omit<ScrubJob, "id">);
+    return this.send<BuildResult>({ type: "build", indices, retries });
   }
 
   /** Differences of slot `index` from the golden fingerprint (empty when identical). */
   async verify(index: number): Promise<string[]> {
-    const r = await this.send<{ type: "verified"; id: number; diff: string[] }>({ type: "verify", index } as Omit<ScrubJob, "id">);
+    const r = await this.send<{ type: "verified"; id: number; diff: string[] }>({ type: "verify", index });
     return r.diff;
   }
 
