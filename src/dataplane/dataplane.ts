@@ -17,7 +17,10 @@ import {
   TAP_NAME,
   VXLAN_NAME,
   DUMMY_VNI,
+  cidrContains,
+  cidrsOverlap,
   formatCidr,
+  ipToInt,
   parseSlotName,
   slotAddressing,
   bpfPinDir,
@@ -62,6 +65,44 @@ export function defaultRouteDevice(): string | undefined {
   } finally {
     rtnl.close();
   }
+}
+
+/**
+ * Routes and addresses of the root namespace inside `linkCidr` that are not this prefix's
+ * own (`ip route show table all`, `ip addr`): another daemon's slots, or the host's own
+ * networks. A daemon started on such a CIDR would fail every build (`File exists`) or,
+ * worse, shadow a host network. Covering routes (the default route, a /8 a VPN adds) are
+ * fine: the slots' more specific routes win. Empty when the CIDR is free.
+ */
+export function linkCidrConflicts(prefix: string, linkCidr: Cidr): string[] {
+  const root = Rtnl.open();
+  try {
+    const links = root.links();
+    const ours = new Set(links.filter((l) => parseSlotName(prefix, l.name) !== undefined).map((l) => l.index));
+    const nameOf = (index: number | undefined) => (index === undefined ? "no device" : (links.find((l) => l.index === index)?.name ?? `ifindex ${index}`));
+    const conflicts: string[] = [];
+    for (const r of root.routes(4)) {
+      if (r.dst === "default" || (r.oif !== undefined && ours.has(r.oif))) continue;
+      const dst = parseCidrLoose(r.dst);
+      if (dst.prefixLength < linkCidr.prefixLength || !cidrsOverlap(dst, linkCidr)) continue;
+      conflicts.push(`route ${r.dst} (table ${r.table}, ${nameOf(r.oif)})`);
+    }
+    for (const a of root.addresses()) {
+      if (a.family !== 4 || ours.has(a.index) || !cidrContains(linkCidr, ipToInt(a.address))) continue;
+      conflicts.push(`address ${a.address}/${a.prefixLength} on ${nameOf(a.index)}`);
+    }
+    return conflicts;
+  } finally {
+    root.close();
+  }
+}
+
+/** "a.b.c.d/n" or "a.b.c.d" (host bits allowed) as a network. */
+function parseCidrLoose(text: string): Cidr {
+  const [ip, len] = text.split("/");
+  const prefixLength = len === undefined ? 32 : Number(len);
+  const size = 2 ** (32 - prefixLength);
+  return { base: ipToInt(ip!) - (ipToInt(ip!) % size), prefixLength, size };
 }
 
 export class SlotDataplane {
