@@ -89,6 +89,8 @@ async function serve(config: DaemonConfig): Promise<void> {
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
   };
+  // Recorded before changing: purge puts back what was there before the first start.
+  store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
   const tty = config.progress && process.stderr.isTTY === true;
