@@ -2,23 +2,20 @@
 // the pool, and stops cleanly on SIGTERM, leaving the slots in place for the next start.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { createApiServer } from "../api/server.js";
 import { SlotDataplane, defaultRouteDevice } from "../dataplane/dataplane.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
+import { Gauge } from "../pool/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
-
-export function packageVersion(): string {
-  return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
-}
+export { PACKAGE_ROOT, packageVersion };
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
@@ -78,7 +75,12 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
       process.stderr.write(renderProgress(p, tty));
     },
   });
-  const api = createApiServer({ service: pool, consumers: config.consumers, admin: pool });
+  pool.registry.add(
+    new Gauge("netslot_build_info", "Always 1; the labels say which netslot and Node answer", () => [
+      { labels: { version: packageVersion(), node: process.version }, value: 1 },
+    ]),
+  );
+  const api = createApiServer({ service: pool, consumers: config.consumers, admin: pool, version: packageVersion() });
   await api.listen(config.socket);
   log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
 

@@ -269,7 +269,7 @@ export class Pool implements LeaseService {
 
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
-  health(): Health {
+  health(): Omit<Health, "version"> {
     return { status: this.status, pool: { ...this.pool(), built: this.built } };
   }
 
