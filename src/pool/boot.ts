@@ -49,6 +49,8 @@ interface Reconciled {
 export class PoolBoot {
   /** Slots in the kernel so far (adopted or built), for health during boot. */
   built = 0;
+  /** The first build failure of this boot, for the daemon's one-line refusal. */
+  firstFailure: string | undefined;
 
   constructor(private readonly deps: BootDeps) {}
 
@@ -223,6 +225,7 @@ export class PoolBoot {
   /** A slot that could not be built after retries stays missing; boot goes on without it. */
   private buildFailed(index: number, reason: string): void {
     this.deps.metrics.buildFailures.inc();
+    this.firstFailure ??= `slot ${index}: ${reason}`;
     this.deps.slots.markMissing(index, undefined, `build failed: ${reason}`);
     this.deps.log(`slot ${index}: ${this.deps.slots.reasonOf(index)}`);
   }

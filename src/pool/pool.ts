@@ -69,9 +69,14 @@ export class Pool implements LeaseService {
     return progress;
   }
 
+  /** The first build failure of this boot, for the daemon's one-line refusal. */
+  firstBuildFailure(): string | undefined {
+    return this.booter.firstFailure;
+  }
+
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
-  health(): Health {
+  health(): Omit<Health, "version"> {
     return { status: this.status, pool: { ...this.pool(), built: this.booter.built } };
   }
 
