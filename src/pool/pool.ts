@@ -52,6 +52,7 @@ export class Pool implements LeaseService {
   private readonly leasesByOwner = new Map<number, Set<string>>();
   private status: "booting" | "ready" = "booting";
   private built = 0;
+  private firstFailure: string | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private readonly pendingScrubs = new Set<number>();
   private closed = false;
@@ -254,9 +255,15 @@ export class Pool implements LeaseService {
   private buildFailed(index: number, reason: string): void {
     const slot = this.slots[index]!;
     this.buildFailures.inc();
+    this.firstFailure ??= `slot ${index}: ${reason}`;
     slot.state = "missing";
     slot.reason = `build failed: ${reason}`;
     this.log(`slot ${index}: ${slot.reason}`);
+  }
+
+  /** The first build failure of this boot, for the daemon's one-line refusal. */
+  firstBuildFailure(): string | undefined {
+    return this.firstFailure;
   }
 
   private tryApplyTenant(index: number, network: TenantNetwork): void {
