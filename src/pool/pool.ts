@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { NetslotError } from "../core/errors.js";
 import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, QuarantinedSlot, SlotState, TenantNetwork } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
-import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
+import { GATEWAY_IP, GUEST_IP, tenantCidrConflict, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
 import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
 import { OwnerWatcher } from "./owners.js";
@@ -310,6 +310,8 @@ export class Pool implements LeaseService {
     if (request.network && this.options.dataplane.options.vtepRemote === undefined) {
       throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
     }
+    const conflict = request.network && tenantCidrConflict(request.network.cidr, this.options.dataplane.options.linkCidr, this.options.dataplane.options.vtepRemote);
+    if (conflict) throw new NetslotError("invalid_request", `/network/cidr ${conflict}`, { field: "/network/cidr" });
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
       throw new NetslotError("invalid_request", `process ${request.ownerPid} does not exist`, { field: "/ownerPid" });
     }
