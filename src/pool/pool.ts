@@ -19,6 +19,8 @@ export interface PoolOptions {
   store: LeaseStore;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
+  /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
+  bootId?: string;
   log?: (msg: string) => void;
 }
 
@@ -65,6 +67,7 @@ export class Pool implements LeaseService {
   private readonly leasesTotal = this.registry.add(new Counter("netslot_leases_total", "Leases granted"));
   private readonly releasesTotal = this.registry.add(new Counter("netslot_releases_total", "Leases ended, by cause"));
   private readonly scrubOutcomes = this.registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome"));
+  private readonly voidedTotal = this.registry.add(new Counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)"));
   private readonly buildFailures = this.registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed"));
   private readonly buildSeconds = this.registry.add(new Histogram("netslot_slot_build_seconds", "Time to build one slot"));
   private readonly acquireSeconds = this.registry.add(new Histogram("netslot_acquire_seconds", "Time to grant a lease"));
@@ -100,6 +103,7 @@ export class Pool implements LeaseService {
     const start = performance.now();
     const { store, dataplane, size } = this.options;
     store.ensureSlots(size);
+    this.voidLeasesOfAnotherBoot();
     const stored = new Map(store.slots().map((s) => [s.idx, s]));
     for (const lease of store.listLeases()) this.track(lease);
     const leaseBySlot = new Map([...this.leases.values()].map((l) => [l.slotIndex, l]));
@@ -234,6 +238,23 @@ export class Pool implements LeaseService {
     this.rewatchOwners();
     this.armExpiry();
     return progress();
+  }
+
+  /**
+   * After a host reboot every lease names a VM that died with the host: they are voided
+   * (their slots scrubbed like released ones), counted and logged, before anything else.
+   */
+  private voidLeasesOfAnotherBoot(): void {
+    const { store, bootId } = this.options;
+    if (bootId === undefined) return;
+    const previous = store.bootId();
+    if (previous !== undefined && previous !== bootId) {
+      const leases = store.listLeases();
+      for (const lease of leases) store.deleteLease(lease.id);
+      if (leases.length > 0) this.voidedTotal.inc({ cause: "reboot" }, leases.length);
+      this.log(`the host rebooted since the last start (boot id ${previous} → ${bootId}): ${leases.length} leases of the previous boot voided`);
+    }
+    if (previous !== bootId) store.setBootId(bootId);
   }
 
   private buildWithRetry(index: number): boolean {
