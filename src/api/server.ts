@@ -6,6 +6,7 @@ import * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 import { NetslotError } from "../core/errors.js";
+import { packageVersion } from "../core/version.js";
 import type { LeaseService, SlotState } from "../core/types.js";
 import { ConsumerAuth, type ConsumerConfig } from "./consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
@@ -36,7 +37,12 @@ export interface ApiServerOptions {
   /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
   metricsExtra?: () => string;
   logger?: ApiLogger;
+  /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
+  version?: string;
 }
+
+/** Header on every answer: which daemon version answered (clients may log it; /v1 only grows). */
+export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
   listen(socketPath: string): Promise<void>;
@@ -207,6 +213,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   // Compiled once, now: a broken schema fails at startup, not on the first request.
   const validators = createRequestValidators();
   const metrics = new HttpMetrics();
+  const version = options.version ?? packageVersion();
 
   function sendJson(res: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
     const body = JSON.stringify(value);
@@ -294,7 +301,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     },
   };
   const staticRoutes = new Map<string, Route>([
-    ["/v1/health", { template: "/v1/health", public: true, methods: { GET: (ctx) => sendJson(ctx.res, 200, service.health()) } }],
+    ["/v1/health", { template: "/v1/health", public: true, methods: { GET: (ctx) => sendJson(ctx.res, 200, { ...service.health(), version }) } }],
     ["/v1/pool", { template: "/v1/pool", methods: { GET: (ctx) => sendJson(ctx.res, 200, service.pool()) } }],
     [
       "/v1/leases",
@@ -463,6 +470,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   }
 
   const server = http.createServer((req, res) => {
+    res.setHeader(VERSION_HEADER, version);
     handle(req, res).catch((err: unknown) => {
       try {
         fail(req, res, err);
@@ -485,7 +493,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     const error = tooLarge
       ? new NetslotError("invalid_request", "the request headers are too large", { field: "" })
       : new NetslotError("invalid_request", `malformed HTTP request (${err.code ?? err.message})`, { field: "" });
-    socket.end(rawProblemResponse(error));
+    socket.end(rawProblemResponse(error, { [VERSION_HEADER]: version }));
   });
   server.on("error", (err) => logger.error("API server error", { error: String(err) }));
 

@@ -153,7 +153,11 @@ export const HealthPool = Type.Object(
 );
 
 export const Health = Type.Object(
-  { status: StringEnum(["booting", "ready"]), pool: HealthPool },
+  {
+    status: StringEnum(["booting", "ready"]),
+    pool: HealthPool,
+    version: Type.String({ description: "The daemon's package version; every answer also carries it in the Netslot-Version header." }),
+  },
   { additionalProperties: false },
 );
 

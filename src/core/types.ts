@@ -20,7 +20,8 @@ export type {
  * another consumer is reported as not found. Methods throw `NetslotError` (errors.ts).
  */
 export interface LeaseService {
-  health(): Health;
+  /** The API adds the version. */
+  health(): Omit<Health, "version">;
   pool(): PoolCounts;
   acquire(consumer: string, request: LeaseRequest): Promise<Lease>;
   list(consumer: string): Lease[];
