@@ -185,6 +185,7 @@ export function createRequestValidators(doc: OpenApiDocument, schemas = new Sche
       if (input.ttlSeconds !== undefined) value.ttlSeconds = input.ttlSeconds;
       if (input.labels !== undefined) value.labels = { ...input.labels };
       if (input.network !== undefined) value.network = { vni: input.network.vni, cidr: input.network.cidr };
+      if (input.profile !== undefined) value.profile = input.profile;
       if (input.ownerPid !== undefined) value.ownerPid = input.ownerPid;
       return { ok: true, value };
     },

@@ -14,6 +14,11 @@ export const ERRORS = {
     title: "Missing or unknown bearer token",
     fix: "Send `Authorization: Bearer <token>` with a token configured for your consumer.",
   },
+  profile_forbidden: {
+    status: 403,
+    title: "The consumer may not use this profile",
+    fix: "Name one of the profiles listed for your consumer in the daemon's config file, or ask the operator to add it.",
+  },
   lease_not_found: {
     status: 404,
     title: "No such lease",

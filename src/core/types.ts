@@ -32,6 +32,8 @@ export interface Lease {
   guest: GuestConfig;
   labels: Record<string, string>;
   network?: TenantNetwork;
+  /** The network profile the lease was granted with (operator-defined, see the config file). */
+  profile?: string;
   ownerPid?: number;
   createdAt: string;
   /** null when the lease has no TTL. */
@@ -42,6 +44,8 @@ export interface LeaseRequest {
   ttlSeconds?: number;
   labels?: Record<string, string>;
   network?: TenantNetwork;
+  /** A network profile the operator defined; without one the lease has no egress policy. */
+  profile?: string;
   ownerPid?: number;
 }
 

@@ -1,10 +1,13 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+import { PROFILE_NAME_PATTERN, ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
 
 export interface ConsumerConfig {
   name: string;
   token: string;
+  /** Profiles this consumer may name in a lease request; absent = every profile. */
+  profiles?: string[];
 }
 
 export interface DaemonConfig {
@@ -18,6 +21,8 @@ export interface DaemonConfig {
   vtepRemote: string | undefined;
   vtepPort: number;
   consumers: ConsumerConfig[];
+  /** Network profiles a lease request may name (src/core/profiles.ts). */
+  profiles: ProfilesConfig;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
 }
@@ -32,6 +37,7 @@ export const DEFAULTS: DaemonConfig = {
   vtepRemote: undefined,
   vtepPort: 4789,
   consumers: [],
+  profiles: {},
   progress: true,
 };
 
@@ -130,9 +136,26 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
     }
   }
-  for (const c of config.consumers) {
+  try {
+    config.profiles = parseProfiles(config.profiles);
+  } catch (err) {
+    if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
+    throw err;
+  }
+  config.consumers.forEach((c, i) => {
     if (typeof c.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.name) || typeof c.token !== "string" || c.token.length < 16) {
       throw new ConfigError("each consumer needs a name ([A-Za-z0-9_.-], up to 64) and a token of at least 16 characters");
     }
-  }
+    if (c.profiles === undefined) return;
+    const field = `consumers[${i}].profiles`;
+    if (!Array.isArray(c.profiles)) throw new ConfigError(`config file: ${field}: must be a list of profile names`);
+    c.profiles.forEach((name, j) => {
+      if (typeof name !== "string" || !PROFILE_NAME_PATTERN.test(name)) {
+        throw new ConfigError(`config file: ${field}[${j}]: must be a profile name`);
+      }
+      if (!Object.hasOwn(config.profiles, name)) {
+        throw new ConfigError(`config file: ${field}[${j}]: no profile "${name}" in profiles`);
+      }
+    });
+  });
 }

@@ -70,6 +70,8 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     dataplane,
     scrubber,
     store,
+    profiles: config.profiles,
+    consumerProfiles: new Map(config.consumers.flatMap((c) => (c.profiles ? [[c.name, c.profiles] as const] : []))),
     log,
     onProgress: (p) => {
       const now = performance.now();

@@ -11,12 +11,17 @@ import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
 import { OwnerWatcher } from "./owners.js";
 import type { Scrubber, ScrubResult } from "./scrubber.js";
 import { faultPoint } from "../core/faults.js";
+import { egressPolicy, type EgressPolicy, type ProfilesConfig } from "../core/profiles.js";
 
 export interface PoolOptions {
   size: number;
   dataplane: SlotDataplane;
   scrubber: Scrubber;
   store: LeaseStore;
+  /** Network profiles a lease request may name (config file). */
+  profiles?: ProfilesConfig;
+  /** Profiles each consumer may use; a consumer not listed may use every profile. */
+  consumerProfiles?: ReadonlyMap<string, readonly string[]>;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
   log?: (msg: string) => void;
@@ -136,6 +141,8 @@ export class Pool implements LeaseService {
         slot.state = "leased";
         slot.leaseId = lease.id;
         if (lease.network) this.tryApplyTenant(index, lease.network);
+        // Additions are idempotent: a crash between the store write and the policy is covered.
+        this.tryApplyPolicy(index, lease);
       } else if (row?.state === "quarantined") {
         slot.state = "quarantined";
         slot.reason = row.reason ?? "quarantined before restart";
@@ -181,6 +188,7 @@ export class Pool implements LeaseService {
         if (lease) {
           slot.state = "leased";
           if (lease.network) this.tryApplyTenant(index, lease.network);
+          this.tryApplyPolicy(index, lease);
         } else {
           slot.state = "free";
           this.free.push(index);
@@ -267,6 +275,37 @@ export class Pool implements LeaseService {
     }
   }
 
+  /** A rebuilt or adopted slot of a lease gets its profile's policy (as defined now). */
+  private tryApplyPolicy(index: number, lease: StoredLease): void {
+    const policy = this.policyOf(lease.profile);
+    if (!policy) return;
+    try {
+      this.options.dataplane.setEgressPolicy(index, policy);
+    } catch (err) {
+      this.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
+    }
+  }
+
+  private policyOf(profile: string | undefined): EgressPolicy | undefined {
+    if (profile === undefined) return undefined;
+    return egressPolicy(this.options.profiles?.[profile]);
+  }
+
+  /** Unknown profile: invalid_request naming the field; not this consumer's: profile_forbidden. */
+  private checkProfile(consumer: string, profile: string | undefined): void {
+    if (profile === undefined) return;
+    const profiles = this.options.profiles ?? {};
+    if (!Object.hasOwn(profiles, profile)) {
+      const known = Object.keys(profiles);
+      const hint = known.length === 0 ? "this daemon defines no profiles" : `defined: ${known.join(", ")}`;
+      throw new NetslotError("invalid_request", `/profile: no profile "${profile}" (${hint})`, { field: "/profile" });
+    }
+    const allowed = this.options.consumerProfiles?.get(consumer);
+    if (allowed !== undefined && !allowed.includes(profile)) {
+      throw new NetslotError("profile_forbidden", `consumer "${consumer}" may not use profile "${profile}"`);
+    }
+  }
+
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
   health(): Health {
@@ -303,6 +342,7 @@ export class Pool implements LeaseService {
     if (request.network && this.options.dataplane.options.vtepRemote === undefined) {
       throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
     }
+    this.checkProfile(consumer, request.profile);
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
       throw new NetslotError("invalid_request", `process ${request.ownerPid} does not exist`, { field: "/ownerPid" });
     }
@@ -322,6 +362,7 @@ export class Pool implements LeaseService {
         slotIndex: index,
         labels: request.labels ?? {},
         ...(request.network ? { network: request.network } : {}),
+        ...(request.profile !== undefined ? { profile: request.profile } : {}),
         ...(request.ownerPid !== undefined ? { ownerPid: request.ownerPid, ownerStart: this.owners.startTimeOf(request.ownerPid) } : {}),
         createdAt: now.toISOString(),
         expiresAt: request.ttlSeconds !== undefined ? new Date(now.getTime() + request.ttlSeconds * 1000).toISOString() : null,
@@ -357,6 +398,18 @@ export class Pool implements LeaseService {
         this.slots[index]!.state = "scrubbing";
         this.scheduleScrub(index, request.network, performance.now());
         throw new NetslotError("internal", `could not attach the tenant network: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const policy = this.policyOf(request.profile);
+    if (policy) {
+      try {
+        this.options.dataplane.setEgressPolicy(index, policy);
+      } catch (err) {
+        // Undo: the lease was never acknowledged; the scrub empties whatever got in.
+        this.options.store.deleteLease(lease.id);
+        this.slots[index]!.state = "scrubbing";
+        this.scheduleScrub(index, request.network, performance.now(), true);
+        throw new NetslotError("internal", `could not apply profile ${request.profile}: ${(err as Error).message}`, { cause: err });
       }
     }
     const slot = this.slots[index]!;
@@ -411,7 +464,7 @@ export class Pool implements LeaseService {
     this.releasesTotal.inc({ cause });
     this.unwatchIfUnused(lease.ownerPid);
     this.releaseSeconds.observe((performance.now() - start) / 1000);
-    this.scheduleScrub(lease.slotIndex, lease.network, start);
+    this.scheduleScrub(lease.slotIndex, lease.network, start, this.policyOf(lease.profile) !== undefined);
   }
 
   metrics(): string {
@@ -440,6 +493,7 @@ export class Pool implements LeaseService {
       },
       labels: l.labels,
       ...(l.network ? { network: l.network } : {}),
+      ...(l.profile !== undefined ? { profile: l.profile } : {}),
       ...(l.ownerPid !== undefined ? { ownerPid: l.ownerPid } : {}),
       createdAt: l.createdAt,
       expiresAt: l.expiresAt,
@@ -448,18 +502,18 @@ export class Pool implements LeaseService {
 
   // ── scrubbing ─────────────────────────────────────────────────────────────────────
 
-  private scheduleScrub(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+  private scheduleScrub(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
     if (this.pendingScrubs.has(index)) return;
     this.pendingScrubs.add(index);
-    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pendingScrubs.delete(index));
+    void this.scrubNow(index, tenant, releasedAt, policy).finally(() => this.pendingScrubs.delete(index));
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
-  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const slot = this.slots[index]!;
     let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
     try {
-      result = await this.options.scrubber.scrub(index, tenant);
+      result = await this.options.scrubber.scrub(index, tenant, policy);
     } catch (err) {
       result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
@@ -481,7 +535,7 @@ export class Pool implements LeaseService {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
       this.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
-      setTimeout(() => this.scheduleScrub(index, tenant, releasedAt), 1000).unref();
+      setTimeout(() => this.scheduleScrub(index, tenant, releasedAt, policy), 1000).unref();
     }
     slot.since = new Date().toISOString();
   }

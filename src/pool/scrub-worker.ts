@@ -68,7 +68,7 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
     ms: performance.now() - start,
   });
   faultPoint("scrub.before");
-  const scrubbed = dataplane.scrub(job.index, job.tenant);
+  const scrubbed = dataplane.scrub(job.index, job.tenant, job.policy);
   faultPoint("scrub.after-kernel");
   if (!scrubbed.ok) return result("quarantined", scrubbed.reason);
   if (!golden) {
