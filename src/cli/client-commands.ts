@@ -73,6 +73,7 @@ export function formatStatus(health: Health): string {
   const p = health.pool;
   const lines = [
     `status: ${health.status}`,
+    `version: ${health.version}`,
     `pool:   ${p.size} slots: ${p.free} free, ${p.leased} leased, ${p.scrubbing} scrubbing, ${p.quarantined} quarantined, ${p.missing} missing (${p.built} built)`,
   ];
   if (p.quarantinedSlots.length > 0) {

@@ -2,6 +2,7 @@
 // Pure code: parsing and validation (errors name the field), and the egress policy a
 // profile compiles to. The kernel side is the slot's nftables sets (src/dataplane/ruleset.ts).
 import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
+import { NetslotError } from "./errors.js";
 
 export interface EgressPolicyConfig {
   /** CIDRs the guest may open connections to; absent = anywhere, [] = nowhere. */
@@ -117,4 +118,39 @@ export function normalise(cidrs: readonly string[]): string[] {
     out.push(c);
   }
   return out.map(formatCidr);
+}
+
+/**
+ * The profiles of a running daemon: which exist, which a consumer may use, and the policy
+ * each one compiles to (computed once).
+ */
+export class ProfileCatalog {
+  private readonly policies = new Map<string, EgressPolicy | undefined>();
+
+  constructor(
+    profiles: ProfilesConfig = {},
+    /** Profiles each consumer may use; a consumer not in the map may use every profile. */
+    private readonly consumerProfiles: ReadonlyMap<string, readonly string[]> = new Map(),
+  ) {
+    for (const [name, profile] of Object.entries(profiles)) this.policies.set(name, egressPolicy(profile));
+  }
+
+  /** Unknown profile: invalid_request naming /profile; not this consumer's: profile_forbidden. */
+  check(consumer: string, profile: string | undefined): void {
+    if (profile === undefined) return;
+    if (!this.policies.has(profile)) {
+      const known = [...this.policies.keys()];
+      const hint = known.length === 0 ? "this daemon defines no profiles" : `defined: ${known.join(", ")}`;
+      throw new NetslotError("invalid_request", `/profile: no profile "${profile}" (${hint})`, { field: "/profile" });
+    }
+    const allowed = this.consumerProfiles.get(consumer);
+    if (allowed !== undefined && !allowed.includes(profile)) {
+      throw new NetslotError("profile_forbidden", `consumer "${consumer}" may not use profile "${profile}"`);
+    }
+  }
+
+  /** The egress policy of `profile` as defined now; undefined for none (or a profile since removed). */
+  policy(profile: string | undefined): EgressPolicy | undefined {
+    return profile === undefined ? undefined : this.policies.get(profile);
+  }
 }

@@ -71,6 +71,8 @@ export interface PoolCounts {
 export interface Health {
   status: "booting" | "ready";
   pool: PoolCounts & { built: number };
+  /** The daemon's package version (also in the Netslot-Version header of every answer). */
+  version: string;
 }
 
 /**
@@ -78,7 +80,8 @@ export interface Health {
  * another consumer is reported as not found. Methods throw `NetslotError` (errors.ts).
  */
 export interface LeaseService {
-  health(): Health;
+  /** The API adds the version. */
+  health(): Omit<Health, "version">;
   pool(): PoolCounts;
   acquire(consumer: string, request: LeaseRequest): Promise<Lease>;
   list(consumer: string): Lease[];

@@ -31,7 +31,7 @@ export class FakeService implements LeaseService {
     return this.calls.filter((c) => c.method === method).length;
   }
 
-  health(): Health {
+  health(): Omit<Health, "version"> {
     this.maybeFail("health");
     return { status: this.status, pool: { ...this.pool(), built: this.status === "ready" ? this.size : 1 } };
   }
