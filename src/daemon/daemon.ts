@@ -12,6 +12,7 @@ import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 import { ProfileCatalog } from "../core/profiles.js";
 
@@ -90,10 +91,13 @@ async function serve(config: DaemonConfig): Promise<void> {
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
-  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
+  // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
+  const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
+  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
+    bootId: kernelBootId(),
     size: config.poolSize,
     dataplane,
     scrubber,

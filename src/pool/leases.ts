@@ -5,6 +5,7 @@ import { NetslotError } from "../core/errors.js";
 import { faultPoint } from "../core/faults.js";
 import type { LeaseRequest } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
+import { tenantCidrConflict } from "../dataplane/topology.js";
 import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
 import type { SlotTable } from "./allocation.js";
 import { OwnerWatcher } from "./owners.js";
@@ -47,6 +48,8 @@ export class LeaseLifecycle {
     if (request.network && dataplane.options.vtepRemote === undefined) {
       throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
     }
+    const conflict = request.network && tenantCidrConflict(request.network.cidr, dataplane.options.linkCidr, dataplane.options.vtepRemote);
+    if (conflict) throw new NetslotError("invalid_request", `/network/cidr ${conflict}`, { field: "/network/cidr" });
     this.deps.profiles.check(consumer, request.profile);
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
       throw new NetslotError("invalid_request", `process ${request.ownerPid} does not exist`, { field: "/ownerPid" });
