@@ -185,6 +185,10 @@ export function createRequestValidators(doc: OpenApiDocument, schemas = new Sche
       if (input.ttlSeconds !== undefined) value.ttlSeconds = input.ttlSeconds;
       if (input.labels !== undefined) value.labels = { ...input.labels };
       if (input.network !== undefined) value.network = { vni: input.network.vni, cidr: input.network.cidr };
+      if (input.owner !== undefined && input.ownerPid !== undefined) {
+        return { ok: false, error: { field: "/ownerPid", detail: "send owner or ownerPid, not both" } };
+      }
+      if (input.owner !== undefined) value.owner = input.owner;
       if (input.ownerPid !== undefined) value.ownerPid = input.ownerPid;
       return { ok: true, value };
     },

@@ -39,6 +39,26 @@ export const ERRORS = {
     title: "Unsupported media type",
     fix: "Send the body as `Content-Type: application/json`.",
   },
+  forbidden: {
+    status: 403,
+    title: "Operator action",
+    fix: "Quarantine retries, listing every consumer's leases, releasing another consumer's lease and draining need a consumer with role operator.",
+  },
+  network_forbidden: {
+    status: 403,
+    title: "Network not allowed for this consumer",
+    fix: "Use a VNI listed in your consumer's `vnis` in the daemon's config file, or ask the operator to add it.",
+  },
+  owner_forbidden: {
+    status: 403,
+    title: "The owner process is not the caller",
+    fix: "Send `owner: \"caller\"`, or an `ownerPid` that is the calling process itself or one of its descendants (as the daemon's PID namespace names it).",
+  },
+  quota_exceeded: {
+    status: 429,
+    title: "The consumer holds its maximum of leases",
+    fix: "Release a lease first, retry after Retry-After, or ask the operator to raise quota.max.",
+  },
   slot_not_quarantined: {
     status: 409,
     title: "The slot is not quarantined",
@@ -48,6 +68,11 @@ export const ERRORS = {
     status: 503,
     title: "No free slot",
     fix: "Retry after the number of seconds in Retry-After, release unused leases, or grow --pool-size.",
+  },
+  draining: {
+    status: 503,
+    title: "The daemon is draining",
+    fix: "The operator stopped new leases for maintenance (`netslot undrain` ends it); existing leases keep running. Retry later or on another host.",
   },
   booting: {
     status: 503,
@@ -68,19 +93,30 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/** How a lease ended (in a lease_not_found answer for a lease that ended within the last hour). */
+export interface LeaseEnd {
+  at: string;
+  cause: "released" | "expired" | "owner_exited" | "force_released";
+  /** The operator, for force_released. */
+  by?: string;
+}
+
 export class NetslotError extends Error {
   readonly code: ErrorCode;
   /** The request field at fault, for invalid_request (a JSON pointer like /ttlSeconds). */
   readonly field: string | undefined;
-  /** Seconds, for errors that are worth retrying (pool_exhausted, booting). */
+  /** Seconds, for errors that are worth retrying (pool_exhausted, quota_exceeded, draining, booting). */
   readonly retryAfter: number | undefined;
+  /** For lease_not_found of a lease that ended recently: when and how. */
+  readonly ended: LeaseEnd | undefined;
 
-  constructor(code: ErrorCode, detail: string, opts: { field?: string; retryAfter?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, detail: string, opts: { field?: string; retryAfter?: number; ended?: LeaseEnd; cause?: unknown } = {}) {
     super(detail, { cause: opts.cause });
     this.name = "NetslotError";
     this.code = code;
     this.field = opts.field;
     this.retryAfter = opts.retryAfter;
+    this.ended = opts.ended;
   }
 
   get status(): number {

@@ -42,6 +42,9 @@ export interface LeaseRequest {
   ttlSeconds?: number;
   labels?: Record<string, string>;
   network?: TenantNetwork;
+  /** "caller": the lease ends when the calling process (as the kernel names it) exits. */
+  owner?: "caller";
+  /** The lease ends when this process exits; it must be the caller or a descendant. */
   ownerPid?: number;
 }
 
@@ -49,8 +52,18 @@ export type SlotState = "free" | "leased" | "scrubbing" | "quarantined" | "build
 
 export interface QuarantinedSlot {
   index: number;
-  reason: string;
+  /** Operators only: a reason may name other consumers' processes. */
+  reason?: string;
   since: string;
+}
+
+/** One configured consumer's use of the pool. */
+export interface ConsumerUsage {
+  name: string;
+  leased: number;
+  reserved: number;
+  /** null: no cap. */
+  max: number | null;
 }
 
 export interface PoolCounts {
@@ -62,11 +75,28 @@ export interface PoolCounts {
   /** Slots not yet built (boot) or that could not be built. */
   missing: number;
   quarantinedSlots: QuarantinedSlot[];
+  /** An operator stopped new leases (503 draining); existing leases run on. */
+  draining: boolean;
+  /** Configured consumers' use (a consumer sees only its own; empty without consumers). */
+  consumers: ConsumerUsage[];
 }
 
+/** What anyone who can open the socket may see: status and counts, nothing about consumers. */
 export interface Health {
   status: "booting" | "ready";
-  pool: PoolCounts & { built: number };
+  draining: boolean;
+  pool: Pick<PoolCounts, "size" | "free" | "leased" | "scrubbing" | "quarantined" | "missing"> & { built: number };
+}
+
+/** One line of the audit log: who did what to which lease and slot, and why. */
+export interface AuditEvent {
+  event: "grant" | "release" | "expiry" | "owner_exit" | "force_release" | "quarantine" | "retry" | "drain" | "undrain";
+  consumer?: string;
+  lease?: string;
+  slot?: number;
+  reason?: string;
+  /** The operator behind a force-release, retry or drain. */
+  by?: string;
 }
 
 /**
@@ -75,12 +105,16 @@ export interface Health {
  */
 export interface LeaseService {
   health(): Health;
+  /** Every consumer's view; the API narrows it for non-operators. */
   pool(): PoolCounts;
   acquire(consumer: string, request: LeaseRequest): Promise<Lease>;
-  list(consumer: string): Lease[];
-  get(consumer: string, id: string): Lease;
+  /** `all` (operators): every consumer's leases. */
+  list(consumer: string, opts?: { all?: boolean }): Lease[];
+  /** `operator`: another consumer's lease is found too. */
+  get(consumer: string, id: string, opts?: { operator?: boolean }): Lease;
   renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease>;
-  release(consumer: string, id: string): Promise<void>;
+  /** `operator`: another consumer's lease is force-released. */
+  release(consumer: string, id: string, opts?: { operator?: boolean }): Promise<void>;
   /** Prometheus text exposition of the pool's own metrics. */
   metrics(): string;
 }

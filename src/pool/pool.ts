@@ -3,10 +3,11 @@
 // acknowledged. Kernel work goes through the dataplane only.
 import { randomBytes } from "node:crypto";
 import { NetslotError } from "../core/errors.js";
-import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, QuarantinedSlot, SlotState, TenantNetwork } from "../core/types.js";
+import type { AuditEvent, Health, Lease, LeaseRequest, LeaseService, PoolCounts, QuarantinedSlot, SlotState, TenantNetwork } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
-import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
+import { SlotNotFreeError, type EndCause, type LeaseStore, type StoredLease } from "../store/store.js";
+import type { Quotas } from "../tenancy/quotas.js";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
 import { OwnerWatcher } from "./owners.js";
 import type { Scrubber, ScrubResult } from "./scrubber.js";
@@ -17,6 +18,10 @@ export interface PoolOptions {
   dataplane: SlotDataplane;
   scrubber: Scrubber;
   store: LeaseStore;
+  /** Per-consumer max and reservations; none: any consumer may take any free slot. */
+  quotas?: Quotas;
+  /** One call per grant, end, quarantine, retry and drain switch (the daemon logs them). */
+  audit?: (event: AuditEvent) => void;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
   log?: (msg: string) => void;
@@ -50,6 +55,10 @@ export class Pool implements LeaseService {
   private readonly free: number[] = [];
   private readonly leases = new Map<string, StoredLease>();
   private readonly leasesByOwner = new Map<number, Set<string>>();
+  /** Leases held per consumer, for quotas and GET /v1/pool. */
+  private readonly leasedByConsumer = new Map<string, number>();
+  private readonly leasedBy = (name: string): number => this.leasedByConsumer.get(name) ?? 0;
+  private draining = false;
   private status: "booting" | "ready" = "booting";
   private built = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -58,6 +67,7 @@ export class Pool implements LeaseService {
   private readonly owners = new OwnerWatcher((pid) => this.ownerExited(pid));
   /** Lease ends (expiry, owner exit) the store refused; retried every second. */
   private readonly endRetries = new Map<string, "expired" | "owner_exited">();
+  private readonly audit: (event: AuditEvent) => void;
   private retryTimer: NodeJS.Timeout | undefined;
 
   readonly registry = new Registry();
@@ -72,6 +82,7 @@ export class Pool implements LeaseService {
   private readonly reuseSeconds = this.registry.add(new Histogram("netslot_release_to_reusable_seconds", "Release until the slot is free again"));
 
   constructor(private readonly options: PoolOptions) {
+    this.audit = options.audit ?? (() => undefined);
     const now = new Date().toISOString();
     this.slots = Array.from({ length: options.size }, () => ({ state: "missing" as SlotState, since: now }));
     this.registry.add(
@@ -99,6 +110,7 @@ export class Pool implements LeaseService {
     const start = performance.now();
     const { store, dataplane, size } = this.options;
     store.ensureSlots(size);
+    this.draining = store.draining();
     const stored = new Map(store.slots().map((s) => [s.idx, s]));
     for (const lease of store.listLeases()) this.track(lease);
     const leaseBySlot = new Map([...this.leases.values()].map((l) => [l.slotIndex, l]));
@@ -270,11 +282,22 @@ export class Pool implements LeaseService {
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
   health(): Health {
-    return { status: this.status, pool: { ...this.pool(), built: this.built } };
+    const { size, free, leased, scrubbing, quarantined, missing } = this.pool();
+    return { status: this.status, draining: this.draining, pool: { size, free, leased, scrubbing, quarantined, missing, built: this.built } };
   }
 
   pool(): PoolCounts {
-    const counts: PoolCounts = { size: this.slots.length, free: 0, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [] };
+    const counts: PoolCounts = {
+      size: this.slots.length,
+      free: 0,
+      leased: 0,
+      scrubbing: 0,
+      quarantined: 0,
+      missing: 0,
+      quarantinedSlots: [],
+      draining: this.draining,
+      consumers: this.options.quotas?.usage(this.leasedBy) ?? [],
+    };
     this.slots.forEach((slot, index) => {
       switch (slot.state) {
         case "free":
@@ -300,6 +323,9 @@ export class Pool implements LeaseService {
   async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
     const start = performance.now();
     if (this.status !== "ready") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 1 });
+    if (this.draining) throw new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
+    // Before the owner is watched: a refusal leaves nothing to undo.
+    this.options.quotas?.admit(consumer, this.free.length, this.leasedBy);
     if (request.network && this.options.dataplane.options.vtepRemote === undefined) {
       throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
     }
@@ -365,17 +391,18 @@ export class Pool implements LeaseService {
     slot.since = lease.createdAt;
     this.track(lease);
     this.leasesTotal.inc();
+    this.audit({ event: "grant", consumer, lease: lease.id, slot: index, reason: request.network ? `vni ${request.network.vni}` : "request" });
     if (lease.expiresAt) this.armExpiry();
     this.acquireSeconds.observe((performance.now() - start) / 1000);
     return this.toLease(lease);
   }
 
-  list(consumer: string): Lease[] {
-    return [...this.leases.values()].filter((l) => l.consumer === consumer).map((l) => this.toLease(l));
+  list(consumer: string, opts: { all?: boolean } = {}): Lease[] {
+    return [...this.leases.values()].filter((l) => opts.all === true || l.consumer === consumer).map((l) => this.toLease(l));
   }
 
-  get(consumer: string, id: string): Lease {
-    return this.toLease(this.ownLease(consumer, id));
+  get(consumer: string, id: string, opts: { operator?: boolean } = {}): Lease {
+    return this.toLease(this.ownLease(consumer, id, opts.operator));
   }
 
   async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
@@ -391,17 +418,18 @@ export class Pool implements LeaseService {
     return this.toLease(lease);
   }
 
-  async release(consumer: string, id: string): Promise<void> {
-    this.ownLease(consumer, id);
-    this.end(id, "released");
+  async release(consumer: string, id: string, opts: { operator?: boolean } = {}): Promise<void> {
+    const lease = this.ownLease(consumer, id, opts.operator);
+    if (lease.consumer === consumer) this.end(id, "released");
+    else this.end(id, "force_released", consumer);
   }
 
-  /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. */
-  end(id: string, cause: "released" | "expired" | "owner_exited"): void {
+  /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. `by`: the operator of a force-release. */
+  end(id: string, cause: EndCause, by?: string): void {
     const start = performance.now();
     const lease = this.leases.get(id);
     if (!lease) return;
-    this.options.store.deleteLease(id);
+    this.options.store.deleteLease(id, { cause, ...(by !== undefined ? { by } : {}) });
     faultPoint("release.after-store");
     this.untrack(lease);
     const slot = this.slots[lease.slotIndex]!;
@@ -411,17 +439,41 @@ export class Pool implements LeaseService {
     this.releasesTotal.inc({ cause });
     this.unwatchIfUnused(lease.ownerPid);
     this.releaseSeconds.observe((performance.now() - start) / 1000);
+    this.audit({ event: AUDIT_EVENT_OF[cause], consumer: lease.consumer, lease: id, slot: lease.slotIndex, reason: cause, ...(by !== undefined ? { by } : {}) });
     this.scheduleScrub(lease.slotIndex, lease.network, start);
+  }
+
+  /** The operator's drain switch: while on, acquire answers 503 draining; leases run on. Kept in the store. */
+  setDraining(on: boolean, by?: string): { draining: boolean } {
+    this.options.store.setDraining(on);
+    if (this.draining !== on) this.audit({ event: on ? "drain" : "undrain", ...(by !== undefined ? { by } : {}) });
+    this.draining = on;
+    return { draining: on };
   }
 
   metrics(): string {
     return this.registry.render();
   }
 
-  private ownLease(consumer: string, id: string): StoredLease {
+  /** The lease, if the consumer holds it (an operator: if anyone does); else lease_not_found saying how it ended when it did. */
+  private ownLease(consumer: string, id: string, operator = false): StoredLease {
     const lease = this.leases.get(id);
-    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
-    return lease;
+    if (lease && (operator || lease.consumer === consumer)) return lease;
+    if (!lease) {
+      let ended;
+      try {
+        ended = this.options.store.endedLease(id);
+      } catch {
+        ended = undefined; // the answer is lease_not_found either way
+      }
+      if (ended && (operator || ended.consumer === consumer)) {
+        const how = ended.cause === "force_released" ? `force-released by operator "${ended.by ?? "?"}"` : ENDED_HOW[ended.cause];
+        throw new NetslotError("lease_not_found", `lease ${id} ended at ${ended.endedAt}: ${how}`, {
+          ended: { at: ended.endedAt, cause: ended.cause, ...(ended.by !== undefined ? { by: ended.by } : {}) },
+        });
+      }
+    }
+    throw new NetslotError("lease_not_found", `no lease ${id}`);
   }
 
   private toLease(l: StoredLease): Lease {
@@ -492,15 +544,16 @@ export class Pool implements LeaseService {
     slot.state = "quarantined";
     slot.reason = reason;
     this.scrubOutcomes.inc({ outcome: "quarantined" });
-    this.log(`slot ${index} quarantined: ${reason}`);
+    this.audit({ event: "quarantine", slot: index, reason });
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
-  async retryQuarantined(index: number): Promise<SlotState> {
+  async retryQuarantined(index: number, by?: string): Promise<SlotState> {
     const slot = this.slots[index];
     if (!slot || slot.state !== "quarantined") {
       throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
     }
+    this.audit({ event: "retry", slot: index, reason: slot.reason ?? "quarantined", ...(by !== undefined ? { by } : {}) });
     slot.state = "scrubbing";
     this.pendingScrubs.add(index);
     try {
@@ -563,6 +616,7 @@ export class Pool implements LeaseService {
   /** Lease maps kept in step: by id, and by owner pid (so release never scans all leases). */
   private track(lease: StoredLease): void {
     this.leases.set(lease.id, lease);
+    this.leasedByConsumer.set(lease.consumer, this.leasedBy(lease.consumer) + 1);
     if (lease.ownerPid === undefined) return;
     const ids = this.leasesByOwner.get(lease.ownerPid) ?? new Set<string>();
     ids.add(lease.id);
@@ -570,7 +624,11 @@ export class Pool implements LeaseService {
   }
 
   private untrack(lease: StoredLease): void {
-    this.leases.delete(lease.id);
+    if (this.leases.delete(lease.id)) {
+      const n = this.leasedBy(lease.consumer) - 1;
+      if (n > 0) this.leasedByConsumer.set(lease.consumer, n);
+      else this.leasedByConsumer.delete(lease.consumer);
+    }
     if (lease.ownerPid === undefined) return;
     const ids = this.leasesByOwner.get(lease.ownerPid);
     ids?.delete(lease.id);
@@ -607,6 +665,19 @@ export class Pool implements LeaseService {
     void this.options.scrubber.close();
   }
 }
+
+const AUDIT_EVENT_OF: Record<EndCause, AuditEvent["event"]> = {
+  released: "release",
+  expired: "expiry",
+  owner_exited: "owner_exit",
+  force_released: "force_release",
+};
+
+const ENDED_HOW: Record<Exclude<EndCause, "force_released">, string> = {
+  released: "released by its consumer",
+  expired: "expired (its TTL ran out)",
+  owner_exited: "its owner process exited",
+};
 
 function newLeaseId(): string {
   return `l_${randomBytes(12).toString("base64url")}`;

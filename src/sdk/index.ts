@@ -8,6 +8,7 @@ export {
   type NetslotClientOptions,
 } from "./client.js";
 export type {
+  ConsumerUsage,
   GuestConfig,
   Health,
   Lease,
@@ -19,5 +20,5 @@ export type {
   SlotState,
   TenantNetwork,
 } from "../core/types.js";
-export type { ErrorCode } from "../core/errors.js";
+export type { ErrorCode, LeaseEnd } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
