@@ -66,10 +66,13 @@ export function sendProblem(res: ServerResponse, error: NetslotError, headers: R
 }
 
 /** The raw HTTP bytes of a problem, for answering before node has a response (clientError). */
-export function rawProblemResponse(error: NetslotError): string {
+export function rawProblemResponse(error: NetslotError, headers: Record<string, string> = {}): string {
   const body = JSON.stringify(toProblem(error));
   return (
     `HTTP/1.1 ${ERRORS[error.code].status} ${ERRORS[error.code].title}\r\n` +
+    Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join("") +
     `Content-Type: ${PROBLEM_CONTENT_TYPE}\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     "Connection: close\r\n\r\n" +

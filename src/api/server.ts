@@ -6,6 +6,7 @@ import * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 import { NetslotError } from "../core/errors.js";
+import { packageVersion } from "../core/version.js";
 import type { LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
 import { peerCred, type PeerCred } from "../kernel/libc.js";
 import { isSelfOrDescendant } from "../kernel/procfs.js";
@@ -42,7 +43,12 @@ export interface ApiServerOptions {
   logger?: ApiLogger;
   /** The parsed openapi.json; read from next to this module when omitted. */
   document?: OpenApiDocument;
+  /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
+  version?: string;
 }
+
+/** Header on every answer: which daemon version answered (clients may log it; /v1 only grows). */
+export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
   /** `group`: the socket file's group (--socket-group), so its members may connect. */
@@ -241,6 +247,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   // Compiled once, now: a broken document fails at startup, not on the first request.
   const validators = createRequestValidators(document, new SchemaSet(document));
   const metrics = new HttpMetrics();
+  const version = options.version ?? packageVersion();
 
   function sendJson(res: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
     const body = JSON.stringify(value);
@@ -370,7 +377,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     },
   };
   const staticRoutes = new Map<string, Route>([
-    ["/v1/health", { template: "/v1/health", public: true, methods: { GET: (ctx) => sendJson(ctx.res, 200, service.health()) } }],
+    ["/v1/health", { template: "/v1/health", public: true, methods: { GET: (ctx) => sendJson(ctx.res, 200, { ...service.health(), version }) } }],
     ["/v1/pool", { template: "/v1/pool", methods: { GET: (ctx) => sendJson(ctx.res, 200, poolView(ctx)) } }],
     [
       "/v1/leases",
@@ -556,6 +563,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   }
 
   const server = http.createServer((req, res) => {
+    res.setHeader(VERSION_HEADER, version);
     handle(req, res).catch((err: unknown) => {
       try {
         fail(req, res, err);
@@ -583,7 +591,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     const error = tooLarge
       ? new NetslotError("invalid_request", "the request headers are too large", { field: "" })
       : new NetslotError("invalid_request", `malformed HTTP request (${err.code ?? err.message})`, { field: "" });
-    socket.end(rawProblemResponse(error));
+    socket.end(rawProblemResponse(error, { [VERSION_HEADER]: version }));
   });
   server.on("error", (err) => logger.error("API server error", { error: String(err) }));
 

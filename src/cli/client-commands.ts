@@ -74,6 +74,7 @@ export function formatStatus(health: Health, pool?: PoolCounts): string {
   const p = health.pool;
   const lines = [
     `status: ${health.status}${health.draining ? " (draining: no new leases; netslot undrain ends it)" : ""}`,
+    `version: ${health.version}`,
     `pool:   ${p.size} slots: ${p.free} free, ${p.leased} leased, ${p.scrubbing} scrubbing, ${p.quarantined} quarantined, ${p.missing} missing (${p.built} built)`,
   ];
   if (pool && pool.consumers.length > 0) {

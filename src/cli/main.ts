@@ -18,6 +18,7 @@ Usage:
   netslot purge [--prefix P] [--state-dir DIR]
   netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
   netslot doctor
+  netslot --version
 
 Client commands read the socket from --socket, else NETSLOT_SOCKET, else ${DEFAULTS.socket},
 and the bearer token from NETSLOT_TOKEN (a consumer matched by uid or gid needs none).
@@ -65,6 +66,11 @@ function num(p: Parsed, flag: string): number | undefined {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command === "--version" || command === "version") {
+    const { packageVersion } = await import("../core/version.js");
+    process.stdout.write(`netslot ${packageVersion()}\n`);
+    return 0;
+  }
   if (!command || command === "--help" || command === "help") {
     process.stdout.write(USAGE);
     return command ? 0 : 2;

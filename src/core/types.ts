@@ -86,6 +86,8 @@ export interface Health {
   status: "booting" | "ready";
   draining: boolean;
   pool: Pick<PoolCounts, "size" | "free" | "leased" | "scrubbing" | "quarantined" | "missing"> & { built: number };
+  /** The daemon's package version (also in the Netslot-Version header of every answer). */
+  version: string;
 }
 
 /** One line of the audit log: who did what to which lease and slot, and why. */
@@ -104,7 +106,8 @@ export interface AuditEvent {
  * another consumer is reported as not found. Methods throw `NetslotError` (errors.ts).
  */
 export interface LeaseService {
-  health(): Health;
+  /** The API adds the version. */
+  health(): Omit<Health, "version">;
   /** Every consumer's view; the API narrows it for non-operators. */
   pool(): PoolCounts;
   acquire(consumer: string, request: LeaseRequest): Promise<Lease>;

@@ -2,26 +2,30 @@
 // the pool, and stops cleanly on SIGTERM, leaving the slots in place for the next start.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { createApiServer } from "../api/server.js";
-import { SlotDataplane, defaultRouteDevice } from "../dataplane/dataplane.js";
+import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../dataplane/dataplane.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
 import type { AuditEvent } from "../core/types.js";
 import { ConsumerDirectory } from "../tenancy/consumers.js";
 import { Quotas } from "../tenancy/quotas.js";
+import { Gauge } from "../pool/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
+export { PACKAGE_ROOT, packageVersion };
 
-export function packageVersion(): string {
-  return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
-}
+/**
+ * Share of the pool that may fail to build before the daemon refuses to serve: a few
+ * broken slots are logged and counted, a pool that mostly cannot be built means the host
+ * or the configuration is wrong, and saying "ready" would hide it from systemd.
+ */
+export const MAX_MISSING_SHARE = 0.1;
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
@@ -58,7 +62,22 @@ function renderProgress(p: BootProgress, tty: boolean): string {
   return tty ? `\r\x1b[K${line}` : `${line}\n`;
 }
 
+/**
+ * Runs the daemon until a signal. A daemon that cannot serve (its data path cannot be
+ * set up, boot fails, the pool cannot be built) exits 1 with one line naming the cause;
+ * a bad configuration throws ConfigError (exit 2).
+ */
 export async function runDaemon(config: DaemonConfig): Promise<void> {
+  try {
+    await serve(config);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    process.stderr.write(`netslot: cannot serve: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+async function serve(config: DaemonConfig): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
@@ -68,6 +87,12 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
+  const conflicts = linkCidrConflicts(config.prefix, parseCidr(config.linkCidr));
+  if (conflicts.length > 0) {
+    throw new ConfigError(
+      `--link-cidr ${config.linkCidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
+    );
+  }
   writePidFile(config.stateDir);
   fs.mkdirSync(path.dirname(config.socket), { recursive: true, mode: 0o755 });
   const store = LeaseStore.open(config.stateDir);
@@ -87,6 +112,8 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
   };
+  // Recorded before changing: purge puts back what was there before the first start.
+  store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
   const tty = config.progress && process.stderr.isTTY === true;
@@ -106,7 +133,12 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
       process.stderr.write(renderProgress(p, tty));
     },
   });
-  const api = createApiServer({ service: pool, consumers, admin: pool });
+  pool.registry.add(
+    new Gauge("netslot_build_info", "Always 1; the labels say which netslot and Node answer", () => [
+      { labels: { version: packageVersion(), node: process.version }, value: 1 },
+    ]),
+  );
+  const api = createApiServer({ service: pool, consumers, admin: pool, version: packageVersion() });
   await api.listen(config.socket, socketGroup === undefined ? {} : { group: socketGroup });
   log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
 
@@ -126,7 +158,12 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
 
-  const result = await pool.boot();
+  let result: BootProgress;
+  try {
+    result = await pool.boot();
+  } catch (err) {
+    return cannotServe(`boot failed: ${(err as Error).message}`);
+  }
   if (tty) process.stderr.write("\n");
   const missing = result.total - result.built;
   log(
@@ -136,4 +173,21 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
         : "") +
       (missing > 0 ? `; ${missing} slots could not be built` : ""),
   );
+  if (missing > result.total * MAX_MISSING_SHARE) {
+    return cannotServe(
+      `${missing} of ${result.total} slots could not be built (at most ${Math.floor(result.total * MAX_MISSING_SHARE)} may fail): ${pool.firstBuildFailure() ?? "see the log"}`,
+    );
+  }
+
+  /** One line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
+  async function cannotServe(cause: string): Promise<never> {
+    stopping = true;
+    process.stderr.write(`netslot: cannot serve: ${cause}\n`);
+    pool.close();
+    await api.close().catch(() => undefined);
+    dataplane.close();
+    store.close();
+    removePidFile(config.stateDir);
+    process.exit(1);
+  }
 }

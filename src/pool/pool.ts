@@ -61,6 +61,7 @@ export class Pool implements LeaseService {
   private draining = false;
   private status: "booting" | "ready" = "booting";
   private built = 0;
+  private firstFailure: string | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private readonly pendingScrubs = new Set<number>();
   private closed = false;
@@ -266,9 +267,15 @@ export class Pool implements LeaseService {
   private buildFailed(index: number, reason: string): void {
     const slot = this.slots[index]!;
     this.buildFailures.inc();
+    this.firstFailure ??= `slot ${index}: ${reason}`;
     slot.state = "missing";
     slot.reason = `build failed: ${reason}`;
     this.log(`slot ${index}: ${slot.reason}`);
+  }
+
+  /** The first build failure of this boot, for the daemon's one-line refusal. */
+  firstBuildFailure(): string | undefined {
+    return this.firstFailure;
   }
 
   private tryApplyTenant(index: number, network: TenantNetwork): void {
@@ -281,7 +288,7 @@ export class Pool implements LeaseService {
 
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
-  health(): Health {
+  health(): Omit<Health, "version"> {
     const { size, free, leased, scrubbing, quarantined, missing } = this.pool();
     return { status: this.status, draining: this.draining, pool: { size, free, leased, scrubbing, quarantined, missing, built: this.built } };
   }

@@ -31,7 +31,7 @@ export class FakeService implements LeaseService {
     return this.calls.filter((c) => c.method === method).length;
   }
 
-  health(): Health {
+  health(): Omit<Health, "version"> {
     this.maybeFail("health");
     const { size, free, leased, scrubbing, quarantined, missing } = this.pool();
     return { status: this.status, draining: false, pool: { size, free, leased, scrubbing, quarantined, missing, built: this.status === "ready" ? this.size : 1 } };

@@ -14,6 +14,7 @@ import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer, type ConsumerConfig } from "../../src/api/server.js";
 import { loadOpenApiDocument, SchemaSet, type JsonSchema } from "../../src/api/validate.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
+import { packageVersion } from "../../src/core/version.js";
 
 // ── raw HTTP ──────────────────────────────────────────────────────────────────────────
 
@@ -159,6 +160,8 @@ async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise
     async call(method, urlPath, opts) {
       const res = await raw(socket, method, urlPath, opts);
       checkAgainstDocument(method, urlPath, res);
+      // Every answer, error or not, says which daemon version gave it.
+      assert.equal(res.headers["netslot-version"], packageVersion(), `${method} ${urlPath}: Netslot-Version header`);
       return res;
     },
   };
@@ -197,6 +200,7 @@ describe("endpoints", () => {
     const health = await f.call("GET", "/v1/health");
     assert.equal(health.status, 200);
     assert.equal((health.json as Health).status, "ready");
+    assert.equal((health.json as Health).version, packageVersion());
     const pool = await f.call("GET", "/v1/pool");
     assert.equal(pool.status, 200);
     assert.equal((pool.json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
@@ -392,6 +396,7 @@ describe("bad input is answered before the service is called", () => {
     });
     assert.match(res, /^HTTP\/1\.1 400 /);
     assert.match(res, /"code":"invalid_request"/);
+    assert.match(res, new RegExp(`\r\nNetslot-Version: ${packageVersion().replace(/\./g, "\\.")}\r\n`));
     assert.equal((await f.call("GET", "/v1/health")).status, 200);
   });
 });
@@ -551,7 +556,7 @@ describe("consumers", () => {
       assert.equal(consumerView.quarantinedSlots[0]!.reason, undefined, "reasons are for operators");
       assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
       const health = (await t.call("GET", "/v1/health")).json as Record<string, unknown>;
-      assert.deepEqual(Object.keys(health).sort(), ["draining", "pool", "status"]);
+      assert.deepEqual(Object.keys(health).sort(), ["draining", "pool", "status", "version"]);
       assert.equal("quarantinedSlots" in (health["pool"] as object), false);
       assert.equal((await t.call("DELETE", `/v1/leases/${lease.id}`, as(O))).status, 204, "an operator force-releases");
     } finally {
