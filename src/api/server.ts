@@ -9,7 +9,7 @@ import { NetslotError } from "../core/errors.js";
 import { packageVersion } from "../core/version.js";
 import type { LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
 import { peerCred, type PeerCred } from "../kernel/libc.js";
-import { isSelfOrDescendant } from "../kernel/procfs.js";
+import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
 import { checkNetwork, ConsumerDirectory, requireOperator, type Consumer, type ConsumerConfig } from "../tenancy/consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
 import { createRequestValidators, loadOpenApiDocument, SchemaSet, type OpenApiDocument } from "./validate.js";
@@ -334,6 +334,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     if (owner === "caller") return { ...rest, ownerPid: peer.pid };
     const pid = request.ownerPid!;
+    if (parentPid(pid) === undefined) throw new NetslotError("invalid_request", `process ${pid} does not exist`, { field: "/ownerPid" });
     if (!isSelfOrDescendant(pid, peer.pid)) {
       throw new NetslotError("owner_forbidden", `process ${pid} is neither the caller (pid ${peer.pid}) nor one of its descendants; send owner: "caller" instead`);
     }
