@@ -1,22 +1,13 @@
 // Errors on the wire: application/problem+json (RFC 9457), one shape for every code of the
 // registry in core/errors.ts. `type` is a stable identifier, never fetched.
 import type { ServerResponse } from "node:http";
-import { ERRORS, NetslotError, type ErrorCode, type LeaseEnd } from "../core/errors.js";
+import { ERRORS, NetslotError, type ErrorCode } from "../core/errors.js";
+import type { Problem } from "../core/schema.js";
+
+export type { Problem } from "../core/schema.js";
 
 export const PROBLEM_TYPE_BASE = "https://netslot.dev/errors/";
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
-
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: ErrorCode;
-  /** JSON pointer to the request field at fault (invalid_request). */
-  field?: string;
-  /** lease_not_found of a lease that ended recently: when and how. */
-  ended?: LeaseEnd;
-}
 
 /** Seconds to suggest in Retry-After when the service gave none. */
 const DEFAULT_RETRY_AFTER: Partial<Record<ErrorCode, number>> = {

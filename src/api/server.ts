@@ -12,7 +12,8 @@ import { peerCred, type PeerCred } from "../kernel/libc.js";
 import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
 import { checkNetwork, ConsumerDirectory, requireOperator, type Consumer, type ConsumerConfig } from "../tenancy/consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
-import { createRequestValidators, loadOpenApiDocument, SchemaSet, type OpenApiDocument } from "./validate.js";
+import { openApiDocument } from "./openapi.js";
+import { createRequestValidators } from "./validate.js";
 
 export type { ConsumerConfig } from "../tenancy/consumers.js";
 
@@ -41,8 +42,6 @@ export interface ApiServerOptions {
   /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
   metricsExtra?: () => string;
   logger?: ApiLogger;
-  /** The parsed openapi.json; read from next to this module when omitted. */
-  document?: OpenApiDocument;
   /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
   version?: string;
 }
@@ -242,10 +241,9 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const { service } = options;
   const logger = options.logger ?? stderrLogger;
   const directory = options.consumers instanceof ConsumerDirectory ? options.consumers : new ConsumerDirectory(options.consumers ?? []);
-  const document = options.document ?? loadOpenApiDocument();
-  const documentText = JSON.stringify(document);
-  // Compiled once, now: a broken document fails at startup, not on the first request.
-  const validators = createRequestValidators(document, new SchemaSet(document));
+  const documentText = JSON.stringify(openApiDocument());
+  // Compiled once, now: a broken schema fails at startup, not on the first request.
+  const validators = createRequestValidators();
   const metrics = new HttpMetrics();
   const version = options.version ?? packageVersion();
 
@@ -371,7 +369,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       POST: async (ctx) => {
         const body = await readJsonBody(ctx.req, ctx.res);
         if (body === ANSWERED) return;
-        const checked = validators.renewRequest(body);
+        const checked = validators.body("renewLease", body);
         if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
         sendJson(ctx.res, 200, await service.renew(consumerOf(ctx), ctx.id, checked.value.ttlSeconds));
       },
@@ -396,7 +394,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
           POST: async (ctx) => {
             const body = await readJsonBody(ctx.req, ctx.res);
             if (body === ANSWERED) return;
-            const checked = validators.leaseRequest(body);
+            const checked = validators.body("acquireLease", body);
             if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
             const lease = await service.acquire(consumerOf(ctx), authorise(ctx, checked.value));
             sendJson(ctx.res, 201, lease, { Location: `/v1/leases/${encodeURIComponent(lease.id)}` });

@@ -1,94 +1,20 @@
-// Shapes shared by the pool, the store, the API and the SDK. The API's JSON is exactly
-// these types; openapi.json describes the same shapes and a test keeps the two in step.
+// Shapes shared by the pool, the store, the API and the SDK. The wire shapes are defined
+// once, as schemas in core/schema.ts; their TypeScript types are re-exported here so the
+// layers below the API need not know about schemas.
+import type { Health, Lease, LeaseRequest, PoolCounts } from "./schema.js";
 
-/** Where the guest sits inside a slot; identical in every slot. */
-export interface GuestConfig {
-  ip: string;
-  prefixLength: number;
-  gateway: string;
-  mac: string;
-  mtu: number;
-  /** The `ip=` kernel argument that configures the guest, e.g. for Firecracker boot args. */
-  kernelIpArg: string;
-}
-
-export interface SlotRef {
-  index: number;
-  /** Path of the named network namespace, e.g. /run/netns/nsl-3. */
-  netns: string;
-  tap: string;
-  outsideAddress: string;
-}
-
-export interface TenantNetwork {
-  vni: number;
-  cidr: string;
-}
-
-export interface Lease {
-  id: string;
-  consumer: string;
-  slot: SlotRef;
-  guest: GuestConfig;
-  labels: Record<string, string>;
-  network?: TenantNetwork;
-  ownerPid?: number;
-  createdAt: string;
-  /** null when the lease has no TTL. */
-  expiresAt: string | null;
-}
-
-export interface LeaseRequest {
-  ttlSeconds?: number;
-  labels?: Record<string, string>;
-  network?: TenantNetwork;
-  /** "caller": the lease ends when the calling process (as the kernel names it) exits. */
-  owner?: "caller";
-  /** The lease ends when this process exits; it must be the caller or a descendant. */
-  ownerPid?: number;
-}
-
-export type SlotState = "free" | "leased" | "scrubbing" | "quarantined" | "building" | "missing";
-
-export interface QuarantinedSlot {
-  index: number;
-  /** Operators only: a reason may name other consumers' processes. */
-  reason?: string;
-  since: string;
-}
-
-/** One configured consumer's use of the pool. */
-export interface ConsumerUsage {
-  name: string;
-  leased: number;
-  reserved: number;
-  /** null: no cap. */
-  max: number | null;
-}
-
-export interface PoolCounts {
-  size: number;
-  free: number;
-  leased: number;
-  scrubbing: number;
-  quarantined: number;
-  /** Slots not yet built (boot) or that could not be built. */
-  missing: number;
-  quarantinedSlots: QuarantinedSlot[];
-  /** An operator stopped new leases (503 draining); existing leases run on. */
-  draining: boolean;
-  /** Configured consumers' use (a consumer sees only its own; empty without consumers). */
-  consumers: ConsumerUsage[];
-}
-
-/** What anyone who can open the socket may see: status and counts, nothing about consumers. */
-export interface Health {
-  status: "booting" | "ready";
-  draining: boolean;
-  pool: Pick<PoolCounts, "size" | "free" | "leased" | "scrubbing" | "quarantined" | "missing"> & { built: number };
-  /** The daemon's package version (also in the Netslot-Version header of every answer). */
-  version: string;
-}
+export type {
+  ConsumerUsage,
+  GuestConfig,
+  Health,
+  Lease,
+  LeaseRequest,
+  PoolCounts,
+  QuarantinedSlot,
+  SlotRef,
+  SlotState,
+  TenantNetwork,
+} from "./schema.js";
 
 /** One line of the audit log: who did what to which lease and slot, and why. */
 export interface AuditEvent {

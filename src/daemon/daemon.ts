@@ -15,6 +15,7 @@ import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
@@ -119,6 +120,7 @@ async function serve(config: DaemonConfig): Promise<void> {
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
+    bootId: kernelBootId(),
     size: config.poolSize,
     dataplane,
     scrubber,

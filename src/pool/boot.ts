@@ -26,10 +26,12 @@ export interface BootDeps {
   slots: SlotTable;
   leases: Pick<LeaseLifecycle, "adopt" | "drop" | "get" | "all">;
   scrubs: ScrubQueue;
-  store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates">;
+  store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates" | "bootId" | "setBootId">;
   dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant">;
   scrubber: Pick<Scrubber, "build" | "golden">;
-  metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures">;
+  metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures" | "voidedTotal">;
+  /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
+  bootId?: string;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
   log: (msg: string) => void;
@@ -94,11 +96,29 @@ export class PoolBoot {
     return progress();
   }
 
+  /**
+   * After a host reboot every lease names a VM that died with the host: they are voided
+   * (their slots scrubbed like released ones), counted and logged, before anything else.
+   */
+  private voidLeasesOfAnotherBoot(): void {
+    const { store, bootId } = this.deps;
+    if (bootId === undefined) return;
+    const previous = store.bootId();
+    if (previous !== undefined && previous !== bootId) {
+      const leases = store.listLeases();
+      for (const lease of leases) store.deleteLease(lease.id);
+      if (leases.length > 0) this.deps.metrics.voidedTotal.inc({ cause: "reboot" }, leases.length);
+      this.deps.log(`the host rebooted since the last start (boot id ${previous} → ${bootId}): ${leases.length} leases of the previous boot voided`);
+    }
+    if (previous !== bootId) store.setBootId(bootId);
+  }
+
   /** Decides each slot's fate from the store's rows and what the kernel holds. */
   private reconcile(): Reconciled {
     const { store, dataplane, slots, leases } = this.deps;
     const size = slots.size;
     store.ensureSlots(size);
+    this.voidLeasesOfAnotherBoot();
     const stored = new Map(store.slots().map((s) => [s.idx, s]));
     for (const lease of store.listLeases()) leases.adopt(lease);
     const leaseBySlot = new Map(leases.all().map((l) => [l.slotIndex, l]));

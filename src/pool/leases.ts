@@ -5,6 +5,7 @@ import { NetslotError } from "../core/errors.js";
 import { faultPoint } from "../core/faults.js";
 import type { AuditEvent, LeaseRequest } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
+import { tenantCidrConflict } from "../dataplane/topology.js";
 import { SlotNotFreeError, type EndCause, type LeaseStore, type StoredLease } from "../store/store.js";
 import type { Quotas } from "../tenancy/quotas.js";
 import type { SlotTable } from "./allocation.js";
@@ -52,6 +53,8 @@ export class LeaseLifecycle {
     if (request.network && dataplane.options.vtepRemote === undefined) {
       throw new NetslotError("invalid_request", "this daemon has no --vtep-remote, so it cannot attach tenant networks", { field: "/network" });
     }
+    const conflict = request.network && tenantCidrConflict(request.network.cidr, dataplane.options.linkCidr, dataplane.options.vtepRemote);
+    if (conflict) throw new NetslotError("invalid_request", `/network/cidr ${conflict}`, { field: "/network/cidr" });
     // Before the owner is watched: a refusal leaves nothing to undo.
     this.deps.quotas?.admit(consumer, slots.freeCount, this.leasedBy);
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {

@@ -7,6 +7,7 @@ export function poolMetrics(registry: Registry, slots: SlotTable, ready: () => b
     leasesTotal: registry.add(new Counter("netslot_leases_total", "Leases granted")),
     releasesTotal: registry.add(new Counter("netslot_releases_total", "Leases ended, by cause")),
     scrubOutcomes: registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome")),
+    voidedTotal: registry.add(new Counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)")),
     buildFailures: registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed")),
     buildSeconds: registry.add(new Histogram("netslot_slot_build_seconds", "Time to build one slot")),
     acquireSeconds: registry.add(new Histogram("netslot_acquire_seconds", "Time to grant a lease")),

@@ -33,6 +33,8 @@ export interface PoolOptions {
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
   log?: (msg: string) => void;
+  /** The kernel's boot id: leases granted under another one are voided at boot. */
+  bootId?: string;
 }
 
 export class Pool implements LeaseService {
@@ -75,6 +77,7 @@ export class Pool implements LeaseService {
       metrics,
       log,
       closed: () => this.closed,
+      ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
   }

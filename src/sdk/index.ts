@@ -20,7 +20,8 @@ export type {
   SlotState,
   TenantNetwork,
 } from "../core/types.js";
-export type { ErrorCode, LeaseEnd } from "../core/errors.js";
+export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
+export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
 export {
   cloudHypervisorNetArgs,
