@@ -1,14 +1,10 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
-import { PROFILE_NAME_PATTERN, ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
+import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
+import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
 
-export interface ConsumerConfig {
-  name: string;
-  token: string;
-  /** Profiles this consumer may name in a lease request; absent = every profile. */
-  profiles?: string[];
-}
+export type { ConsumerConfig } from "../tenancy/consumers.js";
 
 export interface DaemonConfig {
   poolSize: number;
@@ -20,6 +16,8 @@ export interface DaemonConfig {
   linkCidr: string;
   vtepRemote: string | undefined;
   vtepPort: number;
+  /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
+  socketGroup: string | undefined;
   consumers: ConsumerConfig[];
   /** Network profiles a lease request may name (src/core/profiles.ts). */
   profiles: ProfilesConfig;
@@ -36,6 +34,7 @@ export const DEFAULTS: DaemonConfig = {
   linkCidr: "10.200.0.0/16",
   vtepRemote: undefined,
   vtepPort: 4789,
+  socketGroup: undefined,
   consumers: [],
   profiles: {},
   progress: true,
@@ -50,6 +49,7 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--link-cidr": "linkCidr",
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
+  "--socket-group": "socketGroup",
 };
 
 export const MAX_POOL_SIZE = 65536;
@@ -136,26 +136,23 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
     }
   }
+  if (config.socketGroup !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/.test(config.socketGroup)) {
+    throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
+  }
   try {
     config.profiles = parseProfiles(config.profiles);
   } catch (err) {
     if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
     throw err;
   }
-  config.consumers.forEach((c, i) => {
-    if (typeof c.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.name) || typeof c.token !== "string" || c.token.length < 16) {
-      throw new ConfigError("each consumer needs a name ([A-Za-z0-9_.-], up to 64) and a token of at least 16 characters");
-    }
-    if (c.profiles === undefined) return;
-    const field = `consumers[${i}].profiles`;
-    if (!Array.isArray(c.profiles)) throw new ConfigError(`config file: ${field}: must be a list of profile names`);
-    c.profiles.forEach((name, j) => {
-      if (typeof name !== "string" || !PROFILE_NAME_PATTERN.test(name)) {
-        throw new ConfigError(`config file: ${field}[${j}]: must be a profile name`);
-      }
-      if (!Object.hasOwn(config.profiles, name)) {
-        throw new ConfigError(`config file: ${field}[${j}]: no profile "${name}" in profiles`);
-      }
-    });
+  let consumers;
+  try {
+    consumers = parseConsumers(config.consumers, config.poolSize);
+  } catch (err) {
+    throw new ConfigError(`consumers: ${(err as Error).message}`);
+  }
+  consumers.forEach((c, i) => {
+    const unknown = c.profiles?.findIndex((name) => !Object.hasOwn(config.profiles, name)) ?? -1;
+    if (unknown >= 0) throw new ConfigError(`config file: consumers[${i}].profiles[${unknown}]: no profile "${c.profiles![unknown]}" in profiles`);
   });
 }
