@@ -18,10 +18,11 @@ import { conntrackEntries, type ConntrackEntry } from "../kernel/netlink/conntra
 import { nftJson } from "../kernel/nft.js";
 import { readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
 import { xfrmPolicies, xfrmStates, type XfrmSelector } from "../kernel/xfrm.js";
+import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 1;
+export const FINGERPRINT_VERSION = 2;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -41,6 +42,11 @@ export interface FingerprintContext {
    * TUNSETCARRIER; "always" scans anyway (about 5-10 ms with a few hundred processes).
    */
   tapHolderScan?: "attached" | "always";
+  /**
+   * A frame addressed to the guest: sent out of each tap and looked for on the tap's fd,
+   * so that a filter a VMM left on the tap (which the kernel has no getter for) shows.
+   */
+  tapProbe?: Buffer;
 }
 
 export interface Fingerprint {
@@ -226,6 +232,16 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   const inside = withNetns(ctx.netnsPath, () => {
     const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters } = inspectNamespace();
     lap("rtnetlink");
+    // Settings only a tap's fd shows (read after rtnetlink: attaching turns carrier on).
+    for (const l of links) {
+      if (l.kind !== "tun" || l.attrs["tun.type"] !== "2") continue;
+      try {
+        Object.assign(l.attrs, tapState(l.name, l.index, ctx.tapProbe));
+      } catch (err) {
+        l.attrs["tun.fd_state"] = (err as Error).message;
+      }
+    }
+    lap("tapState");
     const nftables = nftLines();
     lap("nftables");
     const conntrack = conntrackTuples().map((e) => {
