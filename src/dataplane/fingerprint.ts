@@ -235,6 +235,12 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     // Settings only a tap's fd shows (read after rtnetlink: attaching turns carrier on).
     for (const l of links) {
       if (l.kind !== "tun" || l.attrs["tun.type"] !== "2") continue;
+      // Attaching to a tap a VMM holds fails (EBUSY), and attaching while one is about to
+      // would make its attach fail: a tap that shows a holder is left alone.
+      if (l.carrier || (l.tunQueues ?? 0) > 0) {
+        l.attrs["tun.fd_state"] = "held";
+        continue;
+      }
       try {
         Object.assign(l.attrs, tapState(l.name, l.index, ctx.tapProbe));
       } catch (err) {
@@ -363,6 +369,13 @@ function recordDiff(label: (key: string) => string, a: Record<string, string>, b
   }
 }
 
+/** Settings tapState reads through a tap's fd (see src/kernel/tap.ts). */
+const TAP_FD_KEYS = /^tun\.(fd_state|vnet_hdr_sz|vnet_le|vnet_be|sndbuf|socket_filter_len|features|delivers_to_guest)$/;
+
+function withoutFdState(attrs: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(attrs).filter(([k]) => !TAP_FD_KEYS.test(k)));
+}
+
 function describeLink(attrs: Record<string, string>): string {
   const pick = ["kind", "address", "mtu", "flags"].filter((k) => attrs[k] !== undefined).map((k) => `${k} ${attrs[k]}`);
   return pick.join(", ");
@@ -381,7 +394,10 @@ export function diffFingerprints(a: Fingerprint, b: Fingerprint): string[] {
     const lb = b.links[n];
     if (!la) out.push(`links: + ${n} (${describeLink(lb!)})`);
     else if (!lb) out.push(`links: - ${n} (${describeLink(la)})`);
-    else recordDiff((k) => `links ${n} ${k}`, la, lb, out);
+    else if (la["tun.fd_state"] === "held" || lb["tun.fd_state"] === "held") {
+      // A held tap's fd-only settings cannot be read; the holder is what differs (tap holders).
+      recordDiff((k) => `links ${n} ${k}`, withoutFdState(la), withoutFdState(lb), out);
+    } else recordDiff((k) => `links ${n} ${k}`, la, lb, out);
   }
   listDiff("addresses", a.addresses, b.addresses, out);
   listDiff("routes", a.routes, b.routes, out);

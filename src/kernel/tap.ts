@@ -34,6 +34,8 @@ const INT_MAX = 0x7fffffff;
 const EBUSY = 16;
 const EINVAL = 22;
 const EAGAIN = 11;
+const SOL_PACKET = 263;
+const PACKET_QDISC_BYPASS = 20;
 
 function ifreq(name: string, flags: number): Buffer {
   if (Buffer.byteLength(name) > 15) throw new Error(`interface name too long: ${name}`);
@@ -172,20 +174,27 @@ function deliversFrame(fd: number, ifindex: number, frame: Buffer): boolean {
     sll.writeUInt16LE(libc.AF_PACKET, 0);
     sll.writeInt32LE(ifindex, 4);
     libc.bind(sock, sll);
+    // Straight to the driver: right after the attach the qdisc may still be the no-op one
+    // (link watch activates the real one a moment after carrier comes on).
+    libc.setsockoptInt(sock, SOL_PACKET, PACKET_QDISC_BYPASS, 1);
     libc.send(sock, frame);
   } finally {
     libc.close(sock);
   }
   const buf = Buffer.alloc(2048);
-  // The frame is queued by the time send returns unless a qdisc holds it back: a few
-  // short waits cover that, and a slot whose frame never shows differs from a fresh one.
-  for (let attempt = 0; attempt < 20; attempt++) {
+  // The frame is usually queued by the time send returns; when the qdisc defers it to
+  // the transmit softirq (a busy host), it comes a little later: wait up to 250 ms.
+  const deadline = performance.now() + 250;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
     const n = libc.readRaw(fd, buf);
     if (n > 0 && buf.subarray(0, n).includes(frame)) return true;
     if (n < 0 && n !== -EAGAIN) return false;
-    if (n < 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    if (n < 0) {
+      if (performance.now() > deadline) return false;
+      Atomics.wait(pause, 0, 0, 1);
+    }
   }
-  return false;
 }
 
 /** Processes holding a tap open, found through /proc/<pid>/fdinfo (`iff:` line). */
