@@ -1,6 +1,7 @@
 // Consumers and their bearer tokens. With none configured every caller is "default";
 // with some, the token picks the consumer and is compared in constant time.
 import { createHash, timingSafeEqual } from "node:crypto";
+import { NetslotError } from "../core/errors.js";
 
 export interface ConsumerConfig {
   name: string;
@@ -65,3 +66,17 @@ export class ConsumerAuth {
     return found;
   }
 }
+
+/** The consumer a request acts as; null on a public route called without a valid token. */
+export function authorize(auth: ConsumerAuth, authorization: string | undefined, isPublic: boolean): string | null | NetslotError {
+  const consumer = auth.authenticate(authorization);
+  if (consumer !== null || isPublic) return consumer;
+  const detail =
+    authorization === undefined
+      ? "this daemon has consumers configured; send Authorization: Bearer <token>"
+      : "the bearer token is not one of a configured consumer";
+  return new NetslotError("unauthorized", detail);
+}
+
+/** Sent with unauthorized. */
+export const AUTHENTICATE_HEADERS = { "WWW-Authenticate": 'Bearer realm="netslot"' };

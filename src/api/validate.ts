@@ -1,9 +1,9 @@
 // Request validation from the schemas of core/schema.ts, compiled once with ajv (JSON
 // Schema 2020-12, the dialect of OpenAPI 3.1) when the server is created, never per
 // request. The few checks a schema cannot express (CIDR host bits) live here too.
-import type { Static, TSchema } from "@sinclair/typebox";
+import type { TSchema } from "@sinclair/typebox";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
-import { LeaseId, OPERATIONS, type LeaseRequest, type Operation, type OperationId } from "../core/schema.js";
+import { OPERATIONS, type LeaseRequest, type Operation, type OperationId, type RequestOf } from "../core/schema.js";
 import type { JsonSchema, OpenApiDocument } from "./openapi.js";
 
 /** The request field at fault: a JSON pointer ("" for the whole body) and a readable reason. */
@@ -163,7 +163,7 @@ export function checkCidrSemantics(cidr: string): string | null {
 }
 
 /** Checks beyond the schema, by operation: run on a body the schema accepted. */
-const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | null } = {
+const SEMANTIC_CHECKS: { [K in OperationId]?: (body: RequestOf<K>) => FieldError | null } = {
   acquireLease(body: LeaseRequest) {
     if (!body.network) return null;
     const reason = checkCidrSemantics(body.network.cidr);
@@ -171,18 +171,13 @@ const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | 
   },
 };
 
-type BodyOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
-type WithBody = { [K in OperationId]: (typeof OPERATIONS)[K] extends { body: TSchema } ? K : never }[OperationId];
-
 export interface RequestValidators {
   /**
    * The body of an operation, checked against its schema. On success the value is the parsed
    * body itself: the schemas are closed, so it holds only fields the schema defines, all of
    * them passed on (nothing is copied field by field, so nothing can be dropped).
    */
-  body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>>;
-  /** Whether a path segment can be a lease id at all. */
-  leaseId(id: string): boolean;
+  body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>>;
 }
 
 export function createRequestValidators(): RequestValidators {
@@ -190,20 +185,16 @@ export function createRequestValidators(): RequestValidators {
   for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
     if (op.body) bodies.set(operationId, compileSchema(op.body));
   }
-  const leaseId = compileSchema(LeaseId);
   return {
-    body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>> {
+    body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>> {
       const validate = bodies.get(operationId);
       if (!validate) throw new Error(`${operationId} has no request body`);
       const error = validate(body);
       if (error) return { ok: false, error };
-      const value = body as BodyOf<K>;
-      const check = SEMANTIC_CHECKS[operationId] as ((b: BodyOf<K>) => FieldError | null) | undefined;
+      const value = body as RequestOf<K>;
+      const check = SEMANTIC_CHECKS[operationId] as ((b: RequestOf<K>) => FieldError | null) | undefined;
       const semantic = check?.(value) ?? null;
       return semantic ? { ok: false, error: semantic } : { ok: true, value };
-    },
-    leaseId(id) {
-      return leaseId(id) === null;
     },
   };
 }

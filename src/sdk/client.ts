@@ -3,7 +3,20 @@
 // Errors come back as NetslotApiError carrying the registry's code.
 import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
-import { pathOf, type Health, type Lease, type LeaseList, type LeaseRequest, type PoolCounts, type SlotStateResult } from "../core/schema.js";
+import {
+  OPERATIONS,
+  pathOf,
+  type Health,
+  type Lease,
+  type LeaseRequest,
+  type Operation,
+  type OperationId,
+  type PathArgs,
+  type PoolCounts,
+  type RequestOf,
+  type ResponseOf,
+  type SlotStateResult,
+} from "../core/schema.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
 
@@ -131,11 +144,11 @@ export class NetslotClient {
   }
 
   health(): Promise<Health> {
-    return this.json<Health>("GET", pathOf("health"));
+    return this.operation("health", []);
   }
 
   pool(): Promise<PoolCounts> {
-    return this.json<PoolCounts>("GET", pathOf("pool"));
+    return this.operation("pool", []);
   }
 
   /** Leases a slot. See AcquireOptions for process binding and background renewal. */
@@ -143,7 +156,7 @@ export class NetslotClient {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
     if (bindToProcess && body.ownerPid === undefined) body.ownerPid = process.pid;
-    const lease = await this.json<Lease>("POST", pathOf("acquireLease"), body);
+    const lease = await this.operation("acquireLease", [], body);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
       this.startAutoRenew(lease.id, ttl, request.ttlSeconds);
@@ -152,22 +165,22 @@ export class NetslotClient {
   }
 
   async list(): Promise<Lease[]> {
-    return (await this.json<LeaseList>("GET", pathOf("listLeases"))).leases;
+    return (await this.operation("listLeases", [])).leases;
   }
 
   get(id: string): Promise<Lease> {
-    return this.json<Lease>("GET", pathOf("getLease", { id }));
+    return this.operation("getLease", [{ id }]);
   }
 
   /** Moves the expiry to now + ttlSeconds (default: the lease's own TTL). */
   renew(id: string, ttlSeconds?: number): Promise<Lease> {
-    return this.json<Lease>("POST", pathOf("renewLease", { id }), ttlSeconds === undefined ? {} : { ttlSeconds });
+    return this.operation("renewLease", [{ id }], ttlSeconds === undefined ? {} : { ttlSeconds });
   }
 
   /** Releases the lease; a second release throws lease_not_found. */
   async release(id: string): Promise<void> {
     this.stopAutoRenew(id);
-    await this.call("DELETE", pathOf("releaseLease", { id }));
+    await this.operation("releaseLease", [{ id }]);
   }
 
   /**
@@ -193,12 +206,12 @@ export class NetslotClient {
 
   /** Prometheus text of the daemon and the API. */
   async metrics(): Promise<string> {
-    return (await this.call("GET", pathOf("metrics"))).body;
+    return this.operation("metrics", []);
   }
 
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
   releaseQuarantined(index: number): Promise<SlotStateResult> {
-    return this.json<SlotStateResult>("POST", pathOf("releaseQuarantined", { index }), {});
+    return this.operation("releaseQuarantined", [{ index }], {});
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */
@@ -241,10 +254,16 @@ export class NetslotClient {
 
   // ── transport ───────────────────────────────────────────────────────────────────────
 
-  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** One operation of core/schema.ts: its method and path from there, its answer typed by its response schema. */
+  private async operation<K extends OperationId>(operationId: K, params: PathArgs<K>, body?: [RequestOf<K>] extends [never] ? Record<string, never> : RequestOf<K>): Promise<ResponseOf<K>> {
+    const op: Operation = OPERATIONS[operationId];
+    const method = op.method.toUpperCase();
+    const path = pathOf(operationId, ...(params as PathArgs<K>));
     const res = await this.call(method, path, body);
+    if (op.response.text) return res.body as ResponseOf<K>;
+    if (!op.response.schema) return undefined as ResponseOf<K>;
     try {
-      return JSON.parse(res.body) as T;
+      return JSON.parse(res.body) as ResponseOf<K>;
     } catch {
       throw new Error(`netslot answered ${method} ${path} with a body that is not JSON`);
     }
