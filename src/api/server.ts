@@ -1,16 +1,17 @@
 // The HTTP API: HTTP/1.1 + JSON on a unix socket. This module only composes the pieces:
 // the routes come from the OpenAPI document (router.ts), which comes from core/schema.ts;
 // bodies are read by body.ts and validated by validate.ts before handlers.ts calls the
-// service; consumers.ts authenticates; problem.ts turns every error into problem+json;
+// service; auth.ts says who is calling; problem.ts turns every error into problem+json;
 // http-metrics.ts counts. Nothing a client sends can crash the server.
 import * as http from "node:http";
 import type * as net from "node:net";
 import { NetslotError } from "../core/errors.js";
 import { OPERATIONS, type Operation, type OperationId } from "../core/schema.js";
 import type { LeaseService } from "../core/types.js";
+import { ConsumerDirectory, type ConsumerConfig } from "../tenancy/consumers.js";
 import { packageVersion } from "../core/version.js";
 import { announcesBody, ANSWERED, readJsonBody } from "./body.js";
-import { AUTHENTICATE_HEADERS, authorize, ConsumerAuth, type ConsumerConfig } from "./consumers.js";
+import { AUTHENTICATE_HEADERS, authorize, peerOf, trackPeers } from "./auth.js";
 import { createHandlers, type Handler, type PoolAdmin, type Reply } from "./handlers.js";
 import { HttpMetrics, observeRequest, UNMATCHED_ROUTE } from "./http-metrics.js";
 import { openApiDocument } from "./openapi.js";
@@ -19,16 +20,17 @@ import { Router } from "./router.js";
 import { UnixSocketListener } from "./socket.js";
 import { createRequestValidators } from "./validate.js";
 
-export type { ConsumerConfig } from "./consumers.js";
+export type { ConsumerConfig } from "../tenancy/consumers.js";
 export type { PoolAdmin } from "./handlers.js";
 export type { ApiLogger } from "./problem.js";
 export { MAX_BODY_BYTES } from "./body.js";
 
 export interface ApiServerOptions {
   service: LeaseService;
-  /** Enables POST /v1/pool/quarantined/{index}/release. */
+  /** Enables POST /v1/pool/quarantined/{index}/release (and /v1/pool/drain when it can drain). */
   admin?: PoolAdmin;
-  consumers?: ConsumerConfig[];
+  /** The configured consumers: entries, or the daemon's parsed directory (shared with the pool's quotas). */
+  consumers?: ConsumerConfig[] | ConsumerDirectory;
   /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
   metricsExtra?: () => string;
   logger?: ApiLogger;
@@ -40,7 +42,8 @@ export interface ApiServerOptions {
 export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
-  listen(socketPath: string): Promise<void>;
+  /** `group`: the socket file's group (--socket-group), so its members may connect. */
+  listen(socketPath: string, opts?: { group?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -73,7 +76,7 @@ function sendReply(res: http.ServerResponse, op: Operation, reply: Reply<Operati
 export function createApiServer(options: ApiServerOptions): ApiServer {
   const { service } = options;
   const logger = options.logger ?? stderrLogger;
-  const auth = new ConsumerAuth(options.consumers ?? []);
+  const directory = options.consumers instanceof ConsumerDirectory ? options.consumers : new ConsumerDirectory(options.consumers ?? []);
   const version = options.version ?? packageVersion();
   const metrics = new HttpMetrics();
   // Compiled once, now: a broken schema fails at startup, not on the first request.
@@ -104,7 +107,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     if (found) routeLabel = found.route.template;
     // HEAD is GET without a body (node leaves the body out).
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "");
-    const consumer = authorize(auth, req.headers.authorization, found?.route.publicMethods.has(method) === true);
+    const consumer = authorize(directory, req, found?.route.publicMethods.has(method) === true);
     if (consumer instanceof NetslotError) return early(consumer, AUTHENTICATE_HEADERS);
     if (!found) return early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`));
     const operationId = found.route.methods.get(method);
@@ -115,6 +118,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     // A parameter that cannot exist (e.g. a malformed lease id): the service never sees it.
     if ("error" in found) return early(found.error);
     const op: Operation = OPERATIONS[operationId];
+    const query = validators.query(operationId, req.url);
+    if (!query.ok) throw new NetslotError("invalid_request", query.error.detail, { field: query.error.field });
     let body: unknown = {};
     if (op.body) {
       const raw = await readJsonBody(req, res);
@@ -125,7 +130,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     const handler = handlerOf(operationId)!;
     // The router only matches operations that have a handler; consumer is null only on public ones.
-    const reply = await handler({ consumer: consumer as string, params: found.params, body } as Parameters<Handler<OperationId>>[0]);
+    const ctx = { consumer, peer: peerOf(req), params: found.params, query: query.value, body };
+    const reply = await handler(ctx as Parameters<Handler<OperationId>>[0]);
     sendReply(res, op, reply);
   }
 
@@ -140,6 +146,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       }
     });
   });
+  trackPeers(server);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
@@ -158,5 +165,5 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   server.on("error", (err) => logger.error("API server error", { error: String(err) }));
 
   const socket = new UnixSocketListener(server);
-  return { listen: (socketPath) => socket.listen(socketPath), close: () => socket.close() };
+  return { listen: (socketPath, opts) => socket.listen(socketPath, opts), close: () => socket.close() };
 }

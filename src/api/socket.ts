@@ -1,4 +1,4 @@
-// The API's unix socket: mode 0660 (its group decides who may lease slots), a stale socket
+// The API's unix socket: mode 0660 (its group decides who may connect), a stale socket
 // of a dead daemon replaced, anything else refused; on close, removed only if still ours.
 import * as fs from "node:fs";
 import type * as http from "node:http";
@@ -11,7 +11,7 @@ export class UnixSocketListener {
 
   constructor(private readonly server: http.Server) {}
 
-  async listen(socketPath: string): Promise<void> {
+  async listen(socketPath: string, opts: { group?: number } = {}): Promise<void> {
     const server = this.server;
     await prepareSocketPath(socketPath);
     await new Promise<void>((resolve, reject) => {
@@ -22,7 +22,8 @@ export class UnixSocketListener {
         resolve();
       });
     });
-    // Owner and group only: the socket's group decides who may lease slots.
+    // Owner and group only: the socket's group decides who may connect (--socket-group).
+    if (opts.group !== undefined) fs.chownSync(socketPath, -1, opts.group);
     fs.chmodSync(socketPath, 0o660);
     this.boundPath = socketPath;
     this.boundIno = fs.statSync(socketPath).ino;

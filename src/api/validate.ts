@@ -165,6 +165,7 @@ export function checkCidrSemantics(cidr: string): string | null {
 /** Checks beyond the schema, by operation: run on a body the schema accepted. */
 const SEMANTIC_CHECKS: { [K in OperationId]?: (body: RequestOf<K>) => FieldError | null } = {
   acquireLease(body: LeaseRequest) {
+    if (body.owner !== undefined && body.ownerPid !== undefined) return { field: "/ownerPid", detail: "send owner or ownerPid, not both" };
     if (!body.network) return null;
     const reason = checkCidrSemantics(body.network.cidr);
     return reason ? { field: "/network/cidr", detail: `/network/cidr ${reason}` } : null;
@@ -178,14 +179,48 @@ export interface RequestValidators {
    * them passed on (nothing is copied field by field, so nothing can be dropped).
    */
   body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>>;
+  /**
+   * The operation's query parameters found in a request URL, each checked against its schema
+   * (`field` names the parameter). Parameters the operation does not define are ignored.
+   */
+  query(operationId: OperationId, url: string | undefined): Checked<Partial<Record<string, string>>>;
 }
+
+const NO_QUERY: Checked<Partial<Record<string, string>>> = { ok: true, value: {} };
 
 export function createRequestValidators(): RequestValidators {
   const bodies = new Map<string, Validator>();
   for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
     if (op.body) bodies.set(operationId, compileSchema(op.body));
   }
+  const queries = new Map<string, { name: string; validate: Validator; allowed: unknown }[]>();
+  for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
+    if (!op.query) continue;
+    queries.set(
+      operationId,
+      Object.entries(op.query).map(([name, q]) => ({ name, validate: compileSchema(q.schema), allowed: (q.schema as { enum?: unknown }).enum })),
+    );
+  }
   return {
+    query(operationId, url) {
+      const params = queries.get(operationId);
+      const at = url?.indexOf("?") ?? -1;
+      // Most requests have no query: nothing parsed, nothing allocated.
+      if (params === undefined || at === -1) return NO_QUERY;
+      const end = url!.indexOf("#", at);
+      const search = new URLSearchParams(url!.slice(at + 1, end === -1 ? undefined : end));
+      const value: Record<string, string> = {};
+      for (const param of params) {
+        const given = search.get(param.name);
+        if (given === null) continue;
+        if (param.validate(given) !== null) {
+          const detail = Array.isArray(param.allowed) ? `${param.name} must be ${param.allowed.join(" or ")}` : `${param.name} is invalid`;
+          return { ok: false, error: { field: param.name, detail } };
+        }
+        value[param.name] = given;
+      }
+      return { ok: true, value };
+    },
     body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>> {
       const validate = bodies.get(operationId);
       if (!validate) throw new Error(`${operationId} has no request body`);

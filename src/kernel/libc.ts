@@ -29,6 +29,7 @@ export const SO_RCVBUF = 8;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUFFORCE = 33;
 export const SO_RCVTIMEO = 20;
+export const SO_PEERCRED = 17;
 export const NETLINK_EXT_ACK = 11;
 export const NETLINK_GET_STRICT_CHK = 12;
 
@@ -45,6 +46,7 @@ const c = {
   send: libc.func("intptr_t send(int fd, const void *buf, size_t len, int flags)"),
   recv: libc.func("intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)"),
   setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *val, uint32_t len)"),
+  getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)"),
   getsockname: libc.func("int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
   ioctlPtr: libc.func("int ioctl(int fd, unsigned long req, _Inout_ void *arg)"),
   ioctlInt: libc.func("int ioctl(int fd, unsigned long req, intptr_t arg)"),
@@ -166,6 +168,23 @@ export function getsockname(fd: number, size = 16): Buffer {
   const len = [size];
   check("getsockname", c.getsockname(fd, buf, len));
   return buf.subarray(0, len[0]);
+}
+
+/** struct ucred: the peer of a unix socket as the kernel saw it at connect(), pid in our PID namespace. */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+const ucred = Buffer.alloc(12);
+const ucredLen = [12];
+
+/** getsockopt(SO_PEERCRED). Reuses one buffer: the binding is synchronous and this runs per connection. */
+export function peerCred(fd: number): PeerCred {
+  ucredLen[0] = 12;
+  check("getsockopt", c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ucred, ucredLen), "SO_PEERCRED");
+  return { pid: ucred.readInt32LE(0), uid: ucred.readUInt32LE(4), gid: ucred.readUInt32LE(8) };
 }
 
 export function ioctl(fd: number, request: number, arg: Buffer): void {

@@ -58,6 +58,29 @@ function numericEntries(dir: string): number[] {
   return out;
 }
 
+/** The parent of `pid` (field 4 of /proc/PID/stat), or undefined when it is gone. */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ", 2)[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` is `ancestor` or one of its descendants (walks parents; pids of our namespace). */
+export function isSelfOrDescendant(pid: number, ancestor: number): boolean {
+  if (ancestor <= 0) return false;
+  // A parent chain is short; the bound only guards against a loop through a reused pid.
+  for (let current: number | undefined = pid, depth = 0; current !== undefined && current > 0 && depth < 4096; depth++) {
+    if (current === ancestor) return true;
+    current = parentPid(current);
+  }
+  return false;
+}
+
 export interface NsProcess {
   pid: number;
   comm: string;
