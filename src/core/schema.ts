@@ -58,6 +58,11 @@ export const TenantNetwork = Type.Object(
 
 const TtlSeconds = Type.Integer({ minimum: 1, maximum: 86400 });
 
+export const ProfileName = Type.String({
+  description: "A network profile the operator defined in the daemon's config file; without one the lease has no egress policy.",
+  pattern: "^[A-Za-z0-9_.-]{1,64}$",
+});
+
 export const LeaseRequest = Type.Object(
   {
     ttlSeconds: Type.Optional(
@@ -69,6 +74,7 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
     owner: Type.Optional(
       StringEnum(["caller"], {
         description:
@@ -122,6 +128,7 @@ export const Lease = Type.Object(
     guest: GuestConfig,
     labels: Labels,
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
     ownerPid: Type.Optional(Type.Integer({ minimum: 1 })),
     createdAt: DateTime,
     // One type list rather than anyOf: the shape OpenAPI 3.1 readers expect for nullable.
@@ -245,6 +252,7 @@ export const COMPONENTS = {
   LeaseId,
   Labels,
   TenantNetwork,
+  ProfileName,
   LeaseRequest,
   RenewRequest,
   SlotRef,
