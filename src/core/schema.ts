@@ -11,12 +11,13 @@
 //
 // How to add…
 //   - a field: add it to its object below (Type.Optional(...) unless every lease has it, with
-//     its limits and a description), then `npm run generate`. Objects are closed
-//     (additionalProperties: false), so until then the server refuses the field with
-//     invalid_request naming it; after, the validated body reaches the service whole.
+//     its limits and a description) and run `npm run generate` (openapi.json and
+//     docs/errors.md; the drift test fails until you do). The server validates with these
+//     schemas directly: objects are closed (additionalProperties: false), unknown fields are
+//     refused with invalid_request naming them, and a valid body reaches the service whole.
 //   - a route: add an operation to OPERATIONS (path template, method, bodies), a handler
-//     under its operationId in api/server.ts and a method in sdk/client.ts using pathOf;
-//     then `npm run generate`.
+//     under its operationId in api/handlers.ts and a method in sdk/client.ts calling
+//     this.operation(operationId, …); then `npm run generate`.
 //   - an error: add an entry to ERRORS in core/errors.ts, then `npm run generate`.
 import { Type, type Static, type TSchema, type TUnsafe } from "@sinclair/typebox";
 import { ERRORS, type ErrorCode as RegistryErrorCode } from "./errors.js";
@@ -57,6 +58,11 @@ export const TenantNetwork = Type.Object(
 
 const TtlSeconds = Type.Integer({ minimum: 1, maximum: 86400 });
 
+export const ProfileName = Type.String({
+  description: "A network profile the operator defined in the daemon's config file; without one the lease has no egress policy.",
+  pattern: "^[A-Za-z0-9_.-]{1,64}$",
+});
+
 export const LeaseRequest = Type.Object(
   {
     ttlSeconds: Type.Optional(
@@ -68,9 +74,17 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
+    owner: Type.Optional(
+      StringEnum(["caller"], {
+        description:
+          '"caller": the lease ends when the calling process exits, as the kernel names it (SO_PEERCRED), which is right across PID namespaces. Not together with ownerPid.',
+      }),
+    ),
     ownerPid: Type.Optional(
       Type.Integer({
-        description: "The lease is released when this process (in the daemon's PID namespace) exits.",
+        description:
+          'The lease ends when this process (in the daemon\'s PID namespace) exits. It must be the caller or one of its descendants, else 403 owner_forbidden; prefer owner: "caller".',
         minimum: 1,
         maximum: 4194304,
       }),
@@ -114,6 +128,7 @@ export const Lease = Type.Object(
     guest: GuestConfig,
     labels: Labels,
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
     ownerPid: Type.Optional(Type.Integer({ minimum: 1 })),
     createdAt: DateTime,
     // One type list rather than anyOf: the shape OpenAPI 3.1 readers expect for nullable.
@@ -129,32 +144,59 @@ export const LeaseList = Type.Object({ leases: Type.Array(Lease) }, { additional
 export const SlotState = StringEnum(["free", "leased", "scrubbing", "quarantined", "building", "missing"]);
 
 export const QuarantinedSlot = Type.Object(
-  { index: Type.Integer({ minimum: 0 }), reason: Type.String(), since: DateTime },
+  {
+    index: Type.Integer({ minimum: 0 }),
+    reason: Type.Optional(Type.String({ description: "Operators only: a reason may name other consumers' processes." })),
+    since: DateTime,
+  },
   { additionalProperties: false },
 );
 
 const Count = Type.Integer({ minimum: 0 });
 
-const poolCountsProperties = {
+export const ConsumerUsage = Type.Object(
+  {
+    name: Type.String(),
+    leased: Count,
+    reserved: Type.Integer({ description: "Slots held for this consumer (quota.reserved).", minimum: 0 }),
+    max: Type.Unsafe<number | null>({ description: "Most leases it may hold at once (quota.max); null: no cap.", type: ["integer", "null"], minimum: 1 }),
+  },
+  { description: "A configured consumer's use of the pool.", additionalProperties: false },
+);
+
+const slotCountsProperties = {
   size: Count,
   free: Count,
   leased: Count,
   scrubbing: Count,
   quarantined: Count,
   missing: Type.Integer({ description: "Slots not yet built (boot) or that could not be built.", minimum: 0 }),
-  quarantinedSlots: Type.Array(QuarantinedSlot),
 };
 
-export const PoolCounts = Type.Object(poolCountsProperties, { additionalProperties: false });
+export const PoolCounts = Type.Object(
+  {
+    ...slotCountsProperties,
+    quarantinedSlots: Type.Array(QuarantinedSlot, { description: "Reasons are shown to operators only." }),
+    draining: Type.Boolean({ description: "An operator stopped new leases (503 draining); existing leases run on." }),
+    consumers: Type.Array(ConsumerUsage, {
+      description: "Configured consumers' use; a consumer sees only its own entry, an operator every one. Empty without configured consumers.",
+    }),
+  },
+  { additionalProperties: false },
+);
 
 export const HealthPool = Type.Object(
-  { ...poolCountsProperties, built: Count },
-  { description: "PoolCounts plus the number of slots built so far.", additionalProperties: false },
+  { ...slotCountsProperties, built: Count },
+  {
+    description: "Slot counts and the number of slots built so far; nothing about consumers or quarantine reasons (the route needs no token).",
+    additionalProperties: false,
+  },
 );
 
 export const Health = Type.Object(
   {
     status: StringEnum(["booting", "ready"]),
+    draining: Type.Boolean({ description: "An operator stopped new leases (503 draining)." }),
     pool: HealthPool,
     version: Type.String({ description: "The daemon's package version; every answer also carries it in the Netslot-Version header." }),
   },
@@ -163,7 +205,21 @@ export const Health = Type.Object(
 
 export const SlotStateResult = Type.Object({ index: Type.Integer({ minimum: 0 }), state: SlotState }, { additionalProperties: false });
 
+export const DrainState = Type.Object({ draining: Type.Boolean() }, { additionalProperties: false });
+
 // ── errors ──────────────────────────────────────────────────────────────────────────────
+
+export const LeaseEnd = Type.Object(
+  {
+    at: DateTime,
+    cause: StringEnum(["released", "expired", "owner_exited", "force_released"]),
+    by: Type.Optional(Type.String({ description: "The operator, for force_released." })),
+  },
+  {
+    description: "lease_not_found of the caller's lease that ended within the last hour: when and how.",
+    additionalProperties: false,
+  },
+);
 
 /** The registry's codes (core/errors.ts) as a schema. */
 export const ErrorCode = StringEnum(Object.keys(ERRORS) as RegistryErrorCode[], {
@@ -180,6 +236,7 @@ export const Problem = Type.Object(
     field: Type.Optional(
       Type.String({ description: 'JSON pointer to the request field at fault (invalid_request); "" for the whole body.' }),
     ),
+    ended: Type.Optional(LeaseEnd),
   },
   {
     description: "RFC 9457 problem details. `type` is a stable identifier, not meant to be fetched.",
@@ -195,6 +252,7 @@ export const COMPONENTS = {
   LeaseId,
   Labels,
   TenantNetwork,
+  ProfileName,
   LeaseRequest,
   RenewRequest,
   SlotRef,
@@ -202,12 +260,15 @@ export const COMPONENTS = {
   Lease,
   LeaseList,
   QuarantinedSlot,
+  ConsumerUsage,
   PoolCounts,
   HealthPool,
   Health,
   ErrorCode,
+  LeaseEnd,
   Problem,
   SlotStateResult,
+  DrainState,
 } satisfies Record<string, TSchema>;
 
 export type LeaseId = Static<typeof LeaseId>;
@@ -221,6 +282,9 @@ export type Lease = Static<typeof Lease>;
 export type LeaseList = Static<typeof LeaseList>;
 export type SlotState = Static<typeof SlotState>;
 export type QuarantinedSlot = Static<typeof QuarantinedSlot>;
+export type ConsumerUsage = Static<typeof ConsumerUsage>;
+export type LeaseEnd = Static<typeof LeaseEnd>;
+export type DrainState = Static<typeof DrainState>;
 export type PoolCounts = Static<typeof PoolCounts>;
 export type Health = Static<typeof Health>;
 export type SlotStateResult = Static<typeof SlotStateResult>;
@@ -233,8 +297,13 @@ export type HttpMethod = "get" | "post" | "delete";
 export interface PathParameter {
   schema: TSchema;
   description?: string;
-  /** The error when a segment does not match the schema (an id that cannot exist is simply not found). */
+  /**
+   * When a segment does not match the schema: not_found (the path is no route at all), or a
+   * code such as lease_not_found (an id that cannot exist is simply not found).
+   */
   invalid: RegistryErrorCode;
+  /** What the parameter names, for the error's detail ("no lease …"); its name by default. */
+  noun?: string;
 }
 
 export interface Operation {
@@ -244,6 +313,8 @@ export interface Operation {
   summary: string;
   /** Answered without a token even when consumers are configured (GET only). */
   public?: true;
+  /** Query parameters (all optional strings). */
+  query?: Record<string, { schema: TSchema; description?: string }>;
   params?: Record<string, PathParameter>;
   /** The JSON request body; optional on the wire, where an empty body is `{}`. */
   body?: TSchema;
@@ -255,11 +326,11 @@ export interface Operation {
     text?: true;
     headers?: Record<string, { description: string }>;
   };
-  /** Can answer 503 with Retry-After (pool_exhausted, booting, store_unavailable). */
+  /** Can answer 503 or 429 with Retry-After (pool_exhausted, draining, booting, store_unavailable; quota_exceeded). */
   retryable?: true;
 }
 
-const leaseIdParam: PathParameter = { schema: LeaseId, invalid: "lease_not_found" };
+const leaseIdParam: PathParameter = { schema: LeaseId, invalid: "lease_not_found", noun: "lease" };
 
 /** Every route of the API, by operationId (the SDK's and the server's name for it). */
 export const OPERATIONS = {
@@ -273,14 +344,15 @@ export const OPERATIONS = {
   pool: {
     method: "get",
     path: "/v1/pool",
-    summary: "Slot counts by state and the quarantined slots with their reasons.",
+    summary:
+      "Slot counts by state, the drain switch, the quarantined slots (reasons for operators only) and per-consumer leased/reserved/max (a consumer sees its own).",
     response: { status: 200, description: "Pool counts", schema: PoolCounts },
   },
   releaseQuarantined: {
     method: "post",
     path: "/v1/pool/quarantined/{index}/release",
     summary:
-      "Operator action (`netslot quarantine release N`): scrub the quarantined slot again and return it to the pool if it is clean. 409 slot_not_quarantined when it is not quarantined.",
+      "Operator action (`netslot quarantine release N`; 403 forbidden for a consumer): scrub the quarantined slot again and return it to the pool if it is clean. 409 slot_not_quarantined when it is not quarantined.",
     params: {
       index: {
         schema: Type.Integer({ minimum: 0, maximum: 999999999 }),
@@ -290,16 +362,31 @@ export const OPERATIONS = {
     },
     response: { status: 200, description: "The slot's state after the new scrub started", schema: SlotStateResult },
   },
+  drain: {
+    method: "post",
+    path: "/v1/pool/drain",
+    summary:
+      "Operator action (`netslot drain`; 403 forbidden for a consumer): stop granting leases (503 draining) while existing leases run out, for host maintenance. Kept across restarts.",
+    response: { status: 200, description: "The drain switch after the call", schema: DrainState },
+  },
+  undrain: {
+    method: "delete",
+    path: "/v1/pool/drain",
+    summary: "Operator action (`netslot undrain`; 403 forbidden for a consumer): grant leases again.",
+    response: { status: 200, description: "The drain switch after the call", schema: DrainState },
+  },
   listLeases: {
     method: "get",
     path: "/v1/leases",
-    summary: "The caller's leases.",
+    summary: "The caller's leases; with all=true (operators only, else 403 forbidden) every consumer's.",
+    query: { all: { schema: StringEnum(["true", "false"]), description: "Operators: list every consumer's leases." } },
     response: { status: 200, description: "Leases of the calling consumer", schema: LeaseList },
   },
   acquireLease: {
     method: "post",
     path: "/v1/leases",
-    summary: "Lease a free slot. An empty body without a content type is the same as {}.",
+    summary:
+      "Lease a free slot. An empty body without a content type is the same as {}. 403 network_forbidden for a VNI the consumer may not attach, 403 owner_forbidden for an ownerPid that is not the caller or a descendant, 429 quota_exceeded at the consumer's quota.max, 503 pool_exhausted when no slot is free for this consumer (slots reserved for others do not count), 503 draining while an operator drains the daemon.",
     body: LeaseRequest,
     response: {
       status: 201,
@@ -312,14 +399,16 @@ export const OPERATIONS = {
   getLease: {
     method: "get",
     path: "/v1/leases/{id}",
-    summary: "One of the caller's leases.",
+    summary:
+      "One of the caller's leases (an operator: anyone's). A lease that ended within the last hour answers 404 lease_not_found with `ended` saying when and how.",
     params: { id: leaseIdParam },
     response: { status: 200, description: "The lease", schema: Lease },
   },
   releaseLease: {
     method: "delete",
     path: "/v1/leases/{id}",
-    summary: "Release the lease; the slot is scrubbed and returns to the pool. A second release answers 404 lease_not_found.",
+    summary:
+      "Release the lease; the slot is scrubbed and returns to the pool. An operator may release another consumer's lease (a force-release, in the audit log). A second release answers 404 lease_not_found.",
     params: { id: leaseIdParam },
     response: { status: 204, description: "Released" },
   },
@@ -352,12 +441,17 @@ export type OperationId = keyof typeof OPERATIONS;
 export type RequestOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
 export type ResponseOf<K extends OperationId> = (typeof OPERATIONS)[K]["response"] extends { schema: infer S extends TSchema }
   ? Static<S>
-  : void;
+  : (typeof OPERATIONS)[K]["response"] extends { text: true }
+    ? string
+    : void;
 
-type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
+export type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
+
+/** pathOf's arguments after the operationId: the path parameters, when the operation has any. */
+export type PathArgs<K extends OperationId> = keyof ParamsOf<K> extends never ? [] : [ParamsOf<K>];
 
 /** The concrete path of an operation: its template with each `{name}` filled in and encoded. */
-export function pathOf<K extends OperationId>(operationId: K, ...args: keyof ParamsOf<K> extends never ? [] : [ParamsOf<K>]): string {
+export function pathOf<K extends OperationId>(operationId: K, ...args: PathArgs<K>): string {
   const values = (args[0] ?? {}) as Record<string, string | number>;
   return OPERATIONS[operationId].path.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const value = values[name];

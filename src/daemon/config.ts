@@ -1,11 +1,10 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
+import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
 
-export interface ConsumerConfig {
-  name: string;
-  token: string;
-}
+export type { ConsumerConfig } from "../tenancy/consumers.js";
 
 export interface DaemonConfig {
   poolSize: number;
@@ -17,7 +16,11 @@ export interface DaemonConfig {
   linkCidr: string;
   vtepRemote: string | undefined;
   vtepPort: number;
+  /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
+  socketGroup: string | undefined;
   consumers: ConsumerConfig[];
+  /** Network profiles a lease request may name (src/core/profiles.ts). */
+  profiles: ProfilesConfig;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
 }
@@ -31,7 +34,9 @@ export const DEFAULTS: DaemonConfig = {
   linkCidr: "10.200.0.0/16",
   vtepRemote: undefined,
   vtepPort: 4789,
+  socketGroup: undefined,
   consumers: [],
+  profiles: {},
   progress: true,
 };
 
@@ -44,6 +49,7 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--link-cidr": "linkCidr",
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
+  "--socket-group": "socketGroup",
 };
 
 export const MAX_POOL_SIZE = 65536;
@@ -130,9 +136,23 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
     }
   }
-  for (const c of config.consumers) {
-    if (typeof c.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.name) || typeof c.token !== "string" || c.token.length < 16) {
-      throw new ConfigError("each consumer needs a name ([A-Za-z0-9_.-], up to 64) and a token of at least 16 characters");
-    }
+  if (config.socketGroup !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/.test(config.socketGroup)) {
+    throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
   }
+  try {
+    config.profiles = parseProfiles(config.profiles);
+  } catch (err) {
+    if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
+    throw err;
+  }
+  let consumers;
+  try {
+    consumers = parseConsumers(config.consumers, config.poolSize);
+  } catch (err) {
+    throw new ConfigError(`consumers: ${(err as Error).message}`);
+  }
+  consumers.forEach((c, i) => {
+    const unknown = c.profiles?.findIndex((name) => !Object.hasOwn(config.profiles, name)) ?? -1;
+    if (unknown >= 0) throw new ConfigError(`config file: consumers[${i}].profiles[${unknown}]: no profile "${c.profiles![unknown]}" in profiles`);
+  });
 }

@@ -2,7 +2,7 @@
 // returns it to the free list or quarantines it, written to the store first.
 import { NetslotError } from "../core/errors.js";
 import { faultPoint } from "../core/faults.js";
-import type { SlotState, TenantNetwork } from "../core/types.js";
+import type { AuditEvent, SlotState, TenantNetwork } from "../core/types.js";
 import type { LeaseStore } from "../store/store.js";
 import type { SlotTable } from "./allocation.js";
 import type { PoolMetrics } from "./pool-metrics.js";
@@ -10,8 +10,11 @@ import type { Scrubber, ScrubResult } from "./scrubber.js";
 
 /** What the rest of the pool may ask of scrubbing. */
 export interface ScrubQueue {
-  /** Scrubs slot `index` (its `tenant` network, if any, is torn down too); once per slot at a time. */
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void;
+  /**
+   * Scrubs slot `index` (its `tenant` network, if any, is torn down too; `policy`: the
+   * lease had an egress policy to empty); once per slot at a time.
+   */
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy?: boolean): void;
 }
 
 export interface ScrubSchedulerDeps {
@@ -20,6 +23,7 @@ export interface ScrubSchedulerDeps {
   scrubber: Pick<Scrubber, "scrub">;
   metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
   log: (msg: string) => void;
+  audit: (event: AuditEvent) => void;
 }
 
 export class ScrubScheduler implements ScrubQueue {
@@ -28,18 +32,19 @@ export class ScrubScheduler implements ScrubQueue {
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pending.delete(index));
+    void this.scrubNow(index, tenant, releasedAt, policy).finally(() => this.pending.delete(index));
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
-  async retryQuarantined(index: number): Promise<SlotState> {
+  async retryQuarantined(index: number, by?: string): Promise<SlotState> {
     const { slots } = this.deps;
     if (!slots.has(index) || slots.state(index) !== "quarantined") {
       throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
     }
+    this.deps.audit({ event: "retry", slot: index, reason: slots.reasonOf(index) ?? "quarantined", ...(by !== undefined ? { by } : {}) });
     slots.markScrubbing(index);
     this.pending.add(index);
     try {
@@ -56,11 +61,11 @@ export class ScrubScheduler implements ScrubQueue {
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
-  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
     let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
-      result = await this.deps.scrubber.scrub(index, tenant);
+      result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
       result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
@@ -81,7 +86,7 @@ export class ScrubScheduler implements ScrubQueue {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
       this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
-      setTimeout(() => this.schedule(index, tenant, releasedAt), 1000).unref();
+      setTimeout(() => this.schedule(index, tenant, releasedAt, policy), 1000).unref();
     }
     slots.touch(index);
   }
@@ -90,6 +95,6 @@ export class ScrubScheduler implements ScrubQueue {
     this.deps.store.setSlotState(index, "quarantined", reason);
     this.deps.slots.markQuarantined(index, reason);
     this.deps.metrics.scrubOutcomes.inc({ outcome: "quarantined" });
-    this.deps.log(`slot ${index} quarantined: ${reason}`);
+    this.deps.audit({ event: "quarantine", slot: index, reason });
   }
 }

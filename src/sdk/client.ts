@@ -1,9 +1,24 @@
 // The typed client of the netslot API: HTTP/1.1 over the daemon's unix socket with a
-// keep-alive agent. Paths and types come from the API's definition (core/schema.ts).
+// keep-alive agent. Methods, paths and types come from the API's definition (core/schema.ts).
 // Errors come back as NetslotApiError carrying the registry's code.
 import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
-import { pathOf, type Health, type Lease, type LeaseList, type LeaseRequest, type PoolCounts, type SlotStateResult } from "../core/schema.js";
+import {
+  OPERATIONS,
+  pathOf,
+  type DrainState,
+  type Health,
+  type Lease,
+  type LeaseEnd,
+  type LeaseRequest,
+  type Operation,
+  type OperationId,
+  type PathArgs,
+  type PoolCounts,
+  type RequestOf,
+  type ResponseOf,
+  type SlotStateResult,
+} from "../core/schema.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
 
@@ -20,8 +35,9 @@ export interface NetslotClientOptions {
 
 export type AcquireOptions = LeaseRequest & {
   /**
-   * Default true: sends `ownerPid: process.pid`, so the daemon releases the lease when this
-   * process dies. Ignored when `ownerPid` is given.
+   * Default true: sends `owner: "caller"`, so the daemon releases the lease when this
+   * process dies (it reads which process called from the kernel, so this is right inside a
+   * container too). Ignored when `owner` or `ownerPid` is given.
    */
   bindToProcess?: boolean;
   /**
@@ -37,12 +53,14 @@ export class NetslotApiError extends Error {
   readonly status: number;
   /** The request field at fault (a JSON pointer such as /ttlSeconds), for invalid_request. */
   readonly field: string | undefined;
-  /** Seconds from the Retry-After header (pool_exhausted, booting, store_unavailable). */
+  /** Seconds from the Retry-After header (pool_exhausted, quota_exceeded, draining, booting, store_unavailable). */
   readonly retryAfter: number | undefined;
+  /** lease_not_found of a lease that ended within the last hour: when and how (expired, owner_exited, force_released...). */
+  readonly ended: LeaseEnd | undefined;
   readonly title: string;
   readonly detail: string;
 
-  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number }) {
+  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number; ended?: LeaseEnd }) {
     super(`${init.code}: ${init.detail}`);
     this.name = "NetslotApiError";
     this.code = init.code;
@@ -51,6 +69,7 @@ export class NetslotApiError extends Error {
     this.detail = init.detail;
     this.field = init.field;
     this.retryAfter = init.retryAfter;
+    this.ended = init.ended;
   }
 
   /** What to do about it, from the error registry. */
@@ -90,6 +109,12 @@ interface ProblemBody {
   title?: unknown;
   detail?: unknown;
   field?: unknown;
+  ended?: unknown;
+}
+
+function isLeaseEnd(value: unknown): value is LeaseEnd {
+  const v = value as Partial<LeaseEnd> | null;
+  return typeof v === "object" && v !== null && typeof v.at === "string" && typeof v.cause === "string";
 }
 
 function errorFromResponse(res: RawResponse): NetslotApiError {
@@ -110,6 +135,7 @@ function errorFromResponse(res: RawResponse): NetslotApiError {
     detail: typeof problem.detail === "string" ? problem.detail : `HTTP ${res.status}`,
     ...(typeof problem.field === "string" ? { field: problem.field } : {}),
     ...(retryAfter !== undefined ? { retryAfter } : {}),
+    ...(isLeaseEnd(problem.ended) ? { ended: problem.ended } : {}),
   });
 }
 
@@ -131,19 +157,19 @@ export class NetslotClient {
   }
 
   health(): Promise<Health> {
-    return this.json<Health>("GET", pathOf("health"));
+    return this.operation("health", []);
   }
 
   pool(): Promise<PoolCounts> {
-    return this.json<PoolCounts>("GET", pathOf("pool"));
+    return this.operation("pool", []);
   }
 
   /** Leases a slot. See AcquireOptions for process binding and background renewal. */
   async acquire(opts: AcquireOptions = {}): Promise<Lease> {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
-    if (bindToProcess && body.ownerPid === undefined) body.ownerPid = process.pid;
-    const lease = await this.json<Lease>("POST", pathOf("acquireLease"), body);
+    if (bindToProcess && body.ownerPid === undefined && body.owner === undefined) body.owner = "caller";
+    const lease = await this.operation("acquireLease", [], body);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
       this.startAutoRenew(lease.id, ttl, request.ttlSeconds);
@@ -151,23 +177,24 @@ export class NetslotClient {
     return lease;
   }
 
-  async list(): Promise<Lease[]> {
-    return (await this.json<LeaseList>("GET", pathOf("listLeases"))).leases;
+  /** The caller's leases; `all` (operators only): every consumer's. */
+  async list(opts: { all?: boolean } = {}): Promise<Lease[]> {
+    return (await this.operation("listLeases", [], undefined, opts.all ? { all: "true" } : undefined)).leases;
   }
 
   get(id: string): Promise<Lease> {
-    return this.json<Lease>("GET", pathOf("getLease", { id }));
+    return this.operation("getLease", [{ id }]);
   }
 
   /** Moves the expiry to now + ttlSeconds (default: the lease's own TTL). */
   renew(id: string, ttlSeconds?: number): Promise<Lease> {
-    return this.json<Lease>("POST", pathOf("renewLease", { id }), ttlSeconds === undefined ? {} : { ttlSeconds });
+    return this.operation("renewLease", [{ id }], ttlSeconds === undefined ? {} : { ttlSeconds });
   }
 
   /** Releases the lease; a second release throws lease_not_found. */
   async release(id: string): Promise<void> {
     this.stopAutoRenew(id);
-    await this.call("DELETE", pathOf("releaseLease", { id }));
+    await this.operation("releaseLease", [{ id }]);
   }
 
   /**
@@ -193,12 +220,22 @@ export class NetslotClient {
 
   /** Prometheus text of the daemon and the API. */
   async metrics(): Promise<string> {
-    return (await this.call("GET", pathOf("metrics"))).body;
+    return this.operation("metrics", []);
   }
 
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
   releaseQuarantined(index: number): Promise<SlotStateResult> {
-    return this.json<SlotStateResult>("POST", pathOf("releaseQuarantined", { index }), {});
+    return this.operation("releaseQuarantined", [{ index }], {});
+  }
+
+  /** Operator action: stop granting leases (new requests get 503 draining); existing leases run on. */
+  drain(): Promise<DrainState> {
+    return this.operation("drain", [], {});
+  }
+
+  /** Operator action: grant leases again. */
+  undrain(): Promise<DrainState> {
+    return this.operation("undrain", []);
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */
@@ -241,10 +278,22 @@ export class NetslotClient {
 
   // ── transport ───────────────────────────────────────────────────────────────────────
 
-  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** One operation of core/schema.ts: its method and path from there, its answer typed by its response schema. */
+  private async operation<K extends OperationId>(
+    operationId: K,
+    params: PathArgs<K>,
+    body?: [RequestOf<K>] extends [never] ? Record<string, never> : RequestOf<K>,
+    query?: Record<string, string>,
+  ): Promise<ResponseOf<K>> {
+    const op: Operation = OPERATIONS[operationId];
+    const method = op.method.toUpperCase();
+    const search = query === undefined ? "" : `?${new URLSearchParams(query).toString()}`;
+    const path = `${pathOf(operationId, ...params)}${search}`;
     const res = await this.call(method, path, body);
+    if (op.response.text) return res.body as ResponseOf<K>;
+    if (!op.response.schema) return undefined as ResponseOf<K>;
     try {
-      return JSON.parse(res.body) as T;
+      return JSON.parse(res.body) as ResponseOf<K>;
     } catch {
       throw new Error(`netslot answered ${method} ${path} with a body that is not JSON`);
     }

@@ -42,6 +42,8 @@ export interface StoredLease {
   slotIndex: number;
   labels: Record<string, string>;
   network?: TenantNetwork;
+  /** Name of the network profile; its policy is re-applied when the slot is rebuilt. */
+  profile?: string;
   ownerPid?: number;
   /** Start time of ownerPid (field 22 of /proc/PID/stat), so a reused pid is not taken for the owner. */
   ownerStart?: number;
@@ -51,6 +53,23 @@ export interface StoredLease {
   /** The TTL last asked for, so a renew without one extends by the same amount. */
   ttlSeconds?: number;
 }
+
+/** How a lease ended: released by its consumer, expired, its owner process exited, or released by an operator. */
+export type EndCause = "released" | "expired" | "owner_exited" | "force_released";
+
+/** A lease that ended, kept for ENDED_RETENTION_MS so GET /v1/leases/{id} can say how. */
+export interface EndedLease {
+  id: string;
+  consumer: string;
+  slotIndex: number;
+  cause: EndCause;
+  /** The operator of a force-release. */
+  by?: string;
+  endedAt: string;
+}
+
+/** How long an ended lease is remembered. */
+export const ENDED_RETENTION_MS = 60 * 60 * 1000;
 
 /** The daemon configuration the slots in this store were built for. */
 export interface StoreFingerprint {
@@ -100,11 +119,21 @@ interface LeaseRow {
   slot_idx: number;
   labels: string;
   network: string | null;
+  profile: string | null;
   owner_pid: number | null;
   owner_start: number | null;
   created_at: string;
   expires_at: string | null;
   ttl_seconds: number | null;
+}
+
+interface EndedRow {
+  id: string;
+  consumer: string;
+  slot_idx: number;
+  cause: string;
+  by: string | null;
+  ended_at: string;
 }
 
 const SCHEMA = `
@@ -124,6 +153,7 @@ CREATE TABLE IF NOT EXISTS leases (
   slot_idx INTEGER NOT NULL UNIQUE REFERENCES slots(idx),
   labels TEXT NOT NULL,
   network TEXT,
+  profile TEXT,
   owner_pid INTEGER,
   owner_start INTEGER,
   created_at TEXT NOT NULL,
@@ -133,6 +163,15 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE INDEX IF NOT EXISTS leases_consumer ON leases(consumer);
 CREATE INDEX IF NOT EXISTS leases_expires ON leases(expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner_pid) WHERE owner_pid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ended_leases (
+  id TEXT PRIMARY KEY,
+  consumer TEXT NOT NULL,
+  slot_idx INTEGER NOT NULL,
+  cause TEXT NOT NULL,
+  by TEXT,
+  ended_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ended_leases_at ON ended_leases(ended_at);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -181,6 +220,7 @@ function rowToLease(row: LeaseRow): StoredLease {
     expiresAt: row.expires_at,
   };
   if (row.network !== null) lease.network = JSON.parse(row.network) as TenantNetwork;
+  if (row.profile !== null && row.profile !== undefined) lease.profile = row.profile;
   if (row.owner_pid !== null) lease.ownerPid = row.owner_pid;
   if (row.owner_start !== null) lease.ownerStart = row.owner_start;
   if (row.ttl_seconds !== null) lease.ttlSeconds = row.ttl_seconds;
@@ -213,6 +253,9 @@ export class LeaseStore {
     leaseByConsumer: Database.Statement<[string], LeaseRow>;
     leaseExpired: Database.Statement<[string], LeaseRow>;
     leaseOwned: Database.Statement<[], LeaseRow>;
+    endedInsert: Database.Statement<[EndedRow]>;
+    endedGet: Database.Statement<[string, string], EndedRow>;
+    endedPrune: Database.Statement<[string]>;
     counterAdd: Database.Statement<[string]>;
     counterAll: Database.Statement<[], { name: string; value: number }>;
   };
@@ -235,8 +278,8 @@ export class LeaseStore {
       ),
       slotDelete: db.prepare("DELETE FROM slots WHERE idx = ?"),
       leaseInsert: db.prepare(
-        `INSERT INTO leases(id, consumer, slot_idx, labels, network, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
-         VALUES (@id, @consumer, @slot_idx, @labels, @network, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
+        `INSERT INTO leases(id, consumer, slot_idx, labels, network, profile, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
+         VALUES (@id, @consumer, @slot_idx, @labels, @network, @profile, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
       ),
       leaseGet: db.prepare("SELECT * FROM leases WHERE id = ?"),
       leaseBySlot: db.prepare("SELECT id FROM leases WHERE slot_idx = ?"),
@@ -248,6 +291,11 @@ export class LeaseStore {
         "SELECT * FROM leases WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id",
       ),
       leaseOwned: db.prepare("SELECT * FROM leases WHERE owner_pid IS NOT NULL ORDER BY owner_pid, created_at, id"),
+      endedInsert: db.prepare(
+        "INSERT OR REPLACE INTO ended_leases(id, consumer, slot_idx, cause, by, ended_at) VALUES (@id, @consumer, @slot_idx, @cause, @by, @ended_at)",
+      ),
+      endedGet: db.prepare("SELECT * FROM ended_leases WHERE id = ? AND ended_at >= ?"),
+      endedPrune: db.prepare("DELETE FROM ended_leases WHERE ended_at < ?"),
       counterAdd: db.prepare("UPDATE counters SET value = value + 1 WHERE name = ?"),
       counterAll: db.prepare("SELECT name, value FROM counters"),
     };
@@ -287,6 +335,10 @@ export class LeaseStore {
           throw new Error(`lease store ${file} has schema version ${row.value}, newer than this netslot's ${SCHEMA_VERSION}`);
         }
         conn.exec(SCHEMA);
+        // Added after schema version 1 without a version bump: an older netslot reads the
+        // table with SELECT * and ignores the column.
+        const columns = conn.prepare<[], { name: string }>("PRAGMA table_info(leases)").all();
+        if (!columns.some((c) => c.name === "profile")) conn.exec("ALTER TABLE leases ADD COLUMN profile TEXT");
         if (row === undefined) {
           conn.prepare("INSERT INTO meta(key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
         }
@@ -446,6 +498,7 @@ export class LeaseStore {
       slot_idx: lease.slotIndex,
       labels: JSON.stringify(lease.labels),
       network: lease.network === undefined ? null : JSON.stringify({ vni: lease.network.vni, cidr: lease.network.cidr }),
+      profile: lease.profile ?? null,
       owner_pid: lease.ownerPid ?? null,
       owner_start: lease.ownerStart ?? null,
       created_at: lease.createdAt,
@@ -472,13 +525,26 @@ export class LeaseStore {
 
   /**
    * In one transaction: deletes the lease and moves its slot to 'scrubbing' (a quarantined
-   * slot stays quarantined). Returns the deleted lease, or undefined when there was none.
+   * slot stays quarantined); with `end`, remembers how it ended (and forgets ends older
+   * than ENDED_RETENTION_MS). Returns the deleted lease, or undefined when there was none.
    */
-  deleteLease(id: string): StoredLease | undefined {
+  deleteLease(id: string, end?: { cause: EndCause; by?: string }): StoredLease | undefined {
     return this.write("deleting a lease", () => {
       const row = this.st.leaseGet.get(id);
       if (row === undefined) return undefined;
       this.st.leaseDelete.run(id);
+      if (end !== undefined) {
+        const now = Date.now();
+        this.st.endedPrune.run(new Date(now - ENDED_RETENTION_MS).toISOString());
+        this.st.endedInsert.run({
+          id,
+          consumer: row.consumer,
+          slot_idx: row.slot_idx,
+          cause: end.cause,
+          by: end.by ?? null,
+          ended_at: new Date(now).toISOString(),
+        });
+      }
       const slot = this.st.slotGet.get(row.slot_idx);
       if (slot !== undefined && slot.state !== "quarantined") {
         this.st.slotSet.run({ state: "scrubbing", reason: null, now: new Date().toISOString(), idx: row.slot_idx });
@@ -506,6 +572,31 @@ export class LeaseStore {
       const row = this.st.leaseGet.get(id);
       return row === undefined ? undefined : rowToLease(row);
     });
+  }
+
+  /** How a lease ended, if it did within ENDED_RETENTION_MS. */
+  endedLease(id: string): EndedLease | undefined {
+    return this.run("reading an ended lease", () => {
+      const row = this.st.endedGet.get(id, new Date(Date.now() - ENDED_RETENTION_MS).toISOString());
+      if (row === undefined) return undefined;
+      return {
+        id: row.id,
+        consumer: row.consumer,
+        slotIndex: row.slot_idx,
+        cause: row.cause as EndCause,
+        ...(row.by !== null ? { by: row.by } : {}),
+        endedAt: row.ended_at,
+      };
+    });
+  }
+
+  /** Whether an operator stopped new leases (`netslot drain`); survives restarts. */
+  draining(): boolean {
+    return this.run("reading the drain switch", () => this.st.metaGet.get("draining")?.value === "1");
+  }
+
+  setDraining(on: boolean): void {
+    this.write("writing the drain switch", () => this.st.metaSet.run("draining", on ? "1" : "0"));
   }
 
   /** All leases, or one consumer's, oldest first. */
