@@ -7,9 +7,10 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { NetslotError } from "../core/errors.js";
 import { packageVersion } from "../core/version.js";
-import type { LeaseService, SlotState } from "../core/types.js";
+import type { LeaseService, SlotState, UpgradeResult } from "../core/types.js";
 import { ConsumerAuth, type ConsumerConfig } from "./consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
+import { RequestGate } from "./handover.js";
 import { createRequestValidators, loadOpenApiDocument, SchemaSet, type OpenApiDocument } from "./validate.js";
 
 export type { ConsumerConfig } from "./consumers.js";
@@ -26,7 +27,14 @@ export interface ApiLogger {
 export interface PoolAdmin {
   /** Scrubs a quarantined slot again; throws slot_not_quarantined when it is not quarantined. */
   retryQuarantined(index: number): SlotState | Promise<SlotState>;
+  /**
+   * Hands over to a new daemon (`netslot upgrade`); `request` is the asking request, which
+   * the handover must not wait for. Throws upgrade_failed with the new daemon's error.
+   */
+  upgrade?(args: string[], request: http.IncomingMessage): Promise<UpgradeResult>;
 }
+
+
 
 export interface ApiServerOptions {
   service: LeaseService;
@@ -46,8 +54,23 @@ export interface ApiServerOptions {
 export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
-  listen(socketPath: string): Promise<void>;
+  /**
+   * Listens on `socketPath`. `bindFd` makes the listening socket instead of node (the
+   * daemon's, so that closing it never unlinks the path: see kernel/unixsocket.ts).
+   */
+  listen(socketPath: string, opts?: { bindFd?: (path: string) => number }): Promise<void>;
   close(): Promise<void>;
+  /** Holds, resumes or relays requests during a handover (handover.ts). */
+  readonly gate: RequestGate;
+  /** The listening server, to pass to the new daemon (child_process handle passing). */
+  listeningServer(): net.Server;
+  /** The new daemon: serve the connections of a listening socket received from the old one. */
+  adopt(listening: net.Server, socketPath: string): void;
+  /**
+   * The old daemon: stop accepting on the shared socket (the file stays: it is the new
+   * daemon's now) and resolve once every connection it still has is closed.
+   */
+  stopAccepting(): Promise<void>;
 }
 
 const stderrLogger: ApiLogger = {
@@ -360,6 +383,21 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   ]);
 
   const admin = options.admin;
+  const upgradeRoute: Route = {
+    template: "/v1/upgrade",
+    methods: {
+      POST: async (ctx) => {
+        const body = await readJsonBody(ctx.req, ctx.res);
+        if (body === ANSWERED) return;
+        const checked = validators.upgradeRequest(body);
+        if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
+        if (!admin?.upgrade) throw new NetslotError("upgrade_failed", "this daemon cannot hand over (it was not started by `netslot daemon`)");
+        sendJson(ctx.res, 200, await admin.upgrade(checked.value.args ?? [], ctx.req));
+      },
+    },
+  };
+  staticRoutes.set("/v1/upgrade", upgradeRoute);
+
   const quarantineRoute: Route = {
     template: "/v1/pool/quarantined/{index}/release",
     methods: {
@@ -471,17 +509,27 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     await handler({ req, res, consumer, id });
   }
 
-  const server = http.createServer((req, res) => {
-    res.setHeader(VERSION_HEADER, version);
-    handle(req, res).catch((err: unknown) => {
-      try {
-        fail(req, res, err);
-      } catch (inner) {
-        logger.error("could not answer a request", { error: String(inner) });
-        res.destroy();
-      }
-    });
+  const gate = new RequestGate();
+  const server = http.createServer(
+    gate.wrap((req, res) => {
+      res.setHeader(VERSION_HEADER, version);
+      handle(req, res).catch((err: unknown) => {
+        try {
+          fail(req, res, err);
+        } catch (inner) {
+          logger.error("could not answer a request", { error: String(inner) });
+          res.destroy();
+        }
+      });
+    }),
+  );
+  const connections = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    connections.add(socket);
+    socket.once("close", () => connections.delete(socket));
   });
+  /** A listening socket received from the old daemon (handover); server itself then never listens. */
+  let adopted: net.Server | null = null;
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
@@ -503,15 +551,40 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   let boundIno: number | null = null;
 
   return {
-    async listen(socketPath: string): Promise<void> {
+    gate,
+    listeningServer: () => server,
+    adopt(listening, socketPath) {
+      adopted = listening;
+      listening.on("connection", (socket: net.Socket) => server.emit("connection", socket));
+      boundPath = socketPath;
+      boundIno = fs.statSync(socketPath).ino;
+    },
+    stopAccepting() {
+      boundPath = null; // the new daemon owns the socket file now
+      const drained = new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (connections.size === 0) resolve();
+        };
+        for (const socket of connections) socket.once("close", check);
+        check();
+      });
+      // net.Server's close, not http.Server's: that one also closes idle keep-alive
+      // connections, and a client may be sending on one at that very moment (a reset).
+      // Idle connections end by the client, or by keepAliveTimeout as always.
+      if (server.listening) net.Server.prototype.close.call(server);
+      return drained;
+    },
+    async listen(socketPath, opts = {}): Promise<void> {
       await prepareSocketPath(socketPath);
       await new Promise<void>((resolve, reject) => {
         const onError = (err: Error): void => reject(err);
         server.once("error", onError);
-        server.listen(socketPath, () => {
+        const done = (): void => {
           server.off("error", onError);
           resolve();
-        });
+        };
+        if (opts.bindFd) server.listen({ fd: opts.bindFd(socketPath) }, done);
+        else server.listen(socketPath, done);
       });
       // Owner and group only: the socket's group decides who may lease slots.
       fs.chmodSync(socketPath, 0o660);
@@ -519,17 +592,24 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       boundIno = fs.statSync(socketPath).ino;
     },
     async close(): Promise<void> {
-      if (server.listening) {
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => server.closeAllConnections(), 5_000);
-          force.unref();
-          server.close(() => {
-            clearTimeout(force);
-            resolve();
-          });
-          server.closeIdleConnections();
-        });
+      if (adopted) {
+        adopted.close();
+        adopted = null;
       }
+      if (server.listening) net.Server.prototype.close.call(server);
+      // Answers in flight are finished (5 s at most); idle keep-alive connections close now.
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => server.closeAllConnections(), 5_000);
+        force.unref();
+        const check = (): void => {
+          if (connections.size > 0) return;
+          clearTimeout(force);
+          resolve();
+        };
+        for (const socket of connections) socket.once("close", check);
+        server.closeIdleConnections();
+        check();
+      });
       if (boundPath !== null) {
         // Remove the socket file only if it is still the one we created.
         try {

@@ -163,6 +163,7 @@ export function checkCidrSemantics(cidr: string): string | null {
 export interface RequestValidators {
   leaseRequest(body: unknown): Checked<LeaseRequest>;
   renewRequest(body: unknown): Checked<{ ttlSeconds?: number }>;
+  upgradeRequest(body: unknown): Checked<{ args?: string[] }>;
   /** Whether a path segment can be a lease id at all. */
   leaseId(id: string): boolean;
 }
@@ -171,6 +172,7 @@ export function createRequestValidators(doc: OpenApiDocument, schemas = new Sche
   const leaseRequest = schemas.component("LeaseRequest");
   const renewRequest = schemas.component("RenewRequest");
   const leaseId = schemas.component("LeaseId");
+  const upgradeRequest = schemas.component("UpgradeRequest");
   return {
     leaseRequest(body) {
       const error = leaseRequest(body);
@@ -193,6 +195,12 @@ export function createRequestValidators(doc: OpenApiDocument, schemas = new Sche
       if (error) return { ok: false, error };
       const ttl = (body as { ttlSeconds?: number }).ttlSeconds;
       return { ok: true, value: ttl === undefined ? {} : { ttlSeconds: ttl } };
+    },
+    upgradeRequest(body) {
+      const error = upgradeRequest(body);
+      if (error) return { ok: false, error };
+      const args = (body as { args?: string[] }).args;
+      return { ok: true, value: args === undefined ? {} : { args: [...args] } };
     },
     leaseId(id) {
       return leaseId(id) === null;

@@ -59,6 +59,11 @@ export const ERRORS = {
     title: "The lease store cannot be written",
     fix: "Check the disk under --state-dir (space, permissions); nothing was changed.",
   },
+  upgrade_failed: {
+    status: 502,
+    title: "The new daemon did not take over",
+    fix: "`detail` has the new daemon's error; this daemon keeps serving. Fix the cause (flags, installed code) and run `netslot upgrade` again.",
+  },
   internal: {
     status: 500,
     title: "Internal error",

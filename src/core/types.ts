@@ -71,6 +71,14 @@ export interface Health {
   version: string;
 }
 
+/** Answer of POST /v1/upgrade (`netslot upgrade`). */
+export interface UpgradeResult {
+  previous: { pid: number; version: string };
+  current: { pid: number; version: string };
+  /** From the request until the new daemon served. */
+  handoverMs: number;
+}
+
 /**
  * What the API needs from the pool. Every method is scoped to one consumer: a lease of
  * another consumer is reported as not found. Methods throw `NetslotError` (errors.ts).

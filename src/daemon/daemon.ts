@@ -8,6 +8,10 @@ import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
 import { Gauge } from "../pool/metrics.js";
+import { sdNotify } from "../kernel/sdnotify.js";
+import { listenUnix } from "../kernel/unixsocket.js";
+import { Handover, HandoverChild } from "./handover.js";
+import type * as net from "node:net";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
@@ -21,6 +25,15 @@ function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
 }
 
+/** Type=notify: ready, and (after a handover) the main pid is this process now. */
+function notifySystemd(): void {
+  try {
+    sdNotify(`READY=1\nMAINPID=${process.pid}`);
+  } catch (err) {
+    log(`could not notify systemd: ${(err as Error).message}`);
+  }
+}
+
 function renderProgress(p: BootProgress, tty: boolean): string {
   const seconds = p.elapsedMs / 1000;
   const builtThisRun = p.built - p.adopted;
@@ -31,15 +44,26 @@ function renderProgress(p: BootProgress, tty: boolean): string {
   return tty ? `\r\x1b[K${line}` : `${line}\n`;
 }
 
-export async function runDaemon(config: DaemonConfig): Promise<void> {
+/**
+ * Runs the daemon. `args` are its own flags (after `daemon`): an upgrade starts the new
+ * daemon with them, overrides applied.
+ */
+export async function runDaemon(config: DaemonConfig, args: string[] = []): Promise<void> {
+  // Started by a running daemon's `netslot upgrade`: take over from it rather than start.
+  const handover = HandoverChild.fromEnvironment();
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
   if (!uplink) throw new ConfigError("no --uplink given and no default route to take it from");
 
   const other = runningDaemon(config.stateDir);
-  if (other !== undefined) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
-  writePidFile(config.stateDir);
+  if (other !== undefined && other !== handover?.parentPid) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
+  if (handover) {
+    // The old daemon holds requests and stops changing the pool once it hears this; then
+    // the store and the slots are this daemon's.
+    handover.send({ type: "prepared" });
+    await handover.next("adopt");
+  } else writePidFile(config.stateDir);
   fs.mkdirSync(path.dirname(config.socket), { recursive: true, mode: 0o755 });
   const store = LeaseStore.open(config.stateDir);
   const previous = store.fingerprint();
@@ -80,9 +104,21 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
       { labels: { version: packageVersion(), node: process.version }, value: 1 },
     ]),
   );
-  const api = createApiServer({ service: pool, consumers: config.consumers, admin: pool, version: packageVersion() });
-  await api.listen(config.socket);
-  log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
+  const upgrader: { handover?: Handover } = {};
+  const api = createApiServer({
+    service: pool,
+    consumers: config.consumers,
+    admin: {
+      retryQuarantined: (index) => pool.retryQuarantined(index),
+      upgrade: (overrides, request) => upgrader.handover!.upgrade(overrides, request),
+    },
+    version: packageVersion(),
+  });
+  upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), log, exit: () => stop("handed over") });
+  if (!handover) {
+    await api.listen(config.socket, { bindFd: listenUnix });
+    log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -102,6 +138,14 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
 
   const result = await pool.boot();
   if (tty) process.stderr.write("\n");
+  if (handover) {
+    handover.send({ type: "booted" });
+    api.adopt((await handover.next("socket")) as net.Server, config.socket);
+    writePidFile(config.stateDir);
+    handover.finish(process.pid, packageVersion());
+    log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
+  }
+  notifySystemd();
   const missing = result.total - result.built;
   log(
     `ready: ${result.built}/${result.total} slots (${result.adopted} adopted, ${result.built - result.adopted} built) in ${(result.elapsedMs / 1000).toFixed(2)}s` +

@@ -54,8 +54,12 @@ export class Pool implements LeaseService {
   private built = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
   private readonly pendingScrubs = new Set<number>();
+  /** Scrubs running on the worker, so that a handover can wait for them. */
+  private readonly scrubsInFlight = new Set<Promise<void>>();
   private closed = false;
-  private readonly owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+  /** Handing over to a new daemon: no expiry, owner watching or new scrubs here. */
+  private quiesced = false;
+  private owners = new OwnerWatcher((pid) => this.ownerExited(pid));
   /** Lease ends (expiry, owner exit) the store refused; retried every second. */
   private readonly endRetries = new Map<string, "expired" | "owner_exited">();
   private retryTimer: NodeJS.Timeout | undefined;
@@ -449,9 +453,14 @@ export class Pool implements LeaseService {
   // ── scrubbing ─────────────────────────────────────────────────────────────────────
 
   private scheduleScrub(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
-    if (this.pendingScrubs.has(index)) return;
+    // Quiesced: the slot stays "scrubbing" in the store, and the new daemon scrubs it.
+    if (this.pendingScrubs.has(index) || this.quiesced) return;
     this.pendingScrubs.add(index);
-    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pendingScrubs.delete(index));
+    const running: Promise<void> = this.scrubNow(index, tenant, releasedAt).finally(() => {
+      this.pendingScrubs.delete(index);
+      this.scrubsInFlight.delete(running);
+    });
+    this.scrubsInFlight.add(running);
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
@@ -517,7 +526,7 @@ export class Pool implements LeaseService {
   private armExpiry(): void {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
-    if (this.closed || this.status !== "ready") return;
+    if (this.closed || this.quiesced || this.status !== "ready") return;
     let earliest = Infinity;
     for (const lease of this.leases.values()) {
       if (lease.expiresAt && !this.endRetries.has(lease.id)) earliest = Math.min(earliest, Date.parse(lease.expiresAt));
@@ -550,7 +559,7 @@ export class Pool implements LeaseService {
     } catch (err) {
       if (!this.endRetries.has(id)) this.log(`could not end lease ${id} (${cause}): ${(err as Error).message}; retrying`);
       this.endRetries.set(id, cause);
-      if (!this.retryTimer && !this.closed) {
+      if (!this.retryTimer && !this.closed && !this.quiesced) {
         this.retryTimer = setTimeout(() => {
           this.retryTimer = undefined;
           for (const [leaseId, c] of [...this.endRetries]) this.tryEnd(leaseId, c);
@@ -591,6 +600,45 @@ export class Pool implements LeaseService {
     for (const lease of [...this.leases.values()]) {
       if (lease.ownerPid === undefined) continue;
       if (!this.owners.watch(lease.ownerPid, lease.ownerStart)) this.ownerExited(lease.ownerPid);
+    }
+  }
+
+  // ── handover ──────────────────────────────────────────────────────────────────────
+
+  /**
+   * Before a new daemon loads the store: stops everything that changes the pool on its
+   * own (expiry, owner exits, retries) and waits for running scrubs. The API is already
+   * holding requests, so after this nothing here writes the store or the slots.
+   */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.expiryTimer = this.retryTimer = undefined;
+    // An owner exiting from now on is seen by the new daemon when it watches the owners.
+    this.owners.close();
+    while (this.scrubsInFlight.size > 0) await Promise.allSettled([...this.scrubsInFlight]);
+  }
+
+  /**
+   * The new daemon failed to take over: back to work. It may have got as far as changing
+   * slots, so free slots that are no longer whole are rebuilt before reuse.
+   */
+  resume(): void {
+    this.quiesced = false;
+    this.owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+    this.rewatchOwners();
+    this.armExpiry();
+    for (const [id, cause] of [...this.endRetries]) this.tryEnd(id, cause);
+    const free = [...this.free];
+    const intact = this.options.dataplane.intactSlots(free);
+    for (const index of free) {
+      if (intact.has(index)) continue;
+      this.free.splice(this.free.indexOf(index), 1);
+      if (this.buildWithRetry(index)) {
+        this.slots[index]!.state = "free";
+        this.free.push(index);
+      }
     }
   }
 

@@ -2,7 +2,7 @@
 // keep-alive agent. Errors come back as NetslotApiError carrying the registry's code.
 import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
-import type { Health, Lease, LeaseRequest, PoolCounts, SlotState } from "../core/types.js";
+import type { Health, Lease, LeaseRequest, PoolCounts, SlotState, UpgradeResult } from "../core/types.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
 
@@ -198,6 +198,14 @@ export class NetslotClient {
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
   releaseQuarantined(index: number): Promise<{ index: number; state: SlotState }> {
     return this.json("POST", `/v1/pool/quarantined/${index}/release`, {});
+  }
+
+  /**
+   * Operator action (`netslot upgrade`): the daemon hands over to a new one started from the
+   * installed code; `args` are daemon flags replacing the running ones of the same name.
+   */
+  upgrade(args: string[] = []): Promise<UpgradeResult> {
+    return this.json("POST", "/v1/upgrade", args.length > 0 ? { args } : {});
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */

@@ -18,6 +18,7 @@ export type {
   SlotRef,
   SlotState,
   TenantNetwork,
+  UpgradeResult,
 } from "../core/types.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
