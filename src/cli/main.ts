@@ -82,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
     } catch (err) {
       // Started by `netslot upgrade`: the old daemon reports this error and keeps serving.
       const { HandoverChild } = await import("../daemon/handover.js");
-      HandoverChild.reportFailure(err instanceof Error ? err.message : String(err));
+      await HandoverChild.reportFailure(err instanceof Error ? err.message : String(err));
       throw err;
     }
     return -1; // keeps running

@@ -1,7 +1,9 @@
 // Named fault-injection points for crash tests. Off unless the daemon was started with the
 // test-only environment variable NETSLOT_TEST_FAULT=<point>[@<n>] (kill at the n-th time the
 // point is reached, default 1st). Nothing in the API can turn them on. At a point the
-// process dies with SIGKILL, exactly as an outside kill -9 would leave it.
+// process dies with SIGKILL, exactly as an outside kill -9 would leave it; with
+// <point>:throw[@<n>] the point throws an Error instead, from the n-th time on (a kernel
+// operation that keeps failing).
 import * as fs from "node:fs";
 
 /** Every fault point, so harnesses can iterate them. Names are stable. */
@@ -27,18 +29,25 @@ export type FaultPoint = (typeof FAULT_POINTS)[number];
 const spec = process.env.NETSLOT_TEST_FAULT;
 let target: FaultPoint | undefined;
 let remaining = 0;
+let throws = false;
 if (spec) {
-  const [name, count] = spec.split("@");
+  const [point, count] = spec.split("@");
+  const [name, mode] = point!.split(":");
+  throws = mode === "throw";
   if ((FAULT_POINTS as readonly string[]).includes(name!)) {
     target = name as FaultPoint;
     remaining = Math.max(1, Number(count ?? 1) || 1);
   }
 }
 
-/** Dies here with SIGKILL when this point is the armed one and its count is reached. */
+/** Dies here with SIGKILL (or throws) when this point is the armed one and its count is reached. */
 export function faultPoint(name: FaultPoint): void {
   if (target !== name) return;
   if (--remaining > 0) return;
+  if (throws) {
+    remaining = 1; // every later pass fails too
+    throw new Error(`fault point ${name}: injected failure`);
+  }
   // Synchronous: a worker thread's process.stderr is flushed by the main thread, too late.
   fs.writeSync(2, `netslot: fault point ${name} reached: SIGKILL\n`);
   process.kill(process.pid, "SIGKILL");

@@ -3,35 +3,34 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createApiServer } from "../api/server.js";
-import { SlotDataplane, defaultRouteDevice } from "../dataplane/dataplane.js";
+import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../dataplane/dataplane.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
 import { Gauge } from "../pool/metrics.js";
-import { sdNotify } from "../kernel/sdnotify.js";
-import { listenUnix } from "../kernel/unixsocket.js";
-import { Handover, HandoverChild } from "./handover.js";
-import type * as net from "node:net";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
+import { sdNotify } from "../kernel/sdnotify.js";
+import { listenUnix } from "../kernel/unixsocket.js";
+import { Handover, HandoverChild } from "./handover.js";
+import type * as net from "node:net";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
 
+/**
+ * Share of the pool that may fail to build before the daemon refuses to serve: a few
+ * broken slots are logged and counted, a pool that mostly cannot be built means the host
+ * or the configuration is wrong, and saying "ready" would hide it from systemd.
+ */
+export const MAX_MISSING_SHARE = 0.1;
+
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
-}
-
-/** Type=notify: ready, and (after a handover) the main pid is this process now. */
-function notifySystemd(): void {
-  try {
-    sdNotify(`READY=1\nMAINPID=${process.pid}`);
-  } catch (err) {
-    log(`could not notify systemd: ${(err as Error).message}`);
-  }
 }
 
 function renderProgress(p: BootProgress, tty: boolean): string {
@@ -45,12 +44,42 @@ function renderProgress(p: BootProgress, tty: boolean): string {
 }
 
 /**
- * Runs the daemon. `args` are its own flags (after `daemon`): an upgrade starts the new
- * daemon with them, overrides applied.
+ * Runs the daemon until a signal. A daemon that cannot serve (its data path cannot be
+ * set up, boot fails, the pool cannot be built) exits 1 with one line naming the cause;
+ * a bad configuration throws ConfigError (exit 2).
  */
 export async function runDaemon(config: DaemonConfig, args: string[] = []): Promise<void> {
   // Started by a running daemon's `netslot upgrade`: take over from it rather than start.
   const handover = HandoverChild.fromEnvironment();
+  try {
+    await serve(config, args, handover);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    await cannotServeReported(`${(err as Error).message}`);
+  }
+}
+
+/** `netslot: cannot serve: …`, told to the old daemon too when this one was taking over from it; exit 1. */
+async function cannotServeReported(cause: string): Promise<never> {
+  process.stderr.write(`netslot: cannot serve: ${cause}\n`);
+  await HandoverChild.reportFailure(`cannot serve: ${cause}`);
+  process.exit(1);
+}
+
+/** Type=notify: ready, and (after a handover) the main pid is this process now. */
+function notifySystemd(): void {
+  try {
+    sdNotify(`READY=1\nMAINPID=${process.pid}`);
+  } catch (err) {
+    log(`could not notify systemd: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `args` are the daemon's own flags: an upgrade starts the next daemon with them. With
+ * `handover`, this process takes the pool and the socket over from a running daemon.
+ */
+async function serve(config: DaemonConfig, args: string[], handover: HandoverChild | undefined): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
@@ -58,6 +87,12 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined && other !== handover?.parentPid) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
+  const conflicts = linkCidrConflicts(config.prefix, parseCidr(config.linkCidr));
+  if (conflicts.length > 0) {
+    throw new ConfigError(
+      `--link-cidr ${config.linkCidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
+    );
+  }
   if (handover) {
     // The old daemon holds requests and stops changing the pool once it hears this; then
     // the store and the slots are this daemon's.
@@ -82,11 +117,14 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
   };
+  // Recorded before changing: purge puts back what was there before the first start.
+  store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
+    bootId: kernelBootId(),
     size: config.poolSize,
     dataplane,
     scrubber,
@@ -136,16 +174,13 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
 
-  const result = await pool.boot();
-  if (tty) process.stderr.write("\n");
-  if (handover) {
-    handover.send({ type: "booted" });
-    api.adopt((await handover.next("socket")) as net.Server, config.socket);
-    writePidFile(config.stateDir);
-    handover.finish(process.pid, packageVersion());
-    log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
+  let result: BootProgress;
+  try {
+    result = await pool.boot();
+  } catch (err) {
+    return cannotServe(`boot failed: ${(err as Error).message}`);
   }
-  notifySystemd();
+  if (tty) process.stderr.write("\n");
   const missing = result.total - result.built;
   log(
     `ready: ${result.built}/${result.total} slots (${result.adopted} adopted, ${result.built - result.adopted} built) in ${(result.elapsedMs / 1000).toFixed(2)}s` +
@@ -154,4 +189,28 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
         : "") +
       (missing > 0 ? `; ${missing} slots could not be built` : ""),
   );
+  if (missing > result.total * MAX_MISSING_SHARE) {
+    return cannotServe(
+      `${missing} of ${result.total} slots could not be built (at most ${Math.floor(result.total * MAX_MISSING_SHARE)} may fail): ${pool.firstBuildFailure() ?? "see the log"}`,
+    );
+  }
+  if (handover) {
+    handover.send({ type: "booted" });
+    api.adopt((await handover.next("socket")) as net.Server, config.socket);
+    writePidFile(config.stateDir);
+    handover.finish(process.pid, packageVersion());
+    log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
+  }
+  notifySystemd();
+
+  /** One line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
+  async function cannotServe(cause: string): Promise<never> {
+    stopping = true;
+    pool.close();
+    await api.close().catch(() => undefined);
+    dataplane.close();
+    store.close();
+    removePidFile(config.stateDir);
+    return cannotServeReported(cause);
+  }
 }

@@ -249,8 +249,14 @@ export class HandoverChild {
     process.send!({ type: "serving", pid, version } satisfies FromNew, () => process.disconnect());
   }
 
-  /** Tells the old daemon why this one cannot take over (it then keeps serving). */
-  static reportFailure(message: string): void {
-    if (process.send && process.connected) process.send({ type: "failed", message } satisfies FromNew, () => process.disconnect());
+  /** Tells the old daemon why this one cannot take over (it then keeps serving); resolves once sent. */
+  static reportFailure(message: string): Promise<void> {
+    if (!process.send || !process.connected) return Promise.resolve();
+    return new Promise((resolve) =>
+      process.send!({ type: "failed", message } satisfies FromNew, () => {
+        process.disconnect();
+        resolve();
+      }),
+    );
   }
 }

@@ -296,3 +296,8 @@ export function namespaceSockets(): NsSocket[] {
   }
   return out;
 }
+
+/** This boot of the kernel (a random UUID drawn at boot): leases do not outlive it. */
+export function kernelBootId(): string {
+  return fs.readFileSync("/proc/sys/kernel/random/boot_id", "latin1").trim();
+}

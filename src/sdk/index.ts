@@ -22,3 +22,17 @@ export type {
 } from "../core/types.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
+export {
+  cloudHypervisorNetArgs,
+  firecrackerBootArgs,
+  firecrackerNetworkInterface,
+  firecrackerNetworkOverride,
+  jailerNetnsArgs,
+  kernelBootArg,
+  netnsExecArgs,
+  qemuNetArgs,
+  type FirecrackerNetworkInterface,
+  type FirecrackerNetworkOverride,
+  type FirecrackerOptions,
+  type QemuOptions,
+} from "./vmm.js";

@@ -325,6 +325,32 @@ export class LeaseStore {
     this.write("writing the fingerprint", () => this.st.metaSet.run("fingerprint", value));
   }
 
+  /**
+   * Root-namespace settings the daemon changed, each with its value from before the first
+   * change (opaque to the store; the dataplane defines them). Purge puts them back.
+   */
+  rootChanges<T extends { before: string }>(): T[] {
+    return this.run("reading root changes", () => JSON.parse(this.st.metaGet.get("root_changes")?.value ?? "[]") as T[]);
+  }
+
+  /** Records changes not recorded yet (same `key`): the first value seen is the one to restore. */
+  recordRootChanges<T extends { before: string }>(changes: readonly T[], key: (c: T) => string): void {
+    const known = this.rootChanges<T>();
+    const seen = new Set(known.map(key));
+    const added = changes.filter((c) => !seen.has(key(c)));
+    if (added.length === 0) return;
+    this.write("recording root changes", () => this.st.metaSet.run("root_changes", JSON.stringify([...known, ...added])));
+  }
+
+  /** The kernel boot id the leases were granted under (/proc/sys/kernel/random/boot_id). */
+  bootId(): string | undefined {
+    return this.run("reading the boot id", () => this.st.metaGet.get("boot_id")?.value);
+  }
+
+  setBootId(id: string): void {
+    this.write("writing the boot id", () => this.st.metaSet.run("boot_id", id));
+  }
+
   schemaVersion(): number {
     return this.run("reading the schema version", () => Number(this.st.metaGet.get("schema_version")?.value));
   }
