@@ -156,6 +156,7 @@ describe("SDK", () => {
     await capture("payload_too_large", "POST", "/v1/leases", { "content-type": "application/json", "content-length": 1 << 20 });
     await capture("unsupported_media_type", "POST", "/v1/leases", { "content-type": "text/plain" }, "{}");
     await capture("slot_not_quarantined", "POST", "/v1/pool/quarantined/0/release");
+    await capture("upgrade_failed", "POST", "/v1/upgrade"); // this server has no daemon behind it to hand over from
     service.size = 0;
     await capture("pool_exhausted", "POST", "/v1/leases");
     service.size = 2;
