@@ -10,8 +10,9 @@ import { packageVersion } from "../core/version.js";
 import type { LeaseService, SlotState, UpgradeResult } from "../core/types.js";
 import { ConsumerAuth, type ConsumerConfig } from "./consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
+import { openApiDocument } from "./openapi.js";
+import { createRequestValidators } from "./validate.js";
 import { RequestGate } from "./handover.js";
-import { createRequestValidators, loadOpenApiDocument, SchemaSet, type OpenApiDocument } from "./validate.js";
 
 export type { ConsumerConfig } from "./consumers.js";
 
@@ -34,8 +35,6 @@ export interface PoolAdmin {
   upgrade?(args: string[], request: http.IncomingMessage): Promise<UpgradeResult>;
 }
 
-
-
 export interface ApiServerOptions {
   service: LeaseService;
   /** Enables POST /v1/pool/quarantined/{index}/release. */
@@ -44,8 +43,6 @@ export interface ApiServerOptions {
   /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
   metricsExtra?: () => string;
   logger?: ApiLogger;
-  /** The parsed openapi.json; read from next to this module when omitted. */
-  document?: OpenApiDocument;
   /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
   version?: string;
 }
@@ -233,10 +230,9 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const { service } = options;
   const logger = options.logger ?? stderrLogger;
   const auth = new ConsumerAuth(options.consumers ?? []);
-  const document = options.document ?? loadOpenApiDocument();
-  const documentText = JSON.stringify(document);
-  // Compiled once, now: a broken document fails at startup, not on the first request.
-  const validators = createRequestValidators(document, new SchemaSet(document));
+  const documentText = JSON.stringify(openApiDocument());
+  // Compiled once, now: a broken schema fails at startup, not on the first request.
+  const validators = createRequestValidators();
   const metrics = new HttpMetrics();
   const version = options.version ?? packageVersion();
 
@@ -319,7 +315,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       POST: async (ctx) => {
         const body = await readJsonBody(ctx.req, ctx.res);
         if (body === ANSWERED) return;
-        const checked = validators.renewRequest(body);
+        const checked = validators.body("renewLease", body);
         if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
         sendJson(ctx.res, 200, await service.renew(consumerOf(ctx), ctx.id, checked.value.ttlSeconds));
       },
@@ -337,7 +333,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
           POST: async (ctx) => {
             const body = await readJsonBody(ctx.req, ctx.res);
             if (body === ANSWERED) return;
-            const checked = validators.leaseRequest(body);
+            const checked = validators.body("acquireLease", body);
             if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
             const lease = await service.acquire(consumerOf(ctx), checked.value);
             sendJson(ctx.res, 201, lease, { Location: `/v1/leases/${encodeURIComponent(lease.id)}` });
@@ -389,7 +385,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       POST: async (ctx) => {
         const body = await readJsonBody(ctx.req, ctx.res);
         if (body === ANSWERED) return;
-        const checked = validators.upgradeRequest(body);
+        const checked = validators.body("upgrade", body);
         if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
         if (!admin?.upgrade) throw new NetslotError("upgrade_failed", "this daemon cannot hand over (it was not started by `netslot daemon`)");
         sendJson(ctx.res, 200, await admin.upgrade(checked.value.args ?? [], ctx.req));

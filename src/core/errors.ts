@@ -1,75 +1,90 @@
 // The one registry of error codes. Codes are stable: never renamed, never reused.
 // The API renders them as application/problem+json (RFC 9457); the SDK exposes
-// `ErrorCode` as a union so callers can switch on it. docs/errors.md is checked
-// against this table by a test.
+// `ErrorCode` as a union so callers can switch on it. openapi.json's ErrorCode enum and
+// docs/errors.md's table are generated from this registry (`npm run generate`).
+// To add an error: one entry here (status, title, meaning, fix), then `npm run generate`.
 
 export const ERRORS = {
   invalid_request: {
     status: 400,
     title: "The request is invalid",
-    fix: "Correct the field named in `field` and `detail`; see GET /v1/openapi.json.",
+    meaning: "The body is not valid JSON, has an unknown field, or a field breaks its schema (the limits are listed below the table). Also malformed HTTP.",
+    fix: "Correct the field named in `field` and `detail`; the schemas are in GET /v1/openapi.json.",
   },
   unauthorized: {
     status: 401,
     title: "Missing or unknown bearer token",
-    fix: "Send `Authorization: Bearer <token>` with a token configured for your consumer.",
+    meaning: "The daemon has consumers configured and the request has no `Authorization: Bearer` header, or a token no consumer has.",
+    fix: "Send `Authorization: Bearer <token>` with your consumer's token (the CLI reads `NETSLOT_TOKEN`).",
   },
   lease_not_found: {
     status: 404,
     title: "No such lease",
-    fix: "The lease does not exist, was released, expired, or belongs to another consumer.",
+    meaning: "No such lease for this consumer: it never existed, was released, expired, its owner process died, or it belongs to another consumer.",
+    fix: "Acquire a new lease; keep TTL leases alive with renew (the SDK's `autoRenew`).",
   },
   not_found: {
     status: 404,
     title: "No such endpoint",
-    fix: "See GET /v1/openapi.json for the endpoints.",
+    meaning: "No endpoint at this path.",
+    fix: "Check the path against GET /v1/openapi.json (paths start with `/v1/`, except `/metrics`).",
   },
   method_not_allowed: {
     status: 405,
     title: "Method not allowed",
-    fix: "See GET /v1/openapi.json for the methods of this endpoint.",
+    meaning: "The path exists but not with this method; `Allow` lists the methods it has.",
+    fix: "Use one of the methods in the `Allow` header.",
   },
   payload_too_large: {
     status: 413,
     title: "Request body too large",
-    fix: "Request bodies are limited to 64 KiB.",
+    meaning: "The request body is over 64 KiB; the daemon stops reading and closes the connection.",
+    fix: "Send a smaller body; requests are small JSON objects.",
   },
   unsupported_media_type: {
     status: 415,
     title: "Unsupported media type",
-    fix: "Send the body as `Content-Type: application/json`.",
+    meaning: "A POST with a body whose `Content-Type` is not `application/json` (an empty body is `{}` and needs none).",
+    fix: "Send `Content-Type: application/json`.",
   },
   slot_not_quarantined: {
     status: 409,
     title: "The slot is not quarantined",
-    fix: "Only a quarantined slot can be released from quarantine; see GET /v1/pool.",
+    meaning: "`netslot quarantine release N` for a slot that is not quarantined.",
+    fix: "Pick a slot from `quarantinedSlots` of GET /v1/pool (or `netslot status`).",
   },
   pool_exhausted: {
     status: 503,
     title: "No free slot",
-    fix: "Retry after the number of seconds in Retry-After, release unused leases, or grow --pool-size.",
+    meaning: "Every slot is leased, scrubbing or quarantined.",
+    fix: "Retry after `Retry-After` seconds, release leases you no longer use, or grow `--pool-size`.",
   },
   booting: {
     status: 503,
     title: "The pool is still being built",
-    fix: "Retry once GET /v1/health reports status ready.",
+    meaning: "The daemon is still building the pool.",
+    fix: "Retry after `Retry-After` seconds, or wait until GET /v1/health reports `ready`.",
   },
   store_unavailable: {
     status: 503,
     title: "The lease store cannot be written",
-    fix: "Check the disk under --state-dir (space, permissions); nothing was changed.",
+    meaning: "The lease store could not be written; nothing was changed.",
+    fix: "Check the disk under `--state-dir` (space, permissions), then retry.",
   },
   upgrade_failed: {
     status: 502,
     title: "The new daemon did not take over",
+    meaning:
+      "`netslot upgrade`: the new daemon failed to start or to adopt the pool (bad flags, broken installed code, a crash), or another upgrade is under way. The running daemon keeps serving; nothing changed.",
     fix: "`detail` has the new daemon's error; this daemon keeps serving. Fix the cause (flags, installed code) and run `netslot upgrade` again.",
   },
   internal: {
     status: 500,
     title: "Internal error",
-    fix: "A bug: report it with the daemon's log. Nothing acknowledged was lost.",
+    meaning: "A bug in the daemon; the request may or may not have taken effect, but nothing acknowledged was lost.",
+    fix: "Report it with the daemon's log (the log has the stack trace).",
   },
-} as const satisfies Record<string, { status: number; title: string; fix: string }>;
+} as const satisfies Record<string, { status: number; title: string; meaning: string; fix: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 

@@ -1,83 +1,20 @@
-// Shapes shared by the pool, the store, the API and the SDK. The API's JSON is exactly
-// these types; openapi.json describes the same shapes and a test keeps the two in step.
+// Shapes shared by the pool, the store, the API and the SDK. The wire shapes are defined
+// once, as schemas in core/schema.ts; their TypeScript types are re-exported here so the
+// layers below the API need not know about schemas.
+import type { Health, Lease, LeaseRequest, PoolCounts } from "./schema.js";
 
-/** Where the guest sits inside a slot; identical in every slot. */
-export interface GuestConfig {
-  ip: string;
-  prefixLength: number;
-  gateway: string;
-  mac: string;
-  mtu: number;
-  /** The `ip=` kernel argument that configures the guest, e.g. for Firecracker boot args. */
-  kernelIpArg: string;
-}
-
-export interface SlotRef {
-  index: number;
-  /** Path of the named network namespace, e.g. /run/netns/nsl-3. */
-  netns: string;
-  tap: string;
-  outsideAddress: string;
-}
-
-export interface TenantNetwork {
-  vni: number;
-  cidr: string;
-}
-
-export interface Lease {
-  id: string;
-  consumer: string;
-  slot: SlotRef;
-  guest: GuestConfig;
-  labels: Record<string, string>;
-  network?: TenantNetwork;
-  ownerPid?: number;
-  createdAt: string;
-  /** null when the lease has no TTL. */
-  expiresAt: string | null;
-}
-
-export interface LeaseRequest {
-  ttlSeconds?: number;
-  labels?: Record<string, string>;
-  network?: TenantNetwork;
-  ownerPid?: number;
-}
-
-export type SlotState = "free" | "leased" | "scrubbing" | "quarantined" | "building" | "missing";
-
-export interface QuarantinedSlot {
-  index: number;
-  reason: string;
-  since: string;
-}
-
-export interface PoolCounts {
-  size: number;
-  free: number;
-  leased: number;
-  scrubbing: number;
-  quarantined: number;
-  /** Slots not yet built (boot) or that could not be built. */
-  missing: number;
-  quarantinedSlots: QuarantinedSlot[];
-}
-
-export interface Health {
-  status: "booting" | "ready";
-  pool: PoolCounts & { built: number };
-  /** The daemon's package version (also in the Netslot-Version header of every answer). */
-  version: string;
-}
-
-/** Answer of POST /v1/upgrade (`netslot upgrade`). */
-export interface UpgradeResult {
-  previous: { pid: number; version: string };
-  current: { pid: number; version: string };
-  /** From the request until the new daemon served. */
-  handoverMs: number;
-}
+export type {
+  GuestConfig,
+  Health,
+  Lease,
+  LeaseRequest,
+  PoolCounts,
+  QuarantinedSlot,
+  SlotRef,
+  SlotState,
+  TenantNetwork,
+  UpgradeResult,
+} from "./schema.js";
 
 /**
  * What the API needs from the pool. Every method is scoped to one consumer: a lease of

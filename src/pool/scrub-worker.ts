@@ -114,6 +114,8 @@ function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
 }
 
 parentPort!.on("message", (job: ScrubJob) => {
+  // The supervisor times the job from here (see Scrubber).
+  parentPort!.postMessage({ type: "started", id: job.id });
   try {
     if (job.type === "build") {
       parentPort!.postMessage(build(job));

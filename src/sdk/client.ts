@@ -1,8 +1,18 @@
 // The typed client of the netslot API: HTTP/1.1 over the daemon's unix socket with a
-// keep-alive agent. Errors come back as NetslotApiError carrying the registry's code.
+// keep-alive agent. Paths and types come from the API's definition (core/schema.ts).
+// Errors come back as NetslotApiError carrying the registry's code.
 import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
-import type { Health, Lease, LeaseRequest, PoolCounts, SlotState, UpgradeResult } from "../core/types.js";
+import {
+  pathOf,
+  type Health,
+  type Lease,
+  type LeaseList,
+  type LeaseRequest,
+  type PoolCounts,
+  type SlotStateResult,
+  type UpgradeResult,
+} from "../core/schema.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
 
@@ -130,11 +140,11 @@ export class NetslotClient {
   }
 
   health(): Promise<Health> {
-    return this.json<Health>("GET", "/v1/health");
+    return this.json<Health>("GET", pathOf("health"));
   }
 
   pool(): Promise<PoolCounts> {
-    return this.json<PoolCounts>("GET", "/v1/pool");
+    return this.json<PoolCounts>("GET", pathOf("pool"));
   }
 
   /** Leases a slot. See AcquireOptions for process binding and background renewal. */
@@ -142,7 +152,7 @@ export class NetslotClient {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
     if (bindToProcess && body.ownerPid === undefined) body.ownerPid = process.pid;
-    const lease = await this.json<Lease>("POST", "/v1/leases", body);
+    const lease = await this.json<Lease>("POST", pathOf("acquireLease"), body);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
       this.startAutoRenew(lease.id, ttl, request.ttlSeconds);
@@ -151,22 +161,22 @@ export class NetslotClient {
   }
 
   async list(): Promise<Lease[]> {
-    return (await this.json<{ leases: Lease[] }>("GET", "/v1/leases")).leases;
+    return (await this.json<LeaseList>("GET", pathOf("listLeases"))).leases;
   }
 
   get(id: string): Promise<Lease> {
-    return this.json<Lease>("GET", `/v1/leases/${encodeURIComponent(id)}`);
+    return this.json<Lease>("GET", pathOf("getLease", { id }));
   }
 
   /** Moves the expiry to now + ttlSeconds (default: the lease's own TTL). */
   renew(id: string, ttlSeconds?: number): Promise<Lease> {
-    return this.json<Lease>("POST", `/v1/leases/${encodeURIComponent(id)}/renew`, ttlSeconds === undefined ? {} : { ttlSeconds });
+    return this.json<Lease>("POST", pathOf("renewLease", { id }), ttlSeconds === undefined ? {} : { ttlSeconds });
   }
 
   /** Releases the lease; a second release throws lease_not_found. */
   async release(id: string): Promise<void> {
     this.stopAutoRenew(id);
-    await this.call("DELETE", `/v1/leases/${encodeURIComponent(id)}`);
+    await this.call("DELETE", pathOf("releaseLease", { id }));
   }
 
   /**
@@ -192,12 +202,12 @@ export class NetslotClient {
 
   /** Prometheus text of the daemon and the API. */
   async metrics(): Promise<string> {
-    return (await this.call("GET", "/metrics")).body;
+    return (await this.call("GET", pathOf("metrics"))).body;
   }
 
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
-  releaseQuarantined(index: number): Promise<{ index: number; state: SlotState }> {
-    return this.json("POST", `/v1/pool/quarantined/${index}/release`, {});
+  releaseQuarantined(index: number): Promise<SlotStateResult> {
+    return this.json<SlotStateResult>("POST", pathOf("releaseQuarantined", { index }), {});
   }
 
   /**
@@ -205,7 +215,7 @@ export class NetslotClient {
    * installed code; `args` are daemon flags replacing the running ones of the same name.
    */
   upgrade(args: string[] = []): Promise<UpgradeResult> {
-    return this.json("POST", "/v1/upgrade", args.length > 0 ? { args } : {});
+    return this.json<UpgradeResult>("POST", pathOf("upgrade"), args.length > 0 ? { args } : {});
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */

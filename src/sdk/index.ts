@@ -20,6 +20,7 @@ export type {
   TenantNetwork,
   UpgradeResult,
 } from "../core/types.js";
+export type { LeaseList, SlotStateResult, Problem } from "../core/schema.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
 export {

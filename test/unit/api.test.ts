@@ -12,7 +12,8 @@ import * as path from "node:path";
 import { NetslotError } from "../../src/core/errors.js";
 import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer } from "../../src/api/server.js";
-import { loadOpenApiDocument, SchemaSet, type JsonSchema } from "../../src/api/validate.js";
+import { openApiDocument, type JsonSchema } from "../../src/api/openapi.js";
+import { SchemaSet } from "../../src/api/validate.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
 
@@ -68,7 +69,7 @@ function raw(socketPath: string, method: string, urlPath: string, opts: RawOptio
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
-const doc = loadOpenApiDocument();
+const doc = openApiDocument();
 const schemas = new SchemaSet(doc);
 let validatedResponses = 0;
 

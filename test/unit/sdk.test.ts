@@ -327,7 +327,7 @@ describe("CLI client commands", () => {
     const stderr = capture();
     assert.equal(await cmdRelease({ socket, stderr }, "no-such-lease"), 1);
     assert.match(stderr.text(), /lease_not_found \(HTTP 404\): no lease no-such-lease/);
-    assert.match(stderr.text(), /fix: The lease does not exist/);
+    assert.ok(stderr.text().includes(`fix: ${ERRORS.lease_not_found.fix}`), stderr.text());
 
     const invalid = capture();
     assert.equal(await cmdLease({ socket, network: { vni: 1, cidr: "10.1.0.1/16" }, stderr: invalid }), 1);
