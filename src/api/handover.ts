@@ -10,6 +10,18 @@
 //             the new daemon accepts on by then), answered with Connection: close so that
 //             the client's next request opens a connection to the new daemon.
 import * as http from "node:http";
+import type { PeerCred } from "../kernel/libc.js";
+
+/**
+ * The relayed client's SO_PEERCRED ("pid uid gid"), so that the new daemon identifies the
+ * consumer and binds owner "caller" as if the client had connected to it.
+ */
+export const RELAYED_PEER_HEADER = "netslot-relayed-peer";
+
+export function parseRelayedPeer(value: string | string[]): PeerCred | undefined {
+  const m = typeof value === "string" ? /^(\d+) (\d+) (\d+)$/.exec(value) : null;
+  return m ? { pid: Number(m[1]), uid: Number(m[2]), gid: Number(m[3]) } : undefined;
+}
 
 /** Bodies relayed to the new daemon are read whole first (the API's own limit is 64 KiB). */
 const RELAY_BODY_LIMIT = 1024 * 1024;
@@ -26,6 +38,9 @@ export class RequestGate {
   /** Requests being answered here. */
   private readonly running = new Set<http.IncomingMessage>();
   private idle: Array<() => void> = [];
+
+  /** `peerOf`: the client's credentials, passed on with a relayed request. */
+  constructor(private readonly peerOf: (req: http.IncomingMessage) => PeerCred | undefined = () => undefined) {}
 
   /** The request listener, gated. */
   wrap(listener: Listener): Listener {
@@ -91,6 +106,9 @@ export class RequestGate {
   private relay(req: http.IncomingMessage, res: http.ServerResponse): void {
     const headers: http.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) headers[name] = value;
+    const peer = this.peerOf(req);
+    if (peer) headers[RELAYED_PEER_HEADER] = `${peer.pid} ${peer.uid} ${peer.gid}`;
+    else delete headers[RELAYED_PEER_HEADER];
     const attempt = (tries: number): void => {
       const upstream = http.request({ socketPath: this.target, method: req.method, path: req.url, headers, agent: false }, (answer) => {
         const out: http.OutgoingHttpHeaders = {};

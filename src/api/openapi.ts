@@ -68,6 +68,15 @@ const problemResponse = { $ref: "#/components/responses/Problem" };
 function operationObject(operationId: string, op: Operation): JsonSchema {
   const out: JsonSchema = { operationId, summary: op.summary };
   if (op.public) out["security"] = [];
+  if (op.query) {
+    out["parameters"] = Object.entries(op.query).map(([name, q]) => ({
+      name,
+      in: "query",
+      required: false,
+      ...(q.description !== undefined ? { description: q.description } : {}),
+      schema: schemaRef(q.schema),
+    }));
+  }
   if (op.body) {
     out["requestBody"] = { required: false, content: { "application/json": { schema: schemaRef(op.body) } } };
   }
@@ -80,7 +89,10 @@ function operationObject(operationId: string, op: Operation): JsonSchema {
   if (op.response.schema) success["content"] = { "application/json": { schema: schemaRef(op.response.schema) } };
   if (op.response.text) success["content"] = { "text/plain": { schema: { type: "string" } } };
   const responses: JsonSchema = { [String(op.response.status)]: success };
-  if (op.retryable) responses["503"] = { $ref: "#/components/responses/RetryableProblem" };
+  if (op.retryable) {
+    responses["429"] = { $ref: "#/components/responses/RetryableProblem" };
+    responses["503"] = { $ref: "#/components/responses/RetryableProblem" };
+  }
   responses["default"] = problemResponse;
   out["responses"] = responses;
   return out;
@@ -121,13 +133,13 @@ function buildDocument(): OpenApiDocument {
           type: "http",
           scheme: "bearer",
           description:
-            "Required on every request except GET /v1/health and GET /v1/openapi.json when the daemon is configured with consumers; the token selects the consumer.",
+            "Required on every request except GET /v1/health and GET /v1/openapi.json when the daemon is configured with consumers, unless the caller's uid or gid (read by the daemon with SO_PEERCRED) names a consumer; the token selects the consumer.",
         },
       },
       responses: {
         Problem: { description: "An error (RFC 9457 problem details)", content: problemContent },
         RetryableProblem: {
-          description: "pool_exhausted, booting or store_unavailable; Retry-After says when to try again",
+          description: "pool_exhausted, draining, booting or store_unavailable (503), or quota_exceeded (429); Retry-After says when to try again",
           headers: { "Retry-After": { description: "Seconds", schema: { type: "integer", minimum: 0 } } },
           content: problemContent,
         },

@@ -165,6 +165,7 @@ export function checkCidrSemantics(cidr: string): string | null {
 /** Checks beyond the schema, by operation: run on a body the schema accepted. */
 const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | null } = {
   acquireLease(body: LeaseRequest) {
+    if (body.owner !== undefined && body.ownerPid !== undefined) return { field: "/ownerPid", detail: "send owner or ownerPid, not both" };
     if (!body.network) return null;
     const reason = checkCidrSemantics(body.network.cidr);
     return reason ? { field: "/network/cidr", detail: `/network/cidr ${reason}` } : null;

@@ -4,6 +4,8 @@
 // docs/errors.md's table are generated from this registry (`npm run generate`).
 // To add an error: one entry here (status, title, meaning, fix), then `npm run generate`.
 
+import type { LeaseEnd } from "./schema.js";
+
 export const ERRORS = {
   invalid_request: {
     status: 400,
@@ -14,13 +16,41 @@ export const ERRORS = {
   unauthorized: {
     status: 401,
     title: "Missing or unknown bearer token",
-    meaning: "The daemon has consumers configured and the request has no `Authorization: Bearer` header, or a token no consumer has.",
-    fix: "Send `Authorization: Bearer <token>` with your consumer's token (the CLI reads `NETSLOT_TOKEN`).",
+    meaning:
+      "The daemon has consumers configured and the request has no `Authorization: Bearer` header and comes from a uid/gid no consumer lists, or has a token no consumer has.",
+    fix: "Send `Authorization: Bearer <token>` with your consumer's token (the CLI reads `NETSLOT_TOKEN`), or run as a uid/gid listed in your consumer's `uids`/`gids`.",
+  },
+  forbidden: {
+    status: 403,
+    title: "Operator action",
+    meaning:
+      "An operator action by a consumer without `role: \"operator\"`: retrying a quarantined slot, `GET /v1/leases?all=true`, draining or undraining. (Releasing another consumer's lease answers `lease_not_found`.)",
+    fix: "Ask an operator, or use a consumer configured with `\"role\": \"operator\"`.",
+  },
+  network_forbidden: {
+    status: 403,
+    title: "Network not allowed for this consumer",
+    meaning: "The lease asks for a tenant VNI that is not in the consumer's `vnis` (a consumer without `vnis` may attach none). Nothing was changed.",
+    fix: "Use a VNI listed in your consumer's `vnis` in the daemon's config file, or ask the operator to add it.",
+  },
+  owner_forbidden: {
+    status: 403,
+    title: "The owner process is not the caller",
+    meaning:
+      "`ownerPid` is neither the calling process nor one of its descendants (the kernel reports the caller with SO_PEERCRED), e.g. `ownerPid: 1` or a pid from inside a container's PID namespace.",
+    fix: "Send `\"owner\": \"caller\"` (the SDK's default), which binds the lease to the calling process whatever its PID namespace.",
+  },
+  quota_exceeded: {
+    status: 429,
+    title: "The consumer holds its maximum of leases",
+    meaning: "The consumer already holds `quota.max` leases.",
+    fix: "Release leases you no longer use, retry after `Retry-After` seconds, or ask the operator to raise `quota.max`.",
   },
   lease_not_found: {
     status: 404,
     title: "No such lease",
-    meaning: "No such lease for this consumer: it never existed, was released, expired, its owner process died, or it belongs to another consumer.",
+    meaning:
+      "No such lease for this consumer: it never existed, was released, expired, its owner process died, an operator force-released it, or it belongs to another consumer. For the caller's lease that ended within the hour, `ended` says when and how.",
     fix: "Acquire a new lease; keep TTL leases alive with renew (the SDK's `autoRenew`).",
   },
   not_found: {
@@ -56,8 +86,14 @@ export const ERRORS = {
   pool_exhausted: {
     status: 503,
     title: "No free slot",
-    meaning: "Every slot is leased, scrubbing or quarantined.",
-    fix: "Retry after `Retry-After` seconds, release leases you no longer use, or grow `--pool-size`.",
+    meaning: "Every slot is leased, scrubbing or quarantined, or the free slots left are reserved for other consumers (`quota.reserved`).",
+    fix: "Retry after `Retry-After` seconds, release leases you no longer use, grow `--pool-size`, or ask for a reservation.",
+  },
+  draining: {
+    status: 503,
+    title: "The daemon is draining",
+    meaning: "An operator ran `netslot drain` (host maintenance): no new leases; existing leases run on. The switch survives a restart.",
+    fix: "Retry later or on another host; an operator ends it with `netslot undrain`.",
   },
   booting: {
     status: 503,
@@ -92,15 +128,18 @@ export class NetslotError extends Error {
   readonly code: ErrorCode;
   /** The request field at fault, for invalid_request (a JSON pointer like /ttlSeconds). */
   readonly field: string | undefined;
-  /** Seconds, for errors that are worth retrying (pool_exhausted, booting). */
+  /** Seconds, for errors that are worth retrying (pool_exhausted, quota_exceeded, draining, booting). */
   readonly retryAfter: number | undefined;
+  /** For lease_not_found of a lease that ended recently: when and how. */
+  readonly ended: LeaseEnd | undefined;
 
-  constructor(code: ErrorCode, detail: string, opts: { field?: string; retryAfter?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, detail: string, opts: { field?: string; retryAfter?: number; ended?: LeaseEnd; cause?: unknown } = {}) {
     super(detail, { cause: opts.cause });
     this.name = "NetslotError";
     this.code = code;
     this.field = opts.field;
     this.retryAfter = opts.retryAfter;
+    this.ended = opts.ended;
   }
 
   get status(): number {

@@ -68,9 +68,16 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    owner: Type.Optional(
+      StringEnum(["caller"], {
+        description:
+          '"caller": the lease ends when the calling process exits, as the kernel names it (SO_PEERCRED), which is right across PID namespaces. Not together with ownerPid.',
+      }),
+    ),
     ownerPid: Type.Optional(
       Type.Integer({
-        description: "The lease is released when this process (in the daemon's PID namespace) exits.",
+        description:
+          'The lease ends when this process (in the daemon\'s PID namespace) exits. It must be the caller or one of its descendants, else 403 owner_forbidden; prefer owner: "caller".',
         minimum: 1,
         maximum: 4194304,
       }),
@@ -129,32 +136,59 @@ export const LeaseList = Type.Object({ leases: Type.Array(Lease) }, { additional
 export const SlotState = StringEnum(["free", "leased", "scrubbing", "quarantined", "building", "missing"]);
 
 export const QuarantinedSlot = Type.Object(
-  { index: Type.Integer({ minimum: 0 }), reason: Type.String(), since: DateTime },
+  {
+    index: Type.Integer({ minimum: 0 }),
+    reason: Type.Optional(Type.String({ description: "Operators only: a reason may name other consumers' processes." })),
+    since: DateTime,
+  },
   { additionalProperties: false },
 );
 
 const Count = Type.Integer({ minimum: 0 });
 
-const poolCountsProperties = {
+export const ConsumerUsage = Type.Object(
+  {
+    name: Type.String(),
+    leased: Count,
+    reserved: Type.Integer({ description: "Slots held for this consumer (quota.reserved).", minimum: 0 }),
+    max: Type.Unsafe<number | null>({ description: "Most leases it may hold at once (quota.max); null: no cap.", type: ["integer", "null"], minimum: 1 }),
+  },
+  { description: "A configured consumer's use of the pool.", additionalProperties: false },
+);
+
+const slotCountsProperties = {
   size: Count,
   free: Count,
   leased: Count,
   scrubbing: Count,
   quarantined: Count,
   missing: Type.Integer({ description: "Slots not yet built (boot) or that could not be built.", minimum: 0 }),
-  quarantinedSlots: Type.Array(QuarantinedSlot),
 };
 
-export const PoolCounts = Type.Object(poolCountsProperties, { additionalProperties: false });
+export const PoolCounts = Type.Object(
+  {
+    ...slotCountsProperties,
+    quarantinedSlots: Type.Array(QuarantinedSlot, { description: "Reasons are shown to operators only." }),
+    draining: Type.Boolean({ description: "An operator stopped new leases (503 draining); existing leases run on." }),
+    consumers: Type.Array(ConsumerUsage, {
+      description: "Configured consumers' use; a consumer sees only its own entry, an operator every one. Empty without configured consumers.",
+    }),
+  },
+  { additionalProperties: false },
+);
 
 export const HealthPool = Type.Object(
-  { ...poolCountsProperties, built: Count },
-  { description: "PoolCounts plus the number of slots built so far.", additionalProperties: false },
+  { ...slotCountsProperties, built: Count },
+  {
+    description: "Slot counts and the number of slots built so far; nothing about consumers or quarantine reasons (the route needs no token).",
+    additionalProperties: false,
+  },
 );
 
 export const Health = Type.Object(
   {
     status: StringEnum(["booting", "ready"]),
+    draining: Type.Boolean({ description: "An operator stopped new leases (503 draining)." }),
     pool: HealthPool,
     version: Type.String({ description: "The daemon's package version; every answer also carries it in the Netslot-Version header." }),
   },
@@ -187,8 +221,21 @@ export const UpgradeResult = Type.Object(
   },
   { additionalProperties: false },
 );
+export const DrainState = Type.Object({ draining: Type.Boolean() }, { additionalProperties: false });
 
 // ── errors ──────────────────────────────────────────────────────────────────────────────
+
+export const LeaseEnd = Type.Object(
+  {
+    at: DateTime,
+    cause: StringEnum(["released", "expired", "owner_exited", "force_released"]),
+    by: Type.Optional(Type.String({ description: "The operator, for force_released." })),
+  },
+  {
+    description: "lease_not_found of the caller's lease that ended within the last hour: when and how.",
+    additionalProperties: false,
+  },
+);
 
 /** The registry's codes (core/errors.ts) as a schema. */
 export const ErrorCode = StringEnum(Object.keys(ERRORS) as RegistryErrorCode[], {
@@ -205,6 +252,7 @@ export const Problem = Type.Object(
     field: Type.Optional(
       Type.String({ description: 'JSON pointer to the request field at fault (invalid_request); "" for the whole body.' }),
     ),
+    ended: Type.Optional(LeaseEnd),
   },
   {
     description: "RFC 9457 problem details. `type` is a stable identifier, not meant to be fetched.",
@@ -227,14 +275,17 @@ export const COMPONENTS = {
   Lease,
   LeaseList,
   QuarantinedSlot,
+  ConsumerUsage,
   PoolCounts,
   HealthPool,
   Health,
   ErrorCode,
+  LeaseEnd,
   Problem,
   SlotStateResult,
   UpgradeRequest,
   UpgradeResult,
+  DrainState,
 } satisfies Record<string, TSchema>;
 
 export type LeaseId = Static<typeof LeaseId>;
@@ -248,6 +299,9 @@ export type Lease = Static<typeof Lease>;
 export type LeaseList = Static<typeof LeaseList>;
 export type SlotState = Static<typeof SlotState>;
 export type QuarantinedSlot = Static<typeof QuarantinedSlot>;
+export type ConsumerUsage = Static<typeof ConsumerUsage>;
+export type LeaseEnd = Static<typeof LeaseEnd>;
+export type DrainState = Static<typeof DrainState>;
 export type PoolCounts = Static<typeof PoolCounts>;
 export type Health = Static<typeof Health>;
 export type SlotStateResult = Static<typeof SlotStateResult>;
@@ -273,6 +327,8 @@ export interface Operation {
   summary: string;
   /** Answered without a token even when consumers are configured (GET only). */
   public?: true;
+  /** Query parameters (all optional strings). */
+  query?: Record<string, { schema: TSchema; description?: string }>;
   params?: Record<string, PathParameter>;
   /** The JSON request body; optional on the wire, where an empty body is `{}`. */
   body?: TSchema;
@@ -284,7 +340,7 @@ export interface Operation {
     text?: true;
     headers?: Record<string, { description: string }>;
   };
-  /** Can answer 503 with Retry-After (pool_exhausted, booting, store_unavailable). */
+  /** Can answer 503 or 429 with Retry-After (pool_exhausted, draining, booting, store_unavailable; quota_exceeded). */
   retryable?: true;
 }
 
@@ -302,14 +358,15 @@ export const OPERATIONS = {
   pool: {
     method: "get",
     path: "/v1/pool",
-    summary: "Slot counts by state and the quarantined slots with their reasons.",
+    summary:
+      "Slot counts by state, the drain switch, the quarantined slots (reasons for operators only) and per-consumer leased/reserved/max (a consumer sees its own).",
     response: { status: 200, description: "Pool counts", schema: PoolCounts },
   },
   releaseQuarantined: {
     method: "post",
     path: "/v1/pool/quarantined/{index}/release",
     summary:
-      "Operator action (`netslot quarantine release N`): scrub the quarantined slot again and return it to the pool if it is clean. 409 slot_not_quarantined when it is not quarantined.",
+      "Operator action (`netslot quarantine release N`; 403 forbidden for a consumer): scrub the quarantined slot again and return it to the pool if it is clean. 409 slot_not_quarantined when it is not quarantined.",
     params: {
       index: {
         schema: Type.Integer({ minimum: 0, maximum: 999999999 }),
@@ -319,16 +376,31 @@ export const OPERATIONS = {
     },
     response: { status: 200, description: "The slot's state after the new scrub started", schema: SlotStateResult },
   },
+  drain: {
+    method: "post",
+    path: "/v1/pool/drain",
+    summary:
+      "Operator action (`netslot drain`; 403 forbidden for a consumer): stop granting leases (503 draining) while existing leases run out, for host maintenance. Kept across restarts.",
+    response: { status: 200, description: "The drain switch after the call", schema: DrainState },
+  },
+  undrain: {
+    method: "delete",
+    path: "/v1/pool/drain",
+    summary: "Operator action (`netslot undrain`; 403 forbidden for a consumer): grant leases again.",
+    response: { status: 200, description: "The drain switch after the call", schema: DrainState },
+  },
   listLeases: {
     method: "get",
     path: "/v1/leases",
-    summary: "The caller's leases.",
+    summary: "The caller's leases; with all=true (operators only, else 403 forbidden) every consumer's.",
+    query: { all: { schema: StringEnum(["true", "false"]), description: "Operators: list every consumer's leases." } },
     response: { status: 200, description: "Leases of the calling consumer", schema: LeaseList },
   },
   acquireLease: {
     method: "post",
     path: "/v1/leases",
-    summary: "Lease a free slot. An empty body without a content type is the same as {}.",
+    summary:
+      "Lease a free slot. An empty body without a content type is the same as {}. 403 network_forbidden for a VNI the consumer may not attach, 403 owner_forbidden for an ownerPid that is not the caller or a descendant, 429 quota_exceeded at the consumer's quota.max, 503 pool_exhausted when no slot is free for this consumer (slots reserved for others do not count), 503 draining while an operator drains the daemon.",
     body: LeaseRequest,
     response: {
       status: 201,
@@ -341,14 +413,16 @@ export const OPERATIONS = {
   getLease: {
     method: "get",
     path: "/v1/leases/{id}",
-    summary: "One of the caller's leases.",
+    summary:
+      "One of the caller's leases (an operator: anyone's). A lease that ended within the last hour answers 404 lease_not_found with `ended` saying when and how.",
     params: { id: leaseIdParam },
     response: { status: 200, description: "The lease", schema: Lease },
   },
   releaseLease: {
     method: "delete",
     path: "/v1/leases/{id}",
-    summary: "Release the lease; the slot is scrubbed and returns to the pool. A second release answers 404 lease_not_found.",
+    summary:
+      "Release the lease; the slot is scrubbed and returns to the pool. An operator may release another consumer's lease (a force-release, in the audit log). A second release answers 404 lease_not_found.",
     params: { id: leaseIdParam },
     response: { status: 204, description: "Released" },
   },

@@ -4,6 +4,7 @@
 import type { Health, Lease, LeaseRequest, PoolCounts } from "./schema.js";
 
 export type {
+  ConsumerUsage,
   GuestConfig,
   Health,
   Lease,
@@ -16,6 +17,17 @@ export type {
   UpgradeResult,
 } from "./schema.js";
 
+/** One line of the audit log: who did what to which lease and slot, and why. */
+export interface AuditEvent {
+  event: "grant" | "release" | "expiry" | "owner_exit" | "force_release" | "quarantine" | "retry" | "drain" | "undrain";
+  consumer?: string;
+  lease?: string;
+  slot?: number;
+  reason?: string;
+  /** The operator behind a force-release, retry or drain. */
+  by?: string;
+}
+
 /**
  * What the API needs from the pool. Every method is scoped to one consumer: a lease of
  * another consumer is reported as not found. Methods throw `NetslotError` (errors.ts).
@@ -23,12 +35,16 @@ export type {
 export interface LeaseService {
   /** The API adds the version. */
   health(): Omit<Health, "version">;
+  /** Every consumer's view; the API narrows it for non-operators. */
   pool(): PoolCounts;
   acquire(consumer: string, request: LeaseRequest): Promise<Lease>;
-  list(consumer: string): Lease[];
-  get(consumer: string, id: string): Lease;
+  /** `all` (operators): every consumer's leases. */
+  list(consumer: string, opts?: { all?: boolean }): Lease[];
+  /** `operator`: another consumer's lease is found too. */
+  get(consumer: string, id: string, opts?: { operator?: boolean }): Lease;
   renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease>;
-  release(consumer: string, id: string): Promise<void>;
+  /** `operator`: another consumer's lease is force-released. */
+  release(consumer: string, id: string, opts?: { operator?: boolean }): Promise<void>;
   /** Prometheus text exposition of the pool's own metrics. */
   metrics(): string;
 }

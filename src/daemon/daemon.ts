@@ -7,6 +7,9 @@ import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../datapla
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
+import type { AuditEvent } from "../core/types.js";
+import { ConsumerDirectory } from "../tenancy/consumers.js";
+import { Quotas } from "../tenancy/quotas.js";
 import { Gauge } from "../pool/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
@@ -31,6 +34,27 @@ export const MAX_MISSING_SHARE = 0.1;
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
+}
+
+/** One JSON line per audited event on stderr (the journal keeps it): event, consumer, lease, slot, reason. */
+function audit(event: AuditEvent): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "audit", ...event })}\n`);
+}
+
+/** A group name or gid → gid, from /etc/group (no process spawned). */
+export function resolveGroup(group: string): number {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  let text = "";
+  try {
+    text = fs.readFileSync("/etc/group", "utf8");
+  } catch {
+    // handled below
+  }
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  throw new ConfigError(`--socket-group ${group}: no such group in /etc/group`);
 }
 
 function renderProgress(p: BootProgress, tty: boolean): string {
@@ -84,6 +108,8 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
   if (!uplink) throw new ConfigError("no --uplink given and no default route to take it from");
+  const socketGroup = config.socketGroup === undefined ? undefined : resolveGroup(config.socketGroup);
+  const consumers = new ConsumerDirectory(config.consumers, config.poolSize);
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined && other !== handover?.parentPid) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
@@ -132,6 +158,8 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     scrubber,
     store,
     log,
+    audit,
+    ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
     onProgress: (p) => {
       const now = performance.now();
       if (!config.progress || (now - lastPrinted < (tty ? 100 : 1000) && p.built < p.total)) return;
@@ -147,16 +175,18 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   const upgrader: { handover?: Handover } = {};
   const api = createApiServer({
     service: pool,
-    consumers: config.consumers,
+    consumers,
     admin: {
-      retryQuarantined: (index) => pool.retryQuarantined(index),
+      retryQuarantined: (index, by) => pool.retryQuarantined(index, by),
+      setDraining: (on, by) => pool.setDraining(on, by),
       upgrade: (overrides, request) => upgrader.handover!.upgrade(overrides, request),
     },
     version: packageVersion(),
+    ...(handover ? { trustRelayFrom: handover.parentPid } : {}),
   });
   upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), log, exit: () => stop("handed over") });
   if (!handover) {
-    await api.listen(config.socket, { bindFd: listenUnix });
+    await api.listen(config.socket, { bindFd: listenUnix, ...(socketGroup === undefined ? {} : { group: socketGroup }) });
     log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
   }
 

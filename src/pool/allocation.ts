@@ -9,6 +9,8 @@ interface SlotEntry {
   leaseId?: string;
 }
 
+export type SlotCounts = Omit<PoolCounts, "draining" | "consumers">;
+
 /** States as the metrics report them ("building" counts as missing). */
 export const REPORTED_STATES = ["free", "leased", "scrubbing", "quarantined", "missing"] as const;
 
@@ -39,6 +41,11 @@ export class SlotTable {
   }
 
   // ── picking ───────────────────────────────────────────────────────────────────────
+
+  /** Slots on the free list. */
+  get freeCount(): number {
+    return this.free.length;
+  }
 
   /** Takes the next free slot off the free list (its state is the caller's to set). */
   take(): number | undefined {
@@ -128,8 +135,9 @@ export class SlotTable {
 
   // ── views ─────────────────────────────────────────────────────────────────────────
 
-  counts(): PoolCounts {
-    const counts: PoolCounts = { size: this.slots.length, free: 0, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [] };
+  /** Slot counts by state and the quarantined slots (the pool adds the drain switch and consumers). */
+  counts(): SlotCounts {
+    const counts: SlotCounts = { size: this.slots.length, free: 0, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [] };
     this.slots.forEach((slot, index) => {
       switch (slot.state) {
         case "free":

@@ -3,36 +3,43 @@
 import { randomBytes } from "node:crypto";
 import { NetslotError } from "../core/errors.js";
 import { faultPoint } from "../core/faults.js";
-import type { LeaseRequest } from "../core/types.js";
+import type { AuditEvent, LeaseRequest } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
 import { tenantCidrConflict } from "../dataplane/topology.js";
-import { SlotNotFreeError, type LeaseStore, type StoredLease } from "../store/store.js";
+import { SlotNotFreeError, type EndCause, type LeaseStore, type StoredLease } from "../store/store.js";
+import type { Quotas } from "../tenancy/quotas.js";
 import type { SlotTable } from "./allocation.js";
 import { OwnerWatcher } from "./owners.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { ScrubQueue } from "./scrubs.js";
 
-export type EndCause = "released" | "expired" | "owner_exited";
+export type { EndCause } from "../store/store.js";
 
 export interface LeaseLifecycleDeps {
   slots: SlotTable;
   scrubs: ScrubQueue;
-  store: Pick<LeaseStore, "insertLease" | "renewLease" | "deleteLease">;
+  store: Pick<LeaseStore, "insertLease" | "renewLease" | "deleteLease" | "endedLease">;
   dataplane: Pick<SlotDataplane, "setTenant" | "options">;
   metrics: Pick<PoolMetrics, "leasesTotal" | "releasesTotal" | "acquireSeconds" | "releaseSeconds">;
   log: (msg: string) => void;
+  audit: (event: AuditEvent) => void;
+  /** Per-consumer max and reservations; none: any consumer may take any free slot. */
+  quotas?: Quotas;
 }
 
 export class LeaseLifecycle {
   private readonly leases = new Map<string, StoredLease>();
   private readonly leasesByOwner = new Map<number, Set<string>>();
+  /** Leases held per consumer, for quotas and GET /v1/pool. */
+  private readonly byConsumer = new Map<string, number>();
+  readonly leasedBy = (name: string): number => this.byConsumer.get(name) ?? 0;
   private owners = new OwnerWatcher((pid) => this.ownerExited(pid));
   /** Expiry and owner watching run once boot is done (`start`). */
   private started = false;
   private closed = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   /** Lease ends (expiry, owner exit) the store refused; retried every second. */
-  private readonly endRetries = new Map<string, Exclude<EndCause, "released">>();
+  private readonly endRetries = new Map<string, "expired" | "owner_exited">();
   private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: LeaseLifecycleDeps) {}
@@ -48,6 +55,8 @@ export class LeaseLifecycle {
     }
     const conflict = request.network && tenantCidrConflict(request.network.cidr, dataplane.options.linkCidr, dataplane.options.vtepRemote);
     if (conflict) throw new NetslotError("invalid_request", `/network/cidr ${conflict}`, { field: "/network/cidr" });
+    // Before the owner is watched: a refusal leaves nothing to undo.
+    this.deps.quotas?.admit(consumer, slots.freeCount, this.leasedBy);
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
       throw new NetslotError("invalid_request", `process ${request.ownerPid} does not exist`, { field: "/ownerPid" });
     }
@@ -107,6 +116,7 @@ export class LeaseLifecycle {
     slots.markLeased(index, lease.id, lease.createdAt);
     this.adopt(lease);
     this.deps.metrics.leasesTotal.inc();
+    this.deps.audit({ event: "grant", consumer, lease: lease.id, slot: index, reason: request.network ? `vni ${request.network.vni}` : "request" });
     if (lease.expiresAt) this.armExpiry();
     this.deps.metrics.acquireSeconds.observe((performance.now() - start) / 1000);
     return lease;
@@ -125,37 +135,58 @@ export class LeaseLifecycle {
     return lease;
   }
 
-  release(consumer: string, id: string): void {
-    this.own(consumer, id);
-    this.end(id, "released");
+  /** `operator`: another consumer's lease is force-released (the audit log names the operator). */
+  release(consumer: string, id: string, operator = false): void {
+    const lease = this.own(consumer, id, operator);
+    if (lease.consumer === consumer) this.end(id, "released");
+    else this.end(id, "force_released", consumer);
   }
 
-  /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. */
-  end(id: string, cause: EndCause): void {
+  /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. `by`: the operator of a force-release. */
+  end(id: string, cause: EndCause, by?: string): void {
     const start = performance.now();
     const lease = this.leases.get(id);
     if (!lease) return;
-    this.deps.store.deleteLease(id);
+    this.deps.store.deleteLease(id, { cause, ...(by !== undefined ? { by } : {}) });
     faultPoint("release.after-store");
     this.drop(lease);
     this.deps.slots.markScrubbing(lease.slotIndex, true);
     this.deps.metrics.releasesTotal.inc({ cause });
     this.unwatchIfUnused(lease.ownerPid);
     this.deps.metrics.releaseSeconds.observe((performance.now() - start) / 1000);
+    this.deps.audit({ event: AUDIT_EVENT_OF[cause], consumer: lease.consumer, lease: id, slot: lease.slotIndex, reason: cause, ...(by !== undefined ? { by } : {}) });
     this.deps.scrubs.schedule(lease.slotIndex, lease.network, start);
   }
 
   // ── lookups ───────────────────────────────────────────────────────────────────────
 
-  /** The consumer's lease `id`, or lease_not_found (also for another consumer's lease). */
-  own(consumer: string, id: string): StoredLease {
+  /**
+   * The consumer's lease `id` (an operator's: anyone's), or lease_not_found, also for another
+   * consumer's lease; for one of its own that ended within the hour, saying when and how.
+   */
+  own(consumer: string, id: string, operator = false): StoredLease {
     const lease = this.leases.get(id);
-    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
-    return lease;
+    if (lease && (operator || lease.consumer === consumer)) return lease;
+    if (!lease) {
+      let ended;
+      try {
+        ended = this.deps.store.endedLease(id);
+      } catch {
+        ended = undefined; // the answer is lease_not_found either way
+      }
+      if (ended && (operator || ended.consumer === consumer)) {
+        const how = ended.cause === "force_released" ? `force-released by operator "${ended.by ?? "?"}"` : ENDED_HOW[ended.cause];
+        throw new NetslotError("lease_not_found", `lease ${id} ended at ${ended.endedAt}: ${how}`, {
+          ended: { at: ended.endedAt, cause: ended.cause, ...(ended.by !== undefined ? { by: ended.by } : {}) },
+        });
+      }
+    }
+    throw new NetslotError("lease_not_found", `no lease ${id}`);
   }
 
-  list(consumer: string): StoredLease[] {
-    return [...this.leases.values()].filter((l) => l.consumer === consumer);
+  /** The consumer's leases; `all`: everyone's. */
+  list(consumer: string, all = false): StoredLease[] {
+    return [...this.leases.values()].filter((l) => all || l.consumer === consumer);
   }
 
   get(id: string): StoredLease | undefined {
@@ -169,6 +200,7 @@ export class LeaseLifecycle {
   /** Lease maps kept in step: by id, and by owner pid (so release never scans all leases). */
   adopt(lease: StoredLease): void {
     this.leases.set(lease.id, lease);
+    this.byConsumer.set(lease.consumer, this.leasedBy(lease.consumer) + 1);
     if (lease.ownerPid === undefined) return;
     const ids = this.leasesByOwner.get(lease.ownerPid) ?? new Set<string>();
     ids.add(lease.id);
@@ -176,7 +208,11 @@ export class LeaseLifecycle {
   }
 
   drop(lease: StoredLease): void {
-    this.leases.delete(lease.id);
+    if (this.leases.delete(lease.id)) {
+      const n = this.leasedBy(lease.consumer) - 1;
+      if (n > 0) this.byConsumer.set(lease.consumer, n);
+      else this.byConsumer.delete(lease.consumer);
+    }
     if (lease.ownerPid === undefined) return;
     const ids = this.leasesByOwner.get(lease.ownerPid);
     ids?.delete(lease.id);
@@ -251,7 +287,7 @@ export class LeaseLifecycle {
    * Ends a lease the daemon decided to end. When the store cannot be written (disk full),
    * the end is retried every second rather than spun on or forgotten.
    */
-  private tryEnd(id: string, cause: Exclude<EndCause, "released">): void {
+  private tryEnd(id: string, cause: "expired" | "owner_exited"): void {
     try {
       this.end(id, cause);
       this.endRetries.delete(id);
@@ -277,6 +313,19 @@ export class LeaseLifecycle {
     for (const id of [...(this.leasesByOwner.get(pid) ?? [])]) this.tryEnd(id, "owner_exited");
   }
 }
+
+const AUDIT_EVENT_OF: Record<EndCause, AuditEvent["event"]> = {
+  released: "release",
+  expired: "expiry",
+  owner_exited: "owner_exit",
+  force_released: "force_release",
+};
+
+const ENDED_HOW: Record<Exclude<EndCause, "force_released">, string> = {
+  released: "released by its consumer",
+  expired: "expired (its TTL ran out)",
+  owner_exited: "its owner process exited",
+};
 
 function newLeaseId(): string {
   return `l_${randomBytes(12).toString("base64url")}`;

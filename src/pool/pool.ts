@@ -6,7 +6,7 @@
 // It holds the in-memory view; the store holds the durable one and is written before
 // anything is acknowledged. Kernel work goes through the dataplane only.
 import { NetslotError } from "../core/errors.js";
-import type { Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
+import type { AuditEvent, Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
 import type { LeaseStore, StoredLease } from "../store/store.js";
@@ -17,6 +17,7 @@ import { Registry } from "./metrics.js";
 import { poolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
+import type { Quotas } from "../tenancy/quotas.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -25,6 +26,10 @@ export interface PoolOptions {
   dataplane: SlotDataplane;
   scrubber: Scrubber;
   store: LeaseStore;
+  /** Per-consumer max and reservations; none: any consumer may take any free slot. */
+  quotas?: Quotas;
+  /** One call per grant, end, quarantine, retry and drain switch (the daemon logs them). */
+  audit?: (event: AuditEvent) => void;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
   log?: (msg: string) => void;
@@ -35,6 +40,9 @@ export interface PoolOptions {
 export class Pool implements LeaseService {
   private status: "booting" | "ready" = "booting";
   private closed = false;
+  /** The operator's drain switch, kept in the store (read at boot). */
+  private draining = false;
+  private readonly audit: (event: AuditEvent) => void;
   private readonly slots: SlotTable;
   private readonly scrubs: ScrubScheduler;
   private readonly leases: LeaseLifecycle;
@@ -44,11 +52,21 @@ export class Pool implements LeaseService {
 
   constructor(private readonly options: PoolOptions) {
     const log = (msg: string) => this.options.log?.(msg);
+    const audit = (this.audit = options.audit ?? (() => undefined));
     const { dataplane, scrubber, store } = options;
     const slots = (this.slots = new SlotTable(options.size));
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
-    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log }));
-    const leases = (this.leases = new LeaseLifecycle({ slots, scrubs, store, dataplane, metrics, log }));
+    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit }));
+    const leases = (this.leases = new LeaseLifecycle({
+      slots,
+      scrubs,
+      store,
+      dataplane,
+      metrics,
+      log,
+      audit,
+      ...(options.quotas ? { quotas: options.quotas } : {}),
+    }));
     this.booter = new PoolBoot({
       slots,
       leases,
@@ -66,6 +84,7 @@ export class Pool implements LeaseService {
 
   /** Builds the pool (see PoolBoot.run); leases are served from when it resolves. */
   async boot(): Promise<BootProgress> {
+    this.draining = this.options.store.draining();
     const progress = await this.booter.run();
     this.status = "ready";
     this.leases.start();
@@ -80,37 +99,47 @@ export class Pool implements LeaseService {
   // ── LeaseService ──────────────────────────────────────────────────────────────────
 
   health(): Omit<Health, "version"> {
-    return { status: this.status, pool: { ...this.pool(), built: this.booter.built } };
+    const { size, free, leased, scrubbing, quarantined, missing } = this.slots.counts();
+    return { status: this.status, draining: this.draining, pool: { size, free, leased, scrubbing, quarantined, missing, built: this.booter.built } };
   }
 
   pool(): PoolCounts {
-    return this.slots.counts();
+    return { ...this.slots.counts(), draining: this.draining, consumers: this.options.quotas?.usage(this.leases.leasedBy) ?? [] };
   }
 
   async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
     if (this.status !== "ready") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 1 });
+    if (this.draining) throw new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
     return this.toLease(this.leases.grant(consumer, request));
   }
 
-  list(consumer: string): Lease[] {
-    return this.leases.list(consumer).map((l) => this.toLease(l));
+  list(consumer: string, opts: { all?: boolean } = {}): Lease[] {
+    return this.leases.list(consumer, opts.all === true).map((l) => this.toLease(l));
   }
 
-  get(consumer: string, id: string): Lease {
-    return this.toLease(this.leases.own(consumer, id));
+  get(consumer: string, id: string, opts: { operator?: boolean } = {}): Lease {
+    return this.toLease(this.leases.own(consumer, id, opts.operator === true));
   }
 
   async renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease> {
     return this.toLease(this.leases.renew(consumer, id, ttlSeconds));
   }
 
-  async release(consumer: string, id: string): Promise<void> {
-    this.leases.release(consumer, id);
+  async release(consumer: string, id: string, opts: { operator?: boolean } = {}): Promise<void> {
+    this.leases.release(consumer, id, opts.operator === true);
   }
 
   /** Ends a lease for any reason; the slot goes to scrubbing, then back to the pool. */
-  end(id: string, cause: EndCause): void {
-    this.leases.end(id, cause);
+  end(id: string, cause: EndCause, by?: string): void {
+    this.leases.end(id, cause, by);
+  }
+
+  /** The operator's drain switch: while on, acquire answers 503 draining; leases run on. Kept in the store. */
+  setDraining(on: boolean, by?: string): { draining: boolean } {
+    this.options.store.setDraining(on);
+    if (this.draining !== on) this.audit({ event: on ? "drain" : "undrain", ...(by !== undefined ? { by } : {}) });
+    this.draining = on;
+    return { draining: on };
   }
 
   metrics(): string {
@@ -118,8 +147,8 @@ export class Pool implements LeaseService {
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
-  retryQuarantined(index: number): Promise<SlotState> {
-    return this.scrubs.retryQuarantined(index);
+  retryQuarantined(index: number, by?: string): Promise<SlotState> {
+    return this.scrubs.retryQuarantined(index, by);
   }
 
   // ── handover ──────────────────────────────────────────────────────────────────────

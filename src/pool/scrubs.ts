@@ -2,7 +2,7 @@
 // returns it to the free list or quarantines it, written to the store first.
 import { NetslotError } from "../core/errors.js";
 import { faultPoint } from "../core/faults.js";
-import type { SlotState, TenantNetwork } from "../core/types.js";
+import type { AuditEvent, SlotState, TenantNetwork } from "../core/types.js";
 import type { LeaseStore } from "../store/store.js";
 import type { SlotTable } from "./allocation.js";
 import type { PoolMetrics } from "./pool-metrics.js";
@@ -20,6 +20,7 @@ export interface ScrubSchedulerDeps {
   scrubber: Pick<Scrubber, "scrub">;
   metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
   log: (msg: string) => void;
+  audit: (event: AuditEvent) => void;
 }
 
 export class ScrubScheduler implements ScrubQueue {
@@ -60,11 +61,12 @@ export class ScrubScheduler implements ScrubQueue {
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
-  async retryQuarantined(index: number): Promise<SlotState> {
+  async retryQuarantined(index: number, by?: string): Promise<SlotState> {
     const { slots } = this.deps;
     if (!slots.has(index) || slots.state(index) !== "quarantined") {
       throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
     }
+    this.deps.audit({ event: "retry", slot: index, reason: slots.reasonOf(index) ?? "quarantined", ...(by !== undefined ? { by } : {}) });
     slots.markScrubbing(index);
     this.pending.add(index);
     try {
@@ -114,6 +116,6 @@ export class ScrubScheduler implements ScrubQueue {
     this.deps.store.setSlotState(index, "quarantined", reason);
     this.deps.slots.markQuarantined(index, reason);
     this.deps.metrics.scrubOutcomes.inc({ outcome: "quarantined" });
-    this.deps.log(`slot ${index} quarantined: ${reason}`);
+    this.deps.audit({ event: "quarantine", slot: index, reason });
   }
 }

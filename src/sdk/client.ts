@@ -5,8 +5,10 @@ import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
 import {
   pathOf,
+  type DrainState,
   type Health,
   type Lease,
+  type LeaseEnd,
   type LeaseList,
   type LeaseRequest,
   type PoolCounts,
@@ -29,8 +31,9 @@ export interface NetslotClientOptions {
 
 export type AcquireOptions = LeaseRequest & {
   /**
-   * Default true: sends `ownerPid: process.pid`, so the daemon releases the lease when this
-   * process dies. Ignored when `ownerPid` is given.
+   * Default true: sends `owner: "caller"`, so the daemon releases the lease when this
+   * process dies (it reads which process called from the kernel, so this is right inside a
+   * container too). Ignored when `owner` or `ownerPid` is given.
    */
   bindToProcess?: boolean;
   /**
@@ -46,12 +49,14 @@ export class NetslotApiError extends Error {
   readonly status: number;
   /** The request field at fault (a JSON pointer such as /ttlSeconds), for invalid_request. */
   readonly field: string | undefined;
-  /** Seconds from the Retry-After header (pool_exhausted, booting, store_unavailable). */
+  /** Seconds from the Retry-After header (pool_exhausted, quota_exceeded, draining, booting, store_unavailable). */
   readonly retryAfter: number | undefined;
+  /** lease_not_found of a lease that ended within the last hour: when and how (expired, owner_exited, force_released...). */
+  readonly ended: LeaseEnd | undefined;
   readonly title: string;
   readonly detail: string;
 
-  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number }) {
+  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number; ended?: LeaseEnd }) {
     super(`${init.code}: ${init.detail}`);
     this.name = "NetslotApiError";
     this.code = init.code;
@@ -60,6 +65,7 @@ export class NetslotApiError extends Error {
     this.detail = init.detail;
     this.field = init.field;
     this.retryAfter = init.retryAfter;
+    this.ended = init.ended;
   }
 
   /** What to do about it, from the error registry. */
@@ -99,6 +105,12 @@ interface ProblemBody {
   title?: unknown;
   detail?: unknown;
   field?: unknown;
+  ended?: unknown;
+}
+
+function isLeaseEnd(value: unknown): value is LeaseEnd {
+  const v = value as Partial<LeaseEnd> | null;
+  return typeof v === "object" && v !== null && typeof v.at === "string" && typeof v.cause === "string";
 }
 
 function errorFromResponse(res: RawResponse): NetslotApiError {
@@ -119,6 +131,7 @@ function errorFromResponse(res: RawResponse): NetslotApiError {
     detail: typeof problem.detail === "string" ? problem.detail : `HTTP ${res.status}`,
     ...(typeof problem.field === "string" ? { field: problem.field } : {}),
     ...(retryAfter !== undefined ? { retryAfter } : {}),
+    ...(isLeaseEnd(problem.ended) ? { ended: problem.ended } : {}),
   });
 }
 
@@ -151,7 +164,7 @@ export class NetslotClient {
   async acquire(opts: AcquireOptions = {}): Promise<Lease> {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
-    if (bindToProcess && body.ownerPid === undefined) body.ownerPid = process.pid;
+    if (bindToProcess && body.ownerPid === undefined && body.owner === undefined) body.owner = "caller";
     const lease = await this.json<Lease>("POST", pathOf("acquireLease"), body);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
@@ -160,8 +173,9 @@ export class NetslotClient {
     return lease;
   }
 
-  async list(): Promise<Lease[]> {
-    return (await this.json<LeaseList>("GET", pathOf("listLeases"))).leases;
+  /** The caller's leases; `all` (operators only): every consumer's. */
+  async list(opts: { all?: boolean } = {}): Promise<Lease[]> {
+    return (await this.json<LeaseList>("GET", `${pathOf("listLeases")}${opts.all ? "?all=true" : ""}`)).leases;
   }
 
   get(id: string): Promise<Lease> {
@@ -216,6 +230,16 @@ export class NetslotClient {
    */
   upgrade(args: string[] = []): Promise<UpgradeResult> {
     return this.json<UpgradeResult>("POST", pathOf("upgrade"), args.length > 0 ? { args } : {});
+  }
+
+  /** Operator action: stop granting leases (new requests get 503 draining); existing leases run on. */
+  drain(): Promise<DrainState> {
+    return this.json<DrainState>("POST", pathOf("drain"), {});
+  }
+
+  /** Operator action: grant leases again. */
+  undrain(): Promise<DrainState> {
+    return this.json<DrainState>("DELETE", pathOf("undrain"));
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */

@@ -8,6 +8,7 @@ export {
   type NetslotClientOptions,
 } from "./client.js";
 export type {
+  ConsumerUsage,
   GuestConfig,
   Health,
   Lease,
@@ -20,7 +21,7 @@ export type {
   TenantNetwork,
   UpgradeResult,
 } from "../core/types.js";
-export type { LeaseList, SlotStateResult, Problem } from "../core/schema.js";
+export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
 export {

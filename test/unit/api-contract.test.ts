@@ -89,11 +89,21 @@ test("pathOf fills and encodes the template", () => {
 test("a valid body reaches the service whole: every field of the schema, nothing dropped", () => {
   const validators = createRequestValidators();
   const body = { ttlSeconds: 60, labels: { job: "ci" }, network: { vni: 7, cidr: "10.1.0.0/16" }, ownerPid: 42 };
-  // The example must use every field the schema has, so a new field shows up here.
-  assert.deepEqual(Object.keys(body).sort(), Object.keys(LeaseRequest.properties).sort(), "extend the example with the new field");
-  const checked = validators.body("acquireLease", structuredClone(body));
-  assert.ok(checked.ok);
-  assert.deepEqual(checked.value, body);
+  // owner and ownerPid exclude each other: the second example carries owner.
+  const other = { ttlSeconds: 60, owner: "caller" as const };
+  // The examples must use every field the schema has, so a new field shows up here.
+  assert.deepEqual(
+    [...new Set([...Object.keys(body), ...Object.keys(other)])].sort(),
+    Object.keys(LeaseRequest.properties).sort(),
+    "extend the example with the new field",
+  );
+  for (const example of [body, other]) {
+    const checked = validators.body("acquireLease", structuredClone(example));
+    assert.ok(checked.ok);
+    assert.deepEqual(checked.value, example);
+  }
+  const both = validators.body("acquireLease", { ...body, owner: "caller" });
+  assert.deepEqual(both.ok ? null : both.error.field, "/ownerPid");
   const unknown = validators.body("acquireLease", { ...body, colour: "red" });
   assert.deepEqual(unknown.ok ? null : unknown.error.field, "/colour");
 });
