@@ -31,6 +31,10 @@ type Listener = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 /** Hop-by-hop headers a relay must not copy (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
 
+function isUpgradeCall(req: http.IncomingMessage): boolean {
+  return req.method === "POST" && /^\/v1\/upgrade(?:[?#]|$)/.test(req.url ?? "");
+}
+
 export class RequestGate {
   private state: "open" | "paused" | "forwarded" = "open";
   private target: string | undefined;
@@ -52,12 +56,12 @@ export class RequestGate {
   }
 
   /**
-   * Holds new requests; resolves once every request already running has been answered.
-   * `except` is the request asking for the pause (the upgrade call itself).
+   * Holds new requests; resolves once every request already running has been answered,
+   * except upgrade calls (the one asking for the pause waits for it).
    */
-  pause(except?: http.IncomingMessage): Promise<void> {
+  pause(): Promise<void> {
     this.state = "paused";
-    const others = () => this.running.size - (except !== undefined && this.running.has(except) ? 1 : 0);
+    const others = () => [...this.running].filter((req) => !isUpgradeCall(req)).length;
     if (others() <= 0) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {

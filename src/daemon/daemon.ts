@@ -21,6 +21,7 @@ import { sdNotify } from "../kernel/sdnotify.js";
 import { listenUnix } from "../kernel/unixsocket.js";
 import { Handover, HandoverChild } from "./handover.js";
 import type * as net from "node:net";
+import { ProfileCatalog } from "../core/profiles.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
@@ -157,6 +158,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     dataplane,
     scrubber,
     store,
+    profiles: new ProfileCatalog(config.profiles, new Map(consumers.consumers.flatMap((c) => (c.profiles ? [[c.name, c.profiles] as const] : [])))),
     log,
     audit,
     ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
@@ -179,7 +181,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     admin: {
       retryQuarantined: (index, by) => pool.retryQuarantined(index, by),
       setDraining: (on, by) => pool.setDraining(on, by),
-      upgrade: (overrides, request) => upgrader.handover!.upgrade(overrides, request),
+      upgrade: (overrides) => upgrader.handover!.upgrade(overrides),
     },
     version: packageVersion(),
     ...(handover ? { trustRelayFrom: handover.parentPid } : {}),

@@ -20,7 +20,6 @@
 // Until "serving", a failure (a message, an exit, a timeout) kills the new process and
 // the old one resumes with what it held; requests it held are answered, none failed.
 import { fork, type ChildProcess } from "node:child_process";
-import type * as http from "node:http";
 import type * as net from "node:net";
 import { NetslotError } from "../core/errors.js";
 import type { ApiServer } from "../api/server.js";
@@ -93,7 +92,7 @@ export class Handover {
 
   constructor(private readonly options: HandoverOptions) {}
 
-  async upgrade(overrides: string[], request: http.IncomingMessage): Promise<UpgradeResult> {
+  async upgrade(overrides: string[]): Promise<UpgradeResult> {
     if (this.running) throw new NetslotError("upgrade_failed", "another upgrade is under way");
     if (this.options.pool.health().status !== "ready") throw new NetslotError("upgrade_failed", "the pool is still being built; upgrade once it is ready");
     const args = mergeDaemonArgs(this.options.args, overrides);
@@ -112,7 +111,7 @@ export class Handover {
     let quiesced = false;
     try {
       await channel.next("prepared", PREPARE_TIMEOUT_MS);
-      await api.gate.pause(request);
+      await api.gate.pause();
       await pool.quiesce();
       quiesced = true;
       log("upgrade: requests held, pool quiesced; the new daemon adopts the pool");

@@ -10,8 +10,11 @@ import type { Scrubber, ScrubResult } from "./scrubber.js";
 
 /** What the rest of the pool may ask of scrubbing. */
 export interface ScrubQueue {
-  /** Scrubs slot `index` (its `tenant` network, if any, is torn down too); once per slot at a time. */
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void;
+  /**
+   * Scrubs slot `index` (its `tenant` network, if any, is torn down too; `policy`: the
+   * lease had an egress policy to empty); once per slot at a time.
+   */
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy?: boolean): void;
 }
 
 export interface ScrubSchedulerDeps {
@@ -29,18 +32,18 @@ export class ScrubScheduler implements ScrubQueue {
   private readonly running = new Set<Promise<void>>();
   private closed = false;
   /** Handing over: scrubs asked for meanwhile wait here (the slots stay "scrubbing" in the store). */
-  private deferred: Map<number, { tenant: TenantNetwork | undefined; releasedAt: number }> | undefined;
+  private deferred: Map<number, { tenant: TenantNetwork | undefined; releasedAt: number; policy: boolean }> | undefined;
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
     if (this.deferred) {
-      this.deferred.set(index, { tenant, releasedAt });
+      this.deferred.set(index, { tenant, releasedAt, policy });
       return;
     }
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    const scrub: Promise<void> = this.scrubNow(index, tenant, releasedAt).finally(() => {
+    const scrub: Promise<void> = this.scrubNow(index, tenant, releasedAt, policy).finally(() => {
       this.pending.delete(index);
       this.running.delete(scrub);
     });
@@ -57,7 +60,7 @@ export class ScrubScheduler implements ScrubQueue {
   resume(): void {
     const deferred = this.deferred;
     this.deferred = undefined;
-    for (const [index, d] of deferred ?? []) this.schedule(index, d.tenant, d.releasedAt);
+    for (const [index, d] of deferred ?? []) this.schedule(index, d.tenant, d.releasedAt, d.policy);
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
@@ -83,11 +86,11 @@ export class ScrubScheduler implements ScrubQueue {
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
-  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
     let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
     try {
-      result = await this.deps.scrubber.scrub(index, tenant);
+      result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
       result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
@@ -107,7 +110,7 @@ export class ScrubScheduler implements ScrubQueue {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
       this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
-      setTimeout(() => this.schedule(index, tenant, releasedAt), 1000).unref();
+      setTimeout(() => this.schedule(index, tenant, releasedAt, policy), 1000).unref();
     }
     slots.touch(index);
   }
