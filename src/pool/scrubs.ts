@@ -88,7 +88,7 @@ export class ScrubScheduler implements ScrubQueue {
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -104,6 +104,7 @@ export class ScrubScheduler implements ScrubQueue {
         faultPoint("scrub.after-store");
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
