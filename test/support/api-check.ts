@@ -1,5 +1,5 @@
-// Raw HTTP on a unix socket (one request per connection), and checks of HTTP answers against an OpenAPI document, the way a consumer generated from it
-// would read them: the route and method must be in the document, the status declared for
+// Raw HTTP on a unix socket (one request per connection), and checks of answers against an
+// OpenAPI document, the way a consumer generated from it would read them: the route and method must be in the document, the status declared for
 // the operation, the body valid against the declared schema; every error a problem+json
 // of the registry with the status the registry gives its code. Used against the fake
 // service (test/unit/api.test.ts) and against a real daemon (test/integration/api-schema.test.ts).
