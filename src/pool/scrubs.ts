@@ -91,7 +91,7 @@ export class ScrubScheduler implements ScrubQueue {
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -108,6 +108,7 @@ export class ScrubScheduler implements ScrubQueue {
         this.deps.layouts?.markCurrent([index]);
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
