@@ -194,7 +194,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     listen: (socketPath, opts) => socket.listen(socketPath, opts),
     close: () => socket.close(),
     gate,
-    listeningServer: () => server,
+    listeningServer: () => socket.listening(),
     adopt: (listening, socketPath) => socket.adopt(listening, socketPath),
     stopAccepting: () => socket.stopAccepting(),
   };

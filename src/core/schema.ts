@@ -173,6 +173,15 @@ const slotCountsProperties = {
   missing: Type.Integer({ description: "Slots not yet built (boot) or that could not be built.", minimum: 0 }),
 };
 
+export const SlotLayout = Type.Object(
+  {
+    id: Type.String({ description: "Derived from what a fresh slot's golden fingerprint covers (devices, MTUs, addresses, routes, rules, sysctls)." }),
+    slots: Type.Integer({ minimum: 0, description: "Slots built with this layout." }),
+    current: Type.Boolean({ description: "The layout this daemon builds; free slots of other layouts migrate to it in the background, leased ones after release." }),
+  },
+  { additionalProperties: false },
+);
+
 export const PoolCounts = Type.Object(
   {
     ...slotCountsProperties,
@@ -181,6 +190,7 @@ export const PoolCounts = Type.Object(
     consumers: Type.Array(ConsumerUsage, {
       description: "Configured consumers' use; a consumer sees only its own entry, an operator every one. Empty without configured consumers.",
     }),
+    layouts: Type.Optional(Type.Array(SlotLayout, { description: "Slot layouts in the pool, by id (one once every slot has migrated)." })),
   },
   { additionalProperties: false },
 );
@@ -295,6 +305,7 @@ export const COMPONENTS = {
   UpgradeRequest,
   UpgradeResult,
   DrainState,
+  SlotLayout,
 } satisfies Record<string, TSchema>;
 
 export type LeaseId = Static<typeof LeaseId>;
@@ -312,6 +323,7 @@ export type ConsumerUsage = Static<typeof ConsumerUsage>;
 export type LeaseEnd = Static<typeof LeaseEnd>;
 export type DrainState = Static<typeof DrainState>;
 export type PoolCounts = Static<typeof PoolCounts>;
+export type SlotLayout = Static<typeof SlotLayout>;
 export type Health = Static<typeof Health>;
 export type SlotStateResult = Static<typeof SlotStateResult>;
 export type Problem = Static<typeof Problem>;
