@@ -397,6 +397,11 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
             const checked = validators.body("acquireLease", body);
             if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
             const lease = await service.acquire(consumerOf(ctx), authorise(ctx, checked.value));
+            // The client gave up while the request waited for a slot: nobody will use the lease.
+            if (ctx.res.destroyed) {
+              await service.release(consumerOf(ctx), lease.id);
+              return;
+            }
             sendJson(ctx.res, 201, lease, { Location: `/v1/leases/${encodeURIComponent(lease.id)}` });
           },
         },
