@@ -2,12 +2,15 @@
 // built slot, rebuilds or quarantines. It runs on its own thread so that a ~20 ms
 // verification never stalls the API's event loop; switching namespaces is per thread.
 import { parentPort, workerData } from "node:worker_threads";
+import { createHash } from "node:crypto";
+import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
 import type { BuildResult, ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
+import { layoutId } from "../dataplane/layout.js";
 
 const init = workerData as WorkerInit;
 const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
@@ -27,6 +30,9 @@ const goldenKey = JSON.stringify({
   vtepPort: init.options.vtepPort,
   linkCidr: init.options.linkCidr,
   mtu: dataplane.uplinkMtu,
+  tapMtu: dataplane.tapMtu,
+  // The slot's own ruleset (policy sets included): a new one makes the saved golden stale.
+  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr })).digest("hex"),
 });
 
 function describe(f: Fingerprint): string {
@@ -60,7 +66,7 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
     ms: performance.now() - start,
   });
   faultPoint("scrub.before");
-  const scrubbed = dataplane.scrub(job.index, job.tenant);
+  const scrubbed = dataplane.scrub(job.index, job.tenant, job.policy);
   faultPoint("scrub.after-kernel");
   if (!scrubbed.ok) return result("quarantined", scrubbed.reason);
   if (!golden) {
@@ -112,7 +118,8 @@ parentPort!.on("message", (job: ScrubJob) => {
     if (job.type === "build") {
       parentPort!.postMessage(build(job));
     } else if (job.type === "golden") {
-      parentPort!.postMessage({ type: "golden", id: job.id, summary: goldenFrom(job.index, job.rebuild) });
+      const summary = goldenFrom(job.index, job.rebuild);
+      parentPort!.postMessage({ type: "golden", id: job.id, summary, layout: layoutId(golden!) });
     } else if (job.type === "verify") {
       const fp = dataplane.fingerprint(job.index);
       const diff = golden ? diffFingerprints(golden, fp) : [];

@@ -11,7 +11,7 @@ export interface WorkerInit {
 }
 
 export type ScrubJob =
-  | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined }
+  | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined; policy: boolean }
   | { type: "golden"; id: number; index: number; rebuild: boolean }
   | { type: "verify"; id: number; index: number }
   | { type: "build"; id: number; indices: number[]; retries: number };
@@ -42,7 +42,7 @@ type JobRequest = ScrubJob extends infer J ? (J extends ScrubJob ? Omit<J, "id">
 type Reply =
   | ScrubResult
   | BuildResult
-  | { type: "golden"; id: number; summary: string }
+  | { type: "golden"; id: number; summary: string; layout: string }
   | { type: "verified"; id: number; diff: string[] }
   | { type: "failed"; id: number; message: string };
 
@@ -166,15 +166,15 @@ export class Scrubber {
     });
   }
 
-  /** Scrub, verify against the golden fingerprint, rebuild if needed. */
-  scrub(index: number, tenant: TenantNetwork | undefined): Promise<ScrubResult> {
-    return this.send<ScrubResult>({ type: "scrub", index, tenant });
+  /** Scrub, verify against the golden fingerprint, rebuild if needed. `policy`: the lease had an egress policy. */
+  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): Promise<ScrubResult> {
+    return this.send<ScrubResult>({ type: "scrub", index, tenant, policy });
   }
 
   /** Takes the golden fingerprint from slot `index`, rebuilding it first unless it is fresh. */
-  async golden(index: number, rebuild: boolean): Promise<string> {
-    const r = await this.send<{ type: "golden"; id: number; summary: string }>({ type: "golden", index, rebuild });
-    return r.summary;
+  async golden(index: number, rebuild: boolean): Promise<{ summary: string; layout: string }> {
+    const r = await this.send<{ type: "golden"; id: number; summary: string; layout: string }>({ type: "golden", index, rebuild });
+    return { summary: r.summary, layout: r.layout };
   }
 
   /** Builds slots from nothing on the worker's thread (boot runs two builders). */

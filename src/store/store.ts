@@ -42,6 +42,8 @@ export interface StoredLease {
   slotIndex: number;
   labels: Record<string, string>;
   network?: TenantNetwork;
+  /** Name of the network profile; its policy is re-applied when the slot is rebuilt. */
+  profile?: string;
   ownerPid?: number;
   /** Start time of ownerPid (field 22 of /proc/PID/stat), so a reused pid is not taken for the owner. */
   ownerStart?: number;
@@ -117,6 +119,7 @@ interface LeaseRow {
   slot_idx: number;
   labels: string;
   network: string | null;
+  profile: string | null;
   owner_pid: number | null;
   owner_start: number | null;
   created_at: string;
@@ -150,6 +153,7 @@ CREATE TABLE IF NOT EXISTS leases (
   slot_idx INTEGER NOT NULL UNIQUE REFERENCES slots(idx),
   labels TEXT NOT NULL,
   network TEXT,
+  profile TEXT,
   owner_pid INTEGER,
   owner_start INTEGER,
   created_at TEXT NOT NULL,
@@ -168,6 +172,14 @@ CREATE TABLE IF NOT EXISTS ended_leases (
   ended_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ended_leases_at ON ended_leases(ended_at);
+CREATE TABLE IF NOT EXISTS layouts (
+  id TEXT PRIMARY KEY,
+  guest_mtu INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slot_layouts (
+  idx INTEGER PRIMARY KEY,
+  layout TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -216,6 +228,7 @@ function rowToLease(row: LeaseRow): StoredLease {
     expiresAt: row.expires_at,
   };
   if (row.network !== null) lease.network = JSON.parse(row.network) as TenantNetwork;
+  if (row.profile !== null && row.profile !== undefined) lease.profile = row.profile;
   if (row.owner_pid !== null) lease.ownerPid = row.owner_pid;
   if (row.owner_start !== null) lease.ownerStart = row.owner_start;
   if (row.ttl_seconds !== null) lease.ttlSeconds = row.ttl_seconds;
@@ -273,8 +286,8 @@ export class LeaseStore {
       ),
       slotDelete: db.prepare("DELETE FROM slots WHERE idx = ?"),
       leaseInsert: db.prepare(
-        `INSERT INTO leases(id, consumer, slot_idx, labels, network, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
-         VALUES (@id, @consumer, @slot_idx, @labels, @network, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
+        `INSERT INTO leases(id, consumer, slot_idx, labels, network, profile, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
+         VALUES (@id, @consumer, @slot_idx, @labels, @network, @profile, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
       ),
       leaseGet: db.prepare("SELECT * FROM leases WHERE id = ?"),
       leaseBySlot: db.prepare("SELECT id FROM leases WHERE slot_idx = ?"),
@@ -330,6 +343,10 @@ export class LeaseStore {
           throw new Error(`lease store ${file} has schema version ${row.value}, newer than this netslot's ${SCHEMA_VERSION}`);
         }
         conn.exec(SCHEMA);
+        // Added after schema version 1 without a version bump: an older netslot reads the
+        // table with SELECT * and ignores the column.
+        const columns = conn.prepare<[], { name: string }>("PRAGMA table_info(leases)").all();
+        if (!columns.some((c) => c.name === "profile")) conn.exec("ALTER TABLE leases ADD COLUMN profile TEXT");
         if (row === undefined) {
           conn.prepare("INSERT INTO meta(key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
         }
@@ -459,6 +476,37 @@ export class LeaseStore {
     });
   }
 
+  /** Slot layouts: what each slot was built with, and what each layout means (its guest MTU). */
+  layouts(): { slots: Map<number, string>; specs: Map<string, { guestMtu: number }> } {
+    return this.run("listing layouts", () => ({
+      slots: new Map(
+        this.db
+          .prepare<[], { idx: number; layout: string }>("SELECT idx, layout FROM slot_layouts")
+          .all()
+          .map((r) => [r.idx, r.layout]),
+      ),
+      specs: new Map(
+        this.db
+          .prepare<[], { id: string; guest_mtu: number }>("SELECT id, guest_mtu FROM layouts")
+          .all()
+          .map((r) => [r.id, { guestMtu: r.guest_mtu }]),
+      ),
+    }));
+  }
+
+  putLayout(id: string, spec: { guestMtu: number }): void {
+    this.write("recording a layout", () => {
+      this.db.prepare("INSERT INTO layouts(id, guest_mtu) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET guest_mtu = excluded.guest_mtu").run(id, spec.guestMtu);
+    });
+  }
+
+  setSlotLayouts(idxs: readonly number[], layout: string): void {
+    this.write("recording slot layouts", () => {
+      const st = this.db.prepare("INSERT INTO slot_layouts(idx, layout) VALUES (?, ?) ON CONFLICT(idx) DO UPDATE SET layout = excluded.layout");
+      for (const idx of idxs) st.run(idx, layout);
+    });
+  }
+
   slots(): StoredSlot[] {
     return this.run("listing slots", () => this.st.slotAll.all().map((r) => ({ ...r })));
   }
@@ -489,6 +537,7 @@ export class LeaseStore {
       slot_idx: lease.slotIndex,
       labels: JSON.stringify(lease.labels),
       network: lease.network === undefined ? null : JSON.stringify({ vni: lease.network.vni, cidr: lease.network.cidr }),
+      profile: lease.profile ?? null,
       owner_pid: lease.ownerPid ?? null,
       owner_start: lease.ownerStart ?? null,
       created_at: lease.createdAt,
