@@ -3,7 +3,7 @@
 import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netnsPath, withNetns } from "../kernel/netns.js";
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
-import { createPersistentTap } from "../kernel/tap.js";
+import { createPersistentTap, resetTap } from "../kernel/tap.js";
 import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
@@ -25,6 +25,7 @@ import {
   ipToInt,
   parseSlotName,
   slotAddressing,
+  tapProbeFrame,
   bpfPinDir,
   type Cidr,
   type SlotAddressing,
@@ -34,6 +35,8 @@ import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
+
+const TAP_PROBE = tapProbeFrame();
 
 /** Slot devices route IPv4 (IPv6 is off in the slot namespace). */
 const ROUTED_DEVICE = { ipv4Forwarding: true } as const;
@@ -48,6 +51,8 @@ export interface DataplaneOptions {
   vtepPort: number;
   /** Compiled eBPF object (bpf/nat.o). */
   bpfObject: string;
+  /** MTU of tap0 (the guest's); the uplink's when not given. Part of the slot layout. */
+  guestMtu?: number | undefined;
 }
 
 /**
@@ -123,6 +128,8 @@ function parseCidrLoose(text: string): Cidr {
 
 export class SlotDataplane {
   readonly uplinkMtu: number;
+  /** tap0's MTU in slots built by this daemon (--guest-mtu, else the uplink's). */
+  readonly tapMtu: number;
   private readonly root: Rtnl;
   private readonly bpf: BpfDataplane;
 
@@ -133,6 +140,7 @@ export class SlotDataplane {
     bpf: BpfDataplane,
   ) {
     this.uplinkMtu = uplink.mtu;
+    this.tapMtu = options.guestMtu ?? uplink.mtu;
     this.root = root;
     this.bpf = bpf;
   }
@@ -266,7 +274,7 @@ export class SlotDataplane {
       rtnl.setLink(1, { up: true });
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
-      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true, ...ROUTED_DEVICE });
+      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
@@ -426,6 +434,8 @@ export class SlotDataplane {
         const tap = rtnl.linkByName(TAP_NAME);
         if (!tap) return { ok: false, reason: "tap0 is missing" };
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
+        // What the last VMM set through its fd outlives the fd: back to a fresh tap's.
+        if (!resetTap(TAP_NAME)) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
         conntrackFlush();
@@ -472,6 +482,7 @@ export class SlotDataplane {
       netnsPath: a.netnsPath,
       addressing: a,
       bpfEntry: nat && { mac: a.slotMac, ...nat },
+      tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
     });
   }
@@ -583,7 +594,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   const bpf = openPinnedDataplane(bpfPinDir(prefix));
   try {
     const nat = bpf?.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
   } finally {
     bpf?.close();
   }

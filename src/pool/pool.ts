@@ -19,6 +19,8 @@ import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
 import type { Quotas } from "../tenancy/quotas.js";
 import { ProfileCatalog } from "../core/profiles.js";
+import { SlotLayouts } from "./layouts.js";
+import { Migrator } from "./migration.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -38,6 +40,8 @@ export interface PoolOptions {
   log?: (msg: string) => void;
   /** The kernel's boot id: leases granted under another one are voided at boot. */
   bootId?: string;
+  /** Background layout migration: slots per second, and the share of the pool (0–1) it leaves free. */
+  migration?: { rate: number; minFree: number };
 }
 
 export class Pool implements LeaseService {
@@ -50,6 +54,8 @@ export class Pool implements LeaseService {
   private readonly scrubs: ScrubScheduler;
   private readonly leases: LeaseLifecycle;
   private readonly booter: PoolBoot;
+  private readonly layouts: SlotLayouts;
+  private readonly migrator: Migrator;
 
   readonly registry = new Registry();
 
@@ -58,8 +64,10 @@ export class Pool implements LeaseService {
     const audit = (this.audit = options.audit ?? (() => undefined));
     const { dataplane, scrubber, store } = options;
     const slots = (this.slots = new SlotTable(options.size));
+    const layouts = (this.layouts = new SlotLayouts(options.size, store));
+    this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
-    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit }));
+    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
     const profiles = options.profiles ?? new ProfileCatalog();
     const leases = (this.leases = new LeaseLifecycle({
       slots,
@@ -91,10 +99,33 @@ export class Pool implements LeaseService {
   /** Builds the pool (see PoolBoot.run); leases are served from when it resolves. */
   async boot(): Promise<BootProgress> {
     this.draining = this.options.store.draining();
+    this.layouts.load();
     const progress = await this.booter.run();
+    this.recordLayouts();
     this.status = "ready";
     this.leases.start();
+    this.migrator.start();
     return progress;
+  }
+
+  /**
+   * After boot: the golden fingerprint names the current layout; slots built now (and one
+   * rebuilt for the golden fingerprint) have it. Slots with no record (a store from before
+   * layouts) are taken as current: the scrub still compares each released one with the
+   * golden fingerprint.
+   */
+  private recordLayouts(): void {
+    const golden = this.booter.golden;
+    if (!golden) return;
+    this.layouts.setCurrent(golden.layout, { guestMtu: this.options.dataplane.tapMtu });
+    const built = this.booter.builtNow.filter((i) => this.slots.state(i) === "free" || this.slots.state(i) === "leased");
+    this.layouts.markCurrent([...built, ...(golden.rebuilt ? [golden.index] : []), ...this.layouts.unrecorded()]);
+    const stale = this.layouts.summary().filter((l) => !l.current && l.slots > 0);
+    if (stale.length > 0) {
+      this.options.log?.(
+        `slot layout ${golden.layout} is current; ${stale.map((l) => `${l.slots} slots of layout ${l.id}`).join(", ")} migrate (free ones in the background, leased ones after release)`,
+      );
+    }
   }
 
   /** The first build failure of this boot, for the daemon's one-line refusal. */
@@ -110,7 +141,12 @@ export class Pool implements LeaseService {
   }
 
   pool(): PoolCounts {
-    return { ...this.slots.counts(), draining: this.draining, consumers: this.options.quotas?.usage(this.leases.leasedBy) ?? [] };
+    return {
+      ...this.slots.counts(),
+      draining: this.draining,
+      consumers: this.options.quotas?.usage(this.leases.leasedBy) ?? [],
+      layouts: this.layouts.summary(),
+    };
   }
 
   async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
@@ -157,6 +193,42 @@ export class Pool implements LeaseService {
     return this.scrubs.retryQuarantined(index, by);
   }
 
+  // ── handover ──────────────────────────────────────────────────────────────────────
+
+  /**
+   * Before a new daemon loads the store: stops everything that changes the pool on its
+   * own (expiry, owner exits, retries, scrubs) and waits for running scrubs. The API is
+   * already holding requests, so after this nothing here writes the store or a slot.
+   */
+  async quiesce(): Promise<void> {
+    this.leases.pause();
+    await this.migrator.pause();
+    await this.scrubs.quiesce();
+  }
+
+  /**
+   * The new daemon failed to take over: back to work. It may have got as far as changing
+   * slots (a golden rebuild, say), so free slots that are no longer whole are rebuilt.
+   */
+  resume(): void {
+    const { dataplane } = this.options;
+    const free = this.slots.freeIndices();
+    const intact = dataplane.intactSlots(free);
+    for (const index of free) {
+      if (intact.has(index) || !this.slots.takeIndex(index)) continue;
+      try {
+        dataplane.destroySlot(index);
+        dataplane.buildSlot(index);
+        this.slots.markFree(index);
+      } catch (err) {
+        this.slots.markMissing(index, undefined, `rebuild after a failed handover: ${(err as Error).message}`);
+      }
+    }
+    this.scrubs.resume();
+    this.leases.resume();
+    this.migrator.start();
+  }
+
   /** Leases still held, for the owner watcher. */
   heldLeases(): StoredLease[] {
     return this.leases.all();
@@ -164,6 +236,7 @@ export class Pool implements LeaseService {
 
   close(): void {
     this.closed = true;
+    void this.migrator.pause();
     this.leases.close();
     this.scrubs.close();
     void this.options.scrubber.close();
@@ -180,7 +253,8 @@ export class Pool implements LeaseService {
         prefixLength: GUEST_PREFIX_LENGTH,
         gateway: GATEWAY_IP,
         mac: GUEST_MAC,
-        mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined),
+        // The slot's own layout says its tap0 MTU: a slot leased before a --guest-mtu change keeps its MTU.
+        mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined, this.layouts.specOf(l.slotIndex)?.guestMtu ?? this.options.dataplane.tapMtu),
         kernelIpArg: kernelIpArg(),
       },
       labels: l.labels,

@@ -5,6 +5,7 @@ import { faultPoint } from "../core/faults.js";
 import type { AuditEvent, SlotState, TenantNetwork } from "../core/types.js";
 import type { LeaseStore } from "../store/store.js";
 import type { SlotTable } from "./allocation.js";
+import type { SlotLayouts } from "./layouts.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { Scrubber, ScrubResult } from "./scrubber.js";
 
@@ -24,18 +25,45 @@ export interface ScrubSchedulerDeps {
   metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
   log: (msg: string) => void;
   audit: (event: AuditEvent) => void;
+  /** A scrubbed slot equals a fresh one of the current layout (or was rebuilt as one). */
+  layouts?: Pick<SlotLayouts, "markCurrent">;
 }
 
 export class ScrubScheduler implements ScrubQueue {
   private readonly pending = new Set<number>();
+  /** Scrubs running on the worker, so that a handover can wait for them. */
+  private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** Handing over: scrubs asked for meanwhile wait here (the slots stay "scrubbing" in the store). */
+  private deferred: Map<number, { tenant: TenantNetwork | undefined; releasedAt: number; policy: boolean }> | undefined;
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
   schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
+    if (this.deferred) {
+      this.deferred.set(index, { tenant, releasedAt, policy });
+      return;
+    }
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    void this.scrubNow(index, tenant, releasedAt, policy).finally(() => this.pending.delete(index));
+    const scrub: Promise<void> = this.scrubNow(index, tenant, releasedAt, policy).finally(() => {
+      this.pending.delete(index);
+      this.running.delete(scrub);
+    });
+    this.running.add(scrub);
+  }
+
+  /** Handover: no new scrubs; resolves when the running ones have recorded their outcome. */
+  async quiesce(): Promise<void> {
+    this.deferred ??= new Map();
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** The handover failed: scrubs asked for meanwhile run now. */
+  resume(): void {
+    const deferred = this.deferred;
+    this.deferred = undefined;
+    for (const [index, d] of deferred ?? []) this.schedule(index, d.tenant, d.releasedAt, d.policy);
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
@@ -63,7 +91,7 @@ export class ScrubScheduler implements ScrubQueue {
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -77,8 +105,10 @@ export class ScrubScheduler implements ScrubQueue {
       } else {
         store.setSlotState(index, "free");
         faultPoint("scrub.after-store");
+        this.deps.layouts?.markCurrent([index]);
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
