@@ -19,7 +19,7 @@ export interface DaemonSpec {
   /** Sample /run/netns every few ms during boot for per-slot build times. */
   sampleNetns?: boolean;
   readyTimeoutMs?: number;
-  /** More daemon arguments (e.g. --config FILE). */
+  /** More daemon flags (e.g. --config). */
   extraArgs?: string[];
 }
 
