@@ -429,6 +429,13 @@ export interface ProgramUpgrade {
   readonly previousEgressTag: string;
   readonly previousIngressTag: string;
   /**
+   * Maps whose layout changed (key, value, type or size): new, empty maps the new programs
+   * use, by name, to be filled before any filter is switched; commit pins them too.
+   */
+  readonly newMaps: { readonly slots?: number; readonly config?: number };
+  /** Writes one NAT entry into the new slots map (the new code's encoding). */
+  putNewSlot(mac: string, slot: SlotNat): void;
+  /**
    * Re-pins the new programs over the old names (`bpftool prog pin` to NAME-new, then
    * `mv NAME-new NAME`, atomic per program) and closes the object: the pins and the tc
    * filters keep the programs alive, the old ones go when their last filter does.
@@ -448,6 +455,7 @@ export interface ProgramUpgrade {
 export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgrade | undefined {
   if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
   const pinned: number[] = [];
+  const changedMaps: string[] = [];
   let obj: bigint | null = null;
   try {
     for (const name of PIN_NAMES) {
@@ -476,12 +484,10 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       };
       const have = mapInfo(fd);
       if (want.type !== have.type || want.keySize !== have.keySize || want.valueSize !== have.valueSize || want.maxEntries !== have.maxEntries) {
-        throw new Error(
-          `${objectPath}: map ${name} changed layout (type ${want.type}, key ${want.keySize}, value ${want.valueSize}, ` +
-            `${want.maxEntries} entries; pinned: type ${have.type}, key ${have.keySize}, value ${have.valueSize}, ` +
-            `${have.maxEntries} entries): the programs cannot be upgraded in place; the data path needs a rebuild ` +
-            `(purge the prefix and start again)`,
-        );
+        // A new map layout: libbpf creates the map afresh and the caller migrates the
+        // entries (their old encoding is the old code's, so they are derived again).
+        changedMaps.push(name);
+        continue;
       }
       // libbpf keeps its own duplicate of the descriptor.
       checkRet("bpf_map__reuse_fd", b.mapReuseFd(map, fd) as number, name);
@@ -501,7 +507,13 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
     for (const [info, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${objectPath}: ${name} is not a tc program (type ${info.type})`);
     }
-    if (egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
+    const newMaps: { slots?: number; config?: number } = {};
+    for (const name of changedMaps) {
+      const fd = checkRet("bpf_object__find_map_fd_by_name", b.findMapFd(obj, name) as number, name);
+      if (name === MAP_SLOTS) newMaps.slots = fd;
+      else newMaps.config = fd;
+    }
+    if (changedMaps.length === 0 && egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
       b.closeObject(obj);
       obj = null;
       return undefined;
@@ -521,9 +533,20 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       ingressTag: ingress.tag,
       previousEgressTag,
       previousIngressTag,
+      newMaps,
+      putNewSlot(mac: string, slot: SlotNat): void {
+        if (newMaps.slots === undefined) throw new Error("the slots map kept its layout");
+        checkRet("bpf_map_update_elem", b.mapUpdate(newMaps.slots, encodeSlotKey(mac), encodeSlotValue(slot), BPF_ANY) as number, mac);
+      },
       commit(): void {
         if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
-        for (const [name, fd] of [[PROG_EGRESS, egressProgFd], [PROG_INGRESS, ingressProgFd]] as const) {
+        const pins: Array<readonly [string, number]> = [
+          [PROG_EGRESS, egressProgFd],
+          [PROG_INGRESS, ingressProgFd],
+          ...(newMaps.slots !== undefined ? [[MAP_SLOTS, newMaps.slots] as const] : []),
+          ...(newMaps.config !== undefined ? [[MAP_CONFIG, newMaps.config] as const] : []),
+        ];
+        for (const [name, fd] of pins) {
           // bpffs refuses names with a dot; a NAME-new left by a crash is stale.
           const scratch = path.join(pinDir, `${name}-new`);
           fs.rmSync(scratch, { force: true });
