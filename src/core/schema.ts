@@ -74,6 +74,14 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    waitSeconds: Type.Optional(
+      Type.Integer({
+        description:
+          "When no slot is free for this consumer (pool_exhausted, quota_exceeded), wait up to this long for one instead of answering at once. Waiting requests are served as slots return, higher consumer priority first, then in arrival order; the wait ends with the same error when it runs out, or 503 draining.",
+        minimum: 0,
+        maximum: 60,
+      }),
+    ),
     profile: Type.Optional(ProfileName),
     owner: Type.Optional(
       StringEnum(["caller"], {

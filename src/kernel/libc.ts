@@ -55,6 +55,7 @@ const c = {
   gettid: libc.func("int gettid(void)"),
   strerror: libc.func("const char *strerror(int errnum)"),
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
+  syscallPtr: libc.func("long syscall(long nr, long a, void *b, long c)"),
   fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
   listen: libc.func("int listen(int fd, int backlog)"),
   sendto: libc.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)"),
@@ -238,6 +239,13 @@ export function gettid(): number {
 /** The errno of the last failed call on this thread (for callers of the *Raw functions). */
 export function errno(): number {
   return koffi.errno();
+}
+
+const SYS_bpf = process.arch === "arm64" ? 280 : 321;
+
+/** bpf(2): `cmd` with its `union bpf_attr` (pointers in it from addressOf); returns the result (an fd for loads). */
+export function bpf(cmd: number, attr: Buffer, what = "bpf"): number {
+  return check(what, c.syscallPtr(SYS_bpf, cmd, attr, attr.length));
 }
 
 const SYS_pidfd_open = 434;

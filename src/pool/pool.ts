@@ -17,6 +17,7 @@ import { Registry } from "./metrics.js";
 import { poolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
+import { isNotNow, WaitQueue } from "./waiters.js";
 import type { Quotas } from "../tenancy/quotas.js";
 import { ProfileCatalog } from "../core/profiles.js";
 import { SlotLayouts } from "./layouts.js";
@@ -44,12 +45,17 @@ export interface PoolOptions {
   migration?: { rate: number; minFree: number };
 }
 
+const DRAINING = (): NetslotError =>
+  new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
+
 export class Pool implements LeaseService {
   private status: "booting" | "ready" = "booting";
   private closed = false;
   /** The operator's drain switch, kept in the store (read at boot). */
   private draining = false;
   private readonly audit: (event: AuditEvent) => void;
+  /** Requests waiting for a slot (waitSeconds), by consumer priority. */
+  private readonly waiting: WaitQueue<StoredLease>;
   private readonly slots: SlotTable;
   private readonly scrubs: ScrubScheduler;
   private readonly leases: LeaseLifecycle;
@@ -64,6 +70,8 @@ export class Pool implements LeaseService {
     const audit = (this.audit = options.audit ?? (() => undefined));
     const { dataplane, scrubber, store } = options;
     const slots = (this.slots = new SlotTable(options.size));
+    const waiting = (this.waiting = new WaitQueue<StoredLease>(() => slots.freeCount > 0));
+    slots.onFreed = () => waiting.wake();
     const layouts = (this.layouts = new SlotLayouts(options.size, store));
     this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
@@ -151,8 +159,16 @@ export class Pool implements LeaseService {
 
   async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
     if (this.status !== "ready") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 1 });
-    if (this.draining) throw new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
-    return this.toLease(this.leases.grant(consumer, request));
+    if (this.draining) throw DRAINING();
+    const { waitSeconds, ...grant } = request;
+    try {
+      return this.toLease(this.leases.grant(consumer, grant));
+    } catch (err) {
+      // No slot for this consumer now: wait for one if asked to, served by priority.
+      if (!waitSeconds || !isNotNow(err)) throw err;
+      const priority = this.options.quotas?.priorityOf(consumer) ?? 0;
+      return this.toLease(await this.waiting.wait(priority, waitSeconds, err, () => this.leases.grant(consumer, grant)));
+    }
   }
 
   list(consumer: string, opts: { all?: boolean } = {}): Lease[] {
@@ -181,6 +197,7 @@ export class Pool implements LeaseService {
     this.options.store.setDraining(on);
     if (this.draining !== on) this.audit({ event: on ? "drain" : "undrain", ...(by !== undefined ? { by } : {}) });
     this.draining = on;
+    if (on) this.waiting.rejectAll(DRAINING());
     return { draining: on };
   }
 
@@ -236,6 +253,7 @@ export class Pool implements LeaseService {
 
   close(): void {
     this.closed = true;
+    this.waiting.rejectAll(new NetslotError("booting", "the daemon is stopping", { retryAfter: 1 }));
     void this.migrator.pause();
     this.leases.close();
     this.scrubs.close();
