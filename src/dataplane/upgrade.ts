@@ -9,7 +9,7 @@
 import { upgradePrograms, type ProgramUpgrade } from "../kernel/bpf.js";
 import { isNetnsMounted, withNetns } from "../kernel/netns.js";
 import { Rtnl, type TcDirection } from "../kernel/netlink/rtnl.js";
-import { PROG_EGRESS, PROG_INGRESS } from "../kernel/bpfmaps.js";
+import { MAP_SLOTS, PROG_EGRESS, PROG_INGRESS } from "../kernel/bpfmaps.js";
 import type { DataplaneOptions } from "./dataplane.js";
 import { DUMMY_VNI, SLOT_UPLINK_NAME, bpfPinDir, slotAddressing } from "./topology.js";
 
@@ -52,7 +52,7 @@ export function upgradeDataplane(
   const start = performance.now();
   const upgrade = upgradePrograms(options.bpfObject, bpfPinDir(options.prefix));
   if (!upgrade) return { upgraded: false, slotsSwitched: 0, ms: performance.now() - start, skipped: [] };
-  if (upgrade.newMaps.slots !== undefined) {
+  if (upgrade.newMaps.has(MAP_SLOTS)) {
     // A new layout of the NAT map: every slot's entry is written into the new map, in the
     // new encoding, before any filter switches to the programs that read it.
     try {
@@ -65,6 +65,11 @@ export function upgradeDataplane(
       throw err;
     }
     log?.(`eBPF map layout changed: ${slots.length} NAT entries migrated to the new map`);
+  }
+  for (const name of upgrade.newMaps.keys()) {
+    // config is written whole by open(); other maps (rates) hold per-lease settings that
+    // the next grant on each slot writes again.
+    if (name !== MAP_SLOTS) log?.(`eBPF map ${name} changed layout: a new, empty map replaces it`);
   }
   log?.(
     `eBPF programs changed (egress ${upgrade.previousEgressTag} -> ${upgrade.egressTag}, ` +
