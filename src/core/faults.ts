@@ -3,7 +3,9 @@
 // point is reached, default 1st). Nothing in the API can turn them on. At a point the
 // process dies with SIGKILL, exactly as an outside kill -9 would leave it; with
 // <point>:throw[@<n>] the point throws an Error instead, from the n-th time on (a kernel
-// operation that keeps failing).
+// operation that keeps failing); with :exit the thread exits (in the scrub worker: the
+// worker dies, not the daemon) and with :hang it blocks for good (a kernel call that
+// never returns), both once: the variable is cleared, and the worker shares it.
 import * as fs from "node:fs";
 
 /** Every fault point, so harnesses can iterate them. Names are stable. */
@@ -29,11 +31,11 @@ export type FaultPoint = (typeof FAULT_POINTS)[number];
 const spec = process.env.NETSLOT_TEST_FAULT;
 let target: FaultPoint | undefined;
 let remaining = 0;
-let throws = false;
+let mode: string | undefined;
 if (spec) {
   const [point, count] = spec.split("@");
-  const [name, mode] = point!.split(":");
-  throws = mode === "throw";
+  const [name, how] = point!.split(":");
+  mode = how;
   if ((FAULT_POINTS as readonly string[]).includes(name!)) {
     target = name as FaultPoint;
     remaining = Math.max(1, Number(count ?? 1) || 1);
@@ -44,9 +46,16 @@ if (spec) {
 export function faultPoint(name: FaultPoint): void {
   if (target !== name) return;
   if (--remaining > 0) return;
-  if (throws) {
+  if (mode === "throw") {
     remaining = 1; // every later pass fails too
     throw new Error(`fault point ${name}: injected failure`);
+  }
+  if (mode === "exit" || mode === "hang") {
+    target = undefined;
+    delete process.env.NETSLOT_TEST_FAULT;
+    fs.writeSync(2, `netslot: fault point ${name} reached: ${mode}\n`);
+    if (mode === "exit") process.exit(70);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   }
   // Synchronous: a worker thread's process.stderr is flushed by the main thread, too late.
   fs.writeSync(2, `netslot: fault point ${name} reached: SIGKILL\n`);

@@ -7,11 +7,15 @@ import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../datapla
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
+import type { AuditEvent } from "../core/types.js";
+import { ConsumerDirectory } from "../tenancy/consumers.js";
+import { Quotas } from "../tenancy/quotas.js";
 import { Gauge } from "../pool/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
@@ -26,6 +30,27 @@ export const MAX_MISSING_SHARE = 0.1;
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
+}
+
+/** One JSON line per audited event on stderr (the journal keeps it): event, consumer, lease, slot, reason. */
+function audit(event: AuditEvent): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "audit", ...event })}\n`);
+}
+
+/** A group name or gid → gid, from /etc/group (no process spawned). */
+export function resolveGroup(group: string): number {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  let text = "";
+  try {
+    text = fs.readFileSync("/etc/group", "utf8");
+  } catch {
+    // handled below
+  }
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  throw new ConfigError(`--socket-group ${group}: no such group in /etc/group`);
 }
 
 function renderProgress(p: BootProgress, tty: boolean): string {
@@ -58,6 +83,8 @@ async function serve(config: DaemonConfig): Promise<void> {
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
   if (!uplink) throw new ConfigError("no --uplink given and no default route to take it from");
+  const socketGroup = config.socketGroup === undefined ? undefined : resolveGroup(config.socketGroup);
+  const consumers = new ConsumerDirectory(config.consumers, config.poolSize);
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
@@ -89,15 +116,20 @@ async function serve(config: DaemonConfig): Promise<void> {
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
-  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
+  // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
+  const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
+  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
   const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
+    bootId: kernelBootId(),
     size: config.poolSize,
     dataplane,
     scrubber,
     store,
     log,
+    audit,
+    ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
     onProgress: (p) => {
       const now = performance.now();
       if (!config.progress || (now - lastPrinted < (tty ? 100 : 1000) && p.built < p.total)) return;
@@ -110,8 +142,8 @@ async function serve(config: DaemonConfig): Promise<void> {
       { labels: { version: packageVersion(), node: process.version }, value: 1 },
     ]),
   );
-  const api = createApiServer({ service: pool, consumers: config.consumers, admin: pool, version: packageVersion() });
-  await api.listen(config.socket);
+  const api = createApiServer({ service: pool, consumers, admin: pool, version: packageVersion() });
+  await api.listen(config.socket, socketGroup === undefined ? {} : { group: socketGroup });
   log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
 
   let stopping = false;

@@ -8,6 +8,7 @@ export {
   type NetslotClientOptions,
 } from "./client.js";
 export type {
+  ConsumerUsage,
   GuestConfig,
   Health,
   Lease,
@@ -19,6 +20,7 @@ export type {
   SlotState,
   TenantNetwork,
 } from "../core/types.js";
+export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
 export {

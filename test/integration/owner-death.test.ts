@@ -60,7 +60,7 @@ setInterval(() => {}, 1 << 30);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     const owner: Owner = { child, pid: child.pid!, ids: [] };
     owners.push(owner);
-    await waitFor(() => out.includes("\n"), 10_000, () => child.exitCode !== null).catch((e: Error) => {
+    await waitFor(() => out.includes("\n"), 10_000, { abort: () => child.exitCode !== null }).catch((e: Error) => {
       throw new Error(`owner process gave no lease ids: ${e.message}\n${out}${err}`);
     });
     owner.ids = JSON.parse(out.trim()) as string[];

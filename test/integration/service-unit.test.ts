@@ -184,7 +184,7 @@ describe("packaging/netslot.service: ExecStart runs the daemon", { skip: isRoot(
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
     const client = new NetslotClient({ socketPath: socket, timeoutMs: 2000 });
     try {
-      await waitFor(async () => (await client.health()).status === "ready", 60_000, () => proc.exitCode !== null).catch((err: Error) => {
+      await waitFor(async () => (await client.health()).status === "ready", 60_000, { abort: () => proc.exitCode !== null }).catch((err: Error) => {
         throw new Error(`daemon from ExecStart did not become ready: ${err.message}\n${output}`);
       });
       assert.equal((await client.pool()).size, 2);
