@@ -41,7 +41,8 @@ export async function main(argv: string[]): Promise<number> {
   await plugin.start();
   const stop = (signal: string) => {
     log(`${signal}: stopping (leases stay with their pods)`);
-    void plugin.stop().then(() => process.exit(0));
+    plugin.stop();
+    process.exit(0);
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -3,7 +3,8 @@
 //
 // Devices are opaque ids netslot-0..N-1 (N = pool size), not slot indexes: the daemon picks
 // the slot at Allocate. Health follows the pool's counts: free, leased and scrubbing slots
-// are healthy, quarantined and missing ones are not; devices with a lease stay healthy and
+// are healthy, quarantined and missing ones are not (nor any unallocated one while the daemon
+// drains); devices with a lease stay healthy and
 // the unhealthy marks go to the highest unallocated ids. The lease of a device carries the
 // label netslot.dev/device-id, which makes Allocate idempotent and lets a restarted plugin
 // find its leases again. Leases are not bound to the plugin's process: a plugin restart must
@@ -50,7 +51,8 @@ function deviceId(i: number): string {
 
 /** The device list for a pool: one per slot, allocated devices healthy first. */
 export function devicesFor(pool: PoolCounts, allocated: ReadonlySet<string>): Device[] {
-  let healthyLeft = Math.max(0, pool.size - pool.quarantined - pool.missing - allocated.size);
+  // A draining daemon grants no new lease: only allocated devices stay healthy.
+  let healthyLeft = pool.draining ? 0 : Math.max(0, pool.size - pool.quarantined - pool.missing - allocated.size);
   const devices: Device[] = [];
   for (let i = 0; i < pool.size; i++) {
     const id = deviceId(i);
@@ -140,12 +142,10 @@ export class DevicePlugin {
     every(this.options.reconcileSeconds * 1000, () => this.serialized(() => this.reconcile()));
   }
 
-  async stop(): Promise<void> {
+  stop(): void {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
-    for (const w of this.watchers) w.end();
-    this.watchers.clear();
-    await this.closeServer();
+    this.closeServer();
     this.client.close();
   }
 
@@ -157,16 +157,18 @@ export class DevicePlugin {
     return run;
   }
 
-  private async closeServer(): Promise<void> {
+  private closeServer(): void {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
-    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    // Open ListAndWatch streams would hold a graceful shutdown forever: end them first.
+    for (const w of this.watchers) w.end();
+    this.watchers.clear();
     server.forceShutdown();
   }
 
   private async serve(): Promise<void> {
-    await this.closeServer();
+    this.closeServer();
     const socketPath = path.join(this.pluginDir, PLUGIN_SOCKET);
     fs.rmSync(socketPath, { force: true });
     const server = new grpc.Server();

@@ -33,6 +33,8 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
     const install = spawnSync("npm", ["install", "-g", "--no-audit", "--no-fund", "--prefix", npmPrefix, path.join(dir, filename!)], {
       encoding: "utf8",
       timeout: 1_000_000,
+      // better-sqlite3 compiles on install when no prebuilt binary can be fetched: use every core.
+      env: { ...process.env, JOBS: "max" },
     });
     assert.equal(install.status, 0, `npm install -g failed:\n${install.stdout}\n${install.stderr}`);
     installed = path.join(npmPrefix, "lib", "node_modules", "netslot");
@@ -97,7 +99,7 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     const client = new NetslotClient({ socketPath: socket });
     try {
-      await waitFor(async () => (await client.health()).status === "ready", 120_000, () => child.exitCode !== null);
+      await waitFor(async () => (await client.health()).status === "ready", 120_000, { abort: () => child.exitCode !== null });
       const lease = await client.acquire({ bindToProcess: false });
       assert.ok(fs.existsSync(lease.slot.netns), `${lease.slot.netns} exists`);
       sh("ip", ["netns", "exec", path.basename(lease.slot.netns), "ip", "link", "show", lease.slot.tap]);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { containerEnvs, devicesFor } from "../../src/deviceplugin/plugin.js";
 import type { Lease, PoolCounts } from "../../src/sdk/index.js";
 
-const pool = (p: Partial<PoolCounts>): PoolCounts => ({ size: 4, free: 4, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [], ...p });
+const pool = (p: Partial<PoolCounts>): PoolCounts => ({ size: 4, free: 4, leased: 0, scrubbing: 0, quarantined: 0, missing: 0, quarantinedSlots: [], draining: false, consumers: [], ...p });
 
 describe("device plugin", () => {
   it("one device per slot; quarantined and missing slots make unallocated devices unhealthy, highest ids first", () => {
@@ -16,6 +16,8 @@ describe("device plugin", () => {
     );
     assert.equal(devicesFor(pool({ free: 0, scrubbing: 4 }), new Set()).filter((d) => d.health === "Healthy").length, 4, "scrubbing slots come back");
     assert.equal(devicesFor(pool({ size: 0, free: 0 }), new Set()).length, 0);
+    // A draining daemon grants no lease: only devices already allocated stay healthy.
+    assert.deepEqual(devicesFor(pool({ draining: true, free: 3, leased: 1 }), new Set(["netslot-0"])).map((d) => d.health), ["Healthy", "Unhealthy", "Unhealthy", "Unhealthy"]);
   });
 
   it("container envs name the lease, namespace, tap and guest; extra devices are suffixed", () => {
