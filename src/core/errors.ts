@@ -46,6 +46,13 @@ export const ERRORS = {
     meaning: "The consumer already holds `quota.max` leases.",
     fix: "Release leases you no longer use, retry after `Retry-After` seconds, or ask the operator to raise `quota.max`.",
   },
+  profile_forbidden: {
+    status: 403,
+    title: "The consumer may not use this profile",
+    meaning:
+      "The request names a profile the daemon defines but this consumer's `profiles` list (config file) does not include. An unknown profile is `invalid_request` with `field` `/profile`.",
+    fix: "Name one of your consumer's profiles, or ask the operator to list this one for your consumer.",
+  },
   lease_not_found: {
     status: 404,
     title: "No such lease",
@@ -106,6 +113,13 @@ export const ERRORS = {
     title: "The lease store cannot be written",
     meaning: "The lease store could not be written; nothing was changed.",
     fix: "Check the disk under `--state-dir` (space, permissions), then retry.",
+  },
+  upgrade_failed: {
+    status: 502,
+    title: "The new daemon did not take over",
+    meaning:
+      "`netslot upgrade`: the new daemon failed to start or to adopt the pool (bad flags, broken installed code, a crash), or another upgrade is under way. The running daemon keeps serving; nothing changed.",
+    fix: "`detail` has the new daemon's error; this daemon keeps serving. Fix the cause (flags, installed code) and run `netslot upgrade` again.",
   },
   internal: {
     status: 500,

@@ -3,12 +3,12 @@
 import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netnsPath, withNetns } from "../kernel/netns.js";
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
-import { createPersistentTap } from "../kernel/tap.js";
+import { createPersistentTap, resetTap } from "../kernel/tap.js";
 import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { clearEgressPolicyScript, deleteRootScript, egressPolicyScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -25,14 +25,18 @@ import {
   ipToInt,
   parseSlotName,
   slotAddressing,
+  tapProbeFrame,
   bpfPinDir,
   type Cidr,
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
+import type { EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
+
+const TAP_PROBE = tapProbeFrame();
 
 /** Slot devices route IPv4 (IPv6 is off in the slot namespace). */
 const ROUTED_DEVICE = { ipv4Forwarding: true } as const;
@@ -393,19 +397,33 @@ export class SlotDataplane {
   }
 
   /**
+   * Applies a lease's egress policy: element additions to the slot's policy sets, one
+   * transaction, no rule or device change. The sets are empty on a free slot.
+   */
+  setEgressPolicy(index: number, policy: EgressPolicy): void {
+    const script = egressPolicyScript(policy);
+    if (script === "") return;
+    withNetns(this.addressing(index).netnsPath, () => nftRun(script));
+  }
+
+  /**
    * The cheap part of a scrub, always done on release: tenant route and VNI cleared,
    * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
    * next tenant would share a live device.
    */
-  scrub(index: number, tenant: TenantNetwork | undefined): ScrubOutcome {
+  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
     return withNetns(a.netnsPath, () => {
+      // Emptying the sets deletes elements (kernel destroy work): only when there were some.
+      if (policy) nftRun(clearEgressPolicyScript());
       const rtnl = Rtnl.open();
       try {
         const tap = rtnl.linkByName(TAP_NAME);
         if (!tap) return { ok: false, reason: "tap0 is missing" };
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
+        // What the last VMM set through its fd outlives the fd: back to a fresh tap's.
+        if (!resetTap(TAP_NAME)) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
         conntrackFlush();
@@ -447,7 +465,7 @@ export class SlotDataplane {
   fingerprint(index: number): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {
@@ -557,7 +575,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   const bpf = openPinnedDataplane(bpfPinDir(prefix));
   try {
     const nat = bpf?.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
   } finally {
     bpf?.close();
   }

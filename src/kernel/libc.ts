@@ -191,6 +191,17 @@ export function ioctl(fd: number, request: number, arg: Buffer): void {
   check("ioctl", c.ioctlPtr(fd, request, arg));
 }
 
+/** The address of a buffer's memory, for structures that point at other buffers (ifreq.ifr_data). */
+export function addressOf(buf: Buffer): bigint {
+  return koffi.address(buf) as bigint;
+}
+
+/** ioctl(2) returning -errno instead of throwing, for requests whose failure is an answer. */
+export function ioctlErrno(fd: number, request: number, arg: Buffer | number): number {
+  const r = typeof arg === "number" ? c.ioctlInt(fd, request, arg) : c.ioctlPtr(fd, request, arg);
+  return r < 0 ? -koffi.errno() : r;
+}
+
 export function ioctlInt(fd: number, request: number, arg: number): void {
   check("ioctl", c.ioctlInt(fd, request, arg));
 }

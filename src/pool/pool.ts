@@ -18,6 +18,7 @@ import { poolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
 import type { Quotas } from "../tenancy/quotas.js";
+import { ProfileCatalog } from "../core/profiles.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -26,6 +27,8 @@ export interface PoolOptions {
   dataplane: SlotDataplane;
   scrubber: Scrubber;
   store: LeaseStore;
+  /** Network profiles a lease may name; none when absent. */
+  profiles?: ProfileCatalog;
   /** Per-consumer max and reservations; none: any consumer may take any free slot. */
   quotas?: Quotas;
   /** One call per grant, end, quarantine, retry and drain switch (the daemon logs them). */
@@ -57,12 +60,14 @@ export class Pool implements LeaseService {
     const slots = (this.slots = new SlotTable(options.size));
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
     const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit }));
+    const profiles = options.profiles ?? new ProfileCatalog();
     const leases = (this.leases = new LeaseLifecycle({
       slots,
       scrubs,
       store,
       dataplane,
       metrics,
+      profiles,
       log,
       audit,
       ...(options.quotas ? { quotas: options.quotas } : {}),
@@ -75,6 +80,7 @@ export class Pool implements LeaseService {
       dataplane,
       scrubber,
       metrics,
+      profiles,
       log,
       closed: () => this.closed,
       ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
@@ -151,6 +157,40 @@ export class Pool implements LeaseService {
     return this.scrubs.retryQuarantined(index, by);
   }
 
+  // ── handover ──────────────────────────────────────────────────────────────────────
+
+  /**
+   * Before a new daemon loads the store: stops everything that changes the pool on its
+   * own (expiry, owner exits, retries, scrubs) and waits for running scrubs. The API is
+   * already holding requests, so after this nothing here writes the store or a slot.
+   */
+  async quiesce(): Promise<void> {
+    this.leases.pause();
+    await this.scrubs.quiesce();
+  }
+
+  /**
+   * The new daemon failed to take over: back to work. It may have got as far as changing
+   * slots (a golden rebuild, say), so free slots that are no longer whole are rebuilt.
+   */
+  resume(): void {
+    const { dataplane } = this.options;
+    const free = this.slots.freeIndices();
+    const intact = dataplane.intactSlots(free);
+    for (const index of free) {
+      if (intact.has(index) || !this.slots.takeIndex(index)) continue;
+      try {
+        dataplane.destroySlot(index);
+        dataplane.buildSlot(index);
+        this.slots.markFree(index);
+      } catch (err) {
+        this.slots.markMissing(index, undefined, `rebuild after a failed handover: ${(err as Error).message}`);
+      }
+    }
+    this.scrubs.resume();
+    this.leases.resume();
+  }
+
   /** Leases still held, for the owner watcher. */
   heldLeases(): StoredLease[] {
     return this.leases.all();
@@ -179,6 +219,7 @@ export class Pool implements LeaseService {
       },
       labels: l.labels,
       ...(l.network ? { network: l.network } : {}),
+      ...(l.profile !== undefined ? { profile: l.profile } : {}),
       ...(l.ownerPid !== undefined ? { ownerPid: l.ownerPid } : {}),
       createdAt: l.createdAt,
       expiresAt: l.expiresAt,

@@ -10,8 +10,11 @@ import type { Scrubber, ScrubResult } from "./scrubber.js";
 
 /** What the rest of the pool may ask of scrubbing. */
 export interface ScrubQueue {
-  /** Scrubs slot `index` (its `tenant` network, if any, is torn down too); once per slot at a time. */
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void;
+  /**
+   * Scrubs slot `index` (its `tenant` network, if any, is torn down too; `policy`: the
+   * lease had an egress policy to empty); once per slot at a time.
+   */
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy?: boolean): void;
 }
 
 export interface ScrubSchedulerDeps {
@@ -25,14 +28,39 @@ export interface ScrubSchedulerDeps {
 
 export class ScrubScheduler implements ScrubQueue {
   private readonly pending = new Set<number>();
+  /** Scrubs running on the worker, so that a handover can wait for them. */
+  private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** Handing over: scrubs asked for meanwhile wait here (the slots stay "scrubbing" in the store). */
+  private deferred: Map<number, { tenant: TenantNetwork | undefined; releasedAt: number; policy: boolean }> | undefined;
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
+    if (this.deferred) {
+      this.deferred.set(index, { tenant, releasedAt, policy });
+      return;
+    }
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pending.delete(index));
+    const scrub: Promise<void> = this.scrubNow(index, tenant, releasedAt, policy).finally(() => {
+      this.pending.delete(index);
+      this.running.delete(scrub);
+    });
+    this.running.add(scrub);
+  }
+
+  /** Handover: no new scrubs; resolves when the running ones have recorded their outcome. */
+  async quiesce(): Promise<void> {
+    this.deferred ??= new Map();
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** The handover failed: scrubs asked for meanwhile run now. */
+  resume(): void {
+    const deferred = this.deferred;
+    this.deferred = undefined;
+    for (const [index, d] of deferred ?? []) this.schedule(index, d.tenant, d.releasedAt, d.policy);
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
@@ -58,11 +86,11 @@ export class ScrubScheduler implements ScrubQueue {
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
-  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
-      result = await this.deps.scrubber.scrub(index, tenant);
+      result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
       result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
@@ -76,13 +104,14 @@ export class ScrubScheduler implements ScrubQueue {
         faultPoint("scrub.after-store");
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
       this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
-      setTimeout(() => this.schedule(index, tenant, releasedAt), 1000).unref();
+      setTimeout(() => this.schedule(index, tenant, releasedAt, policy), 1000).unref();
     }
     slots.touch(index);
   }

@@ -12,8 +12,8 @@ import * as path from "node:path";
 import { NetslotError } from "../../src/core/errors.js";
 import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer, type ConsumerConfig } from "../../src/api/server.js";
-import { openApiDocument, type JsonSchema } from "../../src/api/openapi.js";
-import { SchemaSet } from "../../src/api/validate.js";
+import { openApiDocument } from "../../src/api/openapi.js";
+import { ResponseChecker } from "../support/api-check.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
 
@@ -70,65 +70,8 @@ function raw(socketPath: string, method: string, urlPath: string, opts: RawOptio
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
 const doc = openApiDocument();
-const schemas = new SchemaSet(doc);
-let validatedResponses = 0;
-
-function templateOf(urlPath: string): string | null {
-  const p = urlPath.split("?")[0]!;
-  if (doc.paths[p]) return p;
-  if (/^\/v1\/leases\/[^/]+\/renew$/.test(p)) return "/v1/leases/{id}/renew";
-  if (/^\/v1\/leases\/[^/]+$/.test(p)) return "/v1/leases/{id}";
-  if (/^\/v1\/pool\/quarantined\/[^/]+\/release$/.test(p)) return "/v1/pool/quarantined/{index}/release";
-  return null;
-}
-
-function resolveRef<T>(value: T | { $ref: string }): T {
-  if (value && typeof value === "object" && "$ref" in value && typeof value.$ref === "string") {
-    const parts = value.$ref.replace(/^#\//, "").split("/");
-    let node: unknown = doc;
-    for (const part of parts) node = (node as Record<string, unknown>)[part];
-    return node as T;
-  }
-  return value as T;
-}
-
-type ResponseObject = { content?: Record<string, { schema: JsonSchema }>; headers?: Record<string, unknown> };
-
-/** Checks a response against openapi.json: problem+json for errors, the operation's schema otherwise. */
-function checkAgainstDocument(method: string, urlPath: string, res: RawResult): void {
-  const contentType = String(res.headers["content-type"] ?? "");
-  if (res.status >= 400) {
-    assert.match(contentType, /^application\/problem\+json/, `${method} ${urlPath}: errors are problem+json`);
-    const error = schemas.component("Problem")(res.json);
-    assert.equal(error, null, `${method} ${urlPath} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
-    const problem = res.json as { status: number; type: string; code: string };
-    assert.equal(problem.status, res.status);
-    assert.equal(problem.type, `https://netslot.dev/errors/${problem.code}`);
-    validatedResponses++;
-    return;
-  }
-  const template = templateOf(urlPath);
-  assert.ok(template, `${urlPath} answered ${res.status} but is not in openapi.json`);
-  const operation = doc.paths[template]![method === "HEAD" ? "get" : method.toLowerCase()] as
-    | { responses: Record<string, ResponseObject | { $ref: string }> }
-    | undefined;
-  assert.ok(operation, `${method} ${template} answered ${res.status} but is not in openapi.json`);
-  const declared = operation.responses[String(res.status)];
-  assert.ok(declared, `${method} ${template}: status ${res.status} is not declared`);
-  const response = resolveRef<ResponseObject>(declared);
-  if (!response.content || method === "HEAD") {
-    assert.equal(res.text, "", `${method} ${template} ${res.status} has no body`);
-    validatedResponses++;
-    return;
-  }
-  const mediaType = Object.keys(response.content).find((mt) => contentType.startsWith(mt));
-  assert.ok(mediaType, `${method} ${template}: content type ${contentType} is not declared`);
-  if (mediaType === "application/json") {
-    const error = schemas.compile(response.content[mediaType]!.schema)(res.json);
-    assert.equal(error, null, `${method} ${template} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
-  }
-  validatedResponses++;
-}
+// The same checker the real-daemon test uses (test/support/api-check.ts).
+const checker = new ResponseChecker(doc);
 
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
@@ -160,7 +103,7 @@ async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise
     socket,
     async call(method, urlPath, opts) {
       const res = await raw(socket, method, urlPath, opts);
-      checkAgainstDocument(method, urlPath, res);
+      checker.check(method, urlPath, res);
       // Every answer, error or not, says which daemon version gave it.
       assert.equal(res.headers["netslot-version"], packageVersion(), `${method} ${urlPath}: Netslot-Version header`);
       return res;
@@ -602,5 +545,5 @@ describe("socket file", () => {
 });
 
 test("every response so far matched openapi.json", () => {
-  assert.ok(validatedResponses > 80, `only ${validatedResponses} responses validated`);
+  assert.ok(checker.seen.length > 80, `only ${checker.seen.length} responses validated`);
 });
