@@ -20,20 +20,25 @@ function quote(arg: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, "\\$1")}"`;
 }
 
-/** The unit text: the packaged unit with ExecStart (and Documentation) pointing at this copy. */
+// The packaged unit's commands run the CLI of a copy at /opt/netslot through `env node`.
+const PACKAGED_CLI = "/usr/bin/env node /opt/netslot/dist/src/cli/main.js";
+
+/** The unit text: the packaged unit with its commands (and Documentation) pointing at this copy. */
 export function renderUnit(daemonArgs: string[] = []): string {
   const template = fs.readFileSync(TEMPLATE, "utf8");
-  const execStart = ["ExecStart=" + [process.execPath, CLI, "daemon", "--no-progress", ...daemonArgs].map(quote).join(" ")];
-  let replaced = 0;
+  const cli = [process.execPath, CLI].map(quote).join(" ");
+  let execStarts = 0;
   const lines = template.split("\n").map((line) => {
-    if (line.startsWith("ExecStart=")) {
-      replaced++;
-      return execStart[0]!;
+    if (/^Exec[A-Za-z]*=/.test(line) && line.includes(PACKAGED_CLI)) {
+      const rewritten = line.replace(PACKAGED_CLI, cli);
+      if (!line.startsWith("ExecStart=")) return rewritten;
+      execStarts++;
+      return [rewritten, ...daemonArgs.map(quote)].join(" ");
     }
     if (line.startsWith("Documentation=file:")) return `Documentation=file:${path.join(PACKAGE_ROOT, "README.md")}`;
     return line;
   });
-  if (replaced !== 1) throw new Error(`${TEMPLATE} has ${replaced} ExecStart lines, expected 1`);
+  if (execStarts !== 1) throw new Error(`${TEMPLATE}: expected one ExecStart running ${PACKAGED_CLI}, found ${execStarts}`);
   return `# Written by \`netslot install-service\` for the copy in ${PACKAGE_ROOT}.\n${lines.join("\n")}`;
 }
 

@@ -72,6 +72,7 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
     assert.match(r.stdout, /^\[Service\]$/m);
     const exec = /^ExecStart=(.*)$/m.exec(r.stdout)?.[1];
     assert.equal(exec, `${process.execPath} ${path.join(installed, "dist", "src", "cli", "main.js")} daemon --no-progress`);
+    for (const line of r.stdout.split("\n").filter((l) => /^Exec[A-Za-z]*=/.test(l))) assert.ok(line.includes(installed), `not the installed copy: ${line}`);
     assert.deepEqual(fs.readdirSync(root), []);
     assert.equal(netslot(["install-service", "--frobnicate"]).status, 2);
   });
