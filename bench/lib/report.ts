@@ -290,6 +290,24 @@ export function markdown(r: BenchResults): string {
     }
   }
   out.push("");
+  if (r.tenancy) {
+    const t = r.tenancy;
+    out.push("## Tenancy checks: four configured consumers against none");
+    out.push("");
+    out.push(
+      `Two daemons of ${t.poolSize} slots in this run, driven alternately (${t.rounds} rounds of ${t.cyclesPerRound} cycles per client): one without consumers, one with four (tokens, VNI lists, max and reserved quotas, an operator, a uid-matched consumer), leasing as a token consumer with a reservation in force. Both bind leases to the caller (SO_PEERCRED). One getsockopt(SO_PEERCRED): ${round(t.peerCredUs, 2)} µs, once per connection; the per-request checks (token, VNI, quota with a reservation) in-process: ${round(t.checksUs, 2)} µs. Each client alternates request by request between the two daemons.`,
+    );
+    out.push("");
+    out.push("| clients | request p50, none (ms) | request p50, four (ms) | ratio | request p99, none (ms) | request p99, four (ms) | ratio | errors |");
+    out.push("|---|---|---|---|---|---|---|---|");
+    for (const l of t.levels) {
+      out.push(
+        `| ${l.clients} | ${round(l.none.requestMs.p50, 3)} | ${round(l.four.requestMs.p50, 3)} | ${round(l.requestP50Ratio, 3)} | ${round(l.none.requestMs.p99, 3)} | ${round(l.four.requestMs.p99, 3)} | ${round(l.requestP99Ratio, 3)} | ${l.errors} |`,
+      );
+    }
+    if (t.error) out.push(`\nError: ${t.error.split("\n")[0]}`);
+    out.push("");
+  }
   out.push("## Side by side with the peers' per-VM setup");
   out.push("");
   const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);

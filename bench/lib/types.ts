@@ -1,4 +1,5 @@
 // The shape of bench/results/<date>.json.
+import type { TenancyCostResult } from "./tenancy.js";
 import type { BaselineResult } from "./baselines.js";
 import type { LeasePathResult } from "./lease.js";
 import type { IperfResult } from "./net.js";
@@ -108,6 +109,8 @@ export interface BenchResults {
   baselines: BaselineResult[];
   boot: BootRun[];
   lease: { plain?: LeasePathResult; tenant?: LeasePathResult; error?: string };
+  /** Request latency with four configured consumers against none, same run. */
+  tenancy?: TenancyCostResult;
   footprint: FootprintResult;
   datapath?: DatapathResult;
   memory?: MemoryResult;

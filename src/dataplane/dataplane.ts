@@ -51,6 +51,8 @@ export interface DataplaneOptions {
   vtepPort: number;
   /** Compiled eBPF object (bpf/nat.o). */
   bpfObject: string;
+  /** MTU of tap0 (the guest's); the uplink's when not given. Part of the slot layout. */
+  guestMtu?: number | undefined;
 }
 
 /**
@@ -126,6 +128,8 @@ function parseCidrLoose(text: string): Cidr {
 
 export class SlotDataplane {
   readonly uplinkMtu: number;
+  /** tap0's MTU in slots built by this daemon (--guest-mtu, else the uplink's). */
+  readonly tapMtu: number;
   private readonly root: Rtnl;
   private readonly bpf: BpfDataplane;
 
@@ -136,6 +140,7 @@ export class SlotDataplane {
     bpf: BpfDataplane,
   ) {
     this.uplinkMtu = uplink.mtu;
+    this.tapMtu = options.guestMtu ?? uplink.mtu;
     this.root = root;
     this.bpf = bpf;
   }
@@ -269,7 +274,7 @@ export class SlotDataplane {
       rtnl.setLink(1, { up: true });
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
-      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true, ...ROUTED_DEVICE });
+      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.

@@ -56,6 +56,10 @@ export class PoolBoot {
   built = 0;
   /** The first build failure of this boot, for the daemon's one-line refusal. */
   firstFailure: string | undefined;
+  /** The golden fingerprint's slot and layout id; `rebuilt` when that slot was rebuilt for it. */
+  golden: { index: number; layout: string; rebuilt: boolean } | undefined;
+  /** Slots this boot built (or tried to): they have the current layout. */
+  builtNow: number[] = [];
 
   constructor(private readonly deps: BootDeps) {}
 
@@ -94,6 +98,7 @@ export class PoolBoot {
       faultPoint("boot.mid-build");
       this.deps.onProgress?.(progress());
     });
+    this.builtNow = toBuild;
     await this.takeGolden(toBuild);
     for (const index of toScrub) this.deps.scrubs.schedule(index, undefined, performance.now());
     return progress();
@@ -229,8 +234,9 @@ export class PoolBoot {
     const fresh = toBuild.find((index) => this.deps.slots.state(index) === "free");
     const goldenIndex = fresh ?? this.deps.slots.peekFree();
     if (goldenIndex !== undefined) {
-      const summary = await this.deps.scrubber.golden(goldenIndex, fresh === undefined);
-      this.deps.log(`golden fingerprint from slot ${goldenIndex}: ${summary}`);
+      const golden = await this.deps.scrubber.golden(goldenIndex, fresh === undefined);
+      this.deps.log(`golden fingerprint from slot ${goldenIndex}: ${golden.summary}; layout ${golden.layout}`);
+      this.golden = { index: goldenIndex, layout: golden.layout, rebuilt: fresh === undefined && !golden.summary.endsWith("(saved)") };
     }
   }
 

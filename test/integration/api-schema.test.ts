@@ -6,20 +6,19 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ERRORS, type ErrorCode } from "../../src/core/errors.js";
 import { OPERATIONS, type Lease, type OperationId } from "../../src/core/schema.js";
 import { openApiDocument, type OpenApiDocument } from "../../src/api/openapi.js";
-import { ResponseChecker, type Answer, type Checked } from "../support/api-check.js";
+import { raw, ResponseChecker, type Answer, type Checked, type RawResult } from "../support/api-check.js";
 import { CLI, createUpstream, isRoot, sh, spawnDaemon, testPrefix, waitFor, type DaemonProcess, type Upstream } from "../support/env.js";
 
 const skip = isRoot() ? false : "needs root";
 
 /** Codes this file cannot provoke on a healthy host, and the test that does. */
 const ELSEWHERE: Partial<Record<ErrorCode, string>> = {
-  store_unavailable: "test/integration/disk-full.test.ts (state dir on a full tmpfs)",
+  store_unavailable: "test/integration/disk-full.test.ts (state dir on a full tmpfs; its raw answers go through the same checker)",
   // The main thread builds slots synchronously at boot, so a request sent then is answered
   // once the pool is ready; the 503 booting answer is checked against the fake service.
   booting: "test/unit/api.test.ts (fake service in the booting state)",
@@ -41,29 +40,12 @@ interface Call {
   headers?: Record<string, string>;
 }
 
-function request(socketPath: string, method: string, urlPath: string, call: Call = {}): Promise<Answer> {
+function request(socketPath: string, method: string, urlPath: string, call: Call = {}): Promise<RawResult> {
   const headers: Record<string, string> = { ...call.headers };
   if (call.as !== undefined && call.as !== "nobody") headers["authorization"] = `Bearer ${TOKENS[call.as]}`;
-  let body = call.body;
-  if (call.json !== undefined) {
-    body = JSON.stringify(call.json);
-    headers["content-type"] ??= "application/json";
-  }
-  return new Promise((resolve, reject) => {
-    let answered = false;
-    const req = http.request({ socketPath, method, path: urlPath, headers, agent: false }, (res) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", () => undefined);
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString("utf8") }));
-    });
-    // A 413 answered before the body was read closes the socket under our write.
-    req.on("error", (err) => {
-      if (!answered) reject(err);
-    });
-    req.end(body);
-  });
+  if (call.json !== undefined) headers["content-type"] ??= "application/json";
+  const body = call.json !== undefined ? JSON.stringify(call.json) : call.body;
+  return raw(socketPath, method, urlPath, { headers, ...(body !== undefined ? { body } : {}) });
 }
 
 describe("a real daemon's answers match its OpenAPI document", { skip }, () => {

@@ -9,7 +9,6 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import koffi from "koffi";
 import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startGuestStandIn, registerCleanup, run, type GuestStandIn } from "../support/guest.js";
 import { stopChild, tcpdumpListening } from "../support/isolation.js";
@@ -33,20 +32,21 @@ const ETHTOOL_STXCSUM = 0x17;
  */
 function setTxChecksum(netnsPath: string, ifname: string, on: boolean): boolean {
   return withNetns(netnsPath, () => {
-    const value = koffi.alloc("uint32", 2);
+    const value = Buffer.alloc(8); // struct ethtool_value { u32 cmd; u32 data; }
     const fd = libc.socket(AF_INET, libc.SOCK_DGRAM, 0);
     try {
       const ifr = Buffer.alloc(40); // struct ifreq: name[16], then ifr_data
       ifr.write(ifname, 0, 15, "latin1");
-      ifr.writeBigUInt64LE(BigInt(koffi.address(value)), 16);
-      koffi.encode(value, koffi.array("uint32", 2), [ETHTOOL_STXCSUM, on ? 1 : 0]);
+      ifr.writeBigUInt64LE(libc.addressOf(value), 16);
+      value.writeUInt32LE(ETHTOOL_STXCSUM, 0);
+      value.writeUInt32LE(on ? 1 : 0, 4);
       libc.ioctl(fd, SIOCETHTOOL, ifr);
-      koffi.encode(value, koffi.array("uint32", 2), [ETHTOOL_GTXCSUM, 0]);
+      value.writeUInt32LE(ETHTOOL_GTXCSUM, 0);
+      value.writeUInt32LE(0, 4);
       libc.ioctl(fd, SIOCETHTOOL, ifr);
-      return (koffi.decode(value, koffi.array("uint32", 2)) as Uint32Array)[1] !== 0;
+      return value.readUInt32LE(4) !== 0;
     } finally {
       libc.close(fd);
-      koffi.free(value);
     }
   });
 }

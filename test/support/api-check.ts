@@ -1,15 +1,63 @@
-// Checks HTTP answers against an OpenAPI document, the way a consumer generated from it
-// would read them: the route and method must be in the document, the status declared for
+// Raw HTTP on a unix socket (one request per connection), and checks of answers against an
+// OpenAPI document, the way a consumer generated from it would read them: the route and method must be in the document, the status declared for
 // the operation, the body valid against the declared schema; every error a problem+json
 // of the registry with the status the registry gives its code. Used against the fake
 // service (test/unit/api.test.ts) and against a real daemon (test/integration/api-schema.test.ts).
 import assert from "node:assert/strict";
-import type * as http from "node:http";
+import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../../src/core/errors.js";
 import type { OperationId } from "../../src/core/schema.js";
 import type { JsonSchema, OpenApiDocument } from "../../src/api/openapi.js";
 import { Router } from "../../src/api/router.js";
 import { SchemaSet } from "../../src/api/validate.js";
+
+export interface RawResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  json: unknown;
+}
+
+export interface RawOptions {
+  headers?: http.OutgoingHttpHeaders;
+  body?: string | Buffer;
+  /** Write the body in chunks without a Content-Length. */
+  chunked?: Buffer[];
+}
+
+/** One request on a fresh connection; errors after the response (EPIPE on a closed socket) are ignored. */
+export function raw(socketPath: string, method: string, urlPath: string, opts: RawOptions = {}): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = { ...opts.headers };
+    if (opts.body !== undefined && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(opts.body);
+    let answered = false;
+    const req = http.request({ socketPath, method, path: urlPath, headers, agent: false }, (res) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", () => undefined);
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let json: unknown = undefined;
+        try {
+          json = text ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode!, headers: res.headers, text, json });
+      });
+    });
+    req.on("error", (err) => {
+      if (!answered) reject(err);
+    });
+    if (opts.chunked) {
+      for (const chunk of opts.chunked) req.write(chunk);
+      req.end();
+    } else {
+      req.end(opts.body);
+    }
+  });
+}
 
 export interface Answer {
   status: number;

@@ -5,7 +5,6 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -13,59 +12,9 @@ import { NetslotError } from "../../src/core/errors.js";
 import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer, type ConsumerConfig } from "../../src/api/server.js";
 import { openApiDocument } from "../../src/api/openapi.js";
-import { ResponseChecker } from "../support/api-check.js";
+import { raw, ResponseChecker, type RawOptions, type RawResult } from "../support/api-check.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
-
-// ── raw HTTP ──────────────────────────────────────────────────────────────────────────
-
-interface RawResult {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-  json: unknown;
-}
-
-interface RawOptions {
-  headers?: http.OutgoingHttpHeaders;
-  body?: string | Buffer;
-  /** Write the body in chunks without a Content-Length. */
-  chunked?: Buffer[];
-}
-
-/** One request on a fresh connection; errors after the response (EPIPE on a closed socket) are ignored. */
-function raw(socketPath: string, method: string, urlPath: string, opts: RawOptions = {}): Promise<RawResult> {
-  return new Promise((resolve, reject) => {
-    const headers: http.OutgoingHttpHeaders = { ...opts.headers };
-    if (opts.body !== undefined && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(opts.body);
-    let answered = false;
-    const req = http.request({ socketPath, method, path: urlPath, headers, agent: false }, (res) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", () => undefined);
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown = undefined;
-        try {
-          json = text ? JSON.parse(text) : undefined;
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode!, headers: res.headers, text, json });
-      });
-    });
-    req.on("error", (err) => {
-      if (!answered) reject(err);
-    });
-    if (opts.chunked) {
-      for (const chunk of opts.chunked) req.write(chunk);
-      req.end();
-    } else {
-      req.end(opts.body);
-    }
-  });
-}
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
