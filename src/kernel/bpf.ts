@@ -398,7 +398,7 @@ function loadAndPin(objectPath: string, dir: string): void {
   takeLibbpfLog();
   const obj = b.openFile(objectPath, null) as bigint | null;
   if (!obj) {
-    const errno = koffi.errno();
+    const errno = libc.errno();
     throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
   }
   try {
@@ -504,7 +504,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
     takeLibbpfLog();
     obj = b.openFile(objectPath, null) as bigint | null;
     if (!obj) {
-      const errno = koffi.errno();
+      const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
     for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
@@ -614,11 +614,11 @@ export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRun
   const ctxOut = Buffer.alloc(SKB_CTX_SIZE);
   const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
   opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0); // sz
-  opts.writeBigUInt64LE(koffi.address(dataIn), 8); // data_in
-  opts.writeBigUInt64LE(koffi.address(dataOut), 16); // data_out
+  opts.writeBigUInt64LE(libc.addressOf(dataIn), 8); // data_in
+  opts.writeBigUInt64LE(libc.addressOf(dataOut), 16); // data_out
   opts.writeUInt32LE(dataIn.length, 24); // data_size_in
   opts.writeUInt32LE(dataOut.length, 28); // data_size_out
-  opts.writeBigUInt64LE(koffi.address(ctxOut), 40); // ctx_out
+  opts.writeBigUInt64LE(libc.addressOf(ctxOut), 40); // ctx_out
   opts.writeUInt32LE(ctxOut.length, 52); // ctx_size_out
   opts.writeInt32LE(repeat, 60); // repeat
   checkRet("bpf_prog_test_run_opts", b.testRun(progFd, opts) as number);
