@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH } from "../../src/dataplane/topology.js";
+import { exited, waitForOutput } from "./env.js";
 
 export interface ExecResult {
   /** Exit code, or -1 when killed by a signal (see `signal`). */
@@ -158,38 +159,6 @@ export interface GuestStandIn {
   stop(): Promise<void>;
 }
 
-function waitForReady(child: ChildProcess, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    let err = "";
-    const done = (e?: Error) => {
-      clearTimeout(timer);
-      child.stdout?.off("data", onOut);
-      child.stderr?.off("data", onErr);
-      child.off("exit", onExit);
-      if (e) reject(e);
-      else resolve();
-    };
-    const onOut = (b: Buffer) => {
-      out += b.toString();
-      if (out.includes("ready\n")) done();
-    };
-    const onErr = (b: Buffer) => {
-      err += b.toString();
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      done(new Error(`taprelay exited (${signal ?? code}) before ready: ${err.trim()}`));
-    const timer = setTimeout(() => done(new Error(`taprelay not ready after ${timeoutMs} ms: ${err.trim()}`)), timeoutMs);
-    child.stdout?.on("data", onOut);
-    child.stderr?.on("data", onErr);
-    child.on("exit", onExit);
-  });
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
 /** Creates the guest namespace, wires it to the slot's tap0 and waits for the relay. */
 export async function startGuestStandIn(opts: GuestStandInOptions): Promise<GuestStandIn> {
   const { slotNetnsPath, name } = opts;
@@ -239,7 +208,7 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
     });
     const c = spawn(relay, [slotNetnsPath, netnsPath, "r0"], { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
-    await waitForReady(c, 5_000);
+    await waitForOutput(c, "ready\n", { timeoutMs: 5_000, what: "taprelay" });
     // Keep draining the pipes so the relay never blocks on a full one.
     c.stdout?.resume();
     c.stderr?.on("data", (b: Buffer) => process.stderr.write(`[taprelay ${name}] ${b.toString()}`));
