@@ -144,13 +144,15 @@ export interface GuestStandInOptions {
   name: string;
   /** g0's MTU (the lease's MTU); default 1500. */
   mtu?: number;
+  /** g0's address and default gateway; the slot guest's (GUEST_IP/30 via GATEWAY_IP) unless given. */
+  ip?: { address: string; prefixLength: number; gateway: string };
 }
 
 export interface GuestStandIn {
   /** Name of the guest namespace (for `ip -n`). */
   readonly netns: string;
   readonly netnsPath: string;
-  /** Interface configured as the guest: GUEST_IP/30, GUEST_MAC, default via GATEWAY_IP. */
+  /** Interface configured as the guest: GUEST_MAC, GUEST_IP/30 via GATEWAY_IP (or the `ip` asked for). */
   readonly ifname: string;
   readonly relayPid: number;
   /** Runs `cmd` inside the guest namespace (`ip netns exec`). */
@@ -163,6 +165,7 @@ export interface GuestStandIn {
 export async function startGuestStandIn(opts: GuestStandInOptions): Promise<GuestStandIn> {
   const { slotNetnsPath, name } = opts;
   const mtu = opts.mtu ?? 1500;
+  const ip = opts.ip ?? { address: GUEST_IP, prefixLength: GUEST_PREFIX_LENGTH, gateway: GATEWAY_IP };
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) throw new Error(`bad guest namespace name: ${name}`);
   if (!fs.existsSync(slotNetnsPath)) throw new Error(`slot namespace ${slotNetnsPath} does not exist`);
   const relay = await taprelayPath();
@@ -201,8 +204,8 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
         `link add g0 mtu ${mtu} address ${GUEST_MAC} type veth peer name r0 mtu ${mtu}`,
         "link set r0 up",
         "link set g0 up",
-        `addr add ${GUEST_IP}/${GUEST_PREFIX_LENGTH} dev g0`,
-        `route add default via ${GATEWAY_IP}`,
+        `addr add ${ip.address}/${ip.prefixLength} dev g0`,
+        `route add default via ${ip.gateway}`,
         "",
       ].join("\n"),
     });
