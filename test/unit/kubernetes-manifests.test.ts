@@ -75,8 +75,14 @@ describe("Kubernetes manifests", () => {
     assert.equal(hostPath(mount(daemon, "/run/netns")!.name), "/run/netns");
     assert.equal(hostPath(mount(daemon, "/sys/fs/bpf")!.name), "/sys/fs/bpf");
     assert.equal(hostPath(mount(daemon, "/var/lib/netslot")!.name), "/var/lib/netslot");
-    // The two containers share the API socket's directory.
-    assert.equal(mount(daemon, "/run/netslot")?.name, mount(plugin, "/run/netslot")?.name);
+    // The containers share the API socket's directory.
+    const metrics = container("metrics");
+    assert.deepEqual(metrics.command.slice(0, 2), ["netslot", "metrics-exporter"]);
+    assert.equal(metrics.securityContext?.privileged, undefined, "the exporter needs no privilege");
+    for (const c of [plugin, metrics]) assert.equal(mount(daemon, "/run/netslot")?.name, mount(c, "/run/netslot")?.name);
+    const listen = metrics.command[metrics.command.indexOf("--listen") + 1] as string;
+    assert.equal(String(metrics.ports[0].containerPort), listen.split(":")[1]);
+    assert.equal(ds.spec.template.metadata.annotations["prometheus.io/port"], listen.split(":")[1]);
     assert.equal(plugin.command[plugin.command.indexOf("--socket") + 1], "/run/netslot/api.sock");
     const kubeletDir = plugin.command[plugin.command.indexOf("--kubelet-dir") + 1] as string;
     for (const sub of ["device-plugins", "pod-resources"]) {
