@@ -55,7 +55,7 @@ describe("metrics of a real daemon", { skip }, () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const exporter = spawn(process.execPath, [CLI, "metrics-exporter", "--listen", `127.0.0.1:${port}`, "--socket", daemon.socket], { stdio: ["ignore", "pipe", "pipe"] });
     let log = "";
-    exporter.stderr!.on("data", (b: Buffer) => (log += b.toString()));
+    exporter.stderr.on("data", (b: Buffer) => (log += b.toString()));
     const exited = new Promise<number | null>((resolve) => exporter.once("exit", (code) => resolve(code)));
     try {
       await waitFor(() => log.includes("serving"), 10_000, { abort: () => exporter.exitCode !== null });
