@@ -3,7 +3,6 @@
 // compare the data path against. Traffic only goes to namespaces created here.
 import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
-import { taprelayPath } from "../../test/support/guest.js";
 import { sh, sleep, stopChild, waitForOutput } from "../../test/support/env.js";
 import { errorText, now, runAsync, summarize, type Summary } from "./util.js";
 
@@ -151,45 +150,6 @@ export async function iperf3(opts: {
     return { bitsPerSecond: recv.bits_per_second, retransmits: doc.end?.sum_sent?.retransmits, seconds: recv.seconds ?? opts.seconds, reverse: opts.reverse === true };
   } finally {
     await killAndWait(server);
-  }
-}
-
-export interface RelayGuest {
-  netns: string;
-  stop(): Promise<void>;
-}
-
-/**
- * A guest namespace wired to `tap0` of `tapNetns` by test/support/taprelay, like the guest
- * stand-in but with addresses of our choosing (for the plain routed path).
- */
-export async function startRelayGuest(opts: { name: string; tapNetns: string; address: string; prefixLength: number; gateway: string; mtu: number }): Promise<RelayGuest> {
-  const relay = await taprelayPath();
-  sh("ip", ["netns", "add", opts.name]);
-  let child: ChildProcess | undefined;
-  const stop = async () => {
-    if (child) await killAndWait(child);
-    sh("ip", ["netns", "del", opts.name], { allowFail: true });
-  };
-  try {
-    sh("ip", ["-n", opts.name, "-batch", "-"], {
-      input: [
-        "link set lo up",
-        `link add g0 mtu ${opts.mtu} type veth peer name r0 mtu ${opts.mtu}`,
-        "link set r0 up",
-        "link set g0 up",
-        `addr add ${opts.address}/${opts.prefixLength} dev g0`,
-        `route add default via ${opts.gateway}`,
-        "",
-      ].join("\n"),
-    });
-    child = spawn(relay, [`/run/netns/${opts.tapNetns}`, `/run/netns/${opts.name}`, "r0"], { stdio: ["ignore", "pipe", "pipe"] });
-    await started(child, "ready\n", 5000);
-    child.stdout?.resume();
-    return { netns: opts.name, stop };
-  } catch (err) {
-    await stop();
-    throw err;
   }
 }
 

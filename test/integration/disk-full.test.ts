@@ -34,7 +34,7 @@ async function raw(socketPath: string, method: string, urlPath: string, body?: u
   return {
     status: res.status,
     contentType: res.headers["content-type"],
-    retryAfter: res.headers["retry-after"] as string | undefined,
+    retryAfter: res.headers["retry-after"],
     body: (res.json ?? {}) as Record<string, unknown>,
   };
 }

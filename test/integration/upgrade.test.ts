@@ -4,7 +4,7 @@
 // bpftool: every slot's filters and the pins carry the new tags, the maps (ids and
 // entries, VNIs included) are the same, the new pinned programs still NAT correctly
 // (BPF_PROG_TEST_RUN), a second run is a no-op, an interrupted upgrade is finished by the
-// next one, and a changed map layout is refused. Runs as root.
+// next one, and a changed map layout gets a new map with every slot's entry. Runs as root.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -283,13 +283,37 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     removePinned(scratchPins);
   });
 
-  it("refuses when the object's map layout differs from the pinned maps", () => {
-    const dp2 = loadDataplane(ORIGINAL, scratchPins);
-    dp2.close();
-    // Same name, another value size: what a changed struct slot_value would pin.
-    fs.rmSync(path.join(scratchPins, "slots"));
-    sh("bpftool", ["map", "create", path.join(scratchPins, "slots"), "type", "hash", "key", "8", "value", "16", "entries", "65536", "name", "slots"]);
-    assert.throws(() => upgradePrograms(changed, scratchPins), /map slots changed layout .*needs a rebuild/);
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+  it("migrates the NAT entries when the object's map layout differs from the pinned maps: no purge", () => {
+    // Another size of the slots map (NETSLOT_MAX_SLOTS): a new layout that the encoding of
+    // the entries shares, so the same code can check them.
+    const resized = path.join(tmp, "nat-resized.o");
+    sh("clang", [
+      "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
+      `-I/usr/include/${sh("clang", ["-print-multiarch"]).trim() || "x86_64-linux-gnu"}`,
+      `-I${path.join(REPO_ROOT, "bpf")}`,
+      "-D", "NETSLOT_MAX_SLOTS=32768",
+      "-c", path.join(REPO_ROOT, "bpf", "nat.c"), "-o", resized,
+    ]);
+    const before = mapId("slots");
+    const whole = SLOTS.filter((i) => i !== 2); // slot 2 lost its egress filter above
+    const logs: string[] = [];
+    const r = upgradeDataplane({ ...options, bpfObject: resized }, whole, (m) => logs.push(m), (i) => (i === 1 ? TENANT_VNI : 0));
+    assert.equal(r.upgraded, true, logs.join("\n"));
+    assert.ok(logs.some((m) => /map layout changed: 2 NAT entries migrated/.test(m)), logs.join("\n"));
+    const info = bpftool(["map", "show", "pinned", path.join(pinDir, "slots")]);
+    assert.equal(info.max_entries, 32768, "the new map is pinned");
+    assert.notEqual(info.id, before);
+    // Every slot's entry, in the new map, with its tenant VNI.
+    const entries = sortedEntries();
+    for (const i of whole) {
+      const a = dp!.addressing(i);
+      assert.deepEqual(entries.find((e) => e.mac === a.slotMac), { mac: a.slotMac, outsideAddress: a.outsideAddress, vni: i === 1 ? TENANT_VNI : 0 });
+    }
+    // The slots' filters run programs that read the new map.
+    for (const i of whole) {
+      const f = tcFilters(dp!.addressing(i).name, "egress")[0]!;
+      const progMaps = bpftool(["prog", "show", "id", String(f.id)]).map_ids as number[];
+      assert.ok(progMaps.includes(info.id as number), `slot ${i}: program ${f.id} uses maps ${progMaps.join(",")}`);
+    }
   });
 });

@@ -7,9 +7,8 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH } from "../../src/dataplane/topology.js";
-import { exited, waitForOutput } from "./env.js";
+import { REPO_ROOT, exited, waitForOutput } from "./env.js";
 
 export interface ExecResult {
   /** Exit code, or -1 when killed by a signal (see `signal`). */
@@ -64,24 +63,6 @@ export async function runOk(cmd: string[], opts: ExecOptions = {}): Promise<Exec
   return r;
 }
 
-let root: string | undefined;
-
-/** The repository root: the nearest parent with netslot's package.json (works from src or dist). */
-export function repoRoot(): string {
-  if (root !== undefined) return root;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, "utf8")) as { name?: string }).name === "netslot") {
-      root = dir;
-      return dir;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error("netslot repository root not found");
-    dir = parent;
-  }
-}
-
 // Last-resort cleanup for kernel objects and processes a test created: runs synchronously
 // when the process exits or is interrupted, so a failing or aborted test leaves nothing.
 const cleanups = new Set<() => void>();
@@ -130,7 +111,7 @@ let relayBuilt: Promise<string> | undefined;
 /** Builds test/support/taprelay if needed (`make -C test/support`) and returns its path. */
 export function taprelayPath(): Promise<string> {
   relayBuilt ??= (async () => {
-    const dir = path.join(repoRoot(), "test", "support");
+    const dir = path.join(REPO_ROOT, "test", "support");
     await runOk(["make", "-s", "-C", dir], { timeoutMs: 60_000 });
     return path.join(dir, "taprelay");
   })();
@@ -144,13 +125,15 @@ export interface GuestStandInOptions {
   name: string;
   /** g0's MTU (the lease's MTU); default 1500. */
   mtu?: number;
+  /** g0's address and default gateway; the slot guest's (GUEST_IP/30 via GATEWAY_IP) unless given. */
+  ip?: { address: string; prefixLength: number; gateway: string };
 }
 
 export interface GuestStandIn {
   /** Name of the guest namespace (for `ip -n`). */
   readonly netns: string;
   readonly netnsPath: string;
-  /** Interface configured as the guest: GUEST_IP/30, GUEST_MAC, default via GATEWAY_IP. */
+  /** Interface configured as the guest: GUEST_MAC, GUEST_IP/30 via GATEWAY_IP (or the `ip` asked for). */
   readonly ifname: string;
   readonly relayPid: number;
   /** Runs `cmd` inside the guest namespace (`ip netns exec`). */
@@ -163,6 +146,7 @@ export interface GuestStandIn {
 export async function startGuestStandIn(opts: GuestStandInOptions): Promise<GuestStandIn> {
   const { slotNetnsPath, name } = opts;
   const mtu = opts.mtu ?? 1500;
+  const ip = opts.ip ?? { address: GUEST_IP, prefixLength: GUEST_PREFIX_LENGTH, gateway: GATEWAY_IP };
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) throw new Error(`bad guest namespace name: ${name}`);
   if (!fs.existsSync(slotNetnsPath)) throw new Error(`slot namespace ${slotNetnsPath} does not exist`);
   const relay = await taprelayPath();
@@ -201,8 +185,8 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
         `link add g0 mtu ${mtu} address ${GUEST_MAC} type veth peer name r0 mtu ${mtu}`,
         "link set r0 up",
         "link set g0 up",
-        `addr add ${GUEST_IP}/${GUEST_PREFIX_LENGTH} dev g0`,
-        `route add default via ${GATEWAY_IP}`,
+        `addr add ${ip.address}/${ip.prefixLength} dev g0`,
+        `route add default via ${ip.gateway}`,
         "",
       ].join("\n"),
     });
