@@ -3,12 +3,18 @@
 // profile compiles to. The kernel side is the slot's nftables sets (src/dataplane/ruleset.ts).
 import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
 import { NetslotError } from "./errors.js";
+import { canonicalDomain } from "./dnsmsg.js";
 
 export interface EgressPolicyConfig {
   /** CIDRs the guest may open connections to; absent = anywhere, [] = nowhere. */
   allow?: string[];
   /** CIDRs the guest may not reach; wins over `allow`. */
   deny?: string[];
+  /**
+   * Names (and `*.suffix`) the guest may reach: their A addresses, as the lease's DNS
+   * forwarder (guest.dns) answers them, for the answer's TTL. Implies an allow-list.
+   */
+  allowDomains?: string[];
 }
 
 export interface BandwidthConfig {
@@ -51,7 +57,6 @@ export const MAX_CIDRS = 1024;
 
 /** Features the issue lists that this netslot does not implement yet: refused, never ignored. */
 const NOT_YET: Record<string, string> = {
-  allowDomains: "egress.allowDomains (the DNS forwarder) is not implemented in this netslot",
   ipv6: "IPv6 profiles are not implemented in this netslot",
 };
 
@@ -92,6 +97,16 @@ function cidrList(value: unknown, field: string): string[] {
   });
 }
 
+function domainList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value)) throw new ProfileError(field, "must be a list of names such as deb.example.org or *.pkg.example.org");
+  if (value.length > MAX_CIDRS) throw new ProfileError(field, `at most ${MAX_CIDRS} entries`);
+  return value.map((item, i) => {
+    const d = typeof item === "string" ? canonicalDomain(item) : new Error("must be a string such as deb.example.org");
+    if (d instanceof Error) throw new ProfileError(`${field}[${i}]`, d.message);
+    return d;
+  });
+}
+
 /** Validates the `profiles` object of the config file; returns it in canonical form. */
 export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfig {
   if (value === undefined) return {};
@@ -106,10 +121,11 @@ export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfi
     if (profile["egress"] !== undefined) {
       const egress = profile["egress"];
       if (!isObject(egress)) throw new ProfileError(`${at}.egress`, "must be an object with allow and/or deny");
-      checkKeys(egress, `${at}.egress`, ["allow", "deny"]);
+      checkKeys(egress, `${at}.egress`, ["allow", "deny", "allowDomains"]);
       parsed.egress = {};
       if (egress["allow"] !== undefined) parsed.egress.allow = cidrList(egress["allow"], `${at}.egress.allow`);
       if (egress["deny"] !== undefined) parsed.egress.deny = cidrList(egress["deny"], `${at}.egress.deny`);
+      if (egress["allowDomains"] !== undefined) parsed.egress.allowDomains = domainList(egress["allowDomains"], `${at}.egress.allowDomains`);
     }
     if (profile["bandwidth"] !== undefined) {
       const bw = profile["bandwidth"];
@@ -156,7 +172,8 @@ export function bandwidthOf(profile: ProfileConfig | undefined): Bandwidth | und
 
 /** The egress policy of a profile, or undefined when it restricts nothing (as a lease without one). */
 export function egressPolicy(profile: ProfileConfig | undefined): EgressPolicy | undefined {
-  const allow = profile?.egress?.allow;
+  // Names make an allow-list: what DNS answers admits is added to it.
+  const allow = profile?.egress?.allow ?? (profile?.egress?.allowDomains ? [] : undefined);
   const deny = profile?.egress?.deny ?? [];
   if (allow === undefined && deny.length === 0) return undefined;
   return { allow: allow === undefined ? undefined : normalise(allow), deny: normalise(deny) };
@@ -185,6 +202,7 @@ export function normalise(cidrs: readonly string[]): string[] {
 export class ProfileCatalog {
   private readonly policies = new Map<string, EgressPolicy | undefined>();
   private readonly bandwidths = new Map<string, Bandwidth | undefined>();
+  private readonly domainLists = new Map<string, string[]>();
 
   constructor(
     profiles: ProfilesConfig = {},
@@ -194,6 +212,7 @@ export class ProfileCatalog {
     for (const [name, profile] of Object.entries(profiles)) {
       this.policies.set(name, egressPolicy(profile));
       this.bandwidths.set(name, bandwidthOf(profile));
+      if (profile.egress?.allowDomains) this.domainLists.set(name, profile.egress.allowDomains);
     }
   }
 
@@ -214,6 +233,16 @@ export class ProfileCatalog {
   /** The egress policy of `profile` as defined now; undefined for none (or a profile since removed). */
   policy(profile: string | undefined): EgressPolicy | undefined {
     return profile === undefined ? undefined : this.policies.get(profile);
+  }
+
+  /** The names `profile` allows through the DNS forwarder; undefined when it names none. */
+  domains(profile: string | undefined): readonly string[] | undefined {
+    return profile === undefined ? undefined : this.domainLists.get(profile);
+  }
+
+  /** Whether any profile names domains (the daemon then runs its DNS forwarder). */
+  get usesDomains(): boolean {
+    return this.domainLists.size > 0;
   }
 
   /** The bandwidth of `profile` as defined now; undefined for none. */

@@ -122,6 +122,7 @@ export const GuestConfig = Type.Object(
     mac: Type.String({ pattern: "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$" }),
     mtu: Type.Integer({ minimum: 68 }),
     kernelIpArg: Type.String({ description: "The ip= kernel argument that configures the guest." }),
+    dns: Type.Optional(Type.String({ description: "The DNS server the guest asks (the daemon's forwarder), when the lease's profile names egress.allowDomains." })),
   },
   { additionalProperties: false },
 );

@@ -16,6 +16,8 @@ export interface DaemonConfig {
   linkCidr: string;
   vtepRemote: string | undefined;
   vtepPort: number;
+  /** Where the DNS forwarder (egress.allowDomains) asks; the first nameserver of /etc/resolv.conf when not given. */
+  dnsUpstream: string | undefined;
   /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
   socketGroup: string | undefined;
   consumers: ConsumerConfig[];
@@ -40,6 +42,7 @@ export const DEFAULTS: DaemonConfig = {
   linkCidr: "10.200.0.0/16",
   vtepRemote: undefined,
   vtepPort: 4789,
+  dnsUpstream: undefined,
   socketGroup: undefined,
   consumers: [],
   profiles: {},
@@ -58,6 +61,7 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--link-cidr": "linkCidr",
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
+  "--dns-upstream": "dnsUpstream",
   "--socket-group": "socketGroup",
   "--guest-mtu": "guestMtu",
   "--migration-rate": "migrationRate",
@@ -152,6 +156,13 @@ export function validateConfig(config: DaemonConfig): void {
   if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
     throw new ConfigError("--vtep-port must be 1..65535");
   }
+  if (config.dnsUpstream !== undefined) {
+    try {
+      ipToInt(config.dnsUpstream);
+    } catch {
+      throw new ConfigError(`--dns-upstream must be an IPv4 address, not "${config.dnsUpstream}"`);
+    }
+  }
   if (config.vtepRemote !== undefined) {
     try {
       ipToInt(config.vtepRemote);
@@ -178,4 +189,13 @@ export function validateConfig(config: DaemonConfig): void {
     const unknown = c.profiles?.findIndex((name) => !Object.hasOwn(config.profiles, name)) ?? -1;
     if (unknown >= 0) throw new ConfigError(`config file: consumers[${i}].profiles[${unknown}]: no profile "${c.profiles![unknown]}" in profiles`);
   });
+}
+
+/** The first IPv4 nameserver of a resolv.conf (the forwarder's default upstream). */
+export function resolvConfUpstream(text: string): string | undefined {
+  for (const line of text.split("\n")) {
+    const m = /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
+    if (m) return m[1];
+  }
+  return undefined;
 }

@@ -22,6 +22,10 @@ import { listenUnix } from "../kernel/unixsocket.js";
 import { Handover, HandoverChild } from "./handover.js";
 import type * as net from "node:net";
 import { ProfileCatalog } from "../core/profiles.js";
+import { DnsForwarder } from "./dns-forwarder.js";
+import { resolvConfUpstream } from "./config.js";
+import { cidrContains, ipToInt } from "../dataplane/topology.js";
+import * as nodeFs from "node:fs";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
@@ -136,6 +140,35 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   }
   store.setFingerprint({ prefix: config.prefix, linkCidr: config.linkCidr, poolSize: config.poolSize });
   faultPoint("boot.after-store-open");
+  const profiles = new ProfileCatalog(config.profiles, new Map(consumers.consumers.flatMap((c) => (c.profiles ? [[c.name, c.profiles] as const] : []))));
+  // The DNS forwarder runs only when a profile names domains; its port goes into the root table.
+  const poolRef: { pool?: Pool } = {};
+  let dns: DnsForwarder | undefined;
+  let dnsPort: number | undefined;
+  if (profiles.usesDomains) {
+    const upstream = config.dnsUpstream ?? resolvConfUpstream(readTextOr("/etc/resolv.conf"));
+    if (upstream === undefined) throw new ConfigError("a profile names egress.allowDomains but /etc/resolv.conf names no IPv4 nameserver: give --dns-upstream");
+    const link = parseCidr(config.linkCidr);
+    const outsideBase = link.base + link.size / 2;
+    dns = new DnsForwarder({
+      upstream,
+      slotOf: (address) => {
+        const ip = ipToInt(address);
+        return cidrContains(link, ip) && ip >= outsideBase && ip - outsideBase < config.poolSize ? ip - outsideBase : undefined;
+      },
+      policyOf: (slot) => {
+        const lease = poolRef.pool?.leaseOnSlot(slot);
+        const domains = profiles.domains(lease?.profile);
+        if (!lease || !domains) return undefined;
+        return { leaseId: lease.id, domains, allow: profiles.policy(lease.profile)?.allow ?? [] };
+      },
+      admit: (slot, addresses) => dataplane.admitAddresses(slot, addresses),
+      revoke: (slot, addresses) => dataplane.revokeAddresses(slot, addresses),
+      log,
+    });
+    dnsPort = await dns.start();
+    log(`dns forwarder on port ${dnsPort} (guests' port 53), upstream ${upstream}`);
+  }
   const dataplaneOptions = {
     prefix: config.prefix,
     linkCidr: parseCidr(config.linkCidr),
@@ -144,6 +177,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
     guestMtu: config.guestMtu,
+    dnsPort,
   };
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
@@ -162,7 +196,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     dataplane,
     scrubber,
     store,
-    profiles: new ProfileCatalog(config.profiles, new Map(consumers.consumers.flatMap((c) => (c.profiles ? [[c.name, c.profiles] as const] : [])))),
+    profiles,
     log,
     audit,
     ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
@@ -173,6 +207,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
       process.stderr.write(renderProgress(p, tty));
     },
   });
+  poolRef.pool = pool;
   pool.registry.add(
     new Gauge("netslot_build_info", "Always 1; the labels say which netslot and Node answer", () => [
       { labels: { version: packageVersion(), node: process.version }, value: 1 },
@@ -203,6 +238,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     log(`${signal}: stopping; slots stay in place for the next start`);
     faultPoint("shutdown.before-close");
     pool.close();
+    dns?.close();
     await api.close();
     dataplane.close();
     store.close();
@@ -250,5 +286,13 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     store.close();
     removePidFile(config.stateDir);
     return cannotServeReported(cause);
+  }
+}
+
+function readTextOr(file: string): string {
+  try {
+    return nodeFs.readFileSync(file, "utf8");
+  } catch {
+    return "";
   }
 }

@@ -8,8 +8,8 @@ import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../k
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
-import { clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { addSetElements, deleteSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
+import { admittedElements, clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -50,6 +50,8 @@ export interface DataplaneOptions {
   uplink: string;
   vtepRemote: string | undefined;
   vtepPort: number;
+  /** UDP port of the daemon's DNS forwarder: the root table redirects the guests' port 53 on the host link to it. */
+  dnsPort?: number | undefined;
   /** Compiled eBPF object (bpf/nat.o). */
   bpfObject: string;
   /** MTU of tap0 (the guest's); the uplink's when not given. Part of the slot layout. */
@@ -214,6 +216,7 @@ export class SlotDataplane {
           uplink: options.uplink,
           vtepRemote: options.vtepRemote,
           vxlanPort: options.vtepPort,
+          ...(options.dnsPort !== undefined ? { dnsPort: options.dnsPort } : {}),
         }),
       );
       // Forwarding is decided per input device: the uplink for replies, each host veth for egress.
@@ -415,6 +418,18 @@ export class SlotDataplane {
     const elements = egressPolicyElements(policy);
     if (elements.length === 0) return;
     withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
+  }
+
+  /** Admits addresses a DNS answer gave (host /32s) into the slot's egress_allow set. */
+  admitAddresses(index: number, addresses: readonly string[]): void {
+    if (addresses.length === 0) return;
+    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, admittedElements(addresses)));
+  }
+
+  /** Removes admitted addresses again (their TTL and grace ran out). */
+  revokeAddresses(index: number, addresses: readonly string[]): void {
+    if (addresses.length === 0) return;
+    withNetns(this.addressing(index).netnsPath, () => deleteSetElements(NFPROTO_INET, admittedElements(addresses)));
   }
 
   /** Sets the lease's bandwidth (one eBPF map update: full token buckets), or removes it. */

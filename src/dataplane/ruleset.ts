@@ -58,6 +58,8 @@ export interface RootRulesetOptions {
   /** VXLAN tunnel endpoint allowed to send UDP to the slots, if tunnels are used. */
   vtepRemote?: string;
   vxlanPort: number;
+  /** The daemon's DNS forwarder port, when it runs (see rootRuleset). */
+  dnsPort?: number;
 }
 
 /** Interface names go into quoted nft strings: no quotes, blanks, wildcards or slashes. */
@@ -174,6 +176,11 @@ export function egressPolicyElements(policy: EgressPolicy): SetElements[] {
   return out;
 }
 
+/** Host addresses a DNS answer admitted, as egress_allow elements (/32 intervals). */
+export function admittedElements(addresses: readonly string[]): SetElements[] {
+  return [{ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: ipv4IntervalElements(addresses.map((a) => ({ base: ipToInt(a), size: 1 }))) }];
+}
+
 /** Empties the policy sets: the slot is back to no policy. */
 export function clearEgressPolicyScript(): string {
   return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
@@ -248,6 +255,9 @@ export function rootRuleset(opts: RootRulesetOptions): string {
   }
   const p = opts.prefix;
   const slots = `"${p}-*"`;
+  if (opts.dnsPort !== undefined && (!Number.isInteger(opts.dnsPort) || opts.dnsPort < 1 || opts.dnsPort > 65535)) {
+    throw new Error(`bad DNS port ${opts.dnsPort}`);
+  }
   const c = (what: string) => `comment "netslot ${p}: ${what}"`;
   const vtepIp = opts.vtepRemote === undefined ? undefined : intToIp(ipToInt(opts.vtepRemote));
   // Tunnel traffic is the slot's own (from its link address, lower half); a guest appears
@@ -259,10 +269,24 @@ export function rootRuleset(opts: RootRulesetOptions): string {
     vtepIp === undefined
       ? ""
       : `    oifname ${slots} ip saddr ${vtepIp} ip daddr ${linkRange(link)} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP to slot tunnels")}\n`;
+  // guest.dns is the slot's host link address: a guest's query to its port 53 goes to the
+  // daemon's one forwarder socket, which knows the slot by the source (its outside address
+  // after the eBPF NAT). The slot firewall passes guest packets to that address.
+  const dnsFrom = `iifname ${slots} ip saddr ${outsideRange(link)}`;
+  const dnsRedirect =
+    opts.dnsPort === undefined
+      ? ""
+      : `  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ${dnsFrom} ip daddr ${linkRange(link)} udp dport 53 redirect to :${opts.dnsPort} ${c("guest DNS to the forwarder")}
+  }
+`;
+  const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} udp dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
+`;
   return (
     idempotentTable("inet", p) +
     `table inet ${p} {
-  chain postrouting {
+${dnsRedirect}  chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     oifname "${opts.uplink}" ip saddr ${outsideRange(link)} masquerade ${c("slot outside addresses to the uplink")}
   }
@@ -276,7 +300,7 @@ ${vtep}    oifname ${slots} drop ${c("nothing else to slots")}
   chain input {
     type filter hook input priority filter; policy accept;
     iifname ${slots} ct state established,related accept ${c("replies from slots")}
-    iifname ${slots} drop ${c("slots reach the host only as replies")}
+${dnsInput}    iifname ${slots} drop ${c("slots reach the host only as replies")}
   }
 }
 `

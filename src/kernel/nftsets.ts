@@ -10,6 +10,7 @@ const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 const NFT_MSG_NEWSETELEM = 12;
+const NFT_MSG_DELSETELEM = 14;
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
@@ -56,12 +57,21 @@ function element(e: SetElement): Buffer {
  * `nft add element` (existing elements are no error). The sets must exist.
  */
 export function addSetElements(family: number, batches: readonly SetElements[]): void {
+  setElementsTransaction(NFT_MSG_NEWSETELEM, NLM_F_CREATE, family, batches);
+}
+
+/** Deletes elements (an interval: its start and end) in one transaction; a missing one fails it. */
+export function deleteSetElements(family: number, batches: readonly SetElements[]): void {
+  setElementsTransaction(NFT_MSG_DELSETELEM, 0, family, batches);
+}
+
+function setElementsTransaction(type: number, flags: number, family: number, batches: readonly SetElements[]): void {
   const msgs: Buffer[] = [];
   for (const b of batches) {
     for (let i = 0; i < b.elements.length; i += ELEMENTS_PER_MESSAGE) {
       const chunk = b.elements.slice(i, i + ELEMENTS_PER_MESSAGE);
       msgs.push(
-        encodeMessage((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM, NLM_F_CREATE, [
+        encodeMessage((NFNL_SUBSYS_NFTABLES << 8) | type, flags, [
           nfgenmsg(family),
           attrString(NFTA_SET_ELEM_LIST_TABLE, b.table),
           attrString(NFTA_SET_ELEM_LIST_SET, b.set),

@@ -32,6 +32,8 @@ export interface LeaseLifecycleDeps {
 export class LeaseLifecycle {
   private readonly leases = new Map<string, StoredLease>();
   private readonly leasesByOwner = new Map<number, Set<string>>();
+  /** The lease on each slot: the DNS forwarder asks per query. */
+  private readonly bySlot = new Map<number, StoredLease>();
   /** Leases held per consumer, for quotas and GET /v1/pool. */
   private readonly byConsumer = new Map<string, number>();
   readonly leasedBy = (name: string): number => this.byConsumer.get(name) ?? 0;
@@ -211,6 +213,10 @@ export class LeaseLifecycle {
     return this.leases.get(id);
   }
 
+  onSlot(index: number): StoredLease | undefined {
+    return this.bySlot.get(index);
+  }
+
   all(): StoredLease[] {
     return [...this.leases.values()];
   }
@@ -218,6 +224,7 @@ export class LeaseLifecycle {
   /** Lease maps kept in step: by id, and by owner pid (so release never scans all leases). */
   adopt(lease: StoredLease): void {
     this.leases.set(lease.id, lease);
+    this.bySlot.set(lease.slotIndex, lease);
     this.byConsumer.set(lease.consumer, this.leasedBy(lease.consumer) + 1);
     if (lease.ownerPid === undefined) return;
     const ids = this.leasesByOwner.get(lease.ownerPid) ?? new Set<string>();
@@ -226,6 +233,7 @@ export class LeaseLifecycle {
   }
 
   drop(lease: StoredLease): void {
+    if (this.bySlot.get(lease.slotIndex)?.id === lease.id) this.bySlot.delete(lease.slotIndex);
     if (this.leases.delete(lease.id)) {
       const n = this.leasedBy(lease.consumer) - 1;
       if (n > 0) this.byConsumer.set(lease.consumer, n);

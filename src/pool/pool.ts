@@ -59,6 +59,7 @@ export class Pool implements LeaseService {
   private readonly slots: SlotTable;
   private readonly scrubs: ScrubScheduler;
   private readonly leases: LeaseLifecycle;
+  private readonly profiles: ProfileCatalog;
   private readonly booter: PoolBoot;
   private readonly layouts: SlotLayouts;
   private readonly migrator: Migrator;
@@ -76,7 +77,7 @@ export class Pool implements LeaseService {
     this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
     const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
-    const profiles = options.profiles ?? new ProfileCatalog();
+    const profiles = (this.profiles = options.profiles ?? new ProfileCatalog());
     const leases = (this.leases = new LeaseLifecycle({
       slots,
       scrubs,
@@ -246,6 +247,11 @@ export class Pool implements LeaseService {
     this.migrator.start();
   }
 
+  /** The lease on slot `index`, if any (the DNS forwarder's lookup). */
+  leaseOnSlot(index: number): StoredLease | undefined {
+    return this.leases.onSlot(index);
+  }
+
   /** Leases still held, for the owner watcher. */
   heldLeases(): StoredLease[] {
     return this.leases.all();
@@ -274,6 +280,8 @@ export class Pool implements LeaseService {
         // The slot's own layout says its tap0 MTU: a slot leased before a --guest-mtu change keeps its MTU.
         mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined, this.layouts.specOf(l.slotIndex)?.guestMtu ?? this.options.dataplane.tapMtu),
         kernelIpArg: kernelIpArg(),
+        // The slot's host link address: the root table sends its port 53 to the DNS forwarder.
+        ...(this.profiles.domains(l.profile) !== undefined ? { dns: a.hostAddress } : {}),
       },
       labels: l.labels,
       ...(l.network ? { network: l.network } : {}),

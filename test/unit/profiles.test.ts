@@ -28,8 +28,16 @@ describe("profiles in the config file", () => {
     for (const [value, pattern] of cases) assert.throws(() => parseProfiles(value), pattern);
   });
 
+  it("allowDomains: names and *.suffix, canonical; they make an allow-list", () => {
+    const p = parseProfiles({ m: { egress: { allowDomains: ["Deb.Example.org.", "*.pkg.example.org"] } } });
+    assert.deepEqual(p["m"]!.egress!.allowDomains, ["deb.example.org", "*.pkg.example.org"]);
+    assert.deepEqual(egressPolicy(p["m"]), { allow: [], deny: [] });
+    for (const bad of ["", "a..b", "*", "x.*.org", "-a.org", 3]) {
+      assert.throws(() => parseProfiles({ m: { egress: { allowDomains: [bad] } } }), /profiles\.m\.egress\.allowDomains\[0\]/);
+    }
+  });
+
   it("features not implemented yet are refused, not ignored", () => {
-    assert.throws(() => parseProfiles({ m: { egress: { allowDomains: ["deb.example.org"] } } }), /profiles\.m\.egress\.allowDomains: .*not implemented/);
     assert.throws(() => parseProfiles({ m: { ipv6: true } }), /profiles\.m\.ipv6: .*not implemented/);
   });
 
