@@ -4,7 +4,7 @@
 // bench/results/<date>.json, latest.md and SVG charts. Every daemon gets its own prefix and
 // is purged afterwards; every namespace created here is deleted, also on failure.
 //
-//   node dist/bench/run.js [--quick] [--only boot,lease,tenancy,baselines,footprint,datapath,restart]
+//   node dist/bench/run.js [--quick] [--only boot,lease,tenancy,baselines,footprint,datapath,restart,profiles]
 //                          [--out DIR]
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -13,15 +13,16 @@ import type { Lease } from "../src/core/types.js";
 import { createUpstream, REPO_ROOT, rootRuleCount, sh, sleep, waitFor, type Upstream } from "../test/support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../test/support/guest.js";
 import { runBaseline } from "./lib/baselines.js";
+import { benchProfiles } from "./profiles.js";
 import { buildRateFromProgress, buildRateFromTimeline, purgePrefix, startBenchDaemon, type BenchDaemon, type DaemonSpec, type StartResult } from "./lib/daemon.js";
 import { measureLeasePath } from "./lib/lease.js";
 import { measureTenancyCost } from "./lib/tenancy.js";
-import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startRelayGuest, startTcpListener, type Listener } from "./lib/net.js";
+import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startTcpListener, type Listener } from "./lib/net.js";
 import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
 import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
 
-const PARTS = ["baselines", "boot", "lease", "tenancy", "footprint", "datapath", "restart"] as const;
+const PARTS = ["baselines", "boot", "lease", "tenancy", "footprint", "datapath", "restart", "profiles"] as const;
 type Part = (typeof PARTS)[number];
 
 interface Args {
@@ -170,6 +171,18 @@ async function main(): Promise<number> {
           results.baselines.push(r);
           log(r.skipped ? `  skipped: ${r.skipped.split("\n")[0]}` : `  setup ${round(r.setupMsPerVm!, 2)} ms/VM, teardown ${round(r.teardownMsPerVm!, 2)} ms/VM, +${r.rootRulesAdded} root rules`);
         }
+      }
+    }
+
+    // ── 8. network profiles (own small daemon, before the big ones) ────────────────
+    if (args.only.has("profiles")) {
+      await settle(0.15, settleMaxMs);
+      try {
+        results.profiles = await benchProfiles({ up, prefix: benchPrefix(), quick: q, cleanups, log });
+        if (results.profiles.error) fail("profiles", new Error(results.profiles.error));
+        if (results.profiles.datapath?.error) fail("profiles data path", new Error(results.profiles.datapath.error));
+      } catch (err) {
+        fail("profiles", err);
       }
     }
 
@@ -580,7 +593,12 @@ async function footprintAndDatapath(
       const plain = createPlainPath(plainName, mtu);
       const unregPlain = cleanups.add("plain path", () => plain.remove());
       try {
-        const pg = await startRelayGuest({ name: `${runPrefix}pg`, tapNetns: plain.netns, address: plain.guestAddress, prefixLength: 30, gateway: plain.guestGateway, mtu });
+        const pg = await startGuestStandIn({
+          slotNetnsPath: `/run/netns/${plain.netns}`,
+          name: `${runPrefix}pg`,
+          mtu,
+          ip: { address: plain.guestAddress, prefixLength: 30, gateway: plain.guestGateway },
+        });
         const unregPg = cleanups.add("plain guest", () => sh("ip", ["netns", "del", pg.netns], { allowFail: true }));
         try {
           d.plainRelay = {

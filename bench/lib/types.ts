@@ -5,6 +5,7 @@ import type { LeasePathResult } from "./lease.js";
 import type { IperfResult } from "./net.js";
 import type { MachineInfo, Summary } from "./util.js";
 import type { PurgeResult, StartResult } from "./daemon.js";
+import type { ProfilesBenchResult } from "../profiles.js";
 
 export interface BootRun {
   n: number;
@@ -115,6 +116,8 @@ export interface BenchResults {
   datapath?: DatapathResult;
   memory?: MemoryResult;
   restart: RestartRun[];
+  /** Network profiles: request latency per profile, data path with a policy loaded. */
+  profiles?: ProfilesBenchResult;
   /** Waiting for every released slot to be scrubbed and free again. */
   refills: Array<{ when: string; seconds: number; ok: boolean; pool?: string }>;
   targets: TargetRow[];

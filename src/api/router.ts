@@ -98,7 +98,7 @@ export class Router {
         .map((part) => {
           const name = /^\{(.+)\}$/.exec(part)?.[1];
           if (name === undefined) return { literal: part };
-          const definition = (params as Record<string, PathParameter> | undefined)?.[name];
+          const definition = (params)?.[name];
           if (!definition) throw new Error(`${template}: {${name}} is not a parameter of its operations`);
           return { param: compileParameter(name, definition) };
         });
@@ -123,8 +123,8 @@ export class Router {
       let error: NetslotError | null = null;
       let matches = true;
       for (let i = 0; i < parts.length && matches; i++) {
-        const segment = route.segments[i]!;
-        const part = parts[i]!;
+        const segment = route.segments[i];
+        const part = parts[i];
         if ("literal" in segment) {
           matches = segment.literal === part;
           continue;

@@ -8,7 +8,8 @@ import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../k
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { clearEgressPolicyScript, deleteRootScript, egressPolicyScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
+import { clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -31,7 +32,7 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
-import type { EgressPolicy } from "../core/profiles.js";
+import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
@@ -190,13 +191,18 @@ export class SlotDataplane {
    * Loads (or adopts) the eBPF programs and maps, installs the root table and enables
    * forwarding on the uplink. Idempotent: a restarted daemon calls it again.
    */
-  static open(options: DataplaneOptions, log: (msg: string) => void = () => undefined): SlotDataplane {
+  static open(
+    options: DataplaneOptions,
+    log: (msg: string) => void = () => undefined,
+    /** Each slot's tenant VNI (its lease's), for migrating NAT entries to a new map layout. */
+    vniOf?: (index: number) => number,
+  ): SlotDataplane {
     // A new netslot version brings new eBPF programs: switch every existing slot's filters
     // to them over the pinned maps (entries kept) before anything uses the old ones.
     const existing = listNetns(`${options.prefix}-`)
       .map((n) => parseSlotName(options.prefix, n))
       .filter((i): i is number => i !== undefined);
-    const upgrade = upgradeDataplane(options, existing, log);
+    const upgrade = upgradeDataplane(options, existing, log, vniOf);
     if (upgrade.upgraded) log(`eBPF data path upgraded in place on ${upgrade.slotsSwitched} slots in ${upgrade.ms.toFixed(0)} ms`);
     const dataplane = SlotDataplane.attach(options);
     try {
@@ -406,9 +412,14 @@ export class SlotDataplane {
    * transaction, no rule or device change. The sets are empty on a free slot.
    */
   setEgressPolicy(index: number, policy: EgressPolicy): void {
-    const script = egressPolicyScript(policy);
-    if (script === "") return;
-    withNetns(this.addressing(index).netnsPath, () => nftRun(script));
+    const elements = egressPolicyElements(policy);
+    if (elements.length === 0) return;
+    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
+  }
+
+  /** Sets the lease's bandwidth (one eBPF map update: full token buckets), or removes it. */
+  setBandwidth(index: number, bandwidth: Bandwidth | undefined): void {
+    this.bpf.setRate(this.addressing(index).outsideAddress, bandwidth);
   }
 
   /**
@@ -419,6 +430,8 @@ export class SlotDataplane {
   scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
+    // A missing entry is a no-op: a map lookup's cost, whatever the lease had.
+    this.bpf.setRate(a.outsideAddress, undefined);
     return withNetns(a.netnsPath, () => {
       // Emptying the sets deletes elements (kernel destroy work): only when there were some.
       if (policy) nftRun(clearEgressPolicyScript());
@@ -470,7 +483,14 @@ export class SlotDataplane {
   fingerprint(index: number): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
+    const rate = this.bpf.getRate(a.outsideAddress);
+    return slotFingerprint({
+      netnsPath: a.netnsPath,
+      addressing: a,
+      bpfEntry: nat && { mac: a.slotMac, ...nat },
+      tapProbe: TAP_PROBE,
+      ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+    });
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {

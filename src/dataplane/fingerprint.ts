@@ -22,7 +22,7 @@ import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 2;
+export const FINGERPRINT_VERSION = 3;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -30,6 +30,8 @@ export interface FingerprintContext {
   addressing: SlotAddressing;
   /** The slot's entry in the eBPF `slots` map, or undefined when it has none. */
   bpfEntry?: { mac: string; outsideAddress: string; vni: number } | undefined;
+  /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
+  rateEntry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -80,6 +82,14 @@ export interface Fingerprint {
 export const SYSCTL_EXCLUSIONS: ReadonlyArray<{ pattern: RegExp; reason: string }> = [
   { pattern: /^net\.netfilter\.nf_conntrack_count$/, reason: "a statistic (entries come and go with traffic); the entries themselves are the conntrack section" },
 ];
+
+/**
+ * Sysctls a slot namespace cannot write are host-wide values it only mirrors (an operator
+ * raising nf_conntrack_max or rmem_max changes them in every slot at once): they are not
+ * what a tenant changed, and are left out. Except these, which are read-only but show a
+ * state of the namespace itself (a multicast routing socket open in it).
+ */
+const NAMESPACE_READ_ONLY = /\.mc_forwarding$/;
 
 /** Sysctls whose value is a secret: recorded as a digest so that diffs and logs do not carry it. */
 const SECRET_SYSCTLS = /^net\.ipv4\.tcp_fastopen_key$|^net\.ipv6\.conf\.[^.]+\.stable_secret$/;
@@ -256,7 +266,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
     });
     lap("conntrack");
-    const sysctls = readAllNetSysctls(sysctlExcluded);
+    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key) });
     lap("sysctls");
     const states = xfrmStates().map(
       (s) =>
@@ -307,6 +317,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   }
   const list = (xs: string[]) => sorted(xs.map(ph));
   const bpf = ctx.bpfEntry ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`)] : ["no map entry"];
+  if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,

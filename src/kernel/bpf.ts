@@ -11,7 +11,14 @@ import {
   CONFIG_KEY_SIZE,
   CONFIG_VALUE_SIZE,
   MAP_CONFIG,
+  MAP_RATES,
   MAP_SLOTS,
+  RATE_KEY_SIZE,
+  RATE_VALUE_SIZE,
+  decodeRateValue,
+  encodeRateKey,
+  encodeRateValue,
+  type SlotRate,
   MAX_SLOTS,
   PROG_EGRESS,
   PROG_INGRESS,
@@ -154,7 +161,13 @@ export function ensureBpffs(): void {
   libc.mount("bpf", BPFFS_ROOT, "bpf", 0);
 }
 
-const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG] as const;
+const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES] as const;
+/**
+ * Maps added after the first release: a pin directory of an older netslot lacks them, and
+ * the in-place upgrade creates and pins them (upgradePrograms).
+ */
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES]);
+const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
   return PIN_NAMES.filter((name) => fs.existsSync(path.join(dir, name))).length;
@@ -201,6 +214,10 @@ export interface Dataplane {
   getSlot(mac: string): SlotNat | undefined;
   /** `bpftool map dump pinned …/slots` */
   slotEntries(): SlotNatEntry[];
+  /** Sets (or, with undefined, removes) the bandwidth of the slot with this outside address. */
+  setRate(outsideAddress: string, rate: SlotRate | undefined): void;
+  /** The configured bandwidth of the slot, undefined when it has none. */
+  getRate(outsideAddress: string): SlotRate | undefined;
   /** Closes this process's descriptors; the pinned objects remain. */
   close(): void;
   /** Closes and removes the pin directory (purge); idempotent. */
@@ -222,6 +239,7 @@ class PinnedDataplane implements Dataplane {
     readonly ingressProgFd: number,
     private readonly slotsFd: number,
     private readonly configFd: number,
+    private readonly ratesFd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -306,10 +324,29 @@ class PinnedDataplane implements Dataplane {
     return entries;
   }
 
+  setRate(outsideAddress: string, rate: SlotRate | undefined): void {
+    const key = encodeRateKey(outsideAddress);
+    if (rate === undefined) {
+      const ret = b.mapDelete(this.fd(this.ratesFd), key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_RATES);
+      return;
+    }
+    // A whole new value: full buckets. The kernel never copies the lock from user space.
+    checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.ratesFd), key, encodeRateValue(rate), BPF_ANY) as number, MAP_RATES);
+  }
+
+  getRate(outsideAddress: string): SlotRate | undefined {
+    const value = Buffer.alloc(RATE_VALUE_SIZE);
+    const ret = b.mapLookup(this.fd(this.ratesFd), encodeRateKey(outsideAddress), value) as number;
+    if (ret === -libc.ENOENT) return undefined;
+    checkRet("bpf_map_lookup_elem", ret, MAP_RATES);
+    return decodeRateValue(value);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -332,7 +369,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config] = fds as [number, number, number, number];
+    const [egress, ingress, slots, config, rates] = fds as [number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -348,7 +385,8 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     };
     expect(slots, MAP_SLOTS, BPF_MAP_TYPE_HASH, SLOT_KEY_SIZE, SLOT_VALUE_SIZE);
     expect(config, MAP_CONFIG, BPF_MAP_TYPE_ARRAY, CONFIG_KEY_SIZE, CONFIG_VALUE_SIZE);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config);
+    expect(rates, MAP_RATES, BPF_MAP_TYPE_HASH, RATE_KEY_SIZE, RATE_VALUE_SIZE);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;
@@ -360,7 +398,7 @@ function loadAndPin(objectPath: string, dir: string): void {
   takeLibbpfLog();
   const obj = b.openFile(objectPath, null) as bigint | null;
   if (!obj) {
-    const errno = koffi.errno();
+    const errno = libc.errno();
     throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
   }
   try {
@@ -372,7 +410,7 @@ function loadAndPin(objectPath: string, dir: string): void {
       if (!prog) throw new Error(`${objectPath} has no program ${name}`);
       checkRet("bpf_obj_pin", b.objPin(b.programFd(prog) as number, path.join(dir, name)) as number, name);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG]) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
       const fd = b.findMapFd(obj, name) as number;
       if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
       checkRet("bpf_obj_pin", b.objPin(fd, path.join(dir, name)) as number, name);
@@ -429,6 +467,13 @@ export interface ProgramUpgrade {
   readonly previousEgressTag: string;
   readonly previousIngressTag: string;
   /**
+   * Maps whose layout changed (key, value, type or size): new, empty maps the new programs
+   * use, by name, to be filled before any filter is switched; commit pins them too.
+   */
+  readonly newMaps: ReadonlyMap<string, number>;
+  /** Writes one NAT entry into the new slots map (the new code's encoding). */
+  putNewSlot(mac: string, slot: SlotNat): void;
+  /**
    * Re-pins the new programs over the old names (`bpftool prog pin` to NAME-new, then
    * `mv NAME-new NAME`, atomic per program) and closes the object: the pins and the tc
    * filters keep the programs alive, the old ones go when their last filter does.
@@ -446,25 +491,34 @@ export interface ProgramUpgrade {
  * layouts differ from the pinned maps': such a data path needs a rebuild, not an upgrade.
  */
 export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgrade | undefined {
-  if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
+  if (CORE_PINS.some((name) => !fs.existsSync(path.join(pinDir, name)))) return undefined;
   const pinned: number[] = [];
+  const reused = new Map<string, number>();
+  const changedMaps: string[] = [];
   let obj: bigint | null = null;
   try {
     for (const name of PIN_NAMES) {
       const file = path.join(pinDir, name);
-      pinned.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
+      if (ADDED_MAPS.has(name) && !fs.existsSync(file)) continue;
+      const fd = checkRet("bpf_obj_get", b.objGet(file) as number, file);
+      pinned.push(fd);
+      reused.set(name, fd);
     }
-    const [oldEgress, oldIngress, slotsFd, configFd] = pinned as [number, number, number, number];
+    const oldEgress = reused.get(PROG_EGRESS)!;
+    const oldIngress = reused.get(PROG_INGRESS)!;
     const previousEgressTag = programInfo(oldEgress).tag;
     const previousIngressTag = programInfo(oldIngress).tag;
 
     takeLibbpfLog();
     obj = b.openFile(objectPath, null) as bigint | null;
     if (!obj) {
-      const errno = koffi.errno();
+      const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
-    for (const [name, fd] of [[MAP_SLOTS, slotsFd], [MAP_CONFIG, configFd]] as const) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
+      const fd = reused.get(name);
+      // A map this pin directory predates: the load creates it, the commit pins it.
+      if (fd === undefined) continue;
       const map = b.findMap(obj, name) as bigint | null;
       if (!map) throw new Error(`${objectPath} has no map ${name}`);
       // Compared before reuse_fd, which overwrites the object's definition with the pinned one.
@@ -476,12 +530,10 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       };
       const have = mapInfo(fd);
       if (want.type !== have.type || want.keySize !== have.keySize || want.valueSize !== have.valueSize || want.maxEntries !== have.maxEntries) {
-        throw new Error(
-          `${objectPath}: map ${name} changed layout (type ${want.type}, key ${want.keySize}, value ${want.valueSize}, ` +
-            `${want.maxEntries} entries; pinned: type ${have.type}, key ${have.keySize}, value ${have.valueSize}, ` +
-            `${have.maxEntries} entries): the programs cannot be upgraded in place; the data path needs a rebuild ` +
-            `(purge the prefix and start again)`,
-        );
+        // A new map layout: libbpf creates the map afresh and the caller migrates the
+        // entries (their old encoding is the old code's, so they are derived again).
+        changedMaps.push(name);
+        continue;
       }
       // libbpf keeps its own duplicate of the descriptor.
       checkRet("bpf_map__reuse_fd", b.mapReuseFd(map, fd) as number, name);
@@ -501,7 +553,9 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
     for (const [info, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${objectPath}: ${name} is not a tc program (type ${info.type})`);
     }
-    if (egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
+    const newMaps = new Map<string, number>();
+    for (const name of changedMaps) newMaps.set(name, checkRet("bpf_object__find_map_fd_by_name", b.findMapFd(obj, name) as number, name));
+    if (changedMaps.length === 0 && egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
       b.closeObject(obj);
       obj = null;
       return undefined;
@@ -521,8 +575,28 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       ingressTag: ingress.tag,
       previousEgressTag,
       previousIngressTag,
+      newMaps,
+      putNewSlot(mac: string, slot: SlotNat): void {
+        const fd = newMaps.get(MAP_SLOTS);
+        if (fd === undefined) throw new Error("the slots map kept its layout");
+        checkRet("bpf_map_update_elem", b.mapUpdate(fd, encodeSlotKey(mac), encodeSlotValue(slot), BPF_ANY) as number, mac);
+      },
       commit(): void {
         if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
+        // Maps of a new layout replace the pinned ones (NAME-new, then rename: atomic per map).
+        for (const [name, fd] of newMaps) {
+          const scratch = path.join(pinDir, `${name}-new`);
+          fs.rmSync(scratch, { force: true });
+          checkRet("bpf_obj_pin", b.objPin(fd, scratch) as number, scratch);
+          fs.renameSync(scratch, path.join(pinDir, name));
+        }
+        // New maps first: a pin directory is complete before any program that uses them is pinned.
+        for (const name of ADDED_MAPS) {
+          if (reused.has(name)) continue;
+          const fd = b.findMapFd(loaded, name) as number;
+          if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
+          checkRet("bpf_obj_pin", b.objPin(fd, path.join(pinDir, name)) as number, name);
+        }
         for (const [name, fd] of [[PROG_EGRESS, egressProgFd], [PROG_INGRESS, ingressProgFd]] as const) {
           // bpffs refuses names with a dot; a NAME-new left by a crash is stale.
           const scratch = path.join(pinDir, `${name}-new`);
@@ -561,11 +635,11 @@ export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRun
   const ctxOut = Buffer.alloc(SKB_CTX_SIZE);
   const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
   opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0); // sz
-  opts.writeBigUInt64LE(koffi.address(dataIn), 8); // data_in
-  opts.writeBigUInt64LE(koffi.address(dataOut), 16); // data_out
+  opts.writeBigUInt64LE(libc.addressOf(dataIn), 8); // data_in
+  opts.writeBigUInt64LE(libc.addressOf(dataOut), 16); // data_out
   opts.writeUInt32LE(dataIn.length, 24); // data_size_in
   opts.writeUInt32LE(dataOut.length, 28); // data_size_out
-  opts.writeBigUInt64LE(koffi.address(ctxOut), 40); // ctx_out
+  opts.writeBigUInt64LE(libc.addressOf(ctxOut), 40); // ctx_out
   opts.writeUInt32LE(ctxOut.length, 52); // ctx_size_out
   opts.writeInt32LE(repeat, 60); // repeat
   checkRet("bpf_prog_test_run_opts", b.testRun(progFd, opts) as number);

@@ -29,8 +29,8 @@ export interface BootDeps {
   leases: Pick<LeaseLifecycle, "adopt" | "drop" | "get" | "all">;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates" | "bootId" | "setBootId">;
-  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy">;
-  profiles: Pick<ProfileCatalog, "policy">;
+  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy" | "setBandwidth">;
+  profiles: Pick<ProfileCatalog, "policy" | "bandwidth">;
   scrubber: Pick<Scrubber, "build" | "golden">;
   metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures" | "voidedTotal">;
   /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
@@ -273,9 +273,11 @@ export class PoolBoot {
   /** A rebuilt or adopted slot of a lease gets its profile's policy (as defined now). */
   private tryApplyPolicy(index: number, lease: StoredLease): void {
     const policy = this.deps.profiles.policy(lease.profile);
-    if (!policy) return;
+    const bandwidth = this.deps.profiles.bandwidth(lease.profile);
     try {
-      this.deps.dataplane.setEgressPolicy(index, policy);
+      if (policy) this.deps.dataplane.setEgressPolicy(index, policy);
+      // A new bucket: a restart hands the lease a full burst, nothing more.
+      if (bandwidth) this.deps.dataplane.setBandwidth(index, bandwidth);
     } catch (err) {
       this.deps.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
     }

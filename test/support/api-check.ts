@@ -38,7 +38,7 @@ export function raw(socketPath: string, method: string, urlPath: string, opts: R
       res.on("error", () => undefined);
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown = undefined;
+        let json: unknown;
         try {
           json = text ? JSON.parse(text) : undefined;
         } catch {
@@ -100,11 +100,11 @@ export class ResponseChecker {
   /** Asserts that the answer is one the document allows; returns what it was. */
   check(method: string, urlPath: string, res: Answer): Checked {
     const where = `${method} ${urlPath} → ${res.status}`;
-    const match = this.router.match(urlPath.split("?")[0]!);
+    const match = this.router.match(urlPath.split("?")[0]);
     const item = match ? this.doc.paths[match.route.template] : undefined;
     const verb = method === "HEAD" ? "get" : method.toLowerCase();
     const operation = item?.[verb] as { operationId: OperationId; responses: Record<string, ResponseObject | { $ref: string }> } | undefined;
-    const contentType = String(res.headers["content-type"] ?? "");
+    const contentType = res.headers["content-type"] ?? "";
     const result: Checked = { status: res.status, ...(operation ? { operationId: operation.operationId } : {}) };
     if (res.status >= 400) {
       assert.match(contentType, /^application\/problem\+json/, `${where}: errors are problem+json`);
@@ -132,7 +132,7 @@ export class ResponseChecker {
       const mediaType = Object.keys(response.content).find((mt) => contentType.startsWith(mt));
       assert.ok(mediaType, `${where}: content type ${contentType} is not declared`);
       if (mediaType === "application/json") {
-        const error = this.schemas.compile(response.content[mediaType]!.schema)(JSON.parse(res.text));
+        const error = this.schemas.compile(response.content[mediaType].schema)(JSON.parse(res.text));
         assert.equal(error, null, `${where}: ${JSON.stringify(error)} in ${res.text}`);
       }
     }

@@ -96,7 +96,7 @@ describe("endpoints", () => {
     assert.equal((health.json as Health).version, packageVersion());
     const pool = await f.call("GET", "/v1/pool");
     assert.equal(pool.status, 200);
-    assert.equal((pool.json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
+    assert.equal((pool.json as PoolCounts).quarantinedSlots[0].reason, "scrub failed: nft table left behind");
     const head = await f.call("HEAD", "/v1/health");
     assert.equal(head.status, 200);
     assert.equal(head.text, "");
@@ -117,7 +117,7 @@ describe("endpoints", () => {
     assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
     assert.equal(lease.ownerPid, process.pid);
 
-    const got = await f.call("GET", created.headers.location!);
+    const got = await f.call("GET", created.headers.location);
     assert.deepEqual(got.json, lease);
     const list = await f.call("GET", "/v1/leases");
     assert.ok((list.json as { leases: Lease[] }).leases.some((l) => l.id === lease.id));
@@ -446,8 +446,8 @@ describe("consumers", () => {
       assert.equal(((await t.call("GET", "/v1/leases?all=true", as(O))).json as { leases: Lease[] }).leases.length, 1);
       assert.equal((await t.call("GET", `/v1/leases/${lease.id}`, as(O))).status, 200);
       const consumerView = (await t.call("GET", "/v1/pool", as(B))).json as PoolCounts;
-      assert.equal(consumerView.quarantinedSlots[0]!.reason, undefined, "reasons are for operators");
-      assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
+      assert.equal(consumerView.quarantinedSlots[0].reason, undefined, "reasons are for operators");
+      assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0].reason, "scrub failed: nft table left behind");
       const health = (await t.call("GET", "/v1/health")).json as Record<string, unknown>;
       assert.deepEqual(Object.keys(health).sort(), ["draining", "pool", "status", "version"]);
       assert.equal("quarantinedSlots" in (health["pool"] as object), false);
