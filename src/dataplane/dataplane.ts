@@ -600,7 +600,14 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   const bpf = openPinnedDataplane(bpfPinDir(prefix));
   try {
     const nat = bpf?.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
+    const rate = bpf?.getRate(a.outsideAddress);
+    return slotFingerprint({
+      netnsPath: a.netnsPath,
+      addressing: a,
+      bpfEntry: nat && { mac: a.slotMac, ...nat },
+      tapProbe: TAP_PROBE,
+      ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+    });
   } finally {
     bpf?.close();
   }

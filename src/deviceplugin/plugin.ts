@@ -131,7 +131,7 @@ export class DevicePlugin {
         if (running || this.closed) return;
         running = true;
         fn()
-          .catch((err: unknown) => this.log(`${(err as Error).message}`))
+          .catch((err: unknown) => this.log((err as Error).message))
           .finally(() => (running = false));
       }, ms);
       this.timers.push(t);
@@ -200,7 +200,7 @@ export class DevicePlugin {
 
   /** Registers with the kubelet whenever its socket is new (first start, kubelet restart). */
   private async ensureRegistered(): Promise<void> {
-    let identity = "";
+    let identity: string;
     try {
       const st = fs.statSync(this.kubeletSocket);
       identity = `${st.ino}:${st.ctimeMs}`;
@@ -289,7 +289,7 @@ export class DevicePlugin {
     const lister = new (kubeletApis().PodResourcesLister)(`unix://${this.podResourcesSocket}`, grpc.credentials.createInsecure());
     let answer: ListPodResourcesResponse;
     try {
-      answer = await unary<object, ListPodResourcesResponse>(lister, "List", {});
+      answer = await unary<ListPodResourcesResponse>(lister, "List", {});
     } catch (err) {
       // Without an answer nothing is known to be unused: release nothing.
       this.log(`PodResources List failed: ${(err as Error).message}`);
