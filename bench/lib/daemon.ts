@@ -128,15 +128,16 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
   // build starts), falling back to polling. It reads a directory; the daemon is not involved.
   const samples: Array<[number, number]> = [];
   let intervalMs = 0;
-  let sampling = spec.sampleNetns === true;
+  // An object, not a let: stopSampling() flips it while the loop below runs.
+  const sampling = { on: spec.sampleNetns === true };
   let watcher: fs.FSWatcher | undefined;
   let sampler: Promise<void> = Promise.resolve();
-  if (sampling) {
+  if (sampling.on) {
     const seen = new Set<string>();
     const re = new RegExp(`^${spec.prefix}-\\d+$`);
     try {
       watcher = fs.watch("/run/netns", (_event, filename) => {
-        if (!sampling || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
+        if (!sampling.on || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
         seen.add(filename);
         samples.push([now() - t0, seen.size]);
       });
@@ -144,7 +145,7 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
       intervalMs = 10;
       sampler = (async () => {
         let last = -1;
-        while (sampling) {
+        while (sampling.on) {
           const c = slotNamespaceCount(spec.prefix);
           if (c !== last) {
             samples.push([now() - t0, c]);
@@ -156,7 +157,7 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
     }
   }
   const stopSampling = async () => {
-    sampling = false;
+    sampling.on = false;
     watcher?.close();
     await sampler;
   };
@@ -192,7 +193,7 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
       await exited;
     }
     client.close();
-    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready: ${errorText(err)}\n${raw.slice(-4000)}`);
+    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready: ${errorText(err)}\n${raw.slice(-4000)}`, { cause: err });
   }
   await stopSampling();
 
@@ -260,7 +261,7 @@ export function purgePrefix(prefix: string, stateDir: string): PurgeResult {
   if (!/^b[a-z0-9]{5}$/.test(prefix)) throw new Error(`refusing to purge a prefix the bench did not make: ${prefix}`);
   const s = now();
   let ok = true;
-  let output = "";
+  let output: string;
   try {
     output = sh(process.execPath, [CLI, "purge", "--prefix", prefix, "--state-dir", stateDir], { timeoutMs: 600_000 });
   } catch (err) {

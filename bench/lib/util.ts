@@ -15,7 +15,7 @@ export function benchPrefix(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   const bytes = randomBytes(5);
   let out = "b";
-  for (const b of bytes) out += alphabet[b % alphabet.length];
+  for (const b of bytes) out += alphabet.charAt(b % alphabet.length);
   return out;
 }
 
@@ -32,7 +32,7 @@ export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; inp
   } catch (err) {
     if (opts.allowFail) return "";
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`);
+    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`, { cause: err });
   }
 }
 
@@ -140,7 +140,8 @@ export interface MachineInfo {
   kernel: string;
   node: string;
   os: string;
-  loadAverageAtStart: number[];
+  /** Absent in results written before it was recorded. */
+  loadAverageAtStart?: number[];
 }
 
 export function machineInfo(): MachineInfo {

@@ -455,7 +455,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     let id = found.index ?? "";
     if (found.idSegment !== undefined) {
-      let decoded: string | null = null;
+      let decoded: string | null;
       try {
         decoded = decodeURIComponent(found.idSegment);
       } catch {

@@ -60,7 +60,7 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   };
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
-  const tty = config.progress && process.stderr.isTTY === true;
+  const tty = config.progress && process.stderr.isTTY;
   let lastPrinted = 0;
   const pool = new Pool({
     size: config.poolSize,

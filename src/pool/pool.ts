@@ -73,7 +73,7 @@ export class Pool implements LeaseService {
 
   constructor(private readonly options: PoolOptions) {
     const now = new Date().toISOString();
-    this.slots = Array.from({ length: options.size }, () => ({ state: "missing" as SlotState, since: now }));
+    this.slots = Array.from({ length: options.size }, () => ({ state: "missing", since: now }));
     this.registry.add(
       new Gauge("netslot_pool_slots", "Slots by state", () =>
         (["free", "leased", "scrubbing", "quarantined", "missing"] as const).map((state) => ({

@@ -95,7 +95,7 @@ function errorFromResponse(res: RawResponse): NetslotApiError {
   let problem: ProblemBody = {};
   try {
     const parsed = JSON.parse(res.body) as unknown;
-    if (parsed !== null && typeof parsed === "object") problem = parsed as ProblemBody;
+    if (parsed !== null && typeof parsed === "object") problem = parsed;
   } catch {
     // Not JSON: fall back to the status.
   }

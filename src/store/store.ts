@@ -374,7 +374,7 @@ export class LeaseStore {
   }
 
   private setOne(idx: number, state: StoredSlotState, reason: string | null, now: string): void {
-    if (!STORED_SLOT_STATES.includes(state)) throw new TypeError(`not a stored slot state: ${String(state)}`);
+    if (!STORED_SLOT_STATES.includes(state)) throw new TypeError(`not a stored slot state: ${state}`);
     if (state === "free" || state === "leased") {
       const lease = this.st.leaseBySlot.get(idx);
       if (state === "free" && lease !== undefined) throw new Error(`slot ${idx} cannot be free: lease ${lease.id} holds it`);

@@ -27,7 +27,7 @@ export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; inp
   } catch (err) {
     if (opts.allowFail) return "";
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr || e.message}`);
+    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr || e.message}`, { cause: err });
   }
 }
 
@@ -165,8 +165,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   ];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...opts.env } });
   let output = "";
-  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const client = new NetslotClient({ socketPath: socket });
   const handle: DaemonHandle = {
@@ -204,7 +204,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     try {
       await waitFor(async () => (await client.health()).status === "ready", 120_000, () => child.exitCode !== null);
     } catch (err) {
-      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${output}`);
+      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${output}`, { cause: err });
     }
   }
   return handle;

@@ -45,7 +45,7 @@ function raw(socketPath: string, method: string, urlPath: string, opts: RawOptio
       res.on("error", () => undefined);
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown = undefined;
+        let json: unknown;
         try {
           json = text ? JSON.parse(text) : undefined;
         } catch {
@@ -95,7 +95,7 @@ type ResponseObject = { content?: Record<string, { schema: JsonSchema }>; header
 
 /** Checks a response against openapi.json: problem+json for errors, the operation's schema otherwise. */
 function checkAgainstDocument(method: string, urlPath: string, res: RawResult): void {
-  const contentType = String(res.headers["content-type"] ?? "");
+  const contentType = res.headers["content-type"] ?? "";
   if (res.status >= 400) {
     assert.match(contentType, /^application\/problem\+json/, `${method} ${urlPath}: errors are problem+json`);
     const error = schemas.component("Problem")(res.json);
@@ -224,7 +224,7 @@ describe("endpoints", () => {
     assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
     assert.equal(lease.ownerPid, 1234);
 
-    const got = await f.call("GET", created.headers.location!);
+    const got = await f.call("GET", created.headers.location);
     assert.deepEqual(got.json, lease);
     const list = await f.call("GET", "/v1/leases");
     assert.ok((list.json as { leases: Lease[] }).leases.some((l) => l.id === lease.id));
