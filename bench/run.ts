@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { NetslotApiError } from "../src/sdk/index.js";
 import type { Lease } from "../src/core/types.js";
-import { createUpstream, REPO_ROOT, rootRuleCount, type Upstream } from "../test/support/env.js";
+import { createUpstream, REPO_ROOT, rootRuleCount, sh, sleep, waitFor, type Upstream } from "../test/support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../test/support/guest.js";
 import { runBaseline } from "./lib/baselines.js";
 import { buildRateFromProgress, buildRateFromTimeline, purgePrefix, startBenchDaemon, type BenchDaemon, type DaemonSpec, type StartResult } from "./lib/daemon.js";
@@ -18,7 +18,7 @@ import { measureLeasePath } from "./lib/lease.js";
 import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startRelayGuest, startTcpListener, type Listener } from "./lib/net.js";
 import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
-import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, sh, sleep, summarize, percentile, waitFor } from "./lib/util.js";
+import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
 
 const PARTS = ["baselines", "boot", "lease", "footprint", "datapath", "restart"] as const;
 type Part = (typeof PARTS)[number];
@@ -345,7 +345,7 @@ async function waitForRefill(
 ): Promise<boolean> {
   const t = now();
   try {
-    await waitFor(async () => (await client.pool()).free === n, Math.max(60_000, n * 50), 100);
+    await waitFor(async () => (await client.pool()).free === n, Math.max(60_000, n * 50), { intervalMs: 100 });
     results.refills.push({ when, seconds: (now() - t) / 1000, ok: true });
     log(`  pool refilled ${when} in ${round((now() - t) / 1000, 1)} s`);
     return true;

@@ -1,13 +1,12 @@
-// Starts netslot daemons for the benchmarks: a fresh prefix and state dir each, progress
-// lines kept (with the time they arrived), a fine-grained boot timeline sampled from
-// /run/netns, and a purge afterwards that also reports anything purge left behind.
-import { spawn, type ChildProcess } from "node:child_process";
+// Starts netslot daemons for the benchmarks (through test/support's spawnDaemon): a fresh
+// prefix and state dir each, progress lines kept (with the time they arrived), a
+// fine-grained boot timeline sampled from /run/netns, and a purge afterwards that also
+// reports anything purge left behind.
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { NetslotClient } from "../../src/sdk/index.js";
-import { CLI, freeLinkCidr } from "../../test/support/env.js";
-import { errorText, now, sh, sleep } from "./util.js";
+import type { NetslotClient } from "../../src/sdk/index.js";
+import { CLI, sh, sleep, spawnDaemon, waitFor, type LogLine } from "../../test/support/env.js";
+import { errorText, now } from "./util.js";
 
 export interface DaemonSpec {
   prefix: string;
@@ -22,11 +21,7 @@ export interface DaemonSpec {
   readyTimeoutMs?: number;
 }
 
-export interface LogLine {
-  /** ms since spawn */
-  t: number;
-  text: string;
-}
+export type { LogLine };
 
 export interface BootTimeline {
   /** [ms since spawn, slot namespaces of this prefix seen] */
@@ -81,166 +76,123 @@ function slotNamespaceCount(prefix: string): number {
   return n;
 }
 
-/** Starts a daemon and waits until it is ready; rejects (after killing it) if it is not. */
-export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
-  const dir = spec.stateDir ? path.dirname(spec.stateDir) : fs.mkdtempSync(path.join(os.tmpdir(), `netslot-bench-${spec.prefix}-`));
-  const stateDir = spec.stateDir ?? path.join(dir, "state");
-  const socket = path.join(dir, "api.sock");
-  const linkCidr = spec.linkCidr ?? freeLinkCidr();
-  const args = [
-    CLI,
-    "daemon",
-    "--prefix",
-    spec.prefix,
-    "--pool-size",
-    String(spec.poolSize),
-    "--state-dir",
-    stateDir,
-    "--socket",
-    socket,
-    "--uplink",
-    spec.uplink,
-    "--link-cidr",
-    linkCidr,
-    ...(spec.vtepRemote ? ["--vtep-remote", spec.vtepRemote] : []),
-  ];
-  const t0 = now();
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const lines: LogLine[] = [];
-  let raw = "";
-  let partial = "";
-  const onData = (d: Buffer) => {
-    const t = now() - t0;
-    raw += d.toString();
-    partial += d.toString();
-    let nl: number;
-    while ((nl = partial.indexOf("\n")) >= 0) {
-      lines.push({ t, text: partial.slice(0, nl) });
-      partial = partial.slice(nl + 1);
-    }
-  };
-  child.stdout!.on("data", onData);
-  child.stderr!.on("data", onData);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const isRunning = () => child.exitCode === null && child.signalCode === null;
-
-  // The boot timeline: inotify on /run/netns (a slot's namespace file appears when its
-  // build starts), falling back to polling. It reads a directory; the daemon is not involved.
+/**
+ * The boot timeline: inotify on /run/netns (a slot's namespace file appears when its
+ * build starts), falling back to polling. It reads a directory; the daemon is not involved.
+ */
+function sampleNetns(prefix: string, t0: number): { samples: Array<[number, number]>; intervalMs: number; stop(): Promise<void> } {
   const samples: Array<[number, number]> = [];
   let intervalMs = 0;
-  // An object, not a let: stopSampling() flips it while the loop below runs.
-  const sampling = { on: spec.sampleNetns === true };
+  let sampling = true;
   let watcher: fs.FSWatcher | undefined;
   let sampler: Promise<void> = Promise.resolve();
-  if (sampling.on) {
-    const seen = new Set<string>();
-    const re = new RegExp(`^${spec.prefix}-\\d+$`);
-    try {
-      watcher = fs.watch("/run/netns", (_event, filename) => {
-        if (!sampling.on || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
-        seen.add(filename);
-        samples.push([now() - t0, seen.size]);
-      });
-    } catch {
-      intervalMs = 10;
-      sampler = (async () => {
-        let last = -1;
-        while (sampling.on) {
-          const c = slotNamespaceCount(spec.prefix);
-          if (c !== last) {
-            samples.push([now() - t0, c]);
-            last = c;
-          }
-          await sleep(intervalMs);
+  const seen = new Set<string>();
+  const re = new RegExp(`^${prefix}-\\d+$`);
+  try {
+    watcher = fs.watch("/run/netns", (_event, filename) => {
+      if (!sampling || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
+      seen.add(filename);
+      samples.push([now() - t0, seen.size]);
+    });
+  } catch {
+    intervalMs = 10;
+    sampler = (async () => {
+      let last = -1;
+      while (sampling) {
+        const c = slotNamespaceCount(prefix);
+        if (c !== last) {
+          samples.push([now() - t0, c]);
+          last = c;
         }
-      })();
-    }
+        await sleep(intervalMs);
+      }
+    })();
   }
-  const stopSampling = async () => {
-    sampling.on = false;
-    watcher?.close();
-    await sampler;
+  return {
+    samples,
+    get intervalMs() {
+      return intervalMs;
+    },
+    async stop() {
+      sampling = false;
+      watcher?.close();
+      await sampler;
+    },
   };
+}
 
-  const client = new NetslotClient({ socketPath: socket, timeoutMs: 10_000 });
+/** Starts a daemon (test/support's spawnDaemon) and waits until it is ready; rejects (after killing it) if it is not. */
+export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
+  const daemon = spawnDaemon({
+    prefix: spec.prefix,
+    poolSize: spec.poolSize,
+    uplink: spec.uplink,
+    progress: true,
+    clientTimeoutMs: 10_000,
+    ...(spec.vtepRemote !== undefined ? { vtepRemote: spec.vtepRemote } : {}),
+    ...(spec.linkCidr !== undefined ? { linkCidr: spec.linkCidr } : {}),
+    ...(spec.stateDir !== undefined ? { stateDir: spec.stateDir } : {}),
+  });
+  const { client, lines, spawnedAt: t0 } = daemon;
+  const sampler = spec.sampleNetns === true ? sampleNetns(spec.prefix, t0) : undefined;
+
   let apiUpMs: number | undefined;
   let wallReadyMs: number | undefined;
-  const deadline = Date.now() + (spec.readyTimeoutMs ?? 600_000);
   try {
-    while (Date.now() < deadline) {
-      if (!isRunning()) throw new Error(`daemon exited (${child.exitCode ?? child.signalCode})`);
-      if (fs.existsSync(socket)) {
-        try {
-          const h = await client.health();
-          apiUpMs ??= now() - t0;
-          if (h.status === "ready") {
-            wallReadyMs = now() - t0;
-            break;
-          }
-        } catch {
-          // not listening yet
-        }
-      }
-      await sleep(10);
-    }
-    if (wallReadyMs === undefined) throw new Error("timed out waiting for ready");
+    await waitFor(
+      async () => {
+        if (!fs.existsSync(daemon.socket)) return false;
+        const h = await client.health();
+        apiUpMs ??= now() - t0;
+        if (h.status !== "ready") return false;
+        wallReadyMs = now() - t0;
+        return true;
+      },
+      spec.readyTimeoutMs ?? 600_000,
+      { intervalMs: 10, abort: () => !daemon.running() },
+    );
     // The ready line is written right after the pool turns ready; give it a moment.
     for (let i = 0; i < 100 && !lines.some((l) => READY_RE.test(l.text)); i++) await sleep(10);
   } catch (err) {
-    await stopSampling();
-    if (isRunning()) {
-      child.kill("SIGKILL");
-      await exited;
-    }
-    client.close();
-    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready: ${errorText(err)}\n${raw.slice(-4000)}`, { cause: err });
+    await sampler?.stop();
+    await daemon.kill9();
+    const exit = daemon.process.exitCode ?? daemon.process.signalCode;
+    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready (exit ${exit}): ${errorText(err)}\n${daemon.output().slice(-4000)}`);
   }
-  await stopSampling();
+  await sampler?.stop();
 
   const readyLine = lines.find((l) => READY_RE.test(l.text));
   const m = readyLine ? READY_RE.exec(readyLine.text) : null;
   const start: StartResult = {
     apiUpMs,
-    wallReadyMs,
+    wallReadyMs: wallReadyMs!,
     daemonReadySeconds: m ? Number(m[5]) : undefined,
     built: m ? Number(m[1]) : undefined,
     total: m ? Number(m[2]) : undefined,
     adopted: m ? Number(m[3]) : undefined,
     readyLine: readyLine?.text,
     progressLines: lines.filter((l) => PROGRESS_RE.test(l.text)),
-    timeline: spec.sampleNetns ? { samples, intervalMs } : undefined,
+    timeline: sampler ? { samples: sampler.samples, intervalMs: sampler.intervalMs } : undefined,
   };
 
   return {
-    spec: { ...spec, stateDir, linkCidr },
+    spec: { ...spec, stateDir: daemon.stateDir, linkCidr: daemon.linkCidr },
     prefix: spec.prefix,
-    stateDir,
-    socket,
-    linkCidr,
-    pid: child.pid ?? -1,
+    stateDir: daemon.stateDir,
+    socket: daemon.socket,
+    linkCidr: daemon.linkCidr,
+    pid: daemon.process.pid ?? -1,
     client,
     start,
     lines,
-    output: () => raw,
-    running: isRunning,
+    output: daemon.output,
+    running: daemon.running,
     async stop() {
       const s = now();
-      if (isRunning()) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      client.close();
+      await daemon.stop({ killAfterMs: 30_000 });
       return now() - s;
     },
-    async kill9() {
-      if (isRunning()) {
-        child.kill("SIGKILL");
-        await exited;
-      }
-      client.close();
-    },
+    kill9: daemon.kill9,
   };
 }
 
@@ -261,7 +213,7 @@ export function purgePrefix(prefix: string, stateDir: string): PurgeResult {
   if (!/^b[a-z0-9]{5}$/.test(prefix)) throw new Error(`refusing to purge a prefix the bench did not make: ${prefix}`);
   const s = now();
   let ok = true;
-  let output: string;
+  let output = "";
   try {
     output = sh(process.execPath, [CLI, "purge", "--prefix", prefix, "--state-dir", stateDir], { timeoutMs: 600_000 });
   } catch (err) {

@@ -3,7 +3,8 @@
 import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
 import type { TenantNetwork } from "../../src/core/types.js";
 import { histogramDelta, histogramSummary, parseHistogram } from "./prom.js";
-import { errorText, now, round, sleep, summarize, type Summary } from "./util.js";
+import { sleep } from "../../test/support/env.js";
+import { errorText, now, round, summarize, type Summary } from "./util.js";
 
 export interface ConcurrencyResult {
   clients: number;

@@ -4,7 +4,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
 import { taprelayPath } from "../../test/support/guest.js";
-import { errorText, now, runAsync, sh, sleep, summarize, type Summary } from "./util.js";
+import { sh, sleep } from "../../test/support/env.js";
+import { errorText, now, runAsync, summarize, type Summary } from "./util.js";
 
 export interface Listener {
   port: number;

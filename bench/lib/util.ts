@@ -1,11 +1,11 @@
-// Small helpers shared by the benchmark suite: processes, timing, statistics, host facts.
+// Small helpers of the benchmark suite: timing, statistics, host facts. Running commands,
+// waiting and daemons come from test/support/env.ts, shared with the tests.
 // Benchmark support, not the request path: spawning ip/nft/iperf3 here is fine.
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "../../test/support/env.js";
 
 /** Milliseconds since an arbitrary origin, sub-millisecond resolution. */
 export const now = (): number => performance.now();
@@ -15,25 +15,8 @@ export function benchPrefix(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   const bytes = randomBytes(5);
   let out = "b";
-  for (const b of bytes) out += alphabet.charAt(b % alphabet.length);
+  for (const b of bytes) out += alphabet[b % alphabet.length];
   return out;
-}
-
-/** Runs a command synchronously and returns stdout; throws with stderr unless allowFail. */
-export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string; timeoutMs?: number } = {}): string {
-  try {
-    return execFileSync(cmd, args, {
-      encoding: "utf8",
-      stdio: ["pipe", "pipe", "pipe"],
-      input: opts.input,
-      timeout: opts.timeoutMs,
-      maxBuffer: 256 * 1024 * 1024,
-    });
-  } catch (err) {
-    if (opts.allowFail) return "";
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`, { cause: err });
-  }
 }
 
 export interface RunResult {
@@ -140,8 +123,7 @@ export interface MachineInfo {
   kernel: string;
   node: string;
   os: string;
-  /** Absent in results written before it was recorded. */
-  loadAverageAtStart?: number[];
+  loadAverageAtStart: number[];
 }
 
 export function machineInfo(): MachineInfo {
@@ -221,22 +203,6 @@ export async function settle(threshold = 0.15, maxMs = 60_000): Promise<{ waited
     if (busy < threshold) break;
   }
   return { waitedMs: now() - start, busy };
-}
-
-/** Polls `cond` every `intervalMs` until true or the timeout passes. */
-export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, intervalMs = 20, abort: () => boolean = () => false): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    if (abort()) throw new Error("aborted");
-    try {
-      if (await cond()) return;
-    } catch (err) {
-      lastError = err;
-    }
-    await sleep(intervalMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ""}`);
 }
 
 export function errorText(err: unknown): string {

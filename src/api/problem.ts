@@ -2,23 +2,18 @@
 // registry in core/errors.ts. `type` is a stable identifier, never fetched.
 import type { ServerResponse } from "node:http";
 import { ERRORS, NetslotError, type ErrorCode } from "../core/errors.js";
+import type { Problem } from "../core/schema.js";
+
+export type { Problem } from "../core/schema.js";
 
 export const PROBLEM_TYPE_BASE = "https://netslot.dev/errors/";
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: ErrorCode;
-  /** JSON pointer to the request field at fault (invalid_request). */
-  field?: string;
-}
-
 /** Seconds to suggest in Retry-After when the service gave none. */
 const DEFAULT_RETRY_AFTER: Partial<Record<ErrorCode, number>> = {
   pool_exhausted: 1,
+  quota_exceeded: 1,
+  draining: 30,
   booting: 2,
   store_unavailable: 5,
 };
@@ -37,6 +32,7 @@ export function toProblem(error: NetslotError): Problem {
     code: error.code,
   };
   if (error.field !== undefined) problem.field = error.field;
+  if (error.ended !== undefined) problem.ended = error.ended;
   return problem;
 }
 
@@ -55,7 +51,7 @@ export function sendProblem(res: ServerResponse, error: NetslotError, headers: R
   res.setHeader("Content-Type", PROBLEM_CONTENT_TYPE);
   res.setHeader("Content-Length", Buffer.byteLength(body));
   res.setHeader("Cache-Control", "no-store");
-  if (retryAfter !== undefined && problem.status === 503) res.setHeader("Retry-After", String(retryAfter));
+  if (retryAfter !== undefined && (problem.status === 503 || problem.status === 429)) res.setHeader("Retry-After", String(retryAfter));
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.end(body);
 }

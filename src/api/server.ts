@@ -7,12 +7,15 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { NetslotError } from "../core/errors.js";
 import { packageVersion } from "../core/version.js";
-import type { LeaseService, SlotState } from "../core/types.js";
-import { ConsumerAuth, type ConsumerConfig } from "./consumers.js";
+import type { LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
+import { peerCred, type PeerCred } from "../kernel/libc.js";
+import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
+import { checkNetwork, ConsumerDirectory, requireOperator, type Consumer, type ConsumerConfig } from "../tenancy/consumers.js";
 import { rawProblemResponse, sendProblem } from "./problem.js";
-import { createRequestValidators, loadOpenApiDocument, SchemaSet, type OpenApiDocument } from "./validate.js";
+import { openApiDocument } from "./openapi.js";
+import { createRequestValidators } from "./validate.js";
 
-export type { ConsumerConfig } from "./consumers.js";
+export type { ConsumerConfig } from "../tenancy/consumers.js";
 
 /** Request bodies larger than this are refused with 413. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -22,22 +25,23 @@ export interface ApiLogger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-/** Operator actions on the pool (not scoped to a consumer). */
+/** Operator actions on the pool (not scoped to a consumer); `by` names the operator for the audit log. */
 export interface PoolAdmin {
   /** Scrubs a quarantined slot again; throws slot_not_quarantined when it is not quarantined. */
-  retryQuarantined(index: number): SlotState | Promise<SlotState>;
+  retryQuarantined(index: number, by?: string): SlotState | Promise<SlotState>;
+  /** Stops (or resumes) granting leases. */
+  setDraining?(on: boolean, by?: string): { draining: boolean };
 }
 
 export interface ApiServerOptions {
   service: LeaseService;
-  /** Enables POST /v1/pool/quarantined/{index}/release. */
+  /** Enables POST /v1/pool/quarantined/{index}/release (and /v1/pool/drain when it can drain). */
   admin?: PoolAdmin;
-  consumers?: ConsumerConfig[];
+  /** The configured consumers: entries, or the daemon's parsed directory (shared with the pool's quotas). */
+  consumers?: ConsumerConfig[] | ConsumerDirectory;
   /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
   metricsExtra?: () => string;
   logger?: ApiLogger;
-  /** The parsed openapi.json; read from next to this module when omitted. */
-  document?: OpenApiDocument;
   /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
   version?: string;
 }
@@ -46,7 +50,8 @@ export interface ApiServerOptions {
 export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
-  listen(socketPath: string): Promise<void>;
+  /** `group`: the socket file's group (--socket-group), so its members may connect. */
+  listen(socketPath: string, opts?: { group?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -118,8 +123,11 @@ class HttpMetrics {
 interface RequestContext {
   req: http.IncomingMessage;
   res: http.ServerResponse;
-  /** null only on the public routes when the caller sent no valid token. */
-  consumer: string | null;
+  /** null only on the public routes when the caller was not recognised. */
+  consumer: Consumer | null;
+  /** The calling process as the kernel names it (SO_PEERCRED); undefined when unknown. */
+  peer: PeerCred | undefined;
+  query: URLSearchParams | undefined;
   /** The decoded lease id of /v1/leases/{id} routes. */
   id: string;
 }
@@ -142,6 +150,29 @@ interface RouteMatch {
 }
 
 const UNMATCHED_ROUTE = "unmatched";
+
+/** The query string of a URL (undefined without one: most requests have none). */
+function queryOf(url: string | undefined): URLSearchParams | undefined {
+  const at = url?.indexOf("?") ?? -1;
+  if (at === -1) return undefined;
+  const end = url!.indexOf("#", at);
+  return new URLSearchParams(url!.slice(at + 1, end === -1 ? undefined : end));
+}
+
+/** Peer credentials per connection, read once when it is accepted. */
+const peers = new WeakMap<net.Socket, PeerCred>();
+
+/** SO_PEERCRED of an accepted unix connection; undefined when node does not expose the fd. */
+function readPeer(socket: net.Socket): PeerCred | undefined {
+  // net.Socket has no public accessor for its descriptor; _handle.fd is the libuv pipe's.
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) return undefined;
+  try {
+    return peerCred(fd);
+  } catch {
+    return undefined;
+  }
+}
 
 function pathOf(url: string | undefined): string {
   const raw = url ?? "/";
@@ -209,11 +240,10 @@ function isJsonContentType(value: string): boolean {
 export function createApiServer(options: ApiServerOptions): ApiServer {
   const { service } = options;
   const logger = options.logger ?? stderrLogger;
-  const auth = new ConsumerAuth(options.consumers ?? []);
-  const document = options.document ?? loadOpenApiDocument();
-  const documentText = JSON.stringify(document);
-  // Compiled once, now: a broken document fails at startup, not on the first request.
-  const validators = createRequestValidators(document, new SchemaSet(document));
+  const directory = options.consumers instanceof ConsumerDirectory ? options.consumers : new ConsumerDirectory(options.consumers ?? []);
+  const documentText = JSON.stringify(openApiDocument());
+  // Compiled once, now: a broken schema fails at startup, not on the first request.
+  const validators = createRequestValidators();
   const metrics = new HttpMetrics();
   const version = options.version ?? packageVersion();
 
@@ -272,18 +302,61 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
   }
 
-  function consumerOf(ctx: RequestContext): string {
+  function callerOf(ctx: RequestContext): Consumer {
     // Only public routes run without a consumer, and they never ask for one.
     if (ctx.consumer === null) throw new Error("no consumer on an authenticated route");
     return ctx.consumer;
   }
 
+  function consumerOf(ctx: RequestContext): string {
+    return callerOf(ctx).name;
+  }
+
+  function isOperator(ctx: RequestContext): boolean {
+    return callerOf(ctx).role === "operator";
+  }
+
+  /**
+   * Authorises the tenant network and settles the owner: "caller" is the connecting process
+   * as the kernel names it (right across PID namespaces); an explicit ownerPid must be the
+   * caller or a descendant, so a consumer cannot tie a lease to a process it does not run.
+   */
+  function authorise(ctx: RequestContext, request: LeaseRequest): LeaseRequest {
+    const consumer = callerOf(ctx);
+    if (request.network) checkNetwork(consumer, request.network.vni);
+    if (request.owner === undefined && request.ownerPid === undefined) return request;
+    const { owner, ...rest } = request;
+    const peer = ctx.peer;
+    if (peer === undefined || peer.pid <= 0) {
+      throw new NetslotError("owner_forbidden", "the daemon cannot tell which process is calling (no SO_PEERCRED), so it cannot bind the lease to one");
+    }
+    if (owner === "caller") return { ...rest, ownerPid: peer.pid };
+    const pid = request.ownerPid!;
+    if (parentPid(pid) === undefined) throw new NetslotError("invalid_request", `process ${pid} does not exist`, { field: "/ownerPid" });
+    if (!isSelfOrDescendant(pid, peer.pid)) {
+      throw new NetslotError("owner_forbidden", `process ${pid} is neither the caller (pid ${peer.pid}) nor one of its descendants; send owner: "caller" instead`);
+    }
+    return rest;
+  }
+
+  /** What a consumer may see of the pool: no quarantine reasons (they may name other consumers' processes), only its own use. */
+  function poolView(ctx: RequestContext): PoolCounts {
+    const counts = service.pool();
+    if (isOperator(ctx)) return counts;
+    const name = consumerOf(ctx);
+    return {
+      ...counts,
+      quarantinedSlots: counts.quarantinedSlots.map(({ index, since }) => ({ index, since })),
+      consumers: counts.consumers.filter((c) => c.name === name),
+    };
+  }
+
   const leaseRoute: Route = {
     template: "/v1/leases/{id}",
     methods: {
-      GET: (ctx) => sendJson(ctx.res, 200, service.get(consumerOf(ctx), ctx.id)),
+      GET: (ctx) => sendJson(ctx.res, 200, service.get(consumerOf(ctx), ctx.id, { operator: isOperator(ctx) })),
       DELETE: async (ctx) => {
-        await service.release(consumerOf(ctx), ctx.id);
+        await service.release(consumerOf(ctx), ctx.id, { operator: isOperator(ctx) });
         ctx.res.statusCode = 204;
         ctx.res.setHeader("Cache-Control", "no-store");
         ctx.res.end();
@@ -296,7 +369,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       POST: async (ctx) => {
         const body = await readJsonBody(ctx.req, ctx.res);
         if (body === ANSWERED) return;
-        const checked = validators.renewRequest(body);
+        const checked = validators.body("renewLease", body);
         if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
         sendJson(ctx.res, 200, await service.renew(consumerOf(ctx), ctx.id, checked.value.ttlSeconds));
       },
@@ -304,19 +377,26 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   };
   const staticRoutes = new Map<string, Route>([
     ["/v1/health", { template: "/v1/health", public: true, methods: { GET: (ctx) => sendJson(ctx.res, 200, { ...service.health(), version }) } }],
-    ["/v1/pool", { template: "/v1/pool", methods: { GET: (ctx) => sendJson(ctx.res, 200, service.pool()) } }],
+    ["/v1/pool", { template: "/v1/pool", methods: { GET: (ctx) => sendJson(ctx.res, 200, poolView(ctx)) } }],
     [
       "/v1/leases",
       {
         template: "/v1/leases",
         methods: {
-          GET: (ctx) => sendJson(ctx.res, 200, { leases: service.list(consumerOf(ctx)) }),
+          GET: (ctx) => {
+            const all = ctx.query?.get("all");
+            if (all !== undefined && all !== null && all !== "true" && all !== "false") {
+              throw new NetslotError("invalid_request", "all must be true or false", { field: "all" });
+            }
+            if (all === "true") requireOperator(callerOf(ctx), "listing every consumer's leases");
+            sendJson(ctx.res, 200, { leases: service.list(consumerOf(ctx), { all: all === "true" }) });
+          },
           POST: async (ctx) => {
             const body = await readJsonBody(ctx.req, ctx.res);
             if (body === ANSWERED) return;
-            const checked = validators.leaseRequest(body);
+            const checked = validators.body("acquireLease", body);
             if (!checked.ok) throw new NetslotError("invalid_request", checked.error.detail, { field: checked.error.field });
-            const lease = await service.acquire(consumerOf(ctx), checked.value);
+            const lease = await service.acquire(consumerOf(ctx), authorise(ctx, checked.value));
             sendJson(ctx.res, 201, lease, { Location: `/v1/leases/${encodeURIComponent(lease.id)}` });
           },
         },
@@ -365,11 +445,20 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     methods: {
       POST: async (ctx) => {
         if (!admin) throw new Error("quarantine route without admin");
+        requireOperator(callerOf(ctx), "retrying a quarantined slot");
         const index = Number(ctx.id);
-        sendJson(ctx.res, 200, { index, state: await admin.retryQuarantined(index) });
+        sendJson(ctx.res, 200, { index, state: await admin.retryQuarantined(index, consumerOf(ctx)) });
       },
     },
   };
+  if (admin?.setDraining) {
+    const setDraining = admin.setDraining.bind(admin);
+    const drain = (on: boolean) => (ctx: RequestContext) => {
+      requireOperator(callerOf(ctx), on ? "draining" : "ending a drain");
+      sendJson(ctx.res, 200, setDraining(on, consumerOf(ctx)));
+    };
+    staticRoutes.set("/v1/pool/drain", { template: "/v1/pool/drain", methods: { POST: drain(true), DELETE: drain(false) } });
+  }
 
   function match(pathname: string): RouteMatch | null {
     const exact = staticRoutes.get(pathname);
@@ -434,11 +523,12 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     // HEAD is GET without a body (node leaves the body out).
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "");
     const isPublic = found?.route.public === true && method === "GET";
-    const consumer = auth.authenticate(req.headers.authorization);
+    const peer = peers.get(req.socket);
+    const consumer = directory.identify(req.headers.authorization, peer);
     if (consumer === null && !isPublic) {
       const detail =
         req.headers.authorization === undefined
-          ? "this daemon has consumers configured; send Authorization: Bearer <token>"
+          ? `this daemon has consumers configured and none is matched by uid ${peer?.uid ?? "?"} or gid ${peer?.gid ?? "?"}; send Authorization: Bearer <token>`
           : "the bearer token is not one of a configured consumer";
       early(new NetslotError("unauthorized", detail), { "WWW-Authenticate": 'Bearer realm="netslot"' });
       return;
@@ -468,7 +558,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       }
       id = decoded;
     }
-    await handler({ req, res, consumer, id });
+    await handler({ req, res, consumer, peer, query: queryOf(req.url), id });
   }
 
   const server = http.createServer((req, res) => {
@@ -481,6 +571,11 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         res.destroy();
       }
     });
+  });
+  // The kernel's word on who connected, once per connection (requests on it reuse it).
+  server.on("connection", (socket: net.Socket) => {
+    const cred = readPeer(socket);
+    if (cred !== undefined) peers.set(socket, cred);
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -503,7 +598,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   let boundIno: number | null = null;
 
   return {
-    async listen(socketPath: string): Promise<void> {
+    async listen(socketPath: string, opts: { group?: number } = {}): Promise<void> {
       await prepareSocketPath(socketPath);
       await new Promise<void>((resolve, reject) => {
         const onError = (err: Error): void => reject(err);
@@ -513,7 +608,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
           resolve();
         });
       });
-      // Owner and group only: the socket's group decides who may lease slots.
+      // Owner and group only: the socket's group decides who may connect (--socket-group).
+      if (opts.group !== undefined) fs.chownSync(socketPath, -1, opts.group);
       fs.chmodSync(socketPath, 0o660);
       boundPath = socketPath;
       boundIno = fs.statSync(socketPath).ino;

@@ -1,24 +1,10 @@
-// Request validation against openapi.json, the API's source of truth. The document's
-// component schemas are compiled once with ajv (JSON Schema 2020-12, the dialect of
-// OpenAPI 3.1); the few checks a schema cannot express (CIDR host bits) live here too.
-import * as fs from "node:fs";
+// Request validation from the schemas of core/schema.ts, compiled once with ajv (JSON
+// Schema 2020-12, the dialect of OpenAPI 3.1) when the server is created, never per
+// request. The few checks a schema cannot express (CIDR host bits) live here too.
+import type { Static, TSchema } from "@sinclair/typebox";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
-import type { LeaseRequest } from "../core/types.js";
-
-export type JsonSchema = { [keyword: string]: unknown };
-
-export interface OpenApiDocument {
-  openapi: string;
-  info: { title: string; version: string };
-  paths: { [path: string]: { [methodOrKey: string]: unknown } };
-  components: { schemas: { [name: string]: JsonSchema }; [section: string]: unknown };
-}
-
-/** Reads the document shipped next to this module (tsc copies it to dist/). */
-export function loadOpenApiDocument(): OpenApiDocument {
-  const text = fs.readFileSync(new URL("./openapi.json", import.meta.url), "utf8");
-  return JSON.parse(text) as OpenApiDocument;
-}
+import { LeaseId, OPERATIONS, type LeaseRequest, type Operation, type OperationId } from "../core/schema.js";
+import type { JsonSchema, OpenApiDocument } from "./openapi.js";
 
 /** The request field at fault: a JSON pointer ("" for the whole body) and a readable reason. */
 export interface FieldError {
@@ -105,21 +91,42 @@ export function fieldErrorFrom(error: ErrorObject): FieldError {
   return { field, detail: describe(error, field) };
 }
 
-/** The document's component schemas, compiled on first use and cached. */
+function newAjv(): Ajv2020 {
+  // allErrors off: the first error names the field, and validation stops early on junk.
+  return new Ajv2020({
+    allErrors: false,
+    strict: true,
+    allowUnionTypes: true,
+    formats: {
+      "date-time": (value: string) => DATE_TIME.test(value) && !Number.isNaN(Date.parse(value)),
+    },
+  });
+}
+
+function validatorOf(fn: ValidateFunction): Validator {
+  return (value: unknown) => {
+    if (fn(value)) return null;
+    const first = fn.errors?.[0];
+    return first ? fieldErrorFrom(first) : { field: "", detail: "the request body is invalid" };
+  };
+}
+
+const shared = newAjv();
+
+/** Compiles one schema of core/schema.ts (call at startup: compiling takes milliseconds). */
+export function compileSchema(schema: TSchema): Validator {
+  return validatorOf(shared.compile(schema));
+}
+
+/**
+ * The schemas of an OpenAPI document (with its $refs), compiled on first use and cached:
+ * for checking answers against the document as served.
+ */
 export class SchemaSet {
-  private readonly ajv: Ajv2020;
+  private readonly ajv = newAjv();
   private readonly cache = new Map<string, ValidateFunction>();
 
   constructor(doc: OpenApiDocument) {
-    // allErrors off: the first error names the field, and validation stops early on junk.
-    this.ajv = new Ajv2020({
-      allErrors: false,
-      strict: true,
-      allowUnionTypes: true,
-      formats: {
-        "date-time": (value: string) => DATE_TIME.test(value) && !Number.isNaN(Date.parse(value)),
-      },
-    });
     this.ajv.addSchema({ $id: BASE_ID, $defs: rewriteRefs(doc.components.schemas) as JsonSchema });
   }
 
@@ -131,12 +138,7 @@ export class SchemaSet {
       validate = this.ajv.compile(rewriteRefs(schema) as JsonSchema);
       this.cache.set(key, validate);
     }
-    const fn = validate;
-    return (value: unknown) => {
-      if (fn(value)) return null;
-      const first = fn.errors?.[0];
-      return first ? fieldErrorFrom(first) : { field: "", detail: "the request body is invalid" };
-    };
+    return validatorOf(validate);
   }
 
   component(name: string): Validator {
@@ -160,39 +162,46 @@ export function checkCidrSemantics(cidr: string): string | null {
   return null;
 }
 
+/** Checks beyond the schema, by operation: run on a body the schema accepted. */
+const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | null } = {
+  acquireLease(body: LeaseRequest) {
+    if (body.owner !== undefined && body.ownerPid !== undefined) return { field: "/ownerPid", detail: "send owner or ownerPid, not both" };
+    if (!body.network) return null;
+    const reason = checkCidrSemantics(body.network.cidr);
+    return reason ? { field: "/network/cidr", detail: `/network/cidr ${reason}` } : null;
+  },
+};
+
+type BodyOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
+type WithBody = { [K in OperationId]: (typeof OPERATIONS)[K] extends { body: TSchema } ? K : never }[OperationId];
+
 export interface RequestValidators {
-  leaseRequest(body: unknown): Checked<LeaseRequest>;
-  renewRequest(body: unknown): Checked<{ ttlSeconds?: number }>;
+  /**
+   * The body of an operation, checked against its schema. On success the value is the parsed
+   * body itself: the schemas are closed, so it holds only fields the schema defines, all of
+   * them passed on (nothing is copied field by field, so nothing can be dropped).
+   */
+  body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>>;
   /** Whether a path segment can be a lease id at all. */
   leaseId(id: string): boolean;
 }
 
-export function createRequestValidators(doc: OpenApiDocument, schemas = new SchemaSet(doc)): RequestValidators {
-  const leaseRequest = schemas.component("LeaseRequest");
-  const renewRequest = schemas.component("RenewRequest");
-  const leaseId = schemas.component("LeaseId");
+export function createRequestValidators(): RequestValidators {
+  const bodies = new Map<string, Validator>();
+  for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
+    if (op.body) bodies.set(operationId, compileSchema(op.body));
+  }
+  const leaseId = compileSchema(LeaseId);
   return {
-    leaseRequest(body) {
-      const error = leaseRequest(body);
+    body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>> {
+      const validate = bodies.get(operationId);
+      if (!validate) throw new Error(`${operationId} has no request body`);
+      const error = validate(body);
       if (error) return { ok: false, error };
-      const input = body as LeaseRequest;
-      if (input.network) {
-        const reason = checkCidrSemantics(input.network.cidr);
-        if (reason) return { ok: false, error: { field: "/network/cidr", detail: `/network/cidr ${reason}` } };
-      }
-      // A fresh object with only the known fields, so nothing else reaches the service.
-      const value: LeaseRequest = {};
-      if (input.ttlSeconds !== undefined) value.ttlSeconds = input.ttlSeconds;
-      if (input.labels !== undefined) value.labels = { ...input.labels };
-      if (input.network !== undefined) value.network = { vni: input.network.vni, cidr: input.network.cidr };
-      if (input.ownerPid !== undefined) value.ownerPid = input.ownerPid;
-      return { ok: true, value };
-    },
-    renewRequest(body) {
-      const error = renewRequest(body);
-      if (error) return { ok: false, error };
-      const ttl = (body as { ttlSeconds?: number }).ttlSeconds;
-      return { ok: true, value: ttl === undefined ? {} : { ttlSeconds: ttl } };
+      const value = body as BodyOf<K>;
+      const check = SEMANTIC_CHECKS[operationId] as ((b: BodyOf<K>) => FieldError | null) | undefined;
+      const semantic = check?.(value) ?? null;
+      return semantic ? { ok: false, error: semantic } : { ok: true, value };
     },
     leaseId(id) {
       return leaseId(id) === null;

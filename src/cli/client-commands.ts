@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import * as os from "node:os";
 import { NetslotApiError, NetslotClient, NetslotConnectionError } from "../sdk/index.js";
-import type { Health, TenantNetwork } from "../sdk/index.js";
+import type { Health, PoolCounts, TenantNetwork } from "../sdk/index.js";
 
 export interface Output {
   write(text: string): unknown;
@@ -69,25 +69,55 @@ async function run(opts: ClientCommandOptions, body: (client: NetslotClient) => 
   }
 }
 
-export function formatStatus(health: Health): string {
+/** Health, and when the caller may read it, the pool: per-consumer use and quarantined slots. */
+export function formatStatus(health: Health, pool?: PoolCounts): string {
   const p = health.pool;
   const lines = [
-    `status: ${health.status}`,
+    `status: ${health.status}${health.draining ? " (draining: no new leases; netslot undrain ends it)" : ""}`,
     `version: ${health.version}`,
     `pool:   ${p.size} slots: ${p.free} free, ${p.leased} leased, ${p.scrubbing} scrubbing, ${p.quarantined} quarantined, ${p.missing} missing (${p.built} built)`,
   ];
-  if (p.quarantinedSlots.length > 0) {
+  if (pool && pool.consumers.length > 0) {
+    lines.push("consumers:");
+    const width = Math.max(...pool.consumers.map((c) => c.name.length));
+    for (const c of pool.consumers) {
+      lines.push(`  ${c.name.padEnd(width)}  ${c.leased} leased, ${c.reserved} reserved, max ${c.max ?? "none"}`);
+    }
+  }
+  if (pool && pool.quarantinedSlots.length > 0) {
     lines.push("quarantined slots (netslot quarantine release N to scrub one again):");
-    for (const q of p.quarantinedSlots) lines.push(`  slot ${q.index}: ${q.reason} (since ${q.since})`);
+    for (const q of pool.quarantinedSlots) lines.push(`  slot ${q.index}: ${q.reason ?? "(reason shown to operators)"} (since ${q.since})`);
   }
   return `${lines.join("\n")}\n`;
 }
 
-/** `netslot status`: health, pool counts and the quarantined slots with their reasons. */
+/** `netslot status`: health and counts; per-consumer use and quarantined slots when this caller may read the pool. */
 export function cmdStatus(opts: ClientCommandOptions): Promise<number> {
   return run(opts, async (client) => {
     const health = await client.health();
-    out(opts).write(opts.json ? `${JSON.stringify(health, null, 2)}\n` : formatStatus(health));
+    let pool: PoolCounts | undefined;
+    try {
+      pool = await client.pool();
+    } catch (error) {
+      // Health needs no token; the pool does. Without one, counts are all there is to show.
+      if (!(error instanceof NetslotApiError && error.code === "unauthorized")) throw error;
+    }
+    out(opts).write(opts.json ? `${JSON.stringify({ ...health, ...(pool ? { detail: pool } : {}) }, null, 2)}\n` : formatStatus(health, pool));
+    return 0;
+  });
+}
+
+/** `netslot drain` / `netslot undrain` (operators): stop or resume granting leases. */
+export function cmdDrain(opts: ClientCommandOptions, on: boolean): Promise<number> {
+  return run(opts, async (client) => {
+    const result = on ? await client.drain() : await client.undrain();
+    out(opts).write(
+      opts.json
+        ? `${JSON.stringify(result)}\n`
+        : result.draining
+          ? "draining: new leases are refused (503 draining); existing leases run on\n"
+          : "not draining: leases are granted\n",
+    );
     return 0;
   });
 }

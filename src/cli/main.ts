@@ -8,18 +8,20 @@ const USAGE = `netslot — network slots for micro-VMs
 Usage:
   netslot daemon [--pool-size N] [--prefix P] [--state-dir DIR] [--socket PATH]
                  [--uplink DEV] [--link-cidr CIDR] [--vtep-remote IP] [--vtep-port N]
-                 [--config FILE] [--no-progress]
+                 [--socket-group G] [--config FILE] [--no-progress]
   netslot status                       [--socket PATH]
   netslot lease [--ttl S] [--vni N --cidr CIDR] [--json]   [--socket PATH]
   netslot release ID                   [--socket PATH]
   netslot exec ID -- CMD...            [--socket PATH]
-  netslot quarantine release N         [--socket PATH]
+  netslot quarantine release N         [--socket PATH]   (operators)
+  netslot drain | undrain              [--socket PATH]   (operators)
   netslot purge [--prefix P] [--state-dir DIR]
   netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
   netslot doctor
   netslot --version
 
-Client commands read the socket from --socket, else NETSLOT_SOCKET, else ${DEFAULTS.socket}.
+Client commands read the socket from --socket, else NETSLOT_SOCKET, else ${DEFAULTS.socket},
+and the bearer token from NETSLOT_TOKEN (a consumer matched by uid or gid needs none).
 `;
 
 interface Parsed {
@@ -107,6 +109,10 @@ async function main(argv: string[]): Promise<number> {
       }
       return client.cmdQuarantineRelease({ socket }, Number(p.positional[1]));
     }
+    case "drain":
+    case "undrain":
+      if (p.positional.length !== 0) throw new ConfigError(`usage: netslot ${command}`);
+      return client.cmdDrain({ socket, json: p.flags.get("--json") === true }, command === "drain");
     case "purge": {
       const { purge } = await import("./host-commands.js");
       return purge(str(p, "--prefix", DEFAULTS.prefix), str(p, "--state-dir", DEFAULTS.stateDir));

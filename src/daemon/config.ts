@@ -1,11 +1,9 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
 
-export interface ConsumerConfig {
-  name: string;
-  token: string;
-}
+export type { ConsumerConfig } from "../tenancy/consumers.js";
 
 export interface DaemonConfig {
   poolSize: number;
@@ -17,6 +15,8 @@ export interface DaemonConfig {
   linkCidr: string;
   vtepRemote: string | undefined;
   vtepPort: number;
+  /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
+  socketGroup: string | undefined;
   consumers: ConsumerConfig[];
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
@@ -31,6 +31,7 @@ export const DEFAULTS: DaemonConfig = {
   linkCidr: "10.200.0.0/16",
   vtepRemote: undefined,
   vtepPort: 4789,
+  socketGroup: undefined,
   consumers: [],
   progress: true,
 };
@@ -44,6 +45,7 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--link-cidr": "linkCidr",
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
+  "--socket-group": "socketGroup",
 };
 
 export const MAX_POOL_SIZE = 65536;
@@ -130,9 +132,12 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
     }
   }
-  for (const c of config.consumers) {
-    if (typeof c.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.name) || typeof c.token !== "string" || c.token.length < 16) {
-      throw new ConfigError("each consumer needs a name ([A-Za-z0-9_.-], up to 64) and a token of at least 16 characters");
-    }
+  if (config.socketGroup !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/.test(config.socketGroup)) {
+    throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
+  }
+  try {
+    parseConsumers(config.consumers, config.poolSize);
+  } catch (err) {
+    throw new ConfigError(`consumers: ${(err as Error).message}`);
   }
 }

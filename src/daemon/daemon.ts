@@ -3,22 +3,54 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createApiServer } from "../api/server.js";
-import { SlotDataplane, defaultRouteDevice } from "../dataplane/dataplane.js";
+import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../dataplane/dataplane.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
+import type { AuditEvent } from "../core/types.js";
+import { ConsumerDirectory } from "../tenancy/consumers.js";
+import { Quotas } from "../tenancy/quotas.js";
 import { Gauge } from "../pool/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
+import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
 
+/**
+ * Share of the pool that may fail to build before the daemon refuses to serve: a few
+ * broken slots are logged and counted, a pool that mostly cannot be built means the host
+ * or the configuration is wrong, and saying "ready" would hide it from systemd.
+ */
+export const MAX_MISSING_SHARE = 0.1;
+
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
+}
+
+/** One JSON line per audited event on stderr (the journal keeps it): event, consumer, lease, slot, reason. */
+function audit(event: AuditEvent): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "audit", ...event })}\n`);
+}
+
+/** A group name or gid → gid, from /etc/group (no process spawned). */
+export function resolveGroup(group: string): number {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  let text = "";
+  try {
+    text = fs.readFileSync("/etc/group", "utf8");
+  } catch {
+    // handled below
+  }
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  throw new ConfigError(`--socket-group ${group}: no such group in /etc/group`);
 }
 
 function renderProgress(p: BootProgress, tty: boolean): string {
@@ -31,14 +63,37 @@ function renderProgress(p: BootProgress, tty: boolean): string {
   return tty ? `\r\x1b[K${line}` : `${line}\n`;
 }
 
+/**
+ * Runs the daemon until a signal. A daemon that cannot serve (its data path cannot be
+ * set up, boot fails, the pool cannot be built) exits 1 with one line naming the cause;
+ * a bad configuration throws ConfigError (exit 2).
+ */
 export async function runDaemon(config: DaemonConfig): Promise<void> {
+  try {
+    await serve(config);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    process.stderr.write(`netslot: cannot serve: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+async function serve(config: DaemonConfig): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
   if (!uplink) throw new ConfigError("no --uplink given and no default route to take it from");
+  const socketGroup = config.socketGroup === undefined ? undefined : resolveGroup(config.socketGroup);
+  const consumers = new ConsumerDirectory(config.consumers, config.poolSize);
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
+  const conflicts = linkCidrConflicts(config.prefix, parseCidr(config.linkCidr));
+  if (conflicts.length > 0) {
+    throw new ConfigError(
+      `--link-cidr ${config.linkCidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
+    );
+  }
   writePidFile(config.stateDir);
   fs.mkdirSync(path.dirname(config.socket), { recursive: true, mode: 0o755 });
   const store = LeaseStore.open(config.stateDir);
@@ -58,16 +113,23 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
   };
+  // Recorded before changing: purge puts back what was there before the first start.
+  store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   const dataplane = SlotDataplane.open(dataplaneOptions, log);
-  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion());
-  const tty = config.progress && process.stderr.isTTY;
+  // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
+  const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
+  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
+  const tty = config.progress && process.stderr.isTTY === true;
   let lastPrinted = 0;
   const pool = new Pool({
+    bootId: kernelBootId(),
     size: config.poolSize,
     dataplane,
     scrubber,
     store,
     log,
+    audit,
+    ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
     onProgress: (p) => {
       const now = performance.now();
       if (!config.progress || (now - lastPrinted < (tty ? 100 : 1000) && p.built < p.total)) return;
@@ -80,8 +142,8 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
       { labels: { version: packageVersion(), node: process.version }, value: 1 },
     ]),
   );
-  const api = createApiServer({ service: pool, consumers: config.consumers, admin: pool, version: packageVersion() });
-  await api.listen(config.socket);
+  const api = createApiServer({ service: pool, consumers, admin: pool, version: packageVersion() });
+  await api.listen(config.socket, socketGroup === undefined ? {} : { group: socketGroup });
   log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
 
   let stopping = false;
@@ -100,7 +162,12 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
 
-  const result = await pool.boot();
+  let result: BootProgress;
+  try {
+    result = await pool.boot();
+  } catch (err) {
+    return cannotServe(`boot failed: ${(err as Error).message}`);
+  }
   if (tty) process.stderr.write("\n");
   const missing = result.total - result.built;
   log(
@@ -110,4 +177,21 @@ export async function runDaemon(config: DaemonConfig): Promise<void> {
         : "") +
       (missing > 0 ? `; ${missing} slots could not be built` : ""),
   );
+  if (missing > result.total * MAX_MISSING_SHARE) {
+    return cannotServe(
+      `${missing} of ${result.total} slots could not be built (at most ${Math.floor(result.total * MAX_MISSING_SHARE)} may fail): ${pool.firstBuildFailure() ?? "see the log"}`,
+    );
+  }
+
+  /** One line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
+  async function cannotServe(cause: string): Promise<never> {
+    stopping = true;
+    process.stderr.write(`netslot: cannot serve: ${cause}\n`);
+    pool.close();
+    await api.close().catch(() => undefined);
+    dataplane.close();
+    store.close();
+    removePidFile(config.stateDir);
+    process.exit(1);
+  }
 }

@@ -4,7 +4,8 @@ import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netns
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
 import { createPersistentTap } from "../kernel/tap.js";
-import { writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
+import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
+import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
@@ -17,7 +18,11 @@ import {
   TAP_NAME,
   VXLAN_NAME,
   DUMMY_VNI,
+  PREFIX_PATTERN,
+  cidrContains,
+  cidrsOverlap,
   formatCidr,
+  ipToInt,
   parseSlotName,
   slotAddressing,
   bpfPinDir,
@@ -44,6 +49,19 @@ export interface DataplaneOptions {
   bpfObject: string;
 }
 
+/**
+ * A setting of the root namespace that the daemon changes (and purge puts back): recorded
+ * with its value from before the first change, in the store, before it is changed.
+ */
+export interface RootChange {
+  kind: "interface-sysctl";
+  family: "ipv4" | "ipv6";
+  device: string;
+  name: string;
+  before: string;
+  after: string;
+}
+
 export interface ScrubOutcome {
   ok: boolean;
   /** Why the slot cannot go back to the pool, when !ok. */
@@ -64,6 +82,44 @@ export function defaultRouteDevice(): string | undefined {
   }
 }
 
+/**
+ * Routes and addresses of the root namespace inside `linkCidr` that are not this prefix's
+ * own (`ip route show table all`, `ip addr`): another daemon's slots, or the host's own
+ * networks. A daemon started on such a CIDR would fail every build (`File exists`) or,
+ * worse, shadow a host network. Covering routes (the default route, a /8 a VPN adds) are
+ * fine: the slots' more specific routes win. Empty when the CIDR is free.
+ */
+export function linkCidrConflicts(prefix: string, linkCidr: Cidr): string[] {
+  const root = Rtnl.open();
+  try {
+    const links = root.links();
+    const ours = new Set(links.filter((l) => parseSlotName(prefix, l.name) !== undefined).map((l) => l.index));
+    const nameOf = (index: number | undefined) => (index === undefined ? "no device" : (links.find((l) => l.index === index)?.name ?? `ifindex ${index}`));
+    const conflicts: string[] = [];
+    for (const r of root.routes(4)) {
+      if (r.dst === "default" || (r.oif !== undefined && ours.has(r.oif))) continue;
+      const dst = parseCidrLoose(r.dst);
+      if (dst.prefixLength < linkCidr.prefixLength || !cidrsOverlap(dst, linkCidr)) continue;
+      conflicts.push(`route ${r.dst} (table ${r.table}, ${nameOf(r.oif)})`);
+    }
+    for (const a of root.addresses()) {
+      if (a.family !== 4 || ours.has(a.index) || !cidrContains(linkCidr, ipToInt(a.address))) continue;
+      conflicts.push(`address ${a.address}/${a.prefixLength} on ${nameOf(a.index)}`);
+    }
+    return conflicts;
+  } finally {
+    root.close();
+  }
+}
+
+/** "a.b.c.d/n" or "a.b.c.d" (host bits allowed) as a network. */
+function parseCidrLoose(text: string): Cidr {
+  const [ip, len] = text.split("/");
+  const prefixLength = len === undefined ? 32 : Number(len);
+  const size = 2 ** (32 - prefixLength);
+  return { base: ipToInt(ip!) - (ipToInt(ip!) % size), prefixLength, size };
+}
+
 export class SlotDataplane {
   readonly uplinkMtu: number;
   private readonly root: Rtnl;
@@ -78,6 +134,47 @@ export class SlotDataplane {
     this.uplinkMtu = uplink.mtu;
     this.root = root;
     this.bpf = bpf;
+  }
+
+  /**
+   * What `open` will change in the root namespace beyond its own objects (which purge
+   * removes by name), with the current values: the caller records them before `open`.
+   */
+  static rootChanges(options: Pick<DataplaneOptions, "uplink">): RootChange[] {
+    const setting = { kind: "interface-sysctl", family: "ipv4", device: options.uplink, name: "forwarding", after: "1" } as const;
+    return [{ ...setting, before: readInterfaceSysctl(setting.family, setting.device, setting.name) }];
+  }
+
+  /**
+   * Puts back what a daemon of `prefix` changed (`netslot purge`), unless it was changed
+   * again since, or another netslot daemon's root table still uses the device. Returns
+   * one line per setting, restored or left.
+   */
+  static restoreRootChanges(prefix: string, changes: readonly RootChange[]): string[] {
+    const out: string[] = [];
+    const key = (c: RootChange) => `net.${c.family}.conf.${c.device}.${c.name}`;
+    for (const c of changes) {
+      let now: string;
+      try {
+        now = readInterfaceSysctl(c.family, c.device, c.name);
+      } catch {
+        out.push(`${key(c)}: device gone, nothing to restore`);
+        continue;
+      }
+      if (now === c.before) continue;
+      if (now !== c.after) {
+        out.push(`${key(c)} left at ${now}: changed by someone else since (netslot set ${c.after})`);
+        continue;
+      }
+      const user = otherPrefixesUsing(prefix, c.device);
+      if (user.length > 0) {
+        out.push(`${key(c)} left at ${now}: netslot prefix ${user.join(", ")} still uses ${c.device}`);
+        continue;
+      }
+      writeInterfaceSysctl(c.family, c.device, c.name, c.before);
+      out.push(`${key(c)} restored to ${c.before}`);
+    }
+    return out;
   }
 
   /**
@@ -395,6 +492,23 @@ export class SlotDataplane {
     removePinned(bpfPinDir(prefix));
     return { namespaces: names.length, links };
   }
+}
+
+/** Other netslot daemons (pinned under /sys/fs/bpf/netslot) whose root table names `device`. */
+function otherPrefixesUsing(prefix: string, device: string): string[] {
+  let prefixes: string[];
+  try {
+    prefixes = fs.readdirSync(bpfPinDir("")).filter((p) => p !== prefix && PREFIX_PATTERN.test(p));
+  } catch {
+    return [];
+  }
+  return prefixes.filter((p) => {
+    try {
+      return JSON.stringify(nftJson(`list table inet ${p}`)).includes(JSON.stringify(device));
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** What the kernel holds for a prefix, read without changing anything (`netslot check`). */

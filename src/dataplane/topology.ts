@@ -61,6 +61,27 @@ export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   return a.base < b.base + b.size && b.base < a.base + a.size;
 }
 
+/**
+ * Why a tenant network's CIDR cannot be routed into vx0 in a slot, or undefined when it
+ * can: its route would take over (or shadow part of) what the slot itself routes, the
+ * default route, the guest link, the link CIDR (eth0 and the host side), the metadata
+ * address (which the firewall keeps from the guest), or the VTEP the tunnel runs to.
+ */
+export function tenantCidrConflict(cidrText: string, linkCidr: Cidr, vtepRemote?: string): string | undefined {
+  const cidr = parseCidr(cidrText);
+  if (cidr.prefixLength === 0) return `${cidrText} is the default route, which stays the slot's own (via eth0)`;
+  const reserved: Array<[string, Cidr]> = [
+    ["the guest link", parseCidr(`${intToIp((ipToInt(GUEST_IP) & ~3) >>> 0)}/${GUEST_PREFIX_LENGTH}`)],
+    [`the link CIDR ${formatCidr(linkCidr)}`, linkCidr],
+    [`the metadata address ${METADATA_IP}`, parseCidr(`${METADATA_IP}/32`)],
+    ...(vtepRemote !== undefined ? ([[`the VTEP ${vtepRemote}`, parseCidr(`${vtepRemote}/32`)]] as Array<[string, Cidr]>) : []),
+  ];
+  for (const [what, range] of reserved) {
+    if (cidrsOverlap(cidr, range)) return `${cidrText} overlaps ${what}`;
+  }
+  return undefined;
+}
+
 /** Slots a link CIDR can hold: a /31 link network each in the lower half, an outside /32 in the upper. */
 export function maxSlots(linkCidr: Cidr): number {
   return Math.floor(linkCidr.size / 4);

@@ -44,7 +44,6 @@ const SKB_CTX_SIZE = 256;
 const SKB_CTX_CB_OFFSET = 48;
 
 const lib = koffi.load("libbpf.so.1");
-const libcLib = koffi.load("libc.so.6");
 
 const PrintFn = koffi.proto("int netslot_libbpf_print_fn(int level, const char *fmt, void *ap)");
 
@@ -71,7 +70,6 @@ const b = {
   mapNextKey: lib.func("int bpf_map_get_next_key(int fd, const uint8_t *key, _Out_ uint8_t *next)"),
   testRun: lib.func("int bpf_prog_test_run_opts(int fd, _Inout_ uint8_t *opts)"),
 };
-const vsnprintf = libcLib.func("int vsnprintf(_Out_ uint8_t *buf, size_t n, const char *fmt, void *ap)");
 
 // libbpf reports through a print callback; keep its warnings so a failed load can say why
 // (the verifier log arrives this way) instead of writing to the daemon's stderr.
@@ -81,7 +79,7 @@ const printBuf = Buffer.alloc(8192);
 let libbpfLog: string[] = [];
 const printCallback = koffi.register((level: number, fmt: string, ap: bigint): number => {
   if (level > LIBBPF_INFO) return 0;
-  const n = vsnprintf(printBuf, printBuf.length, fmt, ap) as number;
+  const n = libc.vsnprintf(printBuf, fmt, ap);
   if (n > 0) libbpfLog.push(printBuf.toString("utf8", 0, Math.min(n, printBuf.length - 1)));
   if (libbpfLog.length > 400) libbpfLog = libbpfLog.slice(-200);
   return 0;

@@ -1,6 +1,8 @@
-// libc system calls through koffi. Every binding is synchronous on purpose: the calling
-// thread's network namespace matters for socket(), TUNSETIFF and /proc/sys/net, and a
-// synchronous call cannot interleave with other JavaScript.
+// libc through koffi: the one module that binds libc.so.6; the rest of netslot calls the
+// typed functions here. Every binding is synchronous on purpose (the calling thread's
+// network namespace matters for socket(), TUNSETIFF and /proc/sys/net, and a synchronous
+// call cannot interleave with other JavaScript), except pollAsync, which waits on the
+// libuv pool so that the event loop never blocks on it.
 import koffi from "koffi";
 
 const libc = koffi.load("libc.so.6");
@@ -27,6 +29,7 @@ export const SO_RCVBUF = 8;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUFFORCE = 33;
 export const SO_RCVTIMEO = 20;
+export const SO_PEERCRED = 17;
 export const NETLINK_EXT_ACK = 11;
 export const NETLINK_GET_STRICT_CHK = 12;
 
@@ -43,12 +46,19 @@ const c = {
   send: libc.func("intptr_t send(int fd, const void *buf, size_t len, int flags)"),
   recv: libc.func("intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)"),
   setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *val, uint32_t len)"),
+  getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)"),
   getsockname: libc.func("int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
   ioctlPtr: libc.func("int ioctl(int fd, unsigned long req, _Inout_ void *arg)"),
   ioctlInt: libc.func("int ioctl(int fd, unsigned long req, intptr_t arg)"),
   gettid: libc.func("int gettid(void)"),
   strerror: libc.func("const char *strerror(int errnum)"),
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
+  getsockoptInt: libc.func("int getsockopt(int fd, int level, int name, _Out_ int *val, _Inout_ uint32_t *len)"),
+  fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
+  write: libc.func("intptr_t write(int fd, const void *buf, size_t len)"),
+  eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
+  poll: libc.func("poll", "int", [koffi.inout(koffi.pointer(koffi.struct("netslot_pollfd", { fd: "int", events: "short", revents: "short" }))), "unsigned long", "int"]),
+  vsnprintf: libc.func("int vsnprintf(_Out_ uint8_t *buf, size_t n, const char *fmt, void *ap)"),
 };
 
 /** An errno from a failed system call, with the call's name: `setns: Invalid argument`. */
@@ -160,6 +170,23 @@ export function getsockname(fd: number, size = 16): Buffer {
   return buf.subarray(0, len[0]);
 }
 
+/** struct ucred: the peer of a unix socket as the kernel saw it at connect(), pid in our PID namespace. */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+const ucred = Buffer.alloc(12);
+const ucredLen = [12];
+
+/** getsockopt(SO_PEERCRED). Reuses one buffer: the binding is synchronous and this runs per connection. */
+export function peerCred(fd: number): PeerCred {
+  ucredLen[0] = 12;
+  check("getsockopt", c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ucred, ucredLen), "SO_PEERCRED");
+  return { pid: ucred.readInt32LE(0), uid: ucred.readUInt32LE(4), gid: ucred.readUInt32LE(8) };
+}
+
 export function ioctl(fd: number, request: number, arg: Buffer): void {
   check("ioctl", c.ioctlPtr(fd, request, arg));
 }
@@ -172,9 +199,87 @@ export function gettid(): number {
   return c.gettid();
 }
 
+/** The errno of the last failed call on this thread (for callers of the *Raw functions). */
+export function errno(): number {
+  return koffi.errno();
+}
+
 const SYS_pidfd_open = 434;
+const SYS_pidfd_getfd = 438;
 
 /** pidfd_open(2): a descriptor that becomes readable when the process exits. */
 export function pidfdOpen(pid: number): number {
   return check("pidfd_open", c.syscall3(SYS_pidfd_open, pid, 0, 0), String(pid));
+}
+
+/** pidfd_open(2) without exceptions: the fd, or -errno. */
+export function pidfdOpenRaw(pid: number): number {
+  const fd = Number(c.syscall3(SYS_pidfd_open, pid, 0, 0));
+  return fd < 0 ? -koffi.errno() : fd;
+}
+
+/** pidfd_getfd(2) without exceptions: a copy of descriptor `fd` of the process behind `pidfd`, or -errno. */
+export function pidfdGetfdRaw(pidfd: number, fd: number): number {
+  const copy = Number(c.syscall3(SYS_pidfd_getfd, pidfd, fd, 0));
+  return copy < 0 ? -koffi.errno() : copy;
+}
+
+/** ioctl(2) with an integer argument, without exceptions: the result, or -errno. */
+export function ioctlIntRaw(fd: number, request: number, arg: number): number {
+  const r = Number(c.ioctlInt(fd, request, arg));
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/** getsockopt(2) of an int option; undefined when it fails. */
+export function getsockoptInt(fd: number, level: number, name: number): number | undefined {
+  const val = [0];
+  const len = [4];
+  return c.getsockoptInt(fd, level, name, val, len) === 0 ? val[0] : undefined;
+}
+
+export const F_DUPFD_CLOEXEC = 1030;
+
+/** fcntl(2) with an int argument, without exceptions: the result, or -errno. */
+export function fcntlRaw(fd: number, cmd: number, arg: number): number {
+  const r = Number(c.fcntl(fd, cmd, arg));
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/** write(2) without exceptions: bytes written, or -errno. */
+export function writeRaw(fd: number, buf: Buffer): number {
+  const n = Number(c.write(fd, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
+}
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+/** eventfd(2); always close-on-exec. */
+export function eventfd(initval: number, flags: number): number {
+  return check("eventfd", c.eventfd(initval, flags | EFD_CLOEXEC));
+}
+
+export const POLLIN = 1;
+
+export interface PollFd {
+  fd: number;
+  events: number;
+  /** Filled in by pollAsync. */
+  revents: number;
+}
+
+/**
+ * poll(2) on the libuv thread pool (koffi's async call): the event loop goes on while it
+ * waits. `fds[].revents` are set when `done` runs; `err` is set when the call failed.
+ */
+export function pollAsync(fds: PollFd[], timeoutMs: number, done: (err: unknown) => void): void {
+  c.poll.async(fds, fds.length, timeoutMs, done);
+}
+
+/**
+ * vsnprintf(3) into `buf` from a C format and va_list (a libbpf print callback's
+ * arguments); returns the length it wanted to write.
+ */
+export function vsnprintf(buf: Buffer, fmt: string, ap: unknown): number {
+  return Number(c.vsnprintf(buf, buf.length, fmt, ap));
 }

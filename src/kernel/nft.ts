@@ -13,17 +13,14 @@
 // for that mutex: use one NftContext (withNft) for several commands on one namespace.
 import * as fs from "node:fs";
 import koffi from "koffi";
+import * as libc from "./libc.js";
 
 const lib = koffi.load("libnftables.so.1");
 const mnl = koffi.load("libmnl.so.0");
-const libc = koffi.load("libc.so.6");
 
-const AF_NETLINK = 16;
 const NETLINK_NETFILTER = 12;
-const SOL_SOCKET = 1;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
-const F_DUPFD_CLOEXEC = 1030;
 
 const NFT_CTX_DEFAULT = 0;
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
@@ -40,14 +37,10 @@ const n = {
   getError: lib.func("nft_ctx_get_error_buffer", "const char *", [ctxType]),
   runBuffer: lib.func("nft_run_cmd_from_buffer", "int", [ctxType, "const char *"]),
   mnlSocketFd: mnl.func("mnl_socket_get_fd", "int", ["void *"]),
-  getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ int *val, _Inout_ uint32_t *len)"),
-  fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
 };
 
 function sockoptInt(fd: number, name: number): number | undefined {
-  const val = [0];
-  const len = [4];
-  return n.getsockopt(fd, SOL_SOCKET, name, val, len) === 0 ? val[0] : undefined;
+  return libc.getsockoptInt(fd, libc.SOL_SOCKET, name);
 }
 
 /**
@@ -60,14 +53,14 @@ function contextSocketFd(ctx: unknown): number | undefined {
   if (sock === null) return undefined;
   const fd = Number(n.mnlSocketFd(sock));
   if (fd < 0) return undefined;
-  if (sockoptInt(fd, SO_DOMAIN) !== AF_NETLINK || sockoptInt(fd, SO_PROTOCOL) !== NETLINK_NETFILTER) return undefined;
+  if (sockoptInt(fd, SO_DOMAIN) !== libc.AF_NETLINK || sockoptInt(fd, SO_PROTOCOL) !== NETLINK_NETFILTER) return undefined;
   return fd;
 }
 
 let pendingCloses = 0;
 
 function freeContext(ctx: unknown, fd: number | undefined): void {
-  const dup = fd === undefined ? -1 : Number(n.fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  const dup = fd === undefined ? -1 : libc.fcntlRaw(fd, libc.F_DUPFD_CLOEXEC, 0);
   n.ctxFree(ctx);
   if (dup < 0) return;
   pendingCloses++;

@@ -4,20 +4,23 @@
 // namespace (/proc/thread-self/net), so call namespaceSockets() inside withNetns; the
 // process scans look at every /proc/<pid> and work from any namespace.
 import * as fs from "node:fs";
-import koffi from "koffi";
+import * as libc from "./libc.js";
 import { bytesToIpv6 } from "./netlink/codec.js";
 
-const libc = koffi.load("libc.so.6");
-const c = {
-  syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
-  ioctl: libc.func("int ioctl(int fd, unsigned long req, intptr_t arg)"),
-  close: libc.func("int close(int fd)"),
-};
-
-const SYS_pidfd_open = 434;
-const SYS_pidfd_getfd = 438;
 /** TUNGETDEVNETNS, _IO('T', 227): a new descriptor of the namespace the tun device lives in (Linux 5.2+). */
 const TUNGETDEVNETNS = 0x54e3;
+
+/** The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), to tell a reused pid apart. */
+export function processStartTime(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
 
 /** A namespace's identity: the nsfs device and inode (`stat -L /run/netns/NAME`). */
 export interface NsId {
@@ -53,6 +56,29 @@ function numericEntries(dir: string): number[] {
   const out: number[] = [];
   for (const n of names) if (/^\d+$/.test(n)) out.push(Number(n));
   return out;
+}
+
+/** The parent of `pid` (field 4 of /proc/PID/stat), or undefined when it is gone. */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ", 2)[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` is `ancestor` or one of its descendants (walks parents; pids of our namespace). */
+export function isSelfOrDescendant(pid: number, ancestor: number): boolean {
+  if (ancestor <= 0) return false;
+  // A parent chain is short; the bound only guards against a loop through a reused pid.
+  for (let current: number | undefined = pid, depth = 0; current !== undefined && current > 0 && depth < 4096; depth++) {
+    if (current === ancestor) return true;
+    current = parentPid(current);
+  }
+  return false;
 }
 
 export interface NsProcess {
@@ -144,25 +170,25 @@ export function tunHolders(name: string, ns: NsId): TunHolder[] {
 
 /** The namespace of the tun device behind descriptor `fd` of process `pid`, or undefined when it cannot be asked. */
 function deviceNetns(pid: number, fd: number): NsId | undefined {
-  const pidfd = Number(c.syscall3(SYS_pidfd_open, pid, 0, 0));
+  const pidfd = libc.pidfdOpenRaw(pid);
   if (pidfd < 0) return undefined;
   try {
-    const copy = Number(c.syscall3(SYS_pidfd_getfd, pidfd, fd, 0));
+    const copy = libc.pidfdGetfdRaw(pidfd, fd);
     if (copy < 0) return undefined;
     try {
-      const nsfd = Number(c.ioctl(copy, TUNGETDEVNETNS, 0));
+      const nsfd = libc.ioctlIntRaw(copy, TUNGETDEVNETNS, 0);
       if (nsfd < 0) return undefined;
       try {
         const st = fs.fstatSync(nsfd);
         return { dev: st.dev, ino: st.ino };
       } finally {
-        c.close(nsfd);
+        libc.close(nsfd);
       }
     } finally {
-      c.close(copy);
+      libc.close(copy);
     }
   } finally {
-    c.close(pidfd);
+    libc.close(pidfd);
   }
 }
 
@@ -295,4 +321,9 @@ export function namespaceSockets(): NsSocket[] {
     });
   }
   return out;
+}
+
+/** This boot of the kernel (a random UUID drawn at boot): leases do not outlive it. */
+export function kernelBootId(): string {
+  return fs.readFileSync("/proc/sys/kernel/random/boot_id", "latin1").trim();
 }

@@ -24,6 +24,11 @@ export function writeInterfaceSysctl(family: "ipv4" | "ipv6", device: string, na
   fs.writeFileSync(`/proc/sys/net/${family}/conf/${device}/${name}`, `${value}\n`);
 }
 
+/** Reads a per-interface sysctl (`sysctl -n net.ipv4.conf.DEV.forwarding`). */
+export function readInterfaceSysctl(family: "ipv4" | "ipv6", device: string, name: string): string {
+  return fs.readFileSync(`/proc/sys/net/${family}/conf/${device}/${name}`, "latin1").trim();
+}
+
 /**
  * Writes several sysctls under one top-level directory, e.g. ("ipv6", [["conf/all/disable_ipv6", 1]]),
  * with a single lookup of that directory (see readAllNetSysctls for why that matters).

@@ -3,8 +3,7 @@
 // verification never stalls the API's event loop; switching namespaces is per thread.
 import { parentPort, workerData } from "node:worker_threads";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
@@ -16,11 +15,10 @@ const dataplane = SlotDataplane.attach(options);
 let golden: Fingerprint | undefined;
 
 /**
- * The golden fingerprint is kept in the state dir so that a restart adopts every slot
- * without rebuilding one to learn it. It is only reused for the same topology: same
- * fingerprint format, netslot version, eBPF programs and options.
+ * The golden fingerprint is saved in the state dir (dataplane/golden.ts). It is only
+ * reused for the same topology: same fingerprint format, netslot version, eBPF programs
+ * and options.
  */
-const goldenFile = path.join(init.stateDir, "golden-fingerprint.json");
 const goldenKey = JSON.stringify({
   format: FINGERPRINT_VERSION,
   version: init.version,
@@ -37,22 +35,16 @@ function describe(f: Fingerprint): string {
 
 function goldenFrom(index: number, rebuild: boolean): string {
   if (rebuild) {
-    try {
-      const saved = JSON.parse(fs.readFileSync(goldenFile, "utf8")) as { key: string; fingerprint: Fingerprint };
-      if (saved.key === goldenKey) {
-        golden = saved.fingerprint;
-        return `${describe(golden)} (saved)`;
-      }
-    } catch {
-      // None saved, or unreadable: take a new one.
+    const saved = loadGolden(init.stateDir, goldenKey);
+    if (saved) {
+      golden = saved;
+      return `${describe(golden)} (saved)`;
     }
     dataplane.destroySlot(index);
     dataplane.buildSlot(index);
   }
   golden = dataplane.fingerprint(index);
-  const tmp = `${goldenFile}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify({ key: goldenKey, fingerprint: golden }));
-  fs.renameSync(tmp, goldenFile);
+  saveGolden(init.stateDir, goldenKey, golden);
   return `${describe(golden)}${rebuild ? " (slot rebuilt)" : ""}`;
 }
 
@@ -114,6 +106,8 @@ function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
 }
 
 parentPort!.on("message", (job: ScrubJob) => {
+  // The supervisor times the job from here (see Scrubber).
+  parentPort!.postMessage({ type: "started", id: job.id });
   try {
     if (job.type === "build") {
       parentPort!.postMessage(build(job));

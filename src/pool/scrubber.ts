@@ -1,5 +1,5 @@
 // The pool's handle on the scrub worker: one job at a time per slot, answers as promises.
-import { Worker } from "node:worker_threads";
+import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
 import { formatCidr } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
@@ -46,42 +46,123 @@ type Reply =
   | { type: "verified"; id: number; diff: string[] }
   | { type: "failed"; id: number; message: string };
 
-export class Scrubber {
-  private readonly worker: Worker;
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+/** How long the job a worker is running may take before the worker counts as hung. */
+export const DEFAULT_JOB_TIMEOUT_MS = 30_000;
+/** Worker deaths (crash or timeout) a job may be running through before it fails for good. */
+const MAX_JOB_ATTEMPTS = 2;
 
-  constructor(options: DataplaneOptions, stateDir: string, version: string) {
-    const init: WorkerInit = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
-    this.worker = new Worker(new URL("./scrub-worker.js", import.meta.url), {
-      workerData: init,
+export interface SupervisionOptions {
+  log?: (msg: string) => void;
+  /** Timeout per job (per slot for builds). */
+  jobTimeoutMs?: number;
+}
+
+interface PendingJob {
+  job: ScrubJob;
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  /** Times a worker died or hung while running this job. */
+  attempts: number;
+}
+
+/**
+ * A supervised scrub worker. The worker says when it starts a job; when it dies, or the
+ * job it runs outlives its timeout (a kernel call that never returns), the worker is
+ * replaced and every job it held is sent to the new one: jobs are idempotent (a scrub
+ * scrubs again, a build destroys first). The job that was running when the worker died
+ * twice fails, so one poisonous slot cannot take the worker down in a loop.
+ */
+export class Scrubber {
+  private worker!: Worker;
+  private nextId = 1;
+  private readonly pending = new Map<number, PendingJob>();
+  /** The job the worker runs now, and its deadline timer. */
+  private running: number | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Workers started after a death or a hang. */
+  restarts = 0;
+  private readonly init: WorkerInit;
+  private readonly log: (msg: string) => void;
+  private readonly jobTimeoutMs: number;
+
+  constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
+    this.init = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
+    this.log = supervision.log ?? (() => undefined);
+    this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;
+    this.start();
+  }
+
+  private start(): void {
+    const worker = new Worker(new URL("./scrub-worker.js", import.meta.url), {
+      workerData: this.init,
       trackUnmanagedFds: false,
+      // Shared so that a test fault spent in one worker stays spent in its successor.
+      env: SHARE_ENV,
       // The worker's objects are short-lived fingerprints: a small young generation keeps
       // the daemon's resident memory down without slowing it measurably.
       resourceLimits: { maxYoungGenerationSizeMb: 8 },
     });
-    this.worker.on("message", (reply: Reply) => {
+    this.worker = worker;
+    this.running = undefined;
+    worker.on("message", (reply: Reply | { type: "started"; id: number }) => {
+      if (worker !== this.worker) return;
+      if (reply.type === "started") return this.started(reply.id);
       const p = this.pending.get(reply.id);
+      if (reply.id === this.running) this.stopClock();
       if (!p) return;
       this.pending.delete(reply.id);
       if (reply.type === "failed") p.reject(new Error(reply.message));
       else p.resolve(reply);
     });
-    this.worker.on("error", (err) => this.failAll(err));
-    this.worker.on("exit", (code) => this.failAll(new Error(`scrub worker exited with code ${code}`)));
-    this.worker.unref();
+    worker.on("error", (err) => this.replace(worker, `failed: ${err.message}`));
+    worker.on("exit", (code) => this.replace(worker, `exited with code ${code}`));
+    worker.unref();
+    // Jobs the previous worker held, in their original order.
+    for (const [id, p] of this.pending) worker.postMessage({ ...p.job, id });
   }
 
-  private failAll(err: Error): void {
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
+  private started(id: number): void {
+    this.stopClock();
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.running = id;
+    const timeout = this.jobTimeoutMs * (p.job.type === "build" ? Math.max(1, p.job.indices.length) : 1);
+    this.deadline = setTimeout(() => {
+      const worker = this.worker;
+      this.replace(worker, `hung: ${describeJob(p.job)} took over ${timeout} ms`);
+      void worker.terminate();
+    }, timeout);
+    this.deadline.unref();
+  }
+
+  private stopClock(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = undefined;
+    this.running = undefined;
+  }
+
+  /** The worker died or hung: the job it ran counts an attempt, every job goes to a new worker. */
+  private replace(worker: Worker, why: string): void {
+    if (worker !== this.worker || this.closed) return;
+    const running = this.running;
+    this.stopClock();
+    const culprit = running !== undefined ? this.pending.get(running) : undefined;
+    if (culprit && ++culprit.attempts >= MAX_JOB_ATTEMPTS) {
+      this.pending.delete(running!);
+      culprit.reject(new Error(`scrub worker ${why}; ${describeJob(culprit.job)} failed ${culprit.attempts} times`));
+    }
+    this.restarts++;
+    this.log(`scrub worker ${why}; restarting it with ${this.pending.size} jobs re-queued`);
+    this.start();
   }
 
   private send<T extends Reply>(job: JobRequest): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (r: Reply) => void, reject });
-      this.worker.postMessage({ ...job, id });
+      const full = { ...job, id } as ScrubJob;
+      this.pending.set(id, { job: full, resolve: resolve as (r: Reply) => void, reject, attempts: 0 });
+      this.worker.postMessage(full);
     });
   }
 
@@ -108,6 +189,12 @@ export class Scrubber {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.stopClock();
     await this.worker.terminate();
   }
+}
+
+function describeJob(job: ScrubJob): string {
+  return job.type === "build" ? `build of slots ${job.indices.join(",")}` : `${job.type} of slot ${job.index}`;
 }

@@ -1,8 +1,19 @@
 // The typed client of the netslot API: HTTP/1.1 over the daemon's unix socket with a
-// keep-alive agent. Errors come back as NetslotApiError carrying the registry's code.
+// keep-alive agent. Paths and types come from the API's definition (core/schema.ts).
+// Errors come back as NetslotApiError carrying the registry's code.
 import * as http from "node:http";
 import { ERRORS, isErrorCode, type ErrorCode } from "../core/errors.js";
-import type { Health, Lease, LeaseRequest, PoolCounts, SlotState } from "../core/types.js";
+import {
+  pathOf,
+  type DrainState,
+  type Health,
+  type Lease,
+  type LeaseEnd,
+  type LeaseList,
+  type LeaseRequest,
+  type PoolCounts,
+  type SlotStateResult,
+} from "../core/schema.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
 
@@ -19,8 +30,9 @@ export interface NetslotClientOptions {
 
 export type AcquireOptions = LeaseRequest & {
   /**
-   * Default true: sends `ownerPid: process.pid`, so the daemon releases the lease when this
-   * process dies. Ignored when `ownerPid` is given.
+   * Default true: sends `owner: "caller"`, so the daemon releases the lease when this
+   * process dies (it reads which process called from the kernel, so this is right inside a
+   * container too). Ignored when `owner` or `ownerPid` is given.
    */
   bindToProcess?: boolean;
   /**
@@ -36,12 +48,14 @@ export class NetslotApiError extends Error {
   readonly status: number;
   /** The request field at fault (a JSON pointer such as /ttlSeconds), for invalid_request. */
   readonly field: string | undefined;
-  /** Seconds from the Retry-After header (pool_exhausted, booting, store_unavailable). */
+  /** Seconds from the Retry-After header (pool_exhausted, quota_exceeded, draining, booting, store_unavailable). */
   readonly retryAfter: number | undefined;
+  /** lease_not_found of a lease that ended within the last hour: when and how (expired, owner_exited, force_released...). */
+  readonly ended: LeaseEnd | undefined;
   readonly title: string;
   readonly detail: string;
 
-  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number }) {
+  constructor(init: { code: ErrorCode; status: number; title: string; detail: string; field?: string; retryAfter?: number; ended?: LeaseEnd }) {
     super(`${init.code}: ${init.detail}`);
     this.name = "NetslotApiError";
     this.code = init.code;
@@ -50,6 +64,7 @@ export class NetslotApiError extends Error {
     this.detail = init.detail;
     this.field = init.field;
     this.retryAfter = init.retryAfter;
+    this.ended = init.ended;
   }
 
   /** What to do about it, from the error registry. */
@@ -89,6 +104,12 @@ interface ProblemBody {
   title?: unknown;
   detail?: unknown;
   field?: unknown;
+  ended?: unknown;
+}
+
+function isLeaseEnd(value: unknown): value is LeaseEnd {
+  const v = value as Partial<LeaseEnd> | null;
+  return typeof v === "object" && v !== null && typeof v.at === "string" && typeof v.cause === "string";
 }
 
 function errorFromResponse(res: RawResponse): NetslotApiError {
@@ -109,6 +130,7 @@ function errorFromResponse(res: RawResponse): NetslotApiError {
     detail: typeof problem.detail === "string" ? problem.detail : `HTTP ${res.status}`,
     ...(typeof problem.field === "string" ? { field: problem.field } : {}),
     ...(retryAfter !== undefined ? { retryAfter } : {}),
+    ...(isLeaseEnd(problem.ended) ? { ended: problem.ended } : {}),
   });
 }
 
@@ -130,19 +152,19 @@ export class NetslotClient {
   }
 
   health(): Promise<Health> {
-    return this.json<Health>("GET", "/v1/health");
+    return this.json<Health>("GET", pathOf("health"));
   }
 
   pool(): Promise<PoolCounts> {
-    return this.json<PoolCounts>("GET", "/v1/pool");
+    return this.json<PoolCounts>("GET", pathOf("pool"));
   }
 
   /** Leases a slot. See AcquireOptions for process binding and background renewal. */
   async acquire(opts: AcquireOptions = {}): Promise<Lease> {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
-    if (bindToProcess && body.ownerPid === undefined) body.ownerPid = process.pid;
-    const lease = await this.json<Lease>("POST", "/v1/leases", body);
+    if (bindToProcess && body.ownerPid === undefined && body.owner === undefined) body.owner = "caller";
+    const lease = await this.json<Lease>("POST", pathOf("acquireLease"), body);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
       this.startAutoRenew(lease.id, ttl, request.ttlSeconds);
@@ -150,23 +172,24 @@ export class NetslotClient {
     return lease;
   }
 
-  async list(): Promise<Lease[]> {
-    return (await this.json<{ leases: Lease[] }>("GET", "/v1/leases")).leases;
+  /** The caller's leases; `all` (operators only): every consumer's. */
+  async list(opts: { all?: boolean } = {}): Promise<Lease[]> {
+    return (await this.json<LeaseList>("GET", `${pathOf("listLeases")}${opts.all ? "?all=true" : ""}`)).leases;
   }
 
   get(id: string): Promise<Lease> {
-    return this.json<Lease>("GET", `/v1/leases/${encodeURIComponent(id)}`);
+    return this.json<Lease>("GET", pathOf("getLease", { id }));
   }
 
   /** Moves the expiry to now + ttlSeconds (default: the lease's own TTL). */
   renew(id: string, ttlSeconds?: number): Promise<Lease> {
-    return this.json<Lease>("POST", `/v1/leases/${encodeURIComponent(id)}/renew`, ttlSeconds === undefined ? {} : { ttlSeconds });
+    return this.json<Lease>("POST", pathOf("renewLease", { id }), ttlSeconds === undefined ? {} : { ttlSeconds });
   }
 
   /** Releases the lease; a second release throws lease_not_found. */
   async release(id: string): Promise<void> {
     this.stopAutoRenew(id);
-    await this.call("DELETE", `/v1/leases/${encodeURIComponent(id)}`);
+    await this.call("DELETE", pathOf("releaseLease", { id }));
   }
 
   /**
@@ -192,12 +215,22 @@ export class NetslotClient {
 
   /** Prometheus text of the daemon and the API. */
   async metrics(): Promise<string> {
-    return (await this.call("GET", "/metrics")).body;
+    return (await this.call("GET", pathOf("metrics"))).body;
   }
 
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
-  releaseQuarantined(index: number): Promise<{ index: number; state: SlotState }> {
-    return this.json("POST", `/v1/pool/quarantined/${index}/release`, {});
+  releaseQuarantined(index: number): Promise<SlotStateResult> {
+    return this.json<SlotStateResult>("POST", pathOf("releaseQuarantined", { index }), {});
+  }
+
+  /** Operator action: stop granting leases (new requests get 503 draining); existing leases run on. */
+  drain(): Promise<DrainState> {
+    return this.json<DrainState>("POST", pathOf("drain"), {});
+  }
+
+  /** Operator action: grant leases again. */
+  undrain(): Promise<DrainState> {
+    return this.json<DrainState>("DELETE", pathOf("undrain"));
   }
 
   /** Stops background renewals and closes idle connections. Leases are not released. */

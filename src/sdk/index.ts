@@ -8,6 +8,7 @@ export {
   type NetslotClientOptions,
 } from "./client.js";
 export type {
+  ConsumerUsage,
   GuestConfig,
   Health,
   Lease,
@@ -19,5 +20,20 @@ export type {
   SlotState,
   TenantNetwork,
 } from "../core/types.js";
+export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
+export {
+  cloudHypervisorNetArgs,
+  firecrackerBootArgs,
+  firecrackerNetworkInterface,
+  firecrackerNetworkOverride,
+  jailerNetnsArgs,
+  kernelBootArg,
+  netnsExecArgs,
+  qemuNetArgs,
+  type FirecrackerNetworkInterface,
+  type FirecrackerNetworkOverride,
+  type FirecrackerOptions,
+  type QemuOptions,
+} from "./vmm.js";

@@ -52,6 +52,23 @@ export interface StoredLease {
   ttlSeconds?: number;
 }
 
+/** How a lease ended: released by its consumer, expired, its owner process exited, or released by an operator. */
+export type EndCause = "released" | "expired" | "owner_exited" | "force_released";
+
+/** A lease that ended, kept for ENDED_RETENTION_MS so GET /v1/leases/{id} can say how. */
+export interface EndedLease {
+  id: string;
+  consumer: string;
+  slotIndex: number;
+  cause: EndCause;
+  /** The operator of a force-release. */
+  by?: string;
+  endedAt: string;
+}
+
+/** How long an ended lease is remembered. */
+export const ENDED_RETENTION_MS = 60 * 60 * 1000;
+
 /** The daemon configuration the slots in this store were built for. */
 export interface StoreFingerprint {
   prefix: string;
@@ -107,6 +124,15 @@ interface LeaseRow {
   ttl_seconds: number | null;
 }
 
+interface EndedRow {
+  id: string;
+  consumer: string;
+  slot_idx: number;
+  cause: string;
+  by: string | null;
+  ended_at: string;
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
@@ -133,6 +159,15 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE INDEX IF NOT EXISTS leases_consumer ON leases(consumer);
 CREATE INDEX IF NOT EXISTS leases_expires ON leases(expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner_pid) WHERE owner_pid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ended_leases (
+  id TEXT PRIMARY KEY,
+  consumer TEXT NOT NULL,
+  slot_idx INTEGER NOT NULL,
+  cause TEXT NOT NULL,
+  by TEXT,
+  ended_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ended_leases_at ON ended_leases(ended_at);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -213,6 +248,9 @@ export class LeaseStore {
     leaseByConsumer: Database.Statement<[string], LeaseRow>;
     leaseExpired: Database.Statement<[string], LeaseRow>;
     leaseOwned: Database.Statement<[], LeaseRow>;
+    endedInsert: Database.Statement<[EndedRow]>;
+    endedGet: Database.Statement<[string, string], EndedRow>;
+    endedPrune: Database.Statement<[string]>;
     counterAdd: Database.Statement<[string]>;
     counterAll: Database.Statement<[], { name: string; value: number }>;
   };
@@ -248,6 +286,11 @@ export class LeaseStore {
         "SELECT * FROM leases WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id",
       ),
       leaseOwned: db.prepare("SELECT * FROM leases WHERE owner_pid IS NOT NULL ORDER BY owner_pid, created_at, id"),
+      endedInsert: db.prepare(
+        "INSERT OR REPLACE INTO ended_leases(id, consumer, slot_idx, cause, by, ended_at) VALUES (@id, @consumer, @slot_idx, @cause, @by, @ended_at)",
+      ),
+      endedGet: db.prepare("SELECT * FROM ended_leases WHERE id = ? AND ended_at >= ?"),
+      endedPrune: db.prepare("DELETE FROM ended_leases WHERE ended_at < ?"),
       counterAdd: db.prepare("UPDATE counters SET value = value + 1 WHERE name = ?"),
       counterAll: db.prepare("SELECT name, value FROM counters"),
     };
@@ -323,6 +366,32 @@ export class LeaseStore {
   setFingerprint(fp: StoreFingerprint): void {
     const value = JSON.stringify({ prefix: fp.prefix, linkCidr: fp.linkCidr, poolSize: fp.poolSize });
     this.write("writing the fingerprint", () => this.st.metaSet.run("fingerprint", value));
+  }
+
+  /**
+   * Root-namespace settings the daemon changed, each with its value from before the first
+   * change (opaque to the store; the dataplane defines them). Purge puts them back.
+   */
+  rootChanges<T extends { before: string }>(): T[] {
+    return this.run("reading root changes", () => JSON.parse(this.st.metaGet.get("root_changes")?.value ?? "[]") as T[]);
+  }
+
+  /** Records changes not recorded yet (same `key`): the first value seen is the one to restore. */
+  recordRootChanges<T extends { before: string }>(changes: readonly T[], key: (c: T) => string): void {
+    const known = this.rootChanges<T>();
+    const seen = new Set(known.map(key));
+    const added = changes.filter((c) => !seen.has(key(c)));
+    if (added.length === 0) return;
+    this.write("recording root changes", () => this.st.metaSet.run("root_changes", JSON.stringify([...known, ...added])));
+  }
+
+  /** The kernel boot id the leases were granted under (/proc/sys/kernel/random/boot_id). */
+  bootId(): string | undefined {
+    return this.run("reading the boot id", () => this.st.metaGet.get("boot_id")?.value);
+  }
+
+  setBootId(id: string): void {
+    this.write("writing the boot id", () => this.st.metaSet.run("boot_id", id));
   }
 
   schemaVersion(): number {
@@ -446,13 +515,26 @@ export class LeaseStore {
 
   /**
    * In one transaction: deletes the lease and moves its slot to 'scrubbing' (a quarantined
-   * slot stays quarantined). Returns the deleted lease, or undefined when there was none.
+   * slot stays quarantined); with `end`, remembers how it ended (and forgets ends older
+   * than ENDED_RETENTION_MS). Returns the deleted lease, or undefined when there was none.
    */
-  deleteLease(id: string): StoredLease | undefined {
+  deleteLease(id: string, end?: { cause: EndCause; by?: string }): StoredLease | undefined {
     return this.write("deleting a lease", () => {
       const row = this.st.leaseGet.get(id);
       if (row === undefined) return undefined;
       this.st.leaseDelete.run(id);
+      if (end !== undefined) {
+        const now = Date.now();
+        this.st.endedPrune.run(new Date(now - ENDED_RETENTION_MS).toISOString());
+        this.st.endedInsert.run({
+          id,
+          consumer: row.consumer,
+          slot_idx: row.slot_idx,
+          cause: end.cause,
+          by: end.by ?? null,
+          ended_at: new Date(now).toISOString(),
+        });
+      }
       const slot = this.st.slotGet.get(row.slot_idx);
       if (slot !== undefined && slot.state !== "quarantined") {
         this.st.slotSet.run({ state: "scrubbing", reason: null, now: new Date().toISOString(), idx: row.slot_idx });
@@ -480,6 +562,31 @@ export class LeaseStore {
       const row = this.st.leaseGet.get(id);
       return row === undefined ? undefined : rowToLease(row);
     });
+  }
+
+  /** How a lease ended, if it did within ENDED_RETENTION_MS. */
+  endedLease(id: string): EndedLease | undefined {
+    return this.run("reading an ended lease", () => {
+      const row = this.st.endedGet.get(id, new Date(Date.now() - ENDED_RETENTION_MS).toISOString());
+      if (row === undefined) return undefined;
+      return {
+        id: row.id,
+        consumer: row.consumer,
+        slotIndex: row.slot_idx,
+        cause: row.cause as EndCause,
+        ...(row.by !== null ? { by: row.by } : {}),
+        endedAt: row.ended_at,
+      };
+    });
+  }
+
+  /** Whether an operator stopped new leases (`netslot drain`); survives restarts. */
+  draining(): boolean {
+    return this.run("reading the drain switch", () => this.st.metaGet.get("draining")?.value === "1");
+  }
+
+  setDraining(on: boolean): void {
+    this.write("writing the drain switch", () => this.st.metaSet.run("draining", on ? "1" : "0"));
   }
 
   /** All leases, or one consumer's, oldest first. */

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { checkInvariants } from "../../src/cli/host-commands.js";
+import { checkInvariants } from "../../src/pool/invariants.js";
 import { FAULT_POINTS, type FaultPoint } from "../../src/core/faults.js";
 import { inventory } from "../../src/dataplane/dataplane.js";
 import { NetslotApiError, NetslotClient, NetslotConnectionError, type Lease, type TenantNetwork } from "../../src/sdk/index.js";

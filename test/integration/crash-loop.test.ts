@@ -5,7 +5,7 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { formatViolations, runCrashLoop } from "../crash/harness.js";
-import { checkInvariants } from "../../src/cli/host-commands.js";
+import { checkInvariants } from "../../src/pool/invariants.js";
 import { NetslotConnectionError } from "../../src/sdk/index.js";
 import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 

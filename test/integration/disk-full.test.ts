@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { checkInvariants } from "../../src/cli/host-commands.js";
+import { checkInvariants } from "../../src/pool/invariants.js";
 import { NetslotApiError, type Lease, type PoolCounts } from "../../src/sdk/index.js";
 import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 

@@ -4,11 +4,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import { diffFingerprints, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 import { fingerprintOf as slotFingerprintOf } from "../../src/dataplane/dataplane.js";
+import { loadGolden } from "../../src/dataplane/golden.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
 
@@ -33,8 +33,9 @@ describe("hygiene: what a tenant leaves behind does not reach the next tenant", 
   });
 
   function golden(): Fingerprint {
-    const saved = JSON.parse(fs.readFileSync(path.join(daemon.stateDir, "golden-fingerprint.json"), "utf8")) as { fingerprint: Fingerprint };
-    return saved.fingerprint;
+    const saved = loadGolden(daemon.stateDir);
+    assert.ok(saved, "the daemon saved a golden fingerprint");
+    return saved;
   }
 
   function fingerprintOf(index: number): Fingerprint {

@@ -1,6 +1,7 @@
-// Test environment: a unique prefix per test file, an "upstream" namespace standing in for
-// the internet behind a test uplink, a running daemon, and cleanup that runs even when a
-// test fails. Spawning ip/nft here is fine: this is test support, not the request path.
+// Test and benchmark environment, shared by test/ and bench/: a unique prefix per test
+// file, an "upstream" namespace standing in for the internet behind a test uplink, a
+// running daemon, waiting, and cleanup that runs even when a test fails. Spawning ip/nft
+// here is fine: this is test support, not the request path.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -21,13 +22,20 @@ export function testPrefix(): string {
   return "t" + randomBytes(4).toString("hex").slice(0, 5).replace(/^\d/, "a");
 }
 
-export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
+/** Runs a command synchronously and returns stdout; throws with stderr unless allowFail. */
+export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string; timeoutMs?: number } = {}): string {
   try {
-    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["pipe", "pipe", "pipe"], input: opts.input, maxBuffer: 256 * 1024 * 1024 });
+    return execFileSync(cmd, args, {
+      encoding: "utf8",
+      stdio: ["pipe", "pipe", "pipe"],
+      input: opts.input,
+      timeout: opts.timeoutMs,
+      maxBuffer: 256 * 1024 * 1024,
+    });
   } catch (err) {
     if (opts.allowFail) return "";
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr || e.message}`, { cause: err });
+    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`);
   }
 }
 
@@ -108,18 +116,34 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
   };
 }
 
-export interface DaemonHandle {
+/** A line the daemon wrote (stdout or stderr), with the time it arrived. */
+export interface LogLine {
+  /** ms since spawn */
+  t: number;
+  text: string;
+}
+
+/** A spawned daemon, ready or not. */
+export interface DaemonProcess {
   prefix: string;
   socket: string;
   stateDir: string;
   linkCidr: string;
   client: NetslotClient;
   process: ChildProcess;
+  /** performance.now() at spawn: the origin of `lines[].t`. */
+  spawnedAt: number;
+  /** Complete lines of stdout and stderr so far, as they arrived. */
+  lines: LogLine[];
   output(): string;
-  /** SIGTERM and wait for exit. */
-  stop(): Promise<void>;
+  running(): boolean;
+  /** SIGTERM and wait for exit (SIGKILL after `killAfterMs`, if given). */
+  stop(opts?: { killAfterMs?: number }): Promise<void>;
   /** SIGKILL and wait for exit. */
   kill9(): Promise<void>;
+}
+
+export interface DaemonHandle extends DaemonProcess {
   /** Start again with the same options. */
   restart(extraArgs?: string[]): Promise<DaemonHandle>;
   /** Stop if running, purge the prefix, remove the temp dir. */
@@ -137,9 +161,17 @@ export interface DaemonOptions {
   stateDir?: string;
   env?: Record<string, string>;
   waitReady?: boolean;
+  /** Keep the daemon's boot progress lines (the benchmarks read them); off by default. */
+  progress?: boolean;
+  /** The client's per-request timeout. */
+  clientTimeoutMs?: number;
 }
 
-export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
+/**
+ * Spawns `netslot daemon` with its own temp dir (state dir and socket) unless `stateDir`
+ * is given, collecting its output; does not wait for it.
+ */
+export function spawnDaemon(opts: DaemonOptions): DaemonProcess {
   const dir = opts.stateDir ? path.dirname(opts.stateDir) : fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${opts.prefix}-`));
   const stateDir = opts.stateDir ?? path.join(dir, "state");
   const socket = path.join(dir, "api.sock");
@@ -159,69 +191,107 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     opts.uplink,
     "--link-cidr",
     linkCidr,
-    "--no-progress",
+    ...(opts.progress ? [] : ["--no-progress"]),
     ...(opts.vtepRemote ? ["--vtep-remote", opts.vtepRemote] : []),
     ...(opts.extraArgs ?? []),
   ];
+  const spawnedAt = performance.now();
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...opts.env } });
   let output = "";
-  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+  let partial = "";
+  const lines: LogLine[] = [];
+  const onData = (d: Buffer) => {
+    const t = performance.now() - spawnedAt;
+    const text = d.toString();
+    output += text;
+    partial += text;
+    let nl: number;
+    while ((nl = partial.indexOf("\n")) >= 0) {
+      lines.push({ t, text: partial.slice(0, nl) });
+      partial = partial.slice(nl + 1);
+    }
+  };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const client = new NetslotClient({ socketPath: socket });
-  const handle: DaemonHandle = {
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const client = new NetslotClient({ socketPath: socket, ...(opts.clientTimeoutMs !== undefined ? { timeoutMs: opts.clientTimeoutMs } : {}) });
+  return {
     prefix: opts.prefix,
     socket,
     stateDir,
     linkCidr,
     client,
     process: child,
+    spawnedAt,
+    lines,
     output: () => output,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
+    running,
+    async stop(stopOpts = {}) {
+      if (running()) {
         child.kill("SIGTERM");
+        const timer = stopOpts.killAfterMs !== undefined ? setTimeout(() => child.kill("SIGKILL"), stopOpts.killAfterMs) : undefined;
         await exited;
+        clearTimeout(timer);
       }
       client.close();
     },
     async kill9() {
-      if (child.exitCode === null && child.signalCode === null) {
+      if (running()) {
         child.kill("SIGKILL");
         await exited;
       }
       client.close();
     },
+  };
+}
+
+/** Spawns a daemon (see spawnDaemon) and, unless `waitReady` is false, waits until it is ready. */
+export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
+  const daemon = spawnDaemon(opts);
+  const { linkCidr, stateDir } = daemon;
+  const handle: DaemonHandle = {
+    ...daemon,
     restart(extraArgs) {
       return startDaemon({ ...opts, linkCidr, stateDir, extraArgs: extraArgs ?? opts.extraArgs });
     },
     async cleanup() {
-      await handle.kill9();
+      await daemon.kill9();
       sh(process.execPath, [CLI, "purge", "--prefix", opts.prefix, "--state-dir", stateDir], { allowFail: true });
-      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(path.dirname(stateDir), { recursive: true, force: true });
     },
   };
   if (opts.waitReady !== false) {
     try {
-      await waitFor(async () => (await client.health()).status === "ready", 120_000, () => child.exitCode !== null);
+      await waitFor(async () => (await daemon.client.health()).status === "ready", 120_000, { abort: () => !daemon.running() });
     } catch (err) {
-      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${output}`, { cause: err });
+      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${daemon.output()}`);
     }
   }
   return handle;
 }
 
-/** Polls `cond` every 20 ms until it is true, `abort()` is true, or the timeout passes. */
-export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, abort: () => boolean = () => false): Promise<void> {
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface WaitOptions {
+  /** Stop waiting (with an error) once this is true, e.g. the process exited. */
+  abort?: () => boolean;
+  /** Poll interval; 20 ms by default. */
+  intervalMs?: number;
+}
+
+/** Polls `cond` every `intervalMs` until it is true, `abort()` is true, or the timeout passes. */
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, opts: WaitOptions = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
-    if (abort()) throw new Error("aborted (process exited)");
+    if (opts.abort?.()) throw new Error("aborted (process exited)");
     try {
       if (await cond()) return;
     } catch (err) {
       lastError = err;
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(opts.intervalMs ?? 20);
   }
   throw new Error(`timed out after ${timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ""}`);
 }

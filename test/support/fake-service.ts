@@ -34,7 +34,8 @@ export class FakeService implements LeaseService {
 
   health(): Omit<Health, "version"> {
     this.maybeFail("health");
-    return { status: this.status, pool: { ...this.pool(), built: this.status === "ready" ? this.size : 1 } };
+    const { size, free, leased, scrubbing, quarantined, missing } = this.pool();
+    return { status: this.status, draining: false, pool: { size, free, leased, scrubbing, quarantined, missing, built: this.status === "ready" ? this.size : 1 } };
   }
 
   pool(): PoolCounts {
@@ -46,6 +47,8 @@ export class FakeService implements LeaseService {
       quarantined: 1,
       missing: 0,
       quarantinedSlots: [{ index: this.size, reason: "scrub failed: nft table left behind", since: "2024-05-01T10:00:00.000Z" }],
+      draining: false,
+      consumers: [],
     };
   }
 
@@ -80,14 +83,14 @@ export class FakeService implements LeaseService {
     return lease;
   }
 
-  list(consumer: string): Lease[] {
-    return [...this.leases.values()].filter((l) => l.consumer === consumer);
+  list(consumer: string, opts: { all?: boolean } = {}): Lease[] {
+    return [...this.leases.values()].filter((l) => opts.all === true || l.consumer === consumer);
   }
 
-  get(consumer: string, id: string): Lease {
+  get(consumer: string, id: string, opts: { operator?: boolean } = {}): Lease {
     this.maybeFail("get");
     const lease = this.leases.get(id);
-    if (!lease || lease.consumer !== consumer) throw new NetslotError("lease_not_found", `no lease ${id}`);
+    if (!lease || (lease.consumer !== consumer && opts.operator !== true)) throw new NetslotError("lease_not_found", `no lease ${id}`);
     return lease;
   }
 
@@ -100,9 +103,9 @@ export class FakeService implements LeaseService {
     return lease;
   }
 
-  async release(consumer: string, id: string): Promise<void> {
+  async release(consumer: string, id: string, opts: { operator?: boolean } = {}): Promise<void> {
     this.calls.push({ method: "release", consumer, args: [id] });
-    this.get(consumer, id);
+    this.get(consumer, id, opts);
     this.leases.delete(id);
   }
 
@@ -114,6 +117,12 @@ export class FakeService implements LeaseService {
 /** The admin side: only `quarantined` is quarantined; `calls` records every retry asked for. */
 export class FakeAdmin {
   calls: number[] = [];
+  draining = false;
+
+  setDraining(on: boolean): { draining: boolean } {
+    this.draining = on;
+    return { draining: on };
+  }
 
   constructor(private readonly quarantined: number) {}
 

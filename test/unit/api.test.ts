@@ -11,8 +11,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotError } from "../../src/core/errors.js";
 import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
-import { createApiServer, MAX_BODY_BYTES, type ApiServer } from "../../src/api/server.js";
-import { loadOpenApiDocument, SchemaSet, type JsonSchema } from "../../src/api/validate.js";
+import { createApiServer, MAX_BODY_BYTES, type ApiServer, type ConsumerConfig } from "../../src/api/server.js";
+import { openApiDocument, type JsonSchema } from "../../src/api/openapi.js";
+import { SchemaSet } from "../../src/api/validate.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
 
@@ -68,7 +69,7 @@ function raw(socketPath: string, method: string, urlPath: string, opts: RawOptio
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
-const doc = loadOpenApiDocument();
+const doc = openApiDocument();
 const schemas = new SchemaSet(doc);
 let validatedResponses = 0;
 
@@ -146,7 +147,7 @@ interface Fixture {
   call(method: string, urlPath: string, opts?: RawOptions): Promise<RawResult>;
 }
 
-async function startFixture(name: string, consumers?: { name: string; token: string }[]): Promise<Fixture> {
+async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise<Fixture> {
   const service = new FakeService(3);
   const admin = new FakeAdmin(3);
   const socket = path.join(tmp, `${name}.sock`);
@@ -216,13 +217,13 @@ describe("endpoints", () => {
   });
 
   test("lease lifecycle: acquire, get, list, renew, release, second release", async () => {
-    const created = await f.call("POST", "/v1/leases", json({ ttlSeconds: 60, labels: { job: "ci-42", "team/x": "a" }, network: { vni: 42, cidr: "10.1.0.0/16" }, ownerPid: 1234 }));
+    const created = await f.call("POST", "/v1/leases", json({ ttlSeconds: 60, labels: { job: "ci-42", "team/x": "a" }, network: { vni: 42, cidr: "10.1.0.0/16" }, ownerPid: process.pid }));
     assert.equal(created.status, 201);
     const lease = created.json as Lease;
     assert.equal(created.headers.location, `/v1/leases/${lease.id}`);
     assert.equal(lease.consumer, "default");
     assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
-    assert.equal(lease.ownerPid, 1234);
+    assert.equal(lease.ownerPid, process.pid);
 
     const got = await f.call("GET", created.headers.location);
     assert.deepEqual(got.json, lease);
@@ -526,11 +527,54 @@ describe("consumers", () => {
     assert.equal((await c.call("DELETE", `/v1/leases/${lease.id}`, as(A))).status, 204);
   });
 
+  test("tenancy rules at the API: networks, owners, operator routes, narrowed pool view", async () => {
+    const O = { name: "ops", token: "tok-ops-0123456789abcd", role: "operator" as const };
+    const t = await startFixture("tenancy", [{ ...A, vnis: ["100-199", 4242] }, B, O]);
+    try {
+      const before = t.service.calls.length;
+      assertProblem(await t.call("POST", "/v1/leases", as(A, json({ network: { vni: 200, cidr: "10.1.0.0/16" } }))), 403, "network_forbidden");
+      assertProblem(await t.call("POST", "/v1/leases", as(B, json({ network: { vni: 100, cidr: "10.1.0.0/16" } }))), 403, "network_forbidden");
+      assertProblem(await t.call("POST", "/v1/leases", as(A, json({ ownerPid: 1 }))), 403, "owner_forbidden");
+      assertProblem(await t.call("POST", "/v1/leases", as(A, json({ owner: "caller", ownerPid: process.pid }))), 400, "invalid_request", "/ownerPid");
+      assert.equal(t.service.calls.length, before, "refused requests never reach the pool");
+      const ok = await t.call("POST", "/v1/leases", as(A, json({ network: { vni: 4242, cidr: "10.1.0.0/16" }, owner: "caller" })));
+      assert.equal(ok.status, 201, ok.text);
+      const lease = ok.json as Lease;
+      assert.equal(lease.ownerPid, process.pid, "owner caller is this process, from SO_PEERCRED");
+      for (const [method, url] of [
+        ["GET", "/v1/leases?all=true"],
+        ["POST", "/v1/pool/quarantined/3/release"],
+        ["POST", "/v1/pool/drain"],
+        ["DELETE", "/v1/pool/drain"],
+      ] as const) {
+        assertProblem(await t.call(method, url, as(B)), 403, "forbidden");
+      }
+      assertProblem(await t.call("DELETE", `/v1/leases/${lease.id}`, as(B)), 404, "lease_not_found");
+      assertProblem(await t.call("GET", "/v1/leases?all=maybe", as(O)), 400, "invalid_request");
+      assert.equal(((await t.call("GET", "/v1/leases?all=true", as(O))).json as { leases: Lease[] }).leases.length, 1);
+      assert.equal((await t.call("GET", `/v1/leases/${lease.id}`, as(O))).status, 200);
+      const consumerView = (await t.call("GET", "/v1/pool", as(B))).json as PoolCounts;
+      assert.equal(consumerView.quarantinedSlots[0]!.reason, undefined, "reasons are for operators");
+      assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
+      const health = (await t.call("GET", "/v1/health")).json as Record<string, unknown>;
+      assert.deepEqual(Object.keys(health).sort(), ["draining", "pool", "status", "version"]);
+      assert.equal("quarantinedSlots" in (health["pool"] as object), false);
+      assert.equal((await t.call("DELETE", `/v1/leases/${lease.id}`, as(O))).status, 204, "an operator force-releases");
+    } finally {
+      await t.server.close();
+    }
+  });
+
   test("invalid consumer config is refused", () => {
     const service = new FakeService(3);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
     assert.throws(() => createApiServer({ service, consumers: [{ name: "dave", token: "has space" }] }), /token/);
+    assert.throws(() => createApiServer({ service, consumers: [{ name: "erin" }] }), /needs a token, uids or gids/);
+    assert.throws(() => createApiServer({ service, consumers: [{ ...A, vnis: ["9-3"] }] }), /low end first/);
+    assert.throws(() => createApiServer({ service, consumers: [{ ...A, quota: { reserved: 5, max: 2 } }] }), /larger than quota.max/);
+    assert.throws(() => createApiServer({ service, consumers: [{ ...A, uids: [1000] }, { ...B, uids: [1000] }] }), /also names consumer/);
+    assert.throws(() => createApiServer({ service, consumers: [{ ...A, role: "root" as "operator" }] }), /role/);
   });
 });
 

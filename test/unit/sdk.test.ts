@@ -86,9 +86,11 @@ describe("SDK", () => {
     const renewed = await client.renew(unbound.id, 600);
     assert.ok(Date.parse(renewed.expiresAt!) > Date.parse(unbound.expiresAt!));
     await client.release(unbound.id);
-    const explicit = await client.acquire({ ownerPid: 1 });
-    assert.equal(explicit.ownerPid, 1);
+    // An old SDK's explicit ownerPid: accepted for the caller itself, refused for anyone else.
+    const explicit = await client.acquire({ ownerPid: process.pid });
+    assert.equal(explicit.ownerPid, process.pid);
     await client.release(explicit.id);
+    await apiError(client.acquire({ ownerPid: 1 }), "owner_forbidden");
   });
 
   test("error codes reachable through the SDK", async () => {
@@ -156,6 +158,14 @@ describe("SDK", () => {
     await capture("payload_too_large", "POST", "/v1/leases", { "content-type": "application/json", "content-length": 1 << 20 });
     await capture("unsupported_media_type", "POST", "/v1/leases", { "content-type": "text/plain" }, "{}");
     await capture("slot_not_quarantined", "POST", "/v1/pool/quarantined/0/release");
+    const json = { "content-type": "application/json" };
+    await capture("forbidden", "GET", "/v1/leases?all=true", { authorization: `Bearer ${A.token}` }, undefined, authSocket);
+    await capture("network_forbidden", "POST", "/v1/leases", { ...json, authorization: `Bearer ${A.token}` }, '{"network":{"vni":7,"cidr":"10.0.0.0/8"}}', authSocket);
+    await capture("owner_forbidden", "POST", "/v1/leases", json, '{"ownerPid":1}');
+    service.failNext.set("acquire", new NetslotError("quota_exceeded", "at max", { retryAfter: 1 }));
+    await capture("quota_exceeded", "POST", "/v1/leases");
+    service.failNext.set("acquire", new NetslotError("draining", "draining", { retryAfter: 30 }));
+    await capture("draining", "POST", "/v1/leases");
     service.size = 0;
     await capture("pool_exhausted", "POST", "/v1/leases");
     service.size = 2;
@@ -330,7 +340,7 @@ describe("CLI client commands", () => {
     const stderr = capture();
     assert.equal(await cmdRelease({ socket, stderr }, "no-such-lease"), 1);
     assert.match(stderr.text(), /lease_not_found \(HTTP 404\): no lease no-such-lease/);
-    assert.match(stderr.text(), /fix: The lease does not exist/);
+    assert.ok(stderr.text().includes(`fix: ${ERRORS.lease_not_found.fix}`), stderr.text());
 
     const invalid = capture();
     assert.equal(await cmdLease({ socket, network: { vni: 1, cidr: "10.1.0.1/16" }, stderr: invalid }), 1);

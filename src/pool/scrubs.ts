@@ -1,0 +1,96 @@
+// Scrub scheduling: a released slot goes to the scrub worker once at a time; the outcome
+// returns it to the free list or quarantines it, written to the store first.
+import { NetslotError } from "../core/errors.js";
+import { faultPoint } from "../core/faults.js";
+import type { AuditEvent, SlotState, TenantNetwork } from "../core/types.js";
+import type { LeaseStore } from "../store/store.js";
+import type { SlotTable } from "./allocation.js";
+import type { PoolMetrics } from "./pool-metrics.js";
+import type { Scrubber, ScrubResult } from "./scrubber.js";
+
+/** What the rest of the pool may ask of scrubbing. */
+export interface ScrubQueue {
+  /** Scrubs slot `index` (its `tenant` network, if any, is torn down too); once per slot at a time. */
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void;
+}
+
+export interface ScrubSchedulerDeps {
+  slots: SlotTable;
+  store: Pick<LeaseStore, "setSlotState">;
+  scrubber: Pick<Scrubber, "scrub">;
+  metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
+  log: (msg: string) => void;
+  audit: (event: AuditEvent) => void;
+}
+
+export class ScrubScheduler implements ScrubQueue {
+  private readonly pending = new Set<number>();
+  private closed = false;
+
+  constructor(private readonly deps: ScrubSchedulerDeps) {}
+
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+    if (this.pending.has(index)) return;
+    this.pending.add(index);
+    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pending.delete(index));
+  }
+
+  /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
+  async retryQuarantined(index: number, by?: string): Promise<SlotState> {
+    const { slots } = this.deps;
+    if (!slots.has(index) || slots.state(index) !== "quarantined") {
+      throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
+    }
+    this.deps.audit({ event: "retry", slot: index, reason: slots.reasonOf(index) ?? "quarantined", ...(by !== undefined ? { by } : {}) });
+    slots.markScrubbing(index);
+    this.pending.add(index);
+    try {
+      await this.scrubNow(index, undefined, performance.now());
+    } finally {
+      this.pending.delete(index);
+    }
+    return slots.state(index);
+  }
+
+  /** Outcomes that arrive after this are dropped: the next start scrubs those slots again. */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+    const { slots, store, metrics } = this.deps;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    try {
+      result = await this.deps.scrubber.scrub(index, tenant);
+    } catch (err) {
+      result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
+    }
+    if (this.closed) return;
+    metrics.scrubSeconds.observe(result.ms / 1000);
+    try {
+      if (result.outcome === "quarantined") {
+        this.quarantine(index, result.reason ?? "scrub failed");
+      } else {
+        store.setSlotState(index, "free");
+        faultPoint("scrub.after-store");
+        slots.markFree(index);
+        metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
+      }
+    } catch (err) {
+      // The store could not record the outcome: the slot stays out of the pool and the
+      // whole scrub is tried again in a second (a restart would scrub it too).
+      this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
+      setTimeout(() => this.schedule(index, tenant, releasedAt), 1000).unref();
+    }
+    slots.touch(index);
+  }
+
+  private quarantine(index: number, reason: string): void {
+    this.deps.store.setSlotState(index, "quarantined", reason);
+    this.deps.slots.markQuarantined(index, reason);
+    this.deps.metrics.scrubOutcomes.inc({ outcome: "quarantined" });
+    this.deps.audit({ event: "quarantine", slot: index, reason });
+  }
+}

@@ -1,0 +1,78 @@
+// A daemon that cannot serve says so and exits non-zero, so that systemd restarts it or
+// reports it, instead of answering "ready" with an empty pool.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+
+const skip = isRoot() ? false : "needs root";
+
+/** Starts a daemon without waiting for ready; resolves with its exit code and output. */
+async function exitOf(daemon: DaemonHandle): Promise<{ code: number | null; lines: string[] }> {
+  await waitFor(() => daemon.process.exitCode !== null || daemon.process.signalCode !== null, 60_000);
+  const lines = daemon
+    .output()
+    .split("\n")
+    .filter((l) => l.startsWith("netslot: "));
+  return { code: daemon.process.exitCode, lines };
+}
+
+describe("a daemon that cannot serve exits non-zero with one clear line", { skip }, () => {
+  const prefix = testPrefix();
+  let upstream: Upstream;
+  const daemons: DaemonHandle[] = [];
+
+  before(() => {
+    upstream = createUpstream(prefix);
+  });
+
+  after(async () => {
+    for (const d of daemons) await d.cleanup();
+    upstream?.remove();
+  });
+
+  it("refuses a --link-cidr another daemon already routes; the first one keeps serving", async () => {
+    const first = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2 });
+    daemons.push(first);
+    const second = await startDaemon({ prefix: testPrefix(), uplink: upstream.uplink, poolSize: 2, linkCidr: first.linkCidr, waitReady: false });
+    daemons.push(second);
+    const { code, lines } = await exitOf(second);
+    assert.equal(code, 2, second.output());
+    assert.equal(lines.length, 1, second.output());
+    assert.match(lines[0]!, new RegExp(`--link-cidr ${first.linkCidr.replace(/\./g, "\\.")} is already routed on this host \\(route `));
+    assert.equal((await first.client.health()).status, "ready");
+    assert.equal((await first.client.pool()).free, 2);
+  });
+
+  it("exits 1 when every slot fails to build", async () => {
+    const d = await startDaemon({
+      prefix: testPrefix(),
+      uplink: upstream.uplink,
+      poolSize: 4,
+      waitReady: false,
+      env: { NETSLOT_TEST_FAULT: "build.after-netns:throw" },
+    });
+    daemons.push(d);
+    const { code, lines } = await exitOf(d);
+    assert.equal(code, 1, d.output());
+    const fatal = lines.filter((l) => l.startsWith("netslot: cannot serve"));
+    assert.equal(fatal.length, 1, d.output());
+    assert.match(fatal[0]!, /cannot serve: 4 of 4 slots could not be built \(at most 0 may fail\): slot \d: .*injected failure/);
+  });
+
+  it("exits 1 when boot fails", async () => {
+    const d = await startDaemon({
+      prefix: testPrefix(),
+      uplink: upstream.uplink,
+      poolSize: 2,
+      waitReady: false,
+      env: { NETSLOT_TEST_FAULT: "boot.after-reconcile:throw" },
+    });
+    daemons.push(d);
+    const { code, lines } = await exitOf(d);
+    assert.equal(code, 1, d.output());
+    assert.deepEqual(
+      lines.filter((l) => l.includes("cannot serve")),
+      ["netslot: cannot serve: boot failed: fault point boot.after-reconcile: injected failure"],
+    );
+  });
+});
