@@ -199,7 +199,7 @@ export function createRequestValidators(): RequestValidators {
       const error = validate(body);
       if (error) return { ok: false, error };
       const value = body as BodyOf<K>;
-      const check = SEMANTIC_CHECKS[operationId] as ((b: BodyOf<K>) => FieldError | null) | undefined;
+      const check = SEMANTIC_CHECKS[operationId];
       const semantic = check?.(value) ?? null;
       return semantic ? { ok: false, error: semantic } : { ok: true, value };
     },

@@ -427,8 +427,10 @@ export type OperationId = keyof typeof OPERATIONS;
 export type RequestOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
 export type ResponseOf<K extends OperationId> = (typeof OPERATIONS)[K]["response"] extends { schema: infer S extends TSchema }
   ? Static<S>
-  : void;
+  : // eslint-disable-next-line @typescript-eslint/no-invalid-void-type -- an operation without a body resolves to void, as its SDK method does
+    void;
 
+// eslint-disable-next-line @typescript-eslint/no-generated-empty-object-type -- operations without path parameters map to {}
 type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
 
 /** The concrete path of an operation: its template with each `{name}` filled in and encoded. */

@@ -119,7 +119,7 @@ async function serve(config: DaemonConfig): Promise<void> {
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
-  const tty = config.progress && process.stderr.isTTY === true;
+  const tty = config.progress && process.stderr.isTTY;
   let lastPrinted = 0;
   const pool = new Pool({
     bootId: kernelBootId(),
