@@ -1,6 +1,6 @@
 // Errors on the wire: application/problem+json (RFC 9457), one shape for every code of the
 // registry in core/errors.ts. `type` is a stable identifier, never fetched.
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { ERRORS, NetslotError, type ErrorCode } from "../core/errors.js";
 import type { Problem } from "../core/schema.js";
 
@@ -69,4 +69,28 @@ export function rawProblemResponse(error: NetslotError, headers: Record<string, 
     "Connection: close\r\n\r\n" +
     body
   );
+}
+
+export interface ApiLogger {
+  /** Genuine bugs only (errors that are not NetslotError); client mistakes are not logged. */
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * Answers a request whose handling threw: a NetslotError as its problem; anything else is a
+ * bug, logged and answered 500 internal. A response already under way is cut instead.
+ */
+export function answerError(req: IncomingMessage, res: ServerResponse, err: unknown, logger: ApiLogger): void {
+  if (!(err instanceof NetslotError)) {
+    logger.error("unexpected error while answering a request", {
+      method: req.method,
+      path: req.url?.split(/[?#]/)[0],
+      error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+    });
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendProblem(res, err instanceof NetslotError ? err : new NetslotError("internal", "internal error; the daemon's log has the details"));
 }

@@ -1,9 +1,9 @@
 // Request validation from the schemas of core/schema.ts, compiled once with ajv (JSON
 // Schema 2020-12, the dialect of OpenAPI 3.1) when the server is created, never per
 // request. The few checks a schema cannot express (CIDR host bits) live here too.
-import type { Static, TSchema } from "@sinclair/typebox";
+import type { TSchema } from "@sinclair/typebox";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
-import { LeaseId, OPERATIONS, type LeaseRequest, type Operation, type OperationId } from "../core/schema.js";
+import { OPERATIONS, type LeaseRequest, type Operation, type OperationId, type RequestOf } from "../core/schema.js";
 import type { JsonSchema, OpenApiDocument } from "./openapi.js";
 
 /** The request field at fault: a JSON pointer ("" for the whole body) and a readable reason. */
@@ -163,7 +163,7 @@ export function checkCidrSemantics(cidr: string): string | null {
 }
 
 /** Checks beyond the schema, by operation: run on a body the schema accepted. */
-const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | null } = {
+const SEMANTIC_CHECKS: { [K in OperationId]?: (body: RequestOf<K>) => FieldError | null } = {
   acquireLease(body: LeaseRequest) {
     if (body.owner !== undefined && body.ownerPid !== undefined) return { field: "/ownerPid", detail: "send owner or ownerPid, not both" };
     if (!body.network) return null;
@@ -172,39 +172,64 @@ const SEMANTIC_CHECKS: { [K in OperationId]?: (body: BodyOf<K>) => FieldError | 
   },
 };
 
-type BodyOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
-type WithBody = { [K in OperationId]: (typeof OPERATIONS)[K] extends { body: TSchema } ? K : never }[OperationId];
-
 export interface RequestValidators {
   /**
    * The body of an operation, checked against its schema. On success the value is the parsed
    * body itself: the schemas are closed, so it holds only fields the schema defines, all of
    * them passed on (nothing is copied field by field, so nothing can be dropped).
    */
-  body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>>;
-  /** Whether a path segment can be a lease id at all. */
-  leaseId(id: string): boolean;
+  body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>>;
+  /**
+   * The operation's query parameters found in a request URL, each checked against its schema
+   * (`field` names the parameter). Parameters the operation does not define are ignored.
+   */
+  query(operationId: OperationId, url: string | undefined): Checked<Partial<Record<string, string>>>;
 }
+
+const NO_QUERY: Checked<Partial<Record<string, string>>> = { ok: true, value: {} };
 
 export function createRequestValidators(): RequestValidators {
   const bodies = new Map<string, Validator>();
   for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
     if (op.body) bodies.set(operationId, compileSchema(op.body));
   }
-  const leaseId = compileSchema(LeaseId);
+  const queries = new Map<string, { name: string; validate: Validator; allowed: unknown }[]>();
+  for (const [operationId, op] of Object.entries(OPERATIONS) as [OperationId, Operation][]) {
+    if (!op.query) continue;
+    queries.set(
+      operationId,
+      Object.entries(op.query).map(([name, q]) => ({ name, validate: compileSchema(q.schema), allowed: (q.schema as { enum?: unknown }).enum })),
+    );
+  }
   return {
-    body<K extends WithBody>(operationId: K, body: unknown): Checked<BodyOf<K>> {
+    query(operationId, url) {
+      const params = queries.get(operationId);
+      const at = url?.indexOf("?") ?? -1;
+      // Most requests have no query: nothing parsed, nothing allocated.
+      if (params === undefined || at === -1) return NO_QUERY;
+      const end = url!.indexOf("#", at);
+      const search = new URLSearchParams(url!.slice(at + 1, end === -1 ? undefined : end));
+      const value: Record<string, string> = {};
+      for (const param of params) {
+        const given = search.get(param.name);
+        if (given === null) continue;
+        if (param.validate(given) !== null) {
+          const detail = Array.isArray(param.allowed) ? `${param.name} must be ${param.allowed.join(" or ")}` : `${param.name} is invalid`;
+          return { ok: false, error: { field: param.name, detail } };
+        }
+        value[param.name] = given;
+      }
+      return { ok: true, value };
+    },
+    body<K extends OperationId>(operationId: K, body: unknown): Checked<RequestOf<K>> {
       const validate = bodies.get(operationId);
       if (!validate) throw new Error(`${operationId} has no request body`);
       const error = validate(body);
       if (error) return { ok: false, error };
-      const value = body as BodyOf<K>;
-      const check = SEMANTIC_CHECKS[operationId];
+      const value = body as RequestOf<K>;
+      const check = SEMANTIC_CHECKS[operationId] as ((b: RequestOf<K>) => FieldError | null) | undefined;
       const semantic = check?.(value) ?? null;
       return semantic ? { ok: false, error: semantic } : { ok: true, value };
-    },
-    leaseId(id) {
-      return leaseId(id) === null;
     },
   };
 }

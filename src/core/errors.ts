@@ -46,6 +46,13 @@ export const ERRORS = {
     meaning: "The consumer already holds `quota.max` leases.",
     fix: "Release leases you no longer use, retry after `Retry-After` seconds, or ask the operator to raise `quota.max`.",
   },
+  profile_forbidden: {
+    status: 403,
+    title: "The consumer may not use this profile",
+    meaning:
+      "The request names a profile the daemon defines but this consumer's `profiles` list (config file) does not include. An unknown profile is `invalid_request` with `field` `/profile`.",
+    fix: "Name one of your consumer's profiles, or ask the operator to list this one for your consumer.",
+  },
   lease_not_found: {
     status: 404,
     title: "No such lease",

@@ -11,12 +11,13 @@
 //
 // How to add…
 //   - a field: add it to its object below (Type.Optional(...) unless every lease has it, with
-//     its limits and a description), then `npm run generate`. Objects are closed
-//     (additionalProperties: false), so until then the server refuses the field with
-//     invalid_request naming it; after, the validated body reaches the service whole.
+//     its limits and a description) and run `npm run generate` (openapi.json and
+//     docs/errors.md; the drift test fails until you do). The server validates with these
+//     schemas directly: objects are closed (additionalProperties: false), unknown fields are
+//     refused with invalid_request naming them, and a valid body reaches the service whole.
 //   - a route: add an operation to OPERATIONS (path template, method, bodies), a handler
-//     under its operationId in api/server.ts and a method in sdk/client.ts using pathOf;
-//     then `npm run generate`.
+//     under its operationId in api/handlers.ts and a method in sdk/client.ts calling
+//     this.operation(operationId, …); then `npm run generate`.
 //   - an error: add an entry to ERRORS in core/errors.ts, then `npm run generate`.
 import { Type, type Static, type TSchema, type TUnsafe } from "@sinclair/typebox";
 import { ERRORS, type ErrorCode as RegistryErrorCode } from "./errors.js";
@@ -57,6 +58,11 @@ export const TenantNetwork = Type.Object(
 
 const TtlSeconds = Type.Integer({ minimum: 1, maximum: 86400 });
 
+export const ProfileName = Type.String({
+  description: "A network profile the operator defined in the daemon's config file; without one the lease has no egress policy.",
+  pattern: "^[A-Za-z0-9_.-]{1,64}$",
+});
+
 export const LeaseRequest = Type.Object(
   {
     ttlSeconds: Type.Optional(
@@ -68,6 +74,7 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
     owner: Type.Optional(
       StringEnum(["caller"], {
         description:
@@ -121,6 +128,7 @@ export const Lease = Type.Object(
     guest: GuestConfig,
     labels: Labels,
     network: Type.Optional(TenantNetwork),
+    profile: Type.Optional(ProfileName),
     ownerPid: Type.Optional(Type.Integer({ minimum: 1 })),
     createdAt: DateTime,
     // One type list rather than anyOf: the shape OpenAPI 3.1 readers expect for nullable.
@@ -244,6 +252,7 @@ export const COMPONENTS = {
   LeaseId,
   Labels,
   TenantNetwork,
+  ProfileName,
   LeaseRequest,
   RenewRequest,
   SlotRef,
@@ -288,8 +297,13 @@ export type HttpMethod = "get" | "post" | "delete";
 export interface PathParameter {
   schema: TSchema;
   description?: string;
-  /** The error when a segment does not match the schema (an id that cannot exist is simply not found). */
+  /**
+   * When a segment does not match the schema: not_found (the path is no route at all), or a
+   * code such as lease_not_found (an id that cannot exist is simply not found).
+   */
   invalid: RegistryErrorCode;
+  /** What the parameter names, for the error's detail ("no lease …"); its name by default. */
+  noun?: string;
 }
 
 export interface Operation {
@@ -316,7 +330,7 @@ export interface Operation {
   retryable?: true;
 }
 
-const leaseIdParam: PathParameter = { schema: LeaseId, invalid: "lease_not_found" };
+const leaseIdParam: PathParameter = { schema: LeaseId, invalid: "lease_not_found", noun: "lease" };
 
 /** Every route of the API, by operationId (the SDK's and the server's name for it). */
 export const OPERATIONS = {
@@ -427,14 +441,17 @@ export type OperationId = keyof typeof OPERATIONS;
 export type RequestOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { body: infer B extends TSchema } ? Static<B> : never;
 export type ResponseOf<K extends OperationId> = (typeof OPERATIONS)[K]["response"] extends { schema: infer S extends TSchema }
   ? Static<S>
-  : // eslint-disable-next-line @typescript-eslint/no-invalid-void-type -- an operation without a body resolves to void, as its SDK method does
-    void;
+  : (typeof OPERATIONS)[K]["response"] extends { text: true }
+    ? string
+    : void;
 
-// eslint-disable-next-line @typescript-eslint/no-generated-empty-object-type -- operations without path parameters map to {}
-type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
+export type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
+
+/** pathOf's arguments after the operationId: the path parameters, when the operation has any. */
+export type PathArgs<K extends OperationId> = keyof ParamsOf<K> extends never ? [] : [ParamsOf<K>];
 
 /** The concrete path of an operation: its template with each `{name}` filled in and encoded. */
-export function pathOf<K extends OperationId>(operationId: K, ...args: keyof ParamsOf<K> extends never ? [] : [ParamsOf<K>]): string {
+export function pathOf<K extends OperationId>(operationId: K, ...args: PathArgs<K>): string {
   const values = (args[0] ?? {}) as Record<string, string | number>;
   return OPERATIONS[operationId].path.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const value = values[name];

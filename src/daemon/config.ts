@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
+import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
 
 export type { ConsumerConfig } from "../tenancy/consumers.js";
 
@@ -18,6 +19,8 @@ export interface DaemonConfig {
   /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
   socketGroup: string | undefined;
   consumers: ConsumerConfig[];
+  /** Network profiles a lease request may name (src/core/profiles.ts). */
+  profiles: ProfilesConfig;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
 }
@@ -33,6 +36,7 @@ export const DEFAULTS: DaemonConfig = {
   vtepPort: 4789,
   socketGroup: undefined,
   consumers: [],
+  profiles: {},
   progress: true,
 };
 
@@ -136,8 +140,19 @@ export function validateConfig(config: DaemonConfig): void {
     throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
   }
   try {
-    parseConsumers(config.consumers, config.poolSize);
+    config.profiles = parseProfiles(config.profiles);
+  } catch (err) {
+    if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
+    throw err;
+  }
+  let consumers;
+  try {
+    consumers = parseConsumers(config.consumers, config.poolSize);
   } catch (err) {
     throw new ConfigError(`consumers: ${(err as Error).message}`);
   }
+  consumers.forEach((c, i) => {
+    const unknown = c.profiles?.findIndex((name) => !Object.hasOwn(config.profiles, name)) ?? -1;
+    if (unknown >= 0) throw new ConfigError(`config file: consumers[${i}].profiles[${unknown}]: no profile "${c.profiles![unknown]}" in profiles`);
+  });
 }

@@ -17,6 +17,7 @@ import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
 import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
+import { ProfileCatalog } from "../core/profiles.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
@@ -127,6 +128,7 @@ async function serve(config: DaemonConfig): Promise<void> {
     dataplane,
     scrubber,
     store,
+    profiles: new ProfileCatalog(config.profiles, new Map(consumers.consumers.flatMap((c) => (c.profiles ? [[c.name, c.profiles] as const] : [])))),
     log,
     audit,
     ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),

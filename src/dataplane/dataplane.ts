@@ -8,7 +8,7 @@ import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../k
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { clearEgressPolicyScript, deleteRootScript, egressPolicyScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -30,6 +30,7 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
+import type { EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
@@ -393,14 +394,26 @@ export class SlotDataplane {
   }
 
   /**
+   * Applies a lease's egress policy: element additions to the slot's policy sets, one
+   * transaction, no rule or device change. The sets are empty on a free slot.
+   */
+  setEgressPolicy(index: number, policy: EgressPolicy): void {
+    const script = egressPolicyScript(policy);
+    if (script === "") return;
+    withNetns(this.addressing(index).netnsPath, () => nftRun(script));
+  }
+
+  /**
    * The cheap part of a scrub, always done on release: tenant route and VNI cleared,
    * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
    * next tenant would share a live device.
    */
-  scrub(index: number, tenant: TenantNetwork | undefined): ScrubOutcome {
+  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
     return withNetns(a.netnsPath, () => {
+      // Emptying the sets deletes elements (kernel destroy work): only when there were some.
+      if (policy) nftRun(clearEgressPolicyScript());
       const rtnl = Rtnl.open();
       try {
         const tap = rtnl.linkByName(TAP_NAME);

@@ -18,6 +18,7 @@ import {
   outsideRange,
   parseCidr,
 } from "./topology.js";
+import type { EgressPolicy } from "../core/profiles.js";
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
@@ -114,10 +115,21 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   }
 }
 table inet ${SLOT_TABLE} {
+  set ${EGRESS_DENY_SET} {
+    type ipv4_addr; flags interval;
+  }
+  set ${EGRESS_ALLOW_SET} {
+    type ipv4_addr; flags interval;
+  }
+  set ${EGRESS_RESTRICTED_SET} {
+    type ifname;
+  }
   chain forward {
     type filter hook forward priority 0; policy drop;
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
+    iifname ${tap} ip daddr @${EGRESS_DENY_SET} drop ${c("profile: egress.deny")}
+    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} drop ${c("profile: only egress.allow")}
     iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
@@ -131,6 +143,35 @@ ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link
 }
 `
   );
+}
+
+/*
+ * A lease's egress policy lives in three sets of the slot's own table, empty in a fresh
+ * slot (no policy): applying one is element additions only, one transaction, no rule
+ * change; the scrub flushes them. The policy is stateless like the rest of the table: it
+ * judges the guest's packets by destination. Answers to the host pass before it (the
+ * root table admits only replies from slots), so inbound from the host always works.
+ */
+export const EGRESS_DENY_SET = "egress_deny";
+export const EGRESS_ALLOW_SET = "egress_allow";
+/** Holds tap0 when the policy is an allow-list: tap0's traffic may then go only to egress_allow. */
+export const EGRESS_RESTRICTED_SET = "egress_restricted";
+
+/** Adds a lease's egress policy to a slot whose policy sets are empty (one transaction). */
+export function egressPolicyScript(policy: EgressPolicy): string {
+  const set = (name: string, elements: readonly string[]) =>
+    elements.length === 0 ? "" : `add element inet ${SLOT_TABLE} ${name} { ${elements.map(canonicalCidr).join(", ")} }\n`;
+  return (
+    set(EGRESS_DENY_SET, policy.deny) +
+    (policy.allow === undefined
+      ? ""
+      : set(EGRESS_ALLOW_SET, policy.allow) + `add element inet ${SLOT_TABLE} ${EGRESS_RESTRICTED_SET} { "${TAP_NAME}" }\n`)
+  );
+}
+
+/** Empties the policy sets: the slot is back to no policy. */
+export function clearEgressPolicyScript(): string {
+  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }
 
 /** The tables slotRuleset owns inside a slot namespace. */

@@ -9,6 +9,8 @@ import type { LeaseLifecycle } from "./leases.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import type { ScrubQueue } from "./scrubs.js";
+import type { ProfileCatalog } from "../core/profiles.js";
+import type { StoredLease } from "../store/store.js";
 
 export interface BootProgress {
   built: number;
@@ -27,7 +29,8 @@ export interface BootDeps {
   leases: Pick<LeaseLifecycle, "adopt" | "drop" | "get" | "all">;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates" | "bootId" | "setBootId">;
-  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant">;
+  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy">;
+  profiles: Pick<ProfileCatalog, "policy">;
   scrubber: Pick<Scrubber, "build" | "golden">;
   metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures" | "voidedTotal">;
   /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
@@ -153,6 +156,8 @@ export class PoolBoot {
       if (lease) {
         slots.markLeased(index, lease.id);
         if (lease.network) this.tryApplyTenant(index, lease.network);
+        // Additions are idempotent: a crash between the store write and the policy is covered.
+        this.tryApplyPolicy(index, lease);
       } else if (row?.state === "quarantined") {
         slots.markQuarantined(index, row.reason ?? "quarantined before restart");
       } else if (row?.state === "free") {
@@ -182,6 +187,7 @@ export class PoolBoot {
         if (lease) {
           slots.markLeased(index, lease.id);
           if (lease.network) this.tryApplyTenant(index, lease.network);
+          this.tryApplyPolicy(index, lease);
         } else {
           slots.markFree(index);
         }
@@ -255,6 +261,17 @@ export class PoolBoot {
       this.deps.dataplane.setTenant(index, network);
     } catch (err) {
       this.deps.log(`slot ${index}: could not restore tenant network: ${(err as Error).message}`);
+    }
+  }
+
+  /** A rebuilt or adopted slot of a lease gets its profile's policy (as defined now). */
+  private tryApplyPolicy(index: number, lease: StoredLease): void {
+    const policy = this.deps.profiles.policy(lease.profile);
+    if (!policy) return;
+    try {
+      this.deps.dataplane.setEgressPolicy(index, policy);
+    } catch (err) {
+      this.deps.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
     }
   }
 }

@@ -12,6 +12,7 @@ import type { SlotTable } from "./allocation.js";
 import { OwnerWatcher } from "./owners.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { ScrubQueue } from "./scrubs.js";
+import type { ProfileCatalog } from "../core/profiles.js";
 
 export type { EndCause } from "../store/store.js";
 
@@ -19,7 +20,8 @@ export interface LeaseLifecycleDeps {
   slots: SlotTable;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "insertLease" | "renewLease" | "deleteLease" | "endedLease">;
-  dataplane: Pick<SlotDataplane, "setTenant" | "options">;
+  dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "options">;
+  profiles: ProfileCatalog;
   metrics: Pick<PoolMetrics, "leasesTotal" | "releasesTotal" | "acquireSeconds" | "releaseSeconds">;
   log: (msg: string) => void;
   audit: (event: AuditEvent) => void;
@@ -55,6 +57,7 @@ export class LeaseLifecycle {
     }
     const conflict = request.network && tenantCidrConflict(request.network.cidr, dataplane.options.linkCidr, dataplane.options.vtepRemote);
     if (conflict) throw new NetslotError("invalid_request", `/network/cidr ${conflict}`, { field: "/network/cidr" });
+    this.deps.profiles.check(consumer, request.profile);
     // Before the owner is watched: a refusal leaves nothing to undo.
     this.deps.quotas?.admit(consumer, slots.freeCount, this.leasedBy);
     if (request.ownerPid !== undefined && !this.owners.watch(request.ownerPid)) {
@@ -76,6 +79,7 @@ export class LeaseLifecycle {
         slotIndex: index,
         labels: request.labels ?? {},
         ...(request.network ? { network: request.network } : {}),
+        ...(request.profile !== undefined ? { profile: request.profile } : {}),
         ...(request.ownerPid !== undefined ? { ownerPid: request.ownerPid, ownerStart: this.owners.startTimeOf(request.ownerPid) } : {}),
         createdAt: now.toISOString(),
         expiresAt: request.ttlSeconds !== undefined ? new Date(now.getTime() + request.ttlSeconds * 1000).toISOString() : null,
@@ -111,6 +115,18 @@ export class LeaseLifecycle {
         slots.markScrubbing(index);
         scrubs.schedule(index, request.network, performance.now());
         throw new NetslotError("internal", `could not attach the tenant network: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const policy = this.deps.profiles.policy(request.profile);
+    if (policy) {
+      try {
+        dataplane.setEgressPolicy(index, policy);
+      } catch (err) {
+        // Undo: the lease was never acknowledged; the scrub empties whatever got in.
+        store.deleteLease(lease.id);
+        slots.markScrubbing(index);
+        scrubs.schedule(index, request.network, performance.now(), true);
+        throw new NetslotError("internal", `could not apply profile ${request.profile}: ${(err as Error).message}`, { cause: err });
       }
     }
     slots.markLeased(index, lease.id, lease.createdAt);
@@ -155,7 +171,7 @@ export class LeaseLifecycle {
     this.unwatchIfUnused(lease.ownerPid);
     this.deps.metrics.releaseSeconds.observe((performance.now() - start) / 1000);
     this.deps.audit({ event: AUDIT_EVENT_OF[cause], consumer: lease.consumer, lease: id, slot: lease.slotIndex, reason: cause, ...(by !== undefined ? { by } : {}) });
-    this.deps.scrubs.schedule(lease.slotIndex, lease.network, start);
+    this.deps.scrubs.schedule(lease.slotIndex, lease.network, start, this.deps.profiles.policy(lease.profile) !== undefined);
   }
 
   // ── lookups ───────────────────────────────────────────────────────────────────────

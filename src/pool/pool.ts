@@ -18,6 +18,7 @@ import { poolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
 import type { Quotas } from "../tenancy/quotas.js";
+import { ProfileCatalog } from "../core/profiles.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -26,6 +27,8 @@ export interface PoolOptions {
   dataplane: SlotDataplane;
   scrubber: Scrubber;
   store: LeaseStore;
+  /** Network profiles a lease may name; none when absent. */
+  profiles?: ProfileCatalog;
   /** Per-consumer max and reservations; none: any consumer may take any free slot. */
   quotas?: Quotas;
   /** One call per grant, end, quarantine, retry and drain switch (the daemon logs them). */
@@ -57,12 +60,14 @@ export class Pool implements LeaseService {
     const slots = (this.slots = new SlotTable(options.size));
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
     const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit }));
+    const profiles = options.profiles ?? new ProfileCatalog();
     const leases = (this.leases = new LeaseLifecycle({
       slots,
       scrubs,
       store,
       dataplane,
       metrics,
+      profiles,
       log,
       audit,
       ...(options.quotas ? { quotas: options.quotas } : {}),
@@ -75,6 +80,7 @@ export class Pool implements LeaseService {
       dataplane,
       scrubber,
       metrics,
+      profiles,
       log,
       closed: () => this.closed,
       ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
@@ -179,6 +185,7 @@ export class Pool implements LeaseService {
       },
       labels: l.labels,
       ...(l.network ? { network: l.network } : {}),
+      ...(l.profile !== undefined ? { profile: l.profile } : {}),
       ...(l.ownerPid !== undefined ? { ownerPid: l.ownerPid } : {}),
       createdAt: l.createdAt,
       expiresAt: l.expiresAt,

@@ -2,6 +2,8 @@
 // built slot, rebuilds or quarantines. It runs on its own thread so that a ~20 ms
 // verification never stalls the API's event loop; switching namespaces is per thread.
 import { parentPort, workerData } from "node:worker_threads";
+import { createHash } from "node:crypto";
+import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
@@ -27,6 +29,8 @@ const goldenKey = JSON.stringify({
   vtepPort: init.options.vtepPort,
   linkCidr: init.options.linkCidr,
   mtu: dataplane.uplinkMtu,
+  // The slot's own ruleset (policy sets included): a new one makes the saved golden stale.
+  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr })).digest("hex"),
 });
 
 function describe(f: Fingerprint): string {
@@ -60,7 +64,7 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
     ms: performance.now() - start,
   });
   faultPoint("scrub.before");
-  const scrubbed = dataplane.scrub(job.index, job.tenant);
+  const scrubbed = dataplane.scrub(job.index, job.tenant, job.policy);
   faultPoint("scrub.after-kernel");
   if (!scrubbed.ok) return result("quarantined", scrubbed.reason);
   if (!golden) {

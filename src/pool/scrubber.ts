@@ -11,7 +11,7 @@ export interface WorkerInit {
 }
 
 export type ScrubJob =
-  | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined }
+  | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined; policy: boolean }
   | { type: "golden"; id: number; index: number; rebuild: boolean }
   | { type: "verify"; id: number; index: number }
   | { type: "build"; id: number; indices: number[]; retries: number };
@@ -169,9 +169,9 @@ export class Scrubber {
     });
   }
 
-  /** Scrub, verify against the golden fingerprint, rebuild if needed. */
-  scrub(index: number, tenant: TenantNetwork | undefined): Promise<ScrubResult> {
-    return this.send<ScrubResult>({ type: "scrub", index, tenant });
+  /** Scrub, verify against the golden fingerprint, rebuild if needed. `policy`: the lease had an egress policy. */
+  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): Promise<ScrubResult> {
+    return this.send<ScrubResult>({ type: "scrub", index, tenant, policy });
   }
 
   /** Takes the golden fingerprint from slot `index`, rebuilding it first unless it is fresh. */

@@ -10,8 +10,11 @@ import type { Scrubber, ScrubResult } from "./scrubber.js";
 
 /** What the rest of the pool may ask of scrubbing. */
 export interface ScrubQueue {
-  /** Scrubs slot `index` (its `tenant` network, if any, is torn down too); once per slot at a time. */
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void;
+  /**
+   * Scrubs slot `index` (its `tenant` network, if any, is torn down too; `policy`: the
+   * lease had an egress policy to empty); once per slot at a time.
+   */
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy?: boolean): void;
 }
 
 export interface ScrubSchedulerDeps {
@@ -29,10 +32,10 @@ export class ScrubScheduler implements ScrubQueue {
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
-  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number): void {
+  schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    void this.scrubNow(index, tenant, releasedAt).finally(() => this.pending.delete(index));
+    void this.scrubNow(index, tenant, releasedAt, policy).finally(() => this.pending.delete(index));
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
@@ -58,11 +61,11 @@ export class ScrubScheduler implements ScrubQueue {
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
-  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number): Promise<void> {
+  private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
     let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
     try {
-      result = await this.deps.scrubber.scrub(index, tenant);
+      result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
       result = { outcome: "quarantined", reason: `scrub failed: ${(err as Error).message}`, ms: 0 };
     }
@@ -82,7 +85,7 @@ export class ScrubScheduler implements ScrubQueue {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
       this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
-      setTimeout(() => this.schedule(index, tenant, releasedAt), 1000).unref();
+      setTimeout(() => this.schedule(index, tenant, releasedAt, policy), 1000).unref();
     }
     slots.touch(index);
   }

@@ -42,6 +42,8 @@ export interface StoredLease {
   slotIndex: number;
   labels: Record<string, string>;
   network?: TenantNetwork;
+  /** Name of the network profile; its policy is re-applied when the slot is rebuilt. */
+  profile?: string;
   ownerPid?: number;
   /** Start time of ownerPid (field 22 of /proc/PID/stat), so a reused pid is not taken for the owner. */
   ownerStart?: number;
@@ -117,6 +119,7 @@ interface LeaseRow {
   slot_idx: number;
   labels: string;
   network: string | null;
+  profile: string | null;
   owner_pid: number | null;
   owner_start: number | null;
   created_at: string;
@@ -150,6 +153,7 @@ CREATE TABLE IF NOT EXISTS leases (
   slot_idx INTEGER NOT NULL UNIQUE REFERENCES slots(idx),
   labels TEXT NOT NULL,
   network TEXT,
+  profile TEXT,
   owner_pid INTEGER,
   owner_start INTEGER,
   created_at TEXT NOT NULL,
@@ -216,6 +220,7 @@ function rowToLease(row: LeaseRow): StoredLease {
     expiresAt: row.expires_at,
   };
   if (row.network !== null) lease.network = JSON.parse(row.network) as TenantNetwork;
+  if (row.profile !== null && row.profile !== undefined) lease.profile = row.profile;
   if (row.owner_pid !== null) lease.ownerPid = row.owner_pid;
   if (row.owner_start !== null) lease.ownerStart = row.owner_start;
   if (row.ttl_seconds !== null) lease.ttlSeconds = row.ttl_seconds;
@@ -273,8 +278,8 @@ export class LeaseStore {
       ),
       slotDelete: db.prepare("DELETE FROM slots WHERE idx = ?"),
       leaseInsert: db.prepare(
-        `INSERT INTO leases(id, consumer, slot_idx, labels, network, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
-         VALUES (@id, @consumer, @slot_idx, @labels, @network, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
+        `INSERT INTO leases(id, consumer, slot_idx, labels, network, profile, owner_pid, owner_start, created_at, expires_at, ttl_seconds)
+         VALUES (@id, @consumer, @slot_idx, @labels, @network, @profile, @owner_pid, @owner_start, @created_at, @expires_at, @ttl_seconds)`,
       ),
       leaseGet: db.prepare("SELECT * FROM leases WHERE id = ?"),
       leaseBySlot: db.prepare("SELECT id FROM leases WHERE slot_idx = ?"),
@@ -330,6 +335,10 @@ export class LeaseStore {
           throw new Error(`lease store ${file} has schema version ${row.value}, newer than this netslot's ${SCHEMA_VERSION}`);
         }
         conn.exec(SCHEMA);
+        // Added after schema version 1 without a version bump: an older netslot reads the
+        // table with SELECT * and ignores the column.
+        const columns = conn.prepare<[], { name: string }>("PRAGMA table_info(leases)").all();
+        if (!columns.some((c) => c.name === "profile")) conn.exec("ALTER TABLE leases ADD COLUMN profile TEXT");
         if (row === undefined) {
           conn.prepare("INSERT INTO meta(key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
         }
@@ -489,6 +498,7 @@ export class LeaseStore {
       slot_idx: lease.slotIndex,
       labels: JSON.stringify(lease.labels),
       network: lease.network === undefined ? null : JSON.stringify({ vni: lease.network.vni, cidr: lease.network.cidr }),
+      profile: lease.profile ?? null,
       owner_pid: lease.ownerPid ?? null,
       owner_start: lease.ownerStart ?? null,
       created_at: lease.createdAt,

@@ -23,6 +23,8 @@ export interface ConsumerConfig {
   /** Who is served first among waiting requests (higher first; default 0). */
   priority?: number;
   role?: Role;
+  /** Network profiles this consumer may name in a lease request. Without it: every profile. */
+  profiles?: string[];
 }
 
 /** A consumer as the daemon uses it: parsed, with defaults filled in. */
@@ -35,12 +37,14 @@ export interface Consumer {
   /** null: no cap. */
   max: number | null;
   priority: number;
+  /** null: every profile the daemon defines (a profile only narrows what a lease can do). */
+  profiles: string[] | null;
 }
 
 export const DEFAULT_CONSUMER = "default";
 
 /** The implicit consumer of a daemon without `consumers`: today's behaviour. */
-export const DEFAULT: Consumer = { name: DEFAULT_CONSUMER, role: "operator", vnis: null, reserved: 0, max: null, priority: 0 };
+export const DEFAULT: Consumer = { name: DEFAULT_CONSUMER, role: "operator", vnis: null, reserved: 0, max: null, priority: 0, profiles: null };
 
 /** What the kernel says about the process at the other end of the socket (SO_PEERCRED). */
 export interface PeerCredentials {
@@ -90,7 +94,7 @@ function idList(value: unknown, key: string, who: string): number[] {
   return value as number[];
 }
 
-const KNOWN_KEYS = new Set(["name", "token", "uids", "gids", "vnis", "quota", "priority", "role"]);
+const KNOWN_KEYS = new Set(["name", "token", "uids", "gids", "vnis", "quota", "priority", "role", "profiles"]);
 
 /**
  * Checks the `consumers` entries against each other and the pool size and returns them
@@ -159,7 +163,15 @@ export function parseConsumers(entries: readonly unknown[], poolSize: number): C
     }
     const role = c["role"] ?? "consumer";
     if (role !== "consumer" && role !== "operator") throw new Error(`${who}: role must be "consumer" or "operator"`);
-    out.push({ name, role, vnis, reserved, max, priority });
+    let profiles: string[] | null = null;
+    if (c["profiles"] !== undefined) {
+      const list = c["profiles"];
+      if (!Array.isArray(list) || !list.every((p) => typeof p === "string" && NAME_PATTERN.test(p))) {
+        throw new Error(`${who}: profiles must be a list of profile names`);
+      }
+      profiles = list as string[];
+    }
+    out.push({ name, role, vnis, reserved, max, priority, profiles });
   });
   if (reservedTotal > poolSize) {
     throw new Error(`consumers reserve ${reservedTotal} slots in total, more than the pool's ${poolSize}`);

@@ -88,7 +88,7 @@ test("pathOf fills and encodes the template", () => {
 
 test("a valid body reaches the service whole: every field of the schema, nothing dropped", () => {
   const validators = createRequestValidators();
-  const body = { ttlSeconds: 60, labels: { job: "ci" }, network: { vni: 7, cidr: "10.1.0.0/16" }, ownerPid: 42 };
+  const body = { ttlSeconds: 60, labels: { job: "ci" }, network: { vni: 7, cidr: "10.1.0.0/16" }, profile: "isolated", ownerPid: 42 };
   // owner and ownerPid exclude each other: the second example carries owner.
   const other = { ttlSeconds: 60, owner: "caller" as const };
   // The examples must use every field the schema has, so a new field shows up here.

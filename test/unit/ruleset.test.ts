@@ -3,6 +3,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
+  clearEgressPolicyScript,
+  egressPolicyScript,
   deleteRootScript,
   foreignTables,
   resetScript,
@@ -92,6 +94,8 @@ describe("slotRuleset", () => {
       [
         `iifname "tap0" ip daddr ${METADATA_IP} drop`,
         `iifname "tap0" ip daddr ${LINK} drop`,
+        `iifname "tap0" ip daddr @egress_deny drop`,
+        `iifname @egress_restricted ip daddr != @egress_allow drop`,
         `iifname "tap0" oifname { "eth0", "vx0" } accept`,
         `iifname { "eth0", "vx0" } oifname "tap0" accept`,
       ],
@@ -237,5 +241,23 @@ describe("rootRuleCount", () => {
     assert.equal(rootRuleCount(json), 4);
     assert.equal(rootRuleCount(json, "nsl"), 2);
     assert.throws(() => rootRuleCount(null), /nft JSON/);
+  });
+});
+
+describe("egress policy scripts", () => {
+  it("an allow-list adds its CIDRs and tap0 to the restricted set; [] restricts to nothing", () => {
+    assert.equal(
+      egressPolicyScript({ allow: ["203.0.113.0/24", "198.51.100.7/32"], deny: [] }),
+      `add element inet netslot egress_allow { 203.0.113.0/24, 198.51.100.7/32 }\nadd element inet netslot egress_restricted { "tap0" }\n`,
+    );
+    assert.equal(egressPolicyScript({ allow: [], deny: [] }), `add element inet netslot egress_restricted { "tap0" }\n`);
+  });
+
+  it("a deny-list only adds to egress_deny; the clear script flushes all three sets", () => {
+    assert.equal(egressPolicyScript({ allow: undefined, deny: ["10.0.0.0/8"] }), `add element inet netslot egress_deny { 10.0.0.0/8 }\n`);
+    assert.equal(
+      clearEgressPolicyScript(),
+      "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_restricted\n",
+    );
   });
 });

@@ -176,6 +176,8 @@ describe("SDK", () => {
     await capture("store_unavailable", "POST", "/v1/leases");
     service.failNext.set("acquire", new Error("bug"));
     await capture("internal", "POST", "/v1/leases");
+    service.failNext.set("acquire", new NetslotError("profile_forbidden", "consumer \"default\" may not use profile \"isolated\""));
+    await capture("profile_forbidden", "POST", "/v1/leases", { "content-type": "application/json" }, '{"profile":"isolated"}');
     assert.deepEqual(captures.map((c) => c.code).sort(), Object.keys(ERRORS).sort());
 
     const replaySocket = path.join(tmp, "replay.sock");

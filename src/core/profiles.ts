@@ -1,0 +1,156 @@
+// Network profiles: what the operator names in the config file and a lease request picks.
+// Pure code: parsing and validation (errors name the field), and the egress policy a
+// profile compiles to. The kernel side is the slot's nftables sets (src/dataplane/ruleset.ts).
+import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
+import { NetslotError } from "./errors.js";
+
+export interface EgressPolicyConfig {
+  /** CIDRs the guest may open connections to; absent = anywhere, [] = nowhere. */
+  allow?: string[];
+  /** CIDRs the guest may not reach; wins over `allow`. */
+  deny?: string[];
+}
+
+export interface ProfileConfig {
+  egress?: EgressPolicyConfig;
+}
+
+export type ProfilesConfig = Record<string, ProfileConfig>;
+
+/** A profile's egress policy in canonical form: what the slot's nftables sets hold. */
+export interface EgressPolicy {
+  /** Canonical CIDRs; undefined = not restricted to a list. */
+  allow: string[] | undefined;
+  deny: string[];
+}
+
+export const PROFILE_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Entries per list: the sets are small by design (the contract is "name a profile"). */
+export const MAX_CIDRS = 1024;
+
+/** Features the issue lists that this netslot does not implement yet: refused, never ignored. */
+const NOT_YET: Record<string, string> = {
+  allowDomains: "egress.allowDomains (the DNS forwarder) is not implemented in this netslot",
+  bandwidth: "bandwidth limits are not implemented in this netslot",
+  ipv6: "IPv6 profiles are not implemented in this netslot",
+};
+
+export class ProfileError extends Error {
+  override name = "ProfileError";
+  /** Where in the config file, e.g. `profiles.mirror.egress.allow[0]`. */
+  readonly field: string;
+  constructor(field: string, detail: string) {
+    super(`${field}: ${detail}`);
+    this.field = field;
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function checkKeys(obj: Record<string, unknown>, field: string, known: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (known.includes(key)) continue;
+    if (key in NOT_YET) throw new ProfileError(`${field}.${key}`, NOT_YET[key]!);
+    throw new ProfileError(`${field}.${key}`, `unknown key; expected one of ${known.join(", ")}`);
+  }
+}
+
+function cidrList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value)) throw new ProfileError(field, "must be a list of IPv4 CIDRs such as 203.0.113.0/24");
+  if (value.length > MAX_CIDRS) throw new ProfileError(field, `at most ${MAX_CIDRS} entries`);
+  return value.map((item, i) => {
+    if (typeof item !== "string") throw new ProfileError(`${field}[${i}]`, "must be a string such as 203.0.113.0/24");
+    // A bare address is a /32.
+    const text = item.includes("/") ? item : `${item}/32`;
+    try {
+      return formatCidr(parseCidr(text));
+    } catch (err) {
+      throw new ProfileError(`${field}[${i}]`, `${JSON.stringify(item)} is not an IPv4 CIDR (${(err as Error).message})`);
+    }
+  });
+}
+
+/** Validates the `profiles` object of the config file; returns it in canonical form. */
+export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfig {
+  if (value === undefined) return {};
+  if (!isObject(value)) throw new ProfileError(field, "must be an object of named profiles");
+  const out: ProfilesConfig = {};
+  for (const [name, profile] of Object.entries(value)) {
+    const at = `${field}.${name}`;
+    if (!PROFILE_NAME_PATTERN.test(name)) throw new ProfileError(at, "a profile name is 1-64 characters of [A-Za-z0-9_.-]");
+    if (!isObject(profile)) throw new ProfileError(at, "must be an object");
+    checkKeys(profile, at, ["egress"]);
+    const parsed: ProfileConfig = {};
+    if (profile["egress"] !== undefined) {
+      const egress = profile["egress"];
+      if (!isObject(egress)) throw new ProfileError(`${at}.egress`, "must be an object with allow and/or deny");
+      checkKeys(egress, `${at}.egress`, ["allow", "deny"]);
+      parsed.egress = {};
+      if (egress["allow"] !== undefined) parsed.egress.allow = cidrList(egress["allow"], `${at}.egress.allow`);
+      if (egress["deny"] !== undefined) parsed.egress.deny = cidrList(egress["deny"], `${at}.egress.deny`);
+    }
+    out[name] = parsed;
+  }
+  return out;
+}
+
+/** The egress policy of a profile, or undefined when it restricts nothing (as a lease without one). */
+export function egressPolicy(profile: ProfileConfig | undefined): EgressPolicy | undefined {
+  const allow = profile?.egress?.allow;
+  const deny = profile?.egress?.deny ?? [];
+  if (allow === undefined && deny.length === 0) return undefined;
+  return { allow: allow === undefined ? undefined : normalise(allow), deny: normalise(deny) };
+}
+
+/**
+ * Sorted, without entries covered by another: nftables refuses overlapping intervals in
+ * one `add element`, and a covered entry adds nothing.
+ */
+export function normalise(cidrs: readonly string[]): string[] {
+  const parsed: Cidr[] = [...new Set(cidrs)].map((c) => parseCidr(c));
+  parsed.sort((a, b) => a.base - b.base || a.prefixLength - b.prefixLength);
+  const out: Cidr[] = [];
+  for (const c of parsed) {
+    const last = out[out.length - 1];
+    if (last && c.base >= last.base && c.base + c.size <= last.base + last.size) continue;
+    out.push(c);
+  }
+  return out.map(formatCidr);
+}
+
+/**
+ * The profiles of a running daemon: which exist, which a consumer may use, and the policy
+ * each one compiles to (computed once).
+ */
+export class ProfileCatalog {
+  private readonly policies = new Map<string, EgressPolicy | undefined>();
+
+  constructor(
+    profiles: ProfilesConfig = {},
+    /** Profiles each consumer may use; a consumer not in the map may use every profile. */
+    private readonly consumerProfiles: ReadonlyMap<string, readonly string[]> = new Map(),
+  ) {
+    for (const [name, profile] of Object.entries(profiles)) this.policies.set(name, egressPolicy(profile));
+  }
+
+  /** Unknown profile: invalid_request naming /profile; not this consumer's: profile_forbidden. */
+  check(consumer: string, profile: string | undefined): void {
+    if (profile === undefined) return;
+    if (!this.policies.has(profile)) {
+      const known = [...this.policies.keys()];
+      const hint = known.length === 0 ? "this daemon defines no profiles" : `defined: ${known.join(", ")}`;
+      throw new NetslotError("invalid_request", `/profile: no profile "${profile}" (${hint})`, { field: "/profile" });
+    }
+    const allowed = this.consumerProfiles.get(consumer);
+    if (allowed !== undefined && !allowed.includes(profile)) {
+      throw new NetslotError("profile_forbidden", `consumer "${consumer}" may not use profile "${profile}"`);
+    }
+  }
+
+  /** The egress policy of `profile` as defined now; undefined for none (or a profile since removed). */
+  policy(profile: string | undefined): EgressPolicy | undefined {
+    return profile === undefined ? undefined : this.policies.get(profile);
+  }
+}

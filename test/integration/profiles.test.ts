@@ -1,0 +1,185 @@
+// Network profiles end to end: a daemon with profiles in its config file, guests (a stand-in
+// and a real QEMU guest) on leases that name them, packets to an upstream that owns two
+// addresses. A one-slot pool makes every lease reuse the slot the previous one left.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
+import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
+import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
+import type { Lease } from "../../src/core/types.js";
+
+const skip = !isRoot() ? "needs root" : false;
+const HTTP_PORT = 8080;
+const TOKENS = { sandbox: "sandbox-token-0123456789", plain: "plain-token-0123456789ab" };
+
+interface Reach {
+  ping: boolean;
+  http: boolean;
+}
+
+describe("network profiles", { skip }, () => {
+  const prefix = testPrefix();
+  let upstream: Upstream;
+  /** The upstream's second address: same machine, not in the mirror's allow-list. */
+  let other: string;
+  let server: ChildProcess | undefined;
+  let daemon: DaemonHandle;
+  let sandbox: NetslotClient;
+  let plain: NetslotClient;
+  let dir: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-profiles-${prefix}-`));
+    upstream = createUpstream(prefix);
+    other = upstream.address.replace(/\.2$/, ".3");
+    nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
+    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e",
+      `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, "0.0.0.0", () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise<void>((resolve) => server!.stdout!.once("data", () => resolve()));
+    const configFile = path.join(dir, "config.json");
+    fs.writeFileSync(
+      configFile,
+      JSON.stringify({
+        profiles: {
+          isolated: { egress: { allow: [] } },
+          mirror: { egress: { allow: [`${upstream.address}/32`] } },
+          nodeny: { egress: { deny: [other] } },
+        },
+        consumers: [
+          { name: "sandbox", token: TOKENS.sandbox, profiles: ["isolated", "mirror", "nodeny"] },
+          { name: "plain", token: TOKENS.plain, profiles: [] },
+        ],
+      }),
+    );
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 1, extraArgs: ["--config", configFile] });
+    sandbox = new NetslotClient({ socketPath: daemon.socket, token: TOKENS.sandbox });
+    plain = new NetslotClient({ socketPath: daemon.socket, token: TOKENS.plain });
+  });
+
+  after(async () => {
+    sandbox?.close();
+    plain?.close();
+    await daemon?.cleanup();
+    server?.kill("SIGKILL");
+    upstream?.remove();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function reach(guest: GuestStandIn, address: string): Promise<Reach> {
+    const ping = await guest.exec(["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", address]);
+    const http = await guest.exec(["curl", "-s", "--max-time", "2", `http://${address}:${HTTP_PORT}/`]);
+    return { ping: ping.code === 0, http: http.code === 0 && http.stdout === "upstream\n" };
+  }
+
+  /** Leases with `profile`, runs `fn` with a stand-in guest, releases and waits for the scrub. */
+  async function withLease<T>(profile: string | undefined, fn: (guest: GuestStandIn, lease: Lease) => Promise<T>): Promise<T> {
+    const lease = await sandbox.acquire({ ...(profile ? { profile } : {}), bindToProcess: false, autoRenew: false });
+    assert.equal(lease.profile, profile);
+    const guest = await startGuestStandIn({ slotNetnsPath: lease.slot.netns, name: `${prefix}-g`, mtu: lease.guest.mtu });
+    try {
+      return await fn(guest, lease);
+    } finally {
+      await guest.stop();
+      await sandbox.release(lease.id);
+      await waitFor(async () => (await sandbox.pool()).free === 1, 30_000);
+    }
+  }
+
+  function scrubOutcomes(metrics: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const m of metrics.matchAll(/^netslot_scrub_outcomes_total\{outcome="(\w+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
+    return out;
+  }
+
+  it("an unknown profile is invalid_request naming /profile; another consumer's is profile_forbidden", async () => {
+    await assert.rejects(sandbox.acquire({ profile: "nope", bindToProcess: false }), (err: unknown) => {
+      assert.ok(err instanceof NetslotApiError);
+      assert.equal(err.code, "invalid_request");
+      assert.equal(err.status, 400);
+      assert.equal(err.field, "/profile");
+      assert.match(err.detail, /no profile "nope"/);
+      return true;
+    });
+    await assert.rejects(plain.acquire({ profile: "isolated", bindToProcess: false }), (err: unknown) => {
+      assert.ok(err instanceof NetslotApiError);
+      assert.equal(err.code, "profile_forbidden");
+      assert.equal(err.status, 403);
+      return true;
+    });
+    // Neither changed anything: the one slot is still free.
+    assert.equal((await sandbox.pool()).free, 1);
+  });
+
+  it("isolated reaches nothing; the host still reaches the guest", async () => {
+    await withLease("isolated", async (guest, lease) => {
+      assert.deepEqual(await reach(guest, upstream.address), { ping: false, http: false });
+      assert.deepEqual(await reach(guest, other), { ping: false, http: false });
+      // Replies to the host pass: the host pings the guest under its outside address.
+      sh("ping", ["-n", "-c", "1", "-W", "2", lease.slot.outsideAddress]);
+    });
+  });
+
+  it("a lease without a profile on the slot that served isolated reaches the internet again; the scrub left it clean", async () => {
+    const before = scrubOutcomes(await sandbox.metrics());
+    let netns = "";
+    await withLease(undefined, async (guest, lease) => {
+      netns = path.basename(lease.slot.netns);
+      assert.deepEqual(await reach(guest, upstream.address), { ping: true, http: true });
+      assert.deepEqual(await reach(guest, other), { ping: true, http: true });
+    });
+    const sets = nsExec(netns, ["nft", "-j", "list", "table", "inet", "netslot"]);
+    for (const name of ["egress_allow", "egress_deny", "egress_restricted"]) {
+      const set = (JSON.parse(sets) as { nftables: Array<{ set?: { name: string; elem?: unknown[] } }> }).nftables.find((o) => o.set?.name === name);
+      assert.ok(set, `set ${name} exists`);
+      assert.equal(set.set!.elem, undefined, `set ${name} is empty`);
+    }
+    const afterScrub = scrubOutcomes(await sandbox.metrics());
+    assert.equal(afterScrub["rebuilt"] ?? 0, before["rebuilt"] ?? 0, "no scrub needed a rebuild");
+    assert.equal(afterScrub["quarantined"] ?? 0, 0);
+  });
+
+  it("mirror reaches its CIDR and not another address of the same upstream", async () => {
+    await withLease("mirror", async (guest) => {
+      assert.deepEqual(await reach(guest, upstream.address), { ping: true, http: true });
+      assert.deepEqual(await reach(guest, other), { ping: false, http: false });
+    });
+  });
+
+  it("a deny-list blocks only what it names", async () => {
+    await withLease("nodeny", async (guest) => {
+      assert.deepEqual(await reach(guest, upstream.address), { ping: true, http: true });
+      assert.deepEqual(await reach(guest, other), { ping: false, http: false });
+    });
+  });
+
+  it("a real QEMU guest under mirror reaches its CIDR only; under isolated nothing", { skip: qemuAvailable() ? false : "qemu-system-x86_64 is not installed" }, async () => {
+    const image = await ensureGuestImage();
+    const script = (targets: Record<string, string>) =>
+      Object.entries(targets)
+        .map(
+          ([name, ip]) =>
+            `if ping -c 1 -W 2 ${ip} >/dev/null 2>&1; then echo "RESULT ping_${name}=ok"; else echo "RESULT ping_${name}=blocked"; fi\n` +
+            `if timeout 4 wget -q -O - http://${ip}:${HTTP_PORT}/ 2>/dev/null | grep -q upstream; then echo "RESULT http_${name}=ok"; else echo "RESULT http_${name}=blocked"; fi\n`,
+        )
+        .join("");
+    for (const [profile, expect] of [
+      ["mirror", { ping_allowed: "ok", http_allowed: "ok", ping_other: "blocked", http_other: "blocked" }],
+      ["isolated", { ping_allowed: "blocked", http_allowed: "blocked", ping_other: "blocked", http_other: "blocked" }],
+    ] as const) {
+      const lease = await sandbox.acquire({ profile, bindToProcess: false, autoRenew: false });
+      try {
+        const run = await runGuest({ slotNetnsPath: lease.slot.netns, script: script({ allowed: upstream.address, other }), mtu: lease.guest.mtu, image, timeoutMs: 90_000 });
+        const got = Object.fromEntries(Object.keys(expect).map((k) => [k, run.markers[k]]));
+        assert.deepEqual(got, expect, `${profile}: ${run.checkOutput}`);
+      } finally {
+        await sandbox.release(lease.id);
+        await waitFor(async () => (await sandbox.pool()).free === 1, 30_000);
+      }
+    }
+  });
+});

@@ -1,0 +1,62 @@
+// Profiles in the config file: validation names the field; the policy they compile to.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { egressPolicy, normalise, parseProfiles } from "../../src/core/profiles.js";
+import { ConfigError, DEFAULTS, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
+
+function config(extra: Partial<DaemonConfig>): DaemonConfig {
+  return { ...DEFAULTS, ...extra };
+}
+
+describe("profiles in the config file", () => {
+  it("accepts the issue's egress examples and canonicalises CIDRs", () => {
+    const p = parseProfiles({ isolated: { egress: { allow: [] } }, mirror: { egress: { allow: ["203.0.113.0/24", "198.51.100.7"] } } });
+    assert.deepEqual(p, { isolated: { egress: { allow: [] } }, mirror: { egress: { allow: ["203.0.113.0/24", "198.51.100.7/32"] } } });
+  });
+
+  it("errors name the field", () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [{ m: { egress: { allow: ["203.0.113.1/24"] } } }, /ProfileError: profiles\.m\.egress\.allow\[0\]: .*host bits/],
+      [{ m: { egress: { allow: "203.0.113.0/24" } } }, /ProfileError: profiles\.m\.egress\.allow: must be a list/],
+      [{ m: { egress: { deny: [42] } } }, /ProfileError: profiles\.m\.egress\.deny\[0\]: must be a string/],
+      [{ m: { egress: { alow: [] } } }, /ProfileError: profiles\.m\.egress\.alow: unknown key/],
+      [{ m: { speed: 1 } }, /ProfileError: profiles\.m\.speed: unknown key/],
+      [{ "bad name": {} }, /ProfileError: profiles\.bad name: a profile name/],
+      [{ m: [] }, /ProfileError: profiles\.m: must be an object/],
+      [[], /ProfileError: profiles: must be an object/],
+    ];
+    for (const [value, pattern] of cases) assert.throws(() => parseProfiles(value), pattern);
+  });
+
+  it("features not implemented yet are refused, not ignored", () => {
+    assert.throws(() => parseProfiles({ m: { egress: { allowDomains: ["deb.example.org"] } } }), /profiles\.m\.egress\.allowDomains: .*not implemented/);
+    assert.throws(() => parseProfiles({ m: { ipv6: true } }), /profiles\.m\.ipv6: .*not implemented/);
+  });
+
+  it("a consumer's profiles must exist", () => {
+    const profiles = { isolated: { egress: { allow: [] } } };
+    const consumer = { name: "sandbox", token: "x".repeat(16) };
+    validateConfig(config({ profiles, consumers: [{ ...consumer, profiles: ["isolated"] }] }));
+    assert.throws(
+      () => validateConfig(config({ profiles, consumers: [{ ...consumer, profiles: ["mirror"] }] })),
+      (err: unknown) => err instanceof ConfigError && /consumers\[0\]\.profiles\[0\]: no profile "mirror"/.test(err.message),
+    );
+  });
+});
+
+describe("egress policy", () => {
+  it("no egress section, or only an empty deny, is no policy", () => {
+    assert.equal(egressPolicy(undefined), undefined);
+    assert.equal(egressPolicy({}), undefined);
+    assert.equal(egressPolicy({ egress: { deny: [] } }), undefined);
+  });
+
+  it("allow [] restricts to nothing; allow absent restricts nothing", () => {
+    assert.deepEqual(egressPolicy({ egress: { allow: [] } }), { allow: [], deny: [] });
+    assert.deepEqual(egressPolicy({ egress: { deny: ["10.0.0.0/8"] } }), { allow: undefined, deny: ["10.0.0.0/8"] });
+  });
+
+  it("normalise drops duplicates and covered CIDRs (nftables refuses overlapping intervals)", () => {
+    assert.deepEqual(normalise(["10.1.0.0/16", "10.0.0.0/8", "192.0.2.1/32", "10.0.0.0/8", "192.0.2.0/24"]), ["10.0.0.0/8", "192.0.2.0/24"]);
+  });
+});
