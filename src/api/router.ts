@@ -96,7 +96,7 @@ export class Router {
         .map((part) => {
           const name = /^\{(.+)\}$/.exec(part)?.[1];
           if (name === undefined) return { literal: part };
-          const definition = (params as Record<string, PathParameter> | undefined)?.[name];
+          const definition = (params)?.[name];
           if (!definition) throw new Error(`${template}: {${name}} is not a parameter of its operations`);
           return { param: compileParameter(name, definition) };
         });

@@ -92,7 +92,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         .map((part) => (part.endsWith("\n") ? part : `${part}\n`))
         .join(""),
   });
-  const handlerOf = (id: OperationId): Handler<OperationId> | undefined => handlers[id] as Handler<OperationId> | undefined;
+  const handlerOf = (id: OperationId): Handler<OperationId> | undefined => handlers[id];
   const router = new Router(openApiDocument(), (id) => handlerOf(id) !== undefined);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -108,15 +108,16 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     // HEAD is GET without a body (node leaves the body out).
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "");
     const consumer = authorize(directory, req, found?.route.publicMethods.has(method) === true);
-    if (consumer instanceof NetslotError) return early(consumer, AUTHENTICATE_HEADERS);
-    if (!found) return early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`));
+    if (consumer instanceof NetslotError) { early(consumer, AUTHENTICATE_HEADERS); return; }
+    if (!found) { early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`)); return; }
     const operationId = found.route.methods.get(method);
     if (operationId === undefined) {
       const { allow, template } = found.route;
-      return early(new NetslotError("method_not_allowed", `${req.method} is not allowed on ${template}; allowed: ${allow}`), { Allow: allow });
+      early(new NetslotError("method_not_allowed", `${req.method} is not allowed on ${template}; allowed: ${allow}`), { Allow: allow });
+      return;
     }
     // A parameter that cannot exist (e.g. a malformed lease id): the service never sees it.
-    if ("error" in found) return early(found.error);
+    if ("error" in found) { early(found.error); return; }
     const op: Operation = OPERATIONS[operationId];
     const query = validators.query(operationId, req.url);
     if (!query.ok) throw new NetslotError("invalid_request", query.error.detail, { field: query.error.field });

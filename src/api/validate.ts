@@ -227,7 +227,7 @@ export function createRequestValidators(): RequestValidators {
       const error = validate(body);
       if (error) return { ok: false, error };
       const value = body as RequestOf<K>;
-      const check = SEMANTIC_CHECKS[operationId] as ((b: RequestOf<K>) => FieldError | null) | undefined;
+      const check = SEMANTIC_CHECKS[operationId];
       const semantic = check?.(value) ?? null;
       return semantic ? { ok: false, error: semantic } : { ok: true, value };
     },

@@ -443,8 +443,10 @@ export type ResponseOf<K extends OperationId> = (typeof OPERATIONS)[K]["response
   ? Static<S>
   : (typeof OPERATIONS)[K]["response"] extends { text: true }
     ? string
-    : void;
+    : // eslint-disable-next-line @typescript-eslint/no-invalid-void-type -- an operation without a body resolves to void, as its SDK method does
+      void;
 
+// eslint-disable-next-line @typescript-eslint/no-generated-empty-object-type -- operations without path parameters map to {}
 export type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
 
 /** pathOf's arguments after the operationId: the path parameters, when the operation has any. */

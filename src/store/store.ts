@@ -220,7 +220,7 @@ function rowToLease(row: LeaseRow): StoredLease {
     expiresAt: row.expires_at,
   };
   if (row.network !== null) lease.network = JSON.parse(row.network) as TenantNetwork;
-  if (row.profile !== null && row.profile !== undefined) lease.profile = row.profile;
+  if (row.profile !== null) lease.profile = row.profile;
   if (row.owner_pid !== null) lease.ownerPid = row.owner_pid;
   if (row.owner_start !== null) lease.ownerStart = row.owner_start;
   if (row.ttl_seconds !== null) lease.ttlSeconds = row.ttl_seconds;
