@@ -1,5 +1,6 @@
 // Who is calling: the kernel's word on the connecting process (SO_PEERCRED, read once per
 // connection) and the bearer token, resolved to a consumer by the tenancy directory.
+import { RELAYED_PEER_HEADER, parseRelayedPeer } from "./handover.js";
 import type * as http from "node:http";
 import type * as net from "node:net";
 import { NetslotError } from "../core/errors.js";
@@ -30,6 +31,19 @@ export function trackPeers(server: http.Server): void {
 }
 
 /** The calling process of a request, as the kernel named it at connect(). */
+/**
+ * A connection on which the old daemon of a handover relays one client's request: the
+ * client's credentials, which it sends along, stand for the connection. Believed only from
+ * `trustedPid` while it is this process's parent (never from a later process reusing its pid).
+ */
+export function adoptRelayedPeer(req: http.IncomingMessage, trustedPid: number | undefined): void {
+  const claimed = req.headers[RELAYED_PEER_HEADER];
+  if (claimed === undefined || trustedPid === undefined) return;
+  if (peers.get(req.socket)?.pid !== trustedPid || process.ppid !== trustedPid) return;
+  const cred = parseRelayedPeer(claimed);
+  if (cred) peers.set(req.socket, cred);
+}
+
 export function peerOf(req: http.IncomingMessage): PeerCred | undefined {
   return peers.get(req.socket);
 }

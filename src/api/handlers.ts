@@ -5,7 +5,7 @@
 // is decided here.
 import { NetslotError } from "../core/errors.js";
 import { pathOf, type OperationId, type OPERATIONS, type ParamsOf, type RequestOf, type ResponseOf } from "../core/schema.js";
-import type { LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
+import type { LeaseRequest, LeaseService, PoolCounts, SlotState, UpgradeResult } from "../core/types.js";
 import type { PeerCred } from "../kernel/libc.js";
 import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
 import { checkNetwork, requireOperator, type Consumer } from "../tenancy/consumers.js";
@@ -16,6 +16,8 @@ export interface PoolAdmin {
   retryQuarantined(index: number, by?: string): SlotState | Promise<SlotState>;
   /** Stops (or resumes) granting leases. */
   setDraining?(on: boolean, by?: string): { draining: boolean };
+  /** Hands over to a new daemon (`netslot upgrade`); throws upgrade_failed with the new daemon's error. */
+  upgrade?(args: string[]): Promise<UpgradeResult>;
 }
 
 export interface HandlerContext<K extends OperationId> {
@@ -38,7 +40,7 @@ export interface Reply<K extends OperationId> {
 export type Handler<K extends OperationId> = (ctx: HandlerContext<K>) => Reply<K> | Promise<Reply<K>>;
 
 /** Operations a server may lack (their routes are then left out: not_found). */
-export type OptionalOperation = "releaseQuarantined" | "drain" | "undrain";
+export type OptionalOperation = "releaseQuarantined" | "drain" | "undrain" | "upgrade";
 
 export type Handlers = { [K in Exclude<OperationId, OptionalOperation>]: Handler<K> } & { [K in OptionalOperation]?: Handler<K> };
 
@@ -115,6 +117,13 @@ export function createHandlers(deps: HandlerDependencies): Handlers {
       requireOperator(consumer, "retrying a quarantined slot");
       const index = Number(params.index);
       return { body: { index, state: await admin.retryQuarantined(index, consumer.name) } };
+    };
+  }
+  if (admin) {
+    handlers.upgrade = async ({ consumer, body }) => {
+      requireOperator(consumer, "upgrading the daemon");
+      if (!admin.upgrade) throw new NetslotError("upgrade_failed", "this daemon cannot hand over (it was not started by `netslot daemon`)");
+      return { body: await admin.upgrade(body.args ?? []) };
     };
   }
   if (admin?.setDraining) {

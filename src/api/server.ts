@@ -11,13 +11,14 @@ import type { LeaseService } from "../core/types.js";
 import { ConsumerDirectory, type ConsumerConfig } from "../tenancy/consumers.js";
 import { packageVersion } from "../core/version.js";
 import { announcesBody, ANSWERED, readJsonBody } from "./body.js";
-import { AUTHENTICATE_HEADERS, authorize, peerOf, trackPeers } from "./auth.js";
+import { AUTHENTICATE_HEADERS, adoptRelayedPeer, authorize, peerOf, trackPeers } from "./auth.js";
 import { createHandlers, type Handler, type PoolAdmin, type Reply } from "./handlers.js";
 import { HttpMetrics, observeRequest, UNMATCHED_ROUTE } from "./http-metrics.js";
 import { openApiDocument } from "./openapi.js";
 import { answerError, rawProblemResponse, sendProblem, type ApiLogger } from "./problem.js";
 import { Router } from "./router.js";
-import { UnixSocketListener } from "./socket.js";
+import { UnixSocketListener, type ListenOptions } from "./socket.js";
+import { RequestGate } from "./handover.js";
 import { createRequestValidators } from "./validate.js";
 
 export type { ConsumerConfig } from "../tenancy/consumers.js";
@@ -36,15 +37,35 @@ export interface ApiServerOptions {
   logger?: ApiLogger;
   /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
   version?: string;
+  /**
+   * The new daemon of a handover: the old one's pid. Requests it relays carry the client's
+   * peer credentials (auth.ts adoptRelayedPeer).
+   */
+  trustRelayFrom?: number;
 }
 
 /** Header on every answer: which daemon version answered (clients may log it; /v1 only grows). */
 export const VERSION_HEADER = "Netslot-Version";
 
 export interface ApiServer {
-  /** `group`: the socket file's group (--socket-group), so its members may connect. */
-  listen(socketPath: string, opts?: { group?: number }): Promise<void>;
+  /**
+   * `group`: the socket file's group (--socket-group), so its members may connect.
+   * `bindFd` makes the listening socket instead of node (the daemon's, so that closing it
+   * never unlinks the path: see kernel/unixsocket.ts).
+   */
+  listen(socketPath: string, opts?: ListenOptions): Promise<void>;
   close(): Promise<void>;
+  /** Holds, resumes or relays requests during a handover (handover.ts). */
+  readonly gate: RequestGate;
+  /** The listening server, to pass to the new daemon (child_process handle passing). */
+  listeningServer(): net.Server;
+  /** The new daemon: serve the connections of a listening socket received from the old one. */
+  adopt(listening: net.Server, socketPath: string): void;
+  /**
+   * The old daemon: stop accepting on the shared socket (the file stays: it is the new
+   * daemon's now) and resolve once every connection it still has is closed.
+   */
+  stopAccepting(): Promise<void>;
 }
 
 const stderrLogger: ApiLogger = {
@@ -98,6 +119,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     let routeLabel = UNMATCHED_ROUTE;
     observeRequest(metrics, req, res, () => routeLabel);
+    adoptRelayedPeer(req, options.trustRelayFrom);
     // Early answers leave an announced body unread: close rather than read it to the end.
     const early = (error: NetslotError, headers: Record<string, string> = {}): void => {
       sendProblem(res, error, announcesBody(req) ? { ...headers, Connection: "close" } : headers);
@@ -136,17 +158,20 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     sendReply(res, op, reply);
   }
 
-  const server = http.createServer((req, res) => {
-    res.setHeader(VERSION_HEADER, version);
-    handle(req, res).catch((err: unknown) => {
-      try {
-        answerError(req, res, err, logger);
-      } catch (inner) {
-        logger.error("could not answer a request", { error: String(inner) });
-        res.destroy();
-      }
-    });
-  });
+  const gate = new RequestGate(peerOf);
+  const server = http.createServer(
+    gate.wrap((req, res) => {
+      res.setHeader(VERSION_HEADER, version);
+      handle(req, res).catch((err: unknown) => {
+        try {
+          answerError(req, res, err, logger);
+        } catch (inner) {
+          logger.error("could not answer a request", { error: String(inner) });
+          res.destroy();
+        }
+      });
+    }),
+  );
   trackPeers(server);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -166,5 +191,12 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   server.on("error", (err) => logger.error("API server error", { error: String(err) }));
 
   const socket = new UnixSocketListener(server);
-  return { listen: (socketPath, opts) => socket.listen(socketPath, opts), close: () => socket.close() };
+  return {
+    listen: (socketPath, opts) => socket.listen(socketPath, opts),
+    close: () => socket.close(),
+    gate,
+    listeningServer: () => server,
+    adopt: (listening, socketPath) => socket.adopt(listening, socketPath),
+    stopAccepting: () => socket.stopAccepting(),
+  };
 }

@@ -1,26 +1,77 @@
 // The API's unix socket: mode 0660 (its group decides who may connect), a stale socket
 // of a dead daemon replaced, anything else refused; on close, removed only if still ours.
+// In a handover the old daemon stops accepting on it without removing it, and the new
+// daemon serves the connections of the same socket, received from the old one.
 import * as fs from "node:fs";
 import type * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 
+export interface ListenOptions {
+  /** The socket file's group (--socket-group), so its members may connect. */
+  group?: number;
+  /** Makes the listening socket and returns its descriptor (rather than node binding the path). */
+  bindFd?: (path: string) => number;
+}
+
 export class UnixSocketListener {
   private boundPath: string | null = null;
   private boundIno: number | null = null;
+  private readonly connections = new Set<net.Socket>();
+  /** A listening socket received from the old daemon (handover); the server itself then never listens. */
+  private adopted: net.Server | null = null;
 
-  constructor(private readonly server: http.Server) {}
+  constructor(private readonly server: http.Server) {
+    server.on("connection", (socket: net.Socket) => {
+      this.connections.add(socket);
+      socket.once("close", () => this.connections.delete(socket));
+    });
+  }
 
-  async listen(socketPath: string, opts: { group?: number } = {}): Promise<void> {
+  /** The new daemon of a handover: serves the connections of `listening`, bound at `socketPath`. */
+  adopt(listening: net.Server, socketPath: string): void {
+    this.adopted = listening;
+    listening.on("connection", (socket: net.Socket) => this.server.emit("connection", socket));
+    this.boundPath = socketPath;
+    this.boundIno = fs.statSync(socketPath).ino;
+  }
+
+  /**
+   * The old daemon of a handover: stops accepting (the socket file stays: it is the new
+   * daemon's now); resolves once every connection it still has is closed.
+   */
+  stopAccepting(): Promise<void> {
+    this.boundPath = null;
+    const drained = this.drained();
+    // net.Server's close, not http.Server's: that one also closes idle keep-alive
+    // connections, and a client may be sending on one at that very moment (a reset).
+    // Idle connections end by the client, or by keepAliveTimeout as always.
+    if (this.server.listening) net.Server.prototype.close.call(this.server);
+    return drained;
+  }
+
+  private drained(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (this.connections.size === 0) resolve();
+      };
+      for (const socket of this.connections) socket.once("close", check);
+      check();
+    });
+  }
+
+  async listen(socketPath: string, opts: ListenOptions = {}): Promise<void> {
     const server = this.server;
     await prepareSocketPath(socketPath);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       server.once("error", onError);
-      server.listen(socketPath, () => {
+      const done = (): void => {
         server.off("error", onError);
         resolve();
-      });
+      };
+      if (opts.bindFd) server.listen({ fd: opts.bindFd(socketPath) }, done);
+      else server.listen(socketPath, done);
     });
     // Owner and group only: the socket's group decides who may connect (--socket-group).
     if (opts.group !== undefined) fs.chownSync(socketPath, -1, opts.group);
@@ -32,17 +83,14 @@ export class UnixSocketListener {
   /** Stops accepting, lets requests in flight finish (at most 5 s), removes the socket file. */
   async close(): Promise<void> {
     const server = this.server;
-    if (server.listening) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => server.closeAllConnections(), 5_000);
-        force.unref();
-        server.close(() => {
-          clearTimeout(force);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
-    }
+    this.adopted?.close();
+    this.adopted = null;
+    if (server.listening) net.Server.prototype.close.call(server);
+    const force = setTimeout(() => server.closeAllConnections(), 5_000);
+    force.unref();
+    server.closeIdleConnections();
+    await this.drained();
+    clearTimeout(force);
     if (this.boundPath !== null) {
       // Remove the socket file only if it is still the one we created.
       try {

@@ -15,6 +15,8 @@ export interface ClientCommandOptions {
   socket: string;
   /** Bearer token; default $NETSLOT_TOKEN. */
   token?: string;
+  /** Per-request timeout (the SDK's default when omitted). */
+  timeoutMs?: number;
   json?: boolean;
   /** Where results go (default process.stdout) and where errors go (default process.stderr). */
   stdout?: Output;
@@ -30,7 +32,7 @@ export interface LeaseCommandOptions extends ClientCommandOptions {
 
 function clientFor(opts: ClientCommandOptions): NetslotClient {
   const token = opts.token ?? process.env.NETSLOT_TOKEN;
-  return new NetslotClient({ socketPath: opts.socket, ...(token ? { token } : {}) });
+  return new NetslotClient({ socketPath: opts.socket, ...(token ? { token } : {}), ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
 }
 
 function out(opts: ClientCommandOptions): Output {
@@ -145,6 +147,24 @@ export function cmdRelease(opts: ClientCommandOptions, id: string): Promise<numb
   return run(opts, async (client) => {
     await client.release(id);
     out(opts).write(`released ${id}\n`);
+    return 0;
+  });
+}
+
+/**
+ * `netslot upgrade [-- DAEMON_FLAGS...]`: the daemon hands over to a new one started from the
+ * installed code. Exits 0 once the new daemon serves; non-zero with its error otherwise
+ * (the old one then keeps serving).
+ */
+export function cmdUpgrade(opts: ClientCommandOptions, args: string[]): Promise<number> {
+  // A handover adopts the whole pool: allow far longer than an ordinary call.
+  return run({ ...opts, timeoutMs: 180_000 }, async (client) => {
+    const r = await client.upgrade(args);
+    out(opts).write(
+      opts.json
+        ? `${JSON.stringify(r)}\n`
+        : `upgraded: pid ${r.previous.pid} (netslot ${r.previous.version}) -> pid ${r.current.pid} (netslot ${r.current.version}) in ${r.handoverMs.toFixed(0)} ms\n`,
+    );
     return 0;
   });
 }

@@ -15,6 +15,8 @@ Usage:
   netslot exec ID -- CMD...            [--socket PATH]
   netslot quarantine release N         [--socket PATH]   (operators)
   netslot drain | undrain              [--socket PATH]   (operators)
+  netslot upgrade [--json] [--socket PATH] [-- DAEMON_FLAGS...]   (operators)
+                                       hand over to a new daemon from the installed code
   netslot purge [--prefix P] [--state-dir DIR]
   netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
   netslot doctor
@@ -77,7 +79,14 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === "daemon") {
     const { runDaemon } = await import("../daemon/daemon.js");
-    await runDaemon(parseDaemonArgs(args));
+    try {
+      await runDaemon(parseDaemonArgs(args), args);
+    } catch (err) {
+      // Started by `netslot upgrade`: the old daemon reports this error and keeps serving.
+      const { HandoverChild } = await import("../daemon/handover.js");
+      await HandoverChild.reportFailure(err instanceof Error ? err.message : String(err));
+      throw err;
+    }
     return -1; // keeps running
   }
   const p = parse(args);
@@ -103,6 +112,9 @@ async function main(argv: string[]): Promise<number> {
     case "exec":
       if (p.positional.length !== 1 || p.rest.length === 0) throw new ConfigError("usage: netslot exec ID -- CMD...");
       return client.cmdExec({ socket }, p.positional[0]!, p.rest);
+    case "upgrade":
+      if (p.positional.length !== 0) throw new ConfigError("usage: netslot upgrade [--socket PATH] [-- DAEMON_FLAGS...]");
+      return client.cmdUpgrade({ socket, json: p.flags.get("--json") === true }, p.rest);
     case "quarantine": {
       if (p.positional[0] !== "release" || p.positional.length !== 2 || !/^\d+$/.test(p.positional[1]!)) {
         throw new ConfigError("usage: netslot quarantine release N");

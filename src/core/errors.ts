@@ -114,6 +114,13 @@ export const ERRORS = {
     meaning: "The lease store could not be written; nothing was changed.",
     fix: "Check the disk under `--state-dir` (space, permissions), then retry.",
   },
+  upgrade_failed: {
+    status: 502,
+    title: "The new daemon did not take over",
+    meaning:
+      "`netslot upgrade`: the new daemon failed to start or to adopt the pool (bad flags, broken installed code, a crash), or another upgrade is under way. The running daemon keeps serving; nothing changed.",
+    fix: "`detail` has the new daemon's error; this daemon keeps serving. Fix the cause (flags, installed code) and run `netslot upgrade` again.",
+  },
   internal: {
     status: 500,
     title: "Internal error",

@@ -205,6 +205,30 @@ export const Health = Type.Object(
 
 export const SlotStateResult = Type.Object({ index: Type.Integer({ minimum: 0 }), state: SlotState }, { additionalProperties: false });
 
+// ── upgrade ─────────────────────────────────────────────────────────────────────────────
+
+export const UpgradeRequest = Type.Object(
+  {
+    args: Type.Optional(
+      Type.Array(Type.String({ maxLength: 4096 }), {
+        description: '`netslot daemon` flags for the new daemon, e.g. ["--guest-mtu", "1400"]; each replaces the running flag of the same name.',
+        maxItems: 64,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const DaemonProcess = Type.Object({ pid: Type.Integer({ minimum: 1 }), version: Type.String() }, { additionalProperties: false });
+
+export const UpgradeResult = Type.Object(
+  {
+    previous: DaemonProcess,
+    current: DaemonProcess,
+    handoverMs: Type.Number({ description: "From the request until the new daemon served.", minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
 export const DrainState = Type.Object({ draining: Type.Boolean() }, { additionalProperties: false });
 
 // ── errors ──────────────────────────────────────────────────────────────────────────────
@@ -268,6 +292,8 @@ export const COMPONENTS = {
   LeaseEnd,
   Problem,
   SlotStateResult,
+  UpgradeRequest,
+  UpgradeResult,
   DrainState,
 } satisfies Record<string, TSchema>;
 
@@ -289,6 +315,8 @@ export type PoolCounts = Static<typeof PoolCounts>;
 export type Health = Static<typeof Health>;
 export type SlotStateResult = Static<typeof SlotStateResult>;
 export type Problem = Static<typeof Problem>;
+export type UpgradeRequest = Static<typeof UpgradeRequest>;
+export type UpgradeResult = Static<typeof UpgradeResult>;
 
 // ── routes ──────────────────────────────────────────────────────────────────────────────
 
@@ -419,6 +447,14 @@ export const OPERATIONS = {
     params: { id: leaseIdParam },
     body: RenewRequest,
     response: { status: 200, description: "The renewed lease", schema: Lease },
+  },
+  upgrade: {
+    method: "post",
+    path: "/v1/upgrade",
+    summary:
+      "Operator action (`netslot upgrade`): hand over to a new daemon started from the code now installed, with this daemon's configuration (`args` replace flags of the same name). The listening socket passes to it, it adopts the pool and every lease, then this daemon finishes what is in flight and exits. No request fails meanwhile. 502 upgrade_failed with the new daemon's error when it cannot take over; this daemon then keeps serving.",
+    body: UpgradeRequest,
+    response: { status: 200, description: "The new daemon serves", schema: UpgradeResult },
   },
   openapi: {
     method: "get",

@@ -14,6 +14,7 @@ export type {
   SlotRef,
   SlotState,
   TenantNetwork,
+  UpgradeResult,
 } from "./schema.js";
 
 /** One line of the audit log: who did what to which lease and slot, and why. */

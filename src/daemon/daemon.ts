@@ -17,6 +17,10 @@ import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint } from "../core/faults.js";
 import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
+import { sdNotify } from "../kernel/sdnotify.js";
+import { listenUnix } from "../kernel/unixsocket.js";
+import { Handover, HandoverChild } from "./handover.js";
+import type * as net from "node:net";
 import { ProfileCatalog } from "../core/profiles.js";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
@@ -69,17 +73,38 @@ function renderProgress(p: BootProgress, tty: boolean): string {
  * set up, boot fails, the pool cannot be built) exits 1 with one line naming the cause;
  * a bad configuration throws ConfigError (exit 2).
  */
-export async function runDaemon(config: DaemonConfig): Promise<void> {
+export async function runDaemon(config: DaemonConfig, args: string[] = []): Promise<void> {
+  // Started by a running daemon's `netslot upgrade`: take over from it rather than start.
+  const handover = HandoverChild.fromEnvironment();
   try {
-    await serve(config);
+    await serve(config, args, handover);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    process.stderr.write(`netslot: cannot serve: ${(err as Error).message}\n`);
-    process.exit(1);
+    await cannotServeReported(`${(err as Error).message}`);
   }
 }
 
-async function serve(config: DaemonConfig): Promise<void> {
+/** `netslot: cannot serve: …`, told to the old daemon too when this one was taking over from it; exit 1. */
+async function cannotServeReported(cause: string): Promise<never> {
+  process.stderr.write(`netslot: cannot serve: ${cause}\n`);
+  await HandoverChild.reportFailure(`cannot serve: ${cause}`);
+  process.exit(1);
+}
+
+/** Type=notify: ready, and (after a handover) the main pid is this process now. */
+function notifySystemd(): void {
+  try {
+    sdNotify(`READY=1\nMAINPID=${process.pid}`);
+  } catch (err) {
+    log(`could not notify systemd: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `args` are the daemon's own flags: an upgrade starts the next daemon with them. With
+ * `handover`, this process takes the pool and the socket over from a running daemon.
+ */
+async function serve(config: DaemonConfig, args: string[], handover: HandoverChild | undefined): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
@@ -88,14 +113,19 @@ async function serve(config: DaemonConfig): Promise<void> {
   const consumers = new ConsumerDirectory(config.consumers, config.poolSize);
 
   const other = runningDaemon(config.stateDir);
-  if (other !== undefined) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
+  if (other !== undefined && other !== handover?.parentPid) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
   const conflicts = linkCidrConflicts(config.prefix, parseCidr(config.linkCidr));
   if (conflicts.length > 0) {
     throw new ConfigError(
       `--link-cidr ${config.linkCidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
     );
   }
-  writePidFile(config.stateDir);
+  if (handover) {
+    // The old daemon holds requests and stops changing the pool once it hears this; then
+    // the store and the slots are this daemon's.
+    handover.send({ type: "prepared" });
+    await handover.next("adopt");
+  } else writePidFile(config.stateDir);
   fs.mkdirSync(path.dirname(config.socket), { recursive: true, mode: 0o755 });
   const store = LeaseStore.open(config.stateDir);
   const previous = store.fingerprint();
@@ -144,9 +174,23 @@ async function serve(config: DaemonConfig): Promise<void> {
       { labels: { version: packageVersion(), node: process.version }, value: 1 },
     ]),
   );
-  const api = createApiServer({ service: pool, consumers, admin: pool, version: packageVersion() });
-  await api.listen(config.socket, socketGroup === undefined ? {} : { group: socketGroup });
-  log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
+  const upgrader: { handover?: Handover } = {};
+  const api = createApiServer({
+    service: pool,
+    consumers,
+    admin: {
+      retryQuarantined: (index, by) => pool.retryQuarantined(index, by),
+      setDraining: (on, by) => pool.setDraining(on, by),
+      upgrade: (overrides) => upgrader.handover!.upgrade(overrides),
+    },
+    version: packageVersion(),
+    ...(handover ? { trustRelayFrom: handover.parentPid } : {}),
+  });
+  upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), log, exit: () => stop("handed over") });
+  if (!handover) {
+    await api.listen(config.socket, { bindFd: listenUnix, ...(socketGroup === undefined ? {} : { group: socketGroup }) });
+    log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -184,16 +228,23 @@ async function serve(config: DaemonConfig): Promise<void> {
       `${missing} of ${result.total} slots could not be built (at most ${Math.floor(result.total * MAX_MISSING_SHARE)} may fail): ${pool.firstBuildFailure() ?? "see the log"}`,
     );
   }
+  if (handover) {
+    handover.send({ type: "booted" });
+    api.adopt((await handover.next("socket")) as net.Server, config.socket);
+    writePidFile(config.stateDir);
+    handover.finish(process.pid, packageVersion());
+    log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
+  }
+  notifySystemd();
 
   /** One line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
   async function cannotServe(cause: string): Promise<never> {
     stopping = true;
-    process.stderr.write(`netslot: cannot serve: ${cause}\n`);
     pool.close();
     await api.close().catch(() => undefined);
     dataplane.close();
     store.close();
     removePidFile(config.stateDir);
-    process.exit(1);
+    return cannotServeReported(cause);
   }
 }

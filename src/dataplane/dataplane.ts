@@ -3,7 +3,7 @@
 import { createNetns, deleteNetns, homeNetnsFd, isNetnsMounted, listNetns, netnsPath, withNetns } from "../kernel/netns.js";
 import { Rtnl, type Link } from "../kernel/netlink/rtnl.js";
 import { conntrackFlush } from "../kernel/netlink/conntrack.js";
-import { createPersistentTap } from "../kernel/tap.js";
+import { createPersistentTap, resetTap } from "../kernel/tap.js";
 import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../kernel/sysctl.js";
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
@@ -25,6 +25,7 @@ import {
   ipToInt,
   parseSlotName,
   slotAddressing,
+  tapProbeFrame,
   bpfPinDir,
   type Cidr,
   type SlotAddressing,
@@ -34,6 +35,8 @@ import type { EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
+
+const TAP_PROBE = tapProbeFrame();
 
 /** Slot devices route IPv4 (IPv6 is off in the slot namespace). */
 const ROUTED_DEVICE = { ipv4Forwarding: true } as const;
@@ -419,6 +422,8 @@ export class SlotDataplane {
         const tap = rtnl.linkByName(TAP_NAME);
         if (!tap) return { ok: false, reason: "tap0 is missing" };
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
+        // What the last VMM set through its fd outlives the fd: back to a fresh tap's.
+        if (!resetTap(TAP_NAME)) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
         conntrackFlush();
@@ -460,7 +465,7 @@ export class SlotDataplane {
   fingerprint(index: number): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {
@@ -570,7 +575,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   const bpf = openPinnedDataplane(bpfPinDir(prefix));
   try {
     const nat = bpf?.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat } });
+    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
   } finally {
     bpf?.close();
   }

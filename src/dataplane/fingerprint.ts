@@ -18,10 +18,11 @@ import { conntrackEntries, type ConntrackEntry } from "../kernel/netlink/conntra
 import { nftJson } from "../kernel/nft.js";
 import { readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
 import { xfrmPolicies, xfrmStates, type XfrmSelector } from "../kernel/xfrm.js";
+import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 1;
+export const FINGERPRINT_VERSION = 2;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -41,6 +42,11 @@ export interface FingerprintContext {
    * TUNSETCARRIER; "always" scans anyway (about 5-10 ms with a few hundred processes).
    */
   tapHolderScan?: "attached" | "always";
+  /**
+   * A frame addressed to the guest: sent out of each tap and looked for on the tap's fd,
+   * so that a filter a VMM left on the tap (which the kernel has no getter for) shows.
+   */
+  tapProbe?: Buffer;
 }
 
 export interface Fingerprint {
@@ -226,6 +232,22 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   const inside = withNetns(ctx.netnsPath, () => {
     const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters } = inspectNamespace();
     lap("rtnetlink");
+    // Settings only a tap's fd shows (read after rtnetlink: attaching turns carrier on).
+    for (const l of links) {
+      if (l.kind !== "tun" || l.attrs["tun.type"] !== "2") continue;
+      // Attaching to a tap a VMM holds fails (EBUSY), and attaching while one is about to
+      // would make its attach fail: a tap that shows a holder is left alone.
+      if (l.carrier || (l.tunQueues ?? 0) > 0) {
+        l.attrs["tun.fd_state"] = "held";
+        continue;
+      }
+      try {
+        Object.assign(l.attrs, tapState(l.name, l.index, ctx.tapProbe));
+      } catch (err) {
+        l.attrs["tun.fd_state"] = (err as Error).message;
+      }
+    }
+    lap("tapState");
     const nftables = nftLines();
     lap("nftables");
     const conntrack = conntrackTuples().map((e) => {
@@ -347,6 +369,13 @@ function recordDiff(label: (key: string) => string, a: Record<string, string>, b
   }
 }
 
+/** Settings tapState reads through a tap's fd (see src/kernel/tap.ts). */
+const TAP_FD_KEYS = /^tun\.(fd_state|vnet_hdr_sz|vnet_le|vnet_be|sndbuf|socket_filter_len|features|delivers_to_guest)$/;
+
+function withoutFdState(attrs: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(attrs).filter(([k]) => !TAP_FD_KEYS.test(k)));
+}
+
 function describeLink(attrs: Record<string, string>): string {
   const pick = ["kind", "address", "mtu", "flags"].filter((k) => attrs[k] !== undefined).map((k) => `${k} ${attrs[k]}`);
   return pick.join(", ");
@@ -365,7 +394,10 @@ export function diffFingerprints(a: Fingerprint, b: Fingerprint): string[] {
     const lb = b.links[n];
     if (!la) out.push(`links: + ${n} (${describeLink(lb!)})`);
     else if (!lb) out.push(`links: - ${n} (${describeLink(la)})`);
-    else recordDiff((k) => `links ${n} ${k}`, la, lb, out);
+    else if (la["tun.fd_state"] === "held" || lb["tun.fd_state"] === "held") {
+      // A held tap's fd-only settings cannot be read; the holder is what differs (tap holders).
+      recordDiff((k) => `links ${n} ${k}`, withoutFdState(la), withoutFdState(lb), out);
+    } else recordDiff((k) => `links ${n} ${k}`, la, lb, out);
   }
   listDiff("addresses", a.addresses, b.addresses, out);
   listDiff("routes", a.routes, b.routes, out);

@@ -160,6 +160,31 @@ export function guestMtu(uplinkMtu: number, withTunnel: boolean): number {
   return withTunnel ? uplinkMtu - VXLAN_OVERHEAD : uplinkMtu;
 }
 
+/**
+ * A UDP frame from the gateway to the guest (port 9, discard), for the fingerprint's
+ * check that tap0 delivers what is addressed to the guest.
+ */
+export function tapProbeFrame(): Buffer {
+  const payload = Buffer.from("netslot tap probe");
+  const ip = Buffer.alloc(20);
+  ip.writeUInt8(0x45, 0);
+  ip.writeUInt16BE(20 + 8 + payload.length, 2);
+  ip.writeUInt8(64, 8);
+  ip.writeUInt8(17, 9);
+  ip.writeUInt32BE(ipToInt(GATEWAY_IP), 12);
+  ip.writeUInt32BE(ipToInt(GUEST_IP), 16);
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += ip.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  ip.writeUInt16BE(~sum & 0xffff, 10);
+  const udp = Buffer.alloc(8);
+  udp.writeUInt16BE(9, 0);
+  udp.writeUInt16BE(9, 2);
+  udp.writeUInt16BE(8 + payload.length, 4);
+  const eth = Buffer.concat([Buffer.from(macToBytes(GUEST_MAC)), Buffer.from(macToBytes(TAP_MAC)), Buffer.from([0x08, 0x00])]);
+  return Buffer.concat([eth, ip, udp, payload]);
+}
+
 /** The `ip=` kernel argument: ip=<client>::<gw>:<netmask>::<device>:off */
 export function kernelIpArg(): string {
   return `ip=${GUEST_IP}::${GATEWAY_IP}:255.255.255.252::eth0:off`;

@@ -53,7 +53,6 @@ const c = {
   gettid: libc.func("int gettid(void)"),
   strerror: libc.func("const char *strerror(int errnum)"),
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
-  getsockoptInt: libc.func("int getsockopt(int fd, int level, int name, _Out_ int *val, _Inout_ uint32_t *len)"),
   fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
   write: libc.func("intptr_t write(int fd, const void *buf, size_t len)"),
   eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
@@ -191,6 +190,17 @@ export function ioctl(fd: number, request: number, arg: Buffer): void {
   check("ioctl", c.ioctlPtr(fd, request, arg));
 }
 
+/** The address of a buffer's memory, for structures that point at other buffers (ifreq.ifr_data). */
+export function addressOf(buf: Buffer): bigint {
+  return koffi.address(buf) as bigint;
+}
+
+/** ioctl(2) returning -errno instead of throwing, for requests whose failure is an answer. */
+export function ioctlErrno(fd: number, request: number, arg: Buffer | number): number {
+  const r = typeof arg === "number" ? c.ioctlInt(fd, request, arg) : c.ioctlPtr(fd, request, arg);
+  return r < 0 ? -koffi.errno() : r;
+}
+
 export function ioctlInt(fd: number, request: number, arg: number): void {
   check("ioctl", c.ioctlInt(fd, request, arg));
 }
@@ -232,9 +242,9 @@ export function ioctlIntRaw(fd: number, request: number, arg: number): number {
 
 /** getsockopt(2) of an int option; undefined when it fails. */
 export function getsockoptInt(fd: number, level: number, name: number): number | undefined {
-  const val = [0];
+  const val = Buffer.alloc(4);
   const len = [4];
-  return c.getsockoptInt(fd, level, name, val, len) === 0 ? val[0] : undefined;
+  return c.getsockopt(fd, level, name, val, len) === 0 ? val.readInt32LE(0) : undefined;
 }
 
 export const F_DUPFD_CLOEXEC = 1030;

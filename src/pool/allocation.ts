@@ -57,6 +57,19 @@ export class SlotTable {
     this.free.unshift(index);
   }
 
+  /** Takes a given slot off the free list; false when it is not on it. */
+  takeIndex(index: number): boolean {
+    const at = this.free.indexOf(index);
+    if (at < 0) return false;
+    this.free.splice(at, 1);
+    return true;
+  }
+
+  /** The free list, oldest first (a copy). */
+  freeIndices(): number[] {
+    return [...this.free];
+  }
+
   /** A free slot, left on the free list (the golden fingerprint is taken from it). */
   peekFree(): number | undefined {
     return this.free[0];

@@ -35,7 +35,7 @@ export class LeaseLifecycle {
   /** Leases held per consumer, for quotas and GET /v1/pool. */
   private readonly byConsumer = new Map<string, number>();
   readonly leasedBy = (name: string): number => this.byConsumer.get(name) ?? 0;
-  private readonly owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+  private owners = new OwnerWatcher((pid) => this.ownerExited(pid));
   /** Expiry and owner watching run once boot is done (`start`). */
   private started = false;
   private closed = false;
@@ -245,6 +245,25 @@ export class LeaseLifecycle {
       if (!this.owners.watch(lease.ownerPid, lease.ownerStart)) this.ownerExited(lease.ownerPid);
     }
     this.armExpiry();
+  }
+
+  /**
+   * Handover: expiry, owner watching and retries stop here. An owner that exits or a
+   * lease that expires meanwhile is seen by the new daemon when it starts.
+   */
+  pause(): void {
+    this.started = false;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.expiryTimer = this.retryTimer = undefined;
+    this.owners.close();
+  }
+
+  /** The handover failed: watch the owners again, expire what is due, retry pending ends. */
+  resume(): void {
+    this.owners = new OwnerWatcher((pid) => this.ownerExited(pid));
+    this.start();
+    for (const [id, cause] of [...this.endRetries]) this.tryEnd(id, cause);
   }
 
   close(): void {

@@ -157,6 +157,40 @@ export class Pool implements LeaseService {
     return this.scrubs.retryQuarantined(index, by);
   }
 
+  // ── handover ──────────────────────────────────────────────────────────────────────
+
+  /**
+   * Before a new daemon loads the store: stops everything that changes the pool on its
+   * own (expiry, owner exits, retries, scrubs) and waits for running scrubs. The API is
+   * already holding requests, so after this nothing here writes the store or a slot.
+   */
+  async quiesce(): Promise<void> {
+    this.leases.pause();
+    await this.scrubs.quiesce();
+  }
+
+  /**
+   * The new daemon failed to take over: back to work. It may have got as far as changing
+   * slots (a golden rebuild, say), so free slots that are no longer whole are rebuilt.
+   */
+  resume(): void {
+    const { dataplane } = this.options;
+    const free = this.slots.freeIndices();
+    const intact = dataplane.intactSlots(free);
+    for (const index of free) {
+      if (intact.has(index) || !this.slots.takeIndex(index)) continue;
+      try {
+        dataplane.destroySlot(index);
+        dataplane.buildSlot(index);
+        this.slots.markFree(index);
+      } catch (err) {
+        this.slots.markMissing(index, undefined, `rebuild after a failed handover: ${(err as Error).message}`);
+      }
+    }
+    this.scrubs.resume();
+    this.leases.resume();
+  }
+
   /** Leases still held, for the owner watcher. */
   heldLeases(): StoredLease[] {
     return this.leases.all();

@@ -28,14 +28,39 @@ export interface ScrubSchedulerDeps {
 
 export class ScrubScheduler implements ScrubQueue {
   private readonly pending = new Set<number>();
+  /** Scrubs running on the worker, so that a handover can wait for them. */
+  private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** Handing over: scrubs asked for meanwhile wait here (the slots stay "scrubbing" in the store). */
+  private deferred: Map<number, { tenant: TenantNetwork | undefined; releasedAt: number; policy: boolean }> | undefined;
 
   constructor(private readonly deps: ScrubSchedulerDeps) {}
 
   schedule(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): void {
+    if (this.deferred) {
+      this.deferred.set(index, { tenant, releasedAt, policy });
+      return;
+    }
     if (this.pending.has(index)) return;
     this.pending.add(index);
-    void this.scrubNow(index, tenant, releasedAt, policy).finally(() => this.pending.delete(index));
+    const scrub: Promise<void> = this.scrubNow(index, tenant, releasedAt, policy).finally(() => {
+      this.pending.delete(index);
+      this.running.delete(scrub);
+    });
+    this.running.add(scrub);
+  }
+
+  /** Handover: no new scrubs; resolves when the running ones have recorded their outcome. */
+  async quiesce(): Promise<void> {
+    this.deferred ??= new Map();
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** The handover failed: scrubs asked for meanwhile run now. */
+  resume(): void {
+    const deferred = this.deferred;
+    this.deferred = undefined;
+    for (const [index, d] of deferred ?? []) this.schedule(index, d.tenant, d.releasedAt, d.policy);
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */
@@ -63,7 +88,7 @@ export class ScrubScheduler implements ScrubQueue {
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -79,6 +104,7 @@ export class ScrubScheduler implements ScrubQueue {
         faultPoint("scrub.after-store");
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
+        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {

@@ -18,6 +18,7 @@ import {
   type RequestOf,
   type ResponseOf,
   type SlotStateResult,
+  type UpgradeResult,
 } from "../core/schema.js";
 
 export const DEFAULT_SOCKET_PATH = "/run/netslot/api.sock";
@@ -226,6 +227,14 @@ export class NetslotClient {
   /** Operator action: scrub a quarantined slot again (throws slot_not_quarantined otherwise). */
   releaseQuarantined(index: number): Promise<SlotStateResult> {
     return this.operation("releaseQuarantined", [{ index }], {});
+  }
+
+  /**
+   * Operator action (`netslot upgrade`): the daemon hands over to a new one started from the
+   * installed code; `args` are daemon flags replacing the running ones of the same name.
+   */
+  upgrade(args: string[] = []): Promise<UpgradeResult> {
+    return this.operation("upgrade", [], args.length > 0 ? { args } : {});
   }
 
   /** Operator action: stop granting leases (new requests get 503 draining); existing leases run on. */

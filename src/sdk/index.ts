@@ -19,6 +19,7 @@ export type {
   SlotRef,
   SlotState,
   TenantNetwork,
+  UpgradeResult,
 } from "../core/types.js";
 export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
 export type { ErrorCode } from "../core/errors.js";

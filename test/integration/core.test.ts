@@ -3,7 +3,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { GATEWAY_IP, GUEST_MAC, TAP_MAC, slotAddressing, parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
@@ -100,7 +100,7 @@ describe("core: pool of real slots", { skip }, () => {
     const ping = await guest.exec(["ping", "-c", "2", "-W", "2", upstream.address]);
     assert.equal(ping.code, 0, ping.stdout + ping.stderr);
     // The upstream sees the host's masqueraded address, never the guest or outside address.
-    const server = spawnUdpEcho(upstream.netns);
+    const server = await spawnUdpEcho(upstream.netns);
     try {
       const seen = await guest.exec(["sh", "-c", `echo hello | timeout 3 socat -T1 - UDP:${upstream.address}:7777`]);
       const log = server.read();
@@ -139,12 +139,13 @@ describe("core: pool of real slots", { skip }, () => {
   });
 });
 
-function spawnUdpEcho(netns: string): { read(): string; stop(): void } {
+async function spawnUdpEcho(netns: string): Promise<{ read(): string; stop(): void }> {
   // A tiny UDP server that logs each sender; it runs inside the upstream namespace.
-  const script = `const d=require('dgram').createSocket('udp4');d.on('message',(m,r)=>{console.log('from '+r.address);d.send(m,r.port,r.address)});d.bind(7777)`;
+  const script = `const d=require('dgram').createSocket('udp4');d.on('message',(m,r)=>{console.log('from '+r.address);d.send(m,r.port,r.address)});d.bind(7777,()=>console.log('listening'))`;
   const file = `/tmp/${netns}-udp.log`;
   sh("sh", ["-c", `ip netns exec ${netns} ${process.execPath} -e "${script}" > ${file} 2>&1 & echo $! > ${file}.pid`]);
-  sh("sleep", ["0.3"]);
+  // Bound before the guest sends: a datagram to an unbound port is refused, not queued.
+  await waitFor(() => fs.readFileSync(file, "utf8").includes("listening"), 10_000);
   return {
     read: () => fs.readFileSync(file, "utf8"),
     stop: () => {

@@ -61,8 +61,10 @@ function seconds(span: string): number {
 const unit = parseUnit(fs.readFileSync(UNIT_FILE, "utf8"));
 
 describe("packaging/netslot.service: policy and hardening", () => {
-  it("is a simple service restarted on failure, stopped with SIGTERM, with room for file descriptors", () => {
-    assert.equal(value(unit, "Service", "Type"), "simple");
+  it("is a notify service restarted on failure, reloaded by a live upgrade, stopped with SIGTERM, with room for file descriptors", () => {
+    assert.equal(value(unit, "Service", "Type"), "notify");
+    assert.equal(value(unit, "Service", "NotifyAccess"), "all", "MAINPID= comes from the new daemon after a reload");
+    assert.match(value(unit, "Service", "ExecReload") ?? "", /\/opt\/netslot\/dist\/src\/cli\/main\.js upgrade$/);
     assert.equal(value(unit, "Service", "Restart"), "on-failure");
     assert.equal(seconds(value(unit, "Service", "RestartSec") ?? "0"), 1);
     assert.equal(value(unit, "Service", "KillSignal"), "SIGTERM");
@@ -201,6 +203,62 @@ describe("packaging/netslot.service: ExecStart runs the daemon", { skip: isRoot(
     process.stdout.write(`ExecStart daemon stopped on ${signal} with status 0 in ${(performance.now() - sentAt).toFixed(0)} ms\n`);
     // A clean stop leaves no pid file, and on_failure would not restart it.
     assert.ok(!fs.existsSync(path.join(stateDir, "daemon.pid")), "pid file removed");
+  });
+
+  it("tells systemd READY and its pid; ExecReload hands over to a new daemon, which tells systemd it is the main pid now", async () => {
+    // systemd's notification socket stood in for by a datagram socket socat reads.
+    const notifySocket = path.join(dir, "notify.sock");
+    const receiver = spawn("socat", ["-u", `UNIX-RECV:${notifySocket}`, "STDOUT"], { stdio: ["ignore", "pipe", "inherit"] });
+    let notified = "";
+    receiver.stdout!.on("data", (d: Buffer) => (notified += d.toString()));
+    await waitFor(() => fs.existsSync(notifySocket), 5_000);
+    const testFlags = ["--prefix", prefix, "--state-dir", stateDir, "--socket", socket, "--uplink", upstream!.uplink, "--pool-size", "2", "--link-cidr", linkCidr];
+    const proc = spawn(argv[0]!, [...argv.slice(1), ...testFlags], { stdio: ["ignore", "pipe", "pipe"], env: { ...env(), NOTIFY_SOCKET: notifySocket } });
+    child = proc;
+    let output = "";
+    proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    const mainPids = () => [...notified.matchAll(/MAINPID=(\d+)/g)].map((m) => Number(m[1]));
+    let newPid: number | undefined;
+    try {
+      await waitFor(() => /READY=1/.test(notified), 60_000, { abort: () => proc.exitCode !== null }).catch((err: Error) => {
+        throw new Error(`no READY=1: ${err.message}\n${output}`);
+      });
+      assert.deepEqual(mainPids(), [proc.pid]);
+      const reload = (value(unit, "Service", "ExecReload") ?? "").split(/\s+/).map((a) => a.replace(INSTALL_ROOT, REPO_ROOT));
+      const r = spawnSync(reload[0]!, [...reload.slice(1), "--socket", socket], { encoding: "utf8", env: env(), timeout: 120_000 });
+      assert.equal(r.status, 0, `${r.stdout}${r.stderr}\n${output}`);
+      assert.match(r.stdout, new RegExp(`pid ${proc.pid} .* -> pid \\d+`));
+      await waitFor(() => mainPids().length === 2, 10_000);
+      newPid = mainPids()[1]!;
+      assert.notEqual(newPid, proc.pid);
+      process.kill(newPid, 0); // alive
+      await waitFor(() => proc.exitCode !== null, 40_000);
+      assert.equal(proc.exitCode, 0, "the old main process exits cleanly after the handover");
+      const client = new NetslotClient({ socketPath: socket, timeoutMs: 2000 });
+      try {
+        assert.equal((await client.health()).status, "ready");
+      } finally {
+        client.close();
+      }
+    } finally {
+      receiver.kill("SIGKILL");
+      if (newPid !== undefined) {
+        try {
+          process.kill(newPid, "SIGTERM");
+          await waitFor(() => {
+            try {
+              process.kill(newPid!, 0);
+              return false;
+            } catch {
+              return true;
+            }
+          }, 30_000);
+        } catch {
+          // already gone
+        }
+      }
+    }
   });
 
   it("a configuration error exits with status 2, which the unit does not restart", () => {

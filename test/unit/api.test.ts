@@ -5,130 +5,22 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotError } from "../../src/core/errors.js";
 import type { Health, Lease, PoolCounts } from "../../src/core/types.js";
 import { createApiServer, MAX_BODY_BYTES, type ApiServer, type ConsumerConfig } from "../../src/api/server.js";
-import { openApiDocument, type JsonSchema } from "../../src/api/openapi.js";
-import { SchemaSet } from "../../src/api/validate.js";
-import { Router } from "../../src/api/router.js";
+import { openApiDocument } from "../../src/api/openapi.js";
+import { raw, ResponseChecker, type RawOptions, type RawResult } from "../support/api-check.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
-
-// ── raw HTTP ──────────────────────────────────────────────────────────────────────────
-
-interface RawResult {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-  json: unknown;
-}
-
-interface RawOptions {
-  headers?: http.OutgoingHttpHeaders;
-  body?: string | Buffer;
-  /** Write the body in chunks without a Content-Length. */
-  chunked?: Buffer[];
-}
-
-/** One request on a fresh connection; errors after the response (EPIPE on a closed socket) are ignored. */
-function raw(socketPath: string, method: string, urlPath: string, opts: RawOptions = {}): Promise<RawResult> {
-  return new Promise((resolve, reject) => {
-    const headers: http.OutgoingHttpHeaders = { ...opts.headers };
-    if (opts.body !== undefined && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(opts.body);
-    let answered = false;
-    const req = http.request({ socketPath, method, path: urlPath, headers, agent: false }, (res) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", () => undefined);
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown;
-        try {
-          json = text ? JSON.parse(text) : undefined;
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode!, headers: res.headers, text, json });
-      });
-    });
-    req.on("error", (err) => {
-      if (!answered) reject(err);
-    });
-    if (opts.chunked) {
-      for (const chunk of opts.chunked) req.write(chunk);
-      req.end();
-    } else {
-      req.end(opts.body);
-    }
-  });
-}
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
 const doc = openApiDocument();
-const schemas = new SchemaSet(doc);
-let validatedResponses = 0;
-
-// The server's own router maps a path to its template: no second list of routes here.
-const router = new Router(doc, () => true);
-
-function templateOf(urlPath: string): string | null {
-  const match = router.match(urlPath.split("?")[0]!);
-  return match && "params" in match ? match.route.template : null;
-}
-
-function resolveRef<T>(value: T | { $ref: string }): T {
-  if (value && typeof value === "object" && "$ref" in value && typeof value.$ref === "string") {
-    const parts = value.$ref.replace(/^#\//, "").split("/");
-    let node: unknown = doc;
-    for (const part of parts) node = (node as Record<string, unknown>)[part];
-    return node as T;
-  }
-  return value as T;
-}
-
-type ResponseObject = { content?: Record<string, { schema: JsonSchema }>; headers?: Record<string, unknown> };
-
-/** Checks a response against openapi.json: problem+json for errors, the operation's schema otherwise. */
-function checkAgainstDocument(method: string, urlPath: string, res: RawResult): void {
-  const contentType = res.headers["content-type"] ?? "";
-  if (res.status >= 400) {
-    assert.match(contentType, /^application\/problem\+json/, `${method} ${urlPath}: errors are problem+json`);
-    const error = schemas.component("Problem")(res.json);
-    assert.equal(error, null, `${method} ${urlPath} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
-    const problem = res.json as { status: number; type: string; code: string };
-    assert.equal(problem.status, res.status);
-    assert.equal(problem.type, `https://netslot.dev/errors/${problem.code}`);
-    validatedResponses++;
-    return;
-  }
-  const template = templateOf(urlPath);
-  assert.ok(template, `${urlPath} answered ${res.status} but is not in openapi.json`);
-  const operation = doc.paths[template]![method === "HEAD" ? "get" : method.toLowerCase()] as
-    | { responses: Record<string, ResponseObject | { $ref: string }> }
-    | undefined;
-  assert.ok(operation, `${method} ${template} answered ${res.status} but is not in openapi.json`);
-  const declared = operation.responses[String(res.status)];
-  assert.ok(declared, `${method} ${template}: status ${res.status} is not declared`);
-  const response = resolveRef<ResponseObject>(declared);
-  if (!response.content || method === "HEAD") {
-    assert.equal(res.text, "", `${method} ${template} ${res.status} has no body`);
-    validatedResponses++;
-    return;
-  }
-  const mediaType = Object.keys(response.content).find((mt) => contentType.startsWith(mt));
-  assert.ok(mediaType, `${method} ${template}: content type ${contentType} is not declared`);
-  if (mediaType === "application/json") {
-    const error = schemas.compile(response.content[mediaType]!.schema)(res.json);
-    assert.equal(error, null, `${method} ${template} ${res.status}: ${JSON.stringify(error)} in ${res.text}`);
-  }
-  validatedResponses++;
-}
+// The same checker the real-daemon test uses (test/support/api-check.ts).
+const checker = new ResponseChecker(doc);
 
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
@@ -160,7 +52,7 @@ async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise
     socket,
     async call(method, urlPath, opts) {
       const res = await raw(socket, method, urlPath, opts);
-      checkAgainstDocument(method, urlPath, res);
+      checker.check(method, urlPath, res);
       // Every answer, error or not, says which daemon version gave it.
       assert.equal(res.headers["netslot-version"], packageVersion(), `${method} ${urlPath}: Netslot-Version header`);
       return res;
@@ -225,7 +117,7 @@ describe("endpoints", () => {
     assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
     assert.equal(lease.ownerPid, process.pid);
 
-    const got = await f.call("GET", created.headers.location);
+    const got = await f.call("GET", created.headers.location!);
     assert.deepEqual(got.json, lease);
     const list = await f.call("GET", "/v1/leases");
     assert.ok((list.json as { leases: Lease[] }).leases.some((l) => l.id === lease.id));
@@ -602,5 +494,5 @@ describe("socket file", () => {
 });
 
 test("every response so far matched openapi.json", () => {
-  assert.ok(validatedResponses > 80, `only ${validatedResponses} responses validated`);
+  assert.ok(checker.seen.length > 80, `only ${checker.seen.length} responses validated`);
 });

@@ -158,6 +158,7 @@ describe("SDK", () => {
     await capture("payload_too_large", "POST", "/v1/leases", { "content-type": "application/json", "content-length": 1 << 20 });
     await capture("unsupported_media_type", "POST", "/v1/leases", { "content-type": "text/plain" }, "{}");
     await capture("slot_not_quarantined", "POST", "/v1/pool/quarantined/0/release");
+    await capture("upgrade_failed", "POST", "/v1/upgrade"); // this server has no daemon behind it to hand over from
     const json = { "content-type": "application/json" };
     await capture("forbidden", "GET", "/v1/leases?all=true", { authorization: `Bearer ${A.token}` }, undefined, authSocket);
     await capture("network_forbidden", "POST", "/v1/leases", { ...json, authorization: `Bearer ${A.token}` }, '{"network":{"vni":7,"cidr":"10.0.0.0/8"}}', authSocket);

@@ -1,35 +1,56 @@
 // Read-only rtnetlink inspection of the calling thread's network namespace, rendered as
 // the canonical lines of a slot fingerprint (src/dataplane/fingerprint.ts): link
 // references are names; counters, timers and carrier-dependent state are left out.
-// It decodes more than rtnl.ts (txqlen, alias, altnames, XDP, tun flags, route metrics
-// and multipath, rule matches, proxy neighbours, the bridge FDB, qdisc options) because
+// The messages are dumped and decoded by the same code as the operations (rtnl/*.ts,
+// headers decoded in rtnl/headers.ts); this file only renders them. It renders more than
+// the operations parse (txqlen, alias, altnames, XDP, tun flags, route metrics and
+// multipath, rule matches, proxy neighbours, the bridge FDB, qdisc options) because
 // anything a tenant can change must show up here.
-import { Attrs, attrU32, bytesToIp, bytesToMac, encodeMessage, readCString, type NlMsg } from "./codec.js";
+import { Attrs, bytesToIp, bytesToMac, readCString } from "./codec.js";
 import { NETLINK_ROUTE, NetlinkSocket, isNetlinkErrno } from "./socket.js";
+import { dumpAddresses as dumpAddressMessages } from "./rtnl/addr.js";
 import {
+  AF_BRIDGE,
   AF_INET,
   AF_INET6,
   AF_UNSPEC,
   EAFNOSUPPORT,
   EOPNOTSUPP,
-  IFLA_EXT_MASK,
+  IFA_ADDRESS,
+  IFA_FLAGS,
+  IFA_LOCAL,
+  IFLA_ADDRESS,
+  IFLA_IFNAME,
+  IFLA_INFO_DATA,
+  IFLA_INFO_KIND,
+  IFLA_LINK,
+  IFLA_LINK_NETNSID,
+  IFLA_LINKINFO,
+  IFLA_MASTER,
+  IFLA_MTU,
+  IFLA_QDISC,
+  NDA_DST,
+  NDA_LLADDR,
   NUD_NOARP,
   NUD_PERMANENT,
-  RTEXT_FILTER_SKIP_STATS,
+  RTA_DST,
+  RTA_TABLE,
   RTM_F_CLONED,
-  RTM_GETADDR,
-  RTM_GETLINK,
-  RTM_GETNEIGH,
-  RTM_GETQDISC,
-  RTM_GETROUTE,
-  RTM_GETRULE,
-  Rtnl,
-  familyHeader,
-} from "./rtnl.js";
+  FRA_DST,
+  FRA_PRIORITY,
+  FRA_SRC,
+  FRA_TABLE,
+  TCA_KIND,
+  TCA_OPTIONS,
+} from "./rtnl/consts.js";
+import type { NdMsg } from "./rtnl/headers.js";
+import { dumpLinks as dumpLinkMessages } from "./rtnl/link.js";
+import { dumpNeighbours as dumpNeighbourMessages } from "./rtnl/neigh.js";
+import { dumpRoutes as dumpRouteMessages, nexthops as listNexthops } from "./rtnl/route.js";
+import { dumpRules as dumpRuleMessages } from "./rtnl/rule.js";
+import { dumpQdiscs as dumpQdiscMessages, filters as listFilters } from "./rtnl/tc.js";
 
 // ───────────────────────────── small decoders ─────────────────────────────
-
-const AF_BRIDGE = 7;
 
 const hex = (b: Buffer) => b.toString("hex");
 const tcHandle = (h: number) => (h === 0xffffffff ? "root" : `${(h >>> 16).toString(16)}:${(h & 0xffff).toString(16)}`);
@@ -87,8 +108,6 @@ function flagNames(flags: number, table: Array<[number, string]>): string[] {
   return out;
 }
 
-const NTF_PROXY = 0x08;
-
 export interface InspectedLink {
   index: number;
   name: string;
@@ -100,9 +119,10 @@ export interface InspectedLink {
   attrs: Record<string, string>;
 }
 
-function safeDump(sock: NetlinkSocket, msg: Buffer, operation: string): NlMsg[] {
+/** A dump the kernel may not support (proxy neighbours, the bridge FDB): [] when it does not. */
+function optionalDump<T>(dump: () => T[]): T[] {
   try {
-    return sock.dump(msg, operation);
+    return dump();
   } catch (err) {
     if (isNetlinkErrno(err, EOPNOTSUPP, EAFNOSUPPORT)) return [];
     throw err;
@@ -173,40 +193,32 @@ function num(b: Buffer): number {
 
 /** `ip -d link show`, keeping configuration only. Link references are resolved in a second pass. */
 function dumpLinks(sock: NetlinkSocket): { links: InspectedLink[]; byIndex: Map<number, string> } {
-  const msgs = sock.dump(encodeMessage(RTM_GETLINK, 0, [familyHeader(AF_UNSPEC, 16), attrU32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)]), "RTM_GETLINK dump");
   const byIndex = new Map<number, string>();
-  const raw: Array<{ m: NlMsg; a: Attrs; index: number; name: string }> = [];
-  for (const m of msgs) {
-    const a = new Attrs(m.payload, 16);
-    const index = m.payload.readInt32LE(4);
-    const name = a.str(3) ?? `#${index}`;
-    byIndex.set(index, name);
-    raw.push({ m, a, index, name });
-  }
+  const raw = dumpLinkMessages(sock).map((m) => ({ m, a: m.attrs, index: m.index, name: m.attrs.str(IFLA_IFNAME) ?? `#${m.index}` }));
+  for (const { index, name } of raw) byIndex.set(index, name);
   const ref = (i: number) => byIndex.get(i) ?? (i === 0 ? "none" : "other-namespace");
   const links: InspectedLink[] = [];
   for (const { m, a, index, name } of raw) {
-    const p = m.payload;
     const attrs: Record<string, string> = {
-      type: String(p.readUInt16LE(2)),
-      flags: flagNames(p.readUInt32LE(8), IFF_NAMES).join(",") || "none",
+      type: String(m.type),
+      flags: flagNames(m.flags, IFF_NAMES).join(",") || "none",
     };
     const link: InspectedLink = { index, name, attrs, carrier: a.u8(33) === 1 };
-    const mac = a.get(1);
+    const mac = a.get(IFLA_ADDRESS);
     if (mac !== undefined && mac.length > 0) attrs.address = mac.length === 6 ? bytesToMac(mac) : hex(mac);
     const brd = a.get(2);
     if (brd !== undefined && brd.length > 0) attrs.broadcast = brd.length === 6 ? bytesToMac(brd) : hex(brd);
     const perm = a.get(54);
     if (perm !== undefined && perm.length > 0) attrs.perm_address = perm.length === 6 ? bytesToMac(perm) : hex(perm);
-    const mtu = a.u32(4);
+    const mtu = a.u32(IFLA_MTU);
     if (mtu !== undefined) attrs.mtu = String(mtu);
-    const qdisc = a.str(6);
+    const qdisc = a.str(IFLA_QDISC);
     if (qdisc !== undefined) attrs.qdisc = qdisc;
-    const master = a.u32(10);
+    const master = a.u32(IFLA_MASTER);
     if (master !== undefined) attrs.master = ref(master);
     // IFLA_LINK of a veth names the peer in another namespace: only same-namespace links count.
-    const lower = a.u32(5);
-    if (lower !== undefined && !a.has(37) && lower !== index) attrs.link = ref(lower);
+    const lower = a.u32(IFLA_LINK);
+    if (lower !== undefined && !a.has(IFLA_LINK_NETNSID) && lower !== index) attrs.link = ref(lower);
     const alias = a.str(20);
     if (alias !== undefined && alias !== "") attrs.alias = alias;
     for (const [t, label] of Object.entries(LINK_NUMBERS)) {
@@ -221,16 +233,16 @@ function dumpLinks(sock: NetlinkSocket): { links: InspectedLink[]; byIndex: Map<
     const xdp = a.nested(43);
     const xdpMode = xdp?.u8(2);
     if (xdpMode !== undefined && xdpMode !== 0) attrs.xdp = ["none", "driver", "generic", "offload", "multi"][xdpMode] ?? String(xdpMode);
-    const info = a.nested(18);
+    const info = a.nested(IFLA_LINKINFO);
     if (info) {
-      const kind = info.str(1);
+      const kind = info.str(IFLA_INFO_KIND);
       if (kind !== undefined) {
         link.kind = kind;
         attrs.kind = kind;
       }
       const slaveKind = info.str(4);
       if (slaveKind !== undefined) attrs.slave_kind = slaveKind;
-      const data = info.nested(2);
+      const data = info.nested(IFLA_INFO_DATA);
       if (data) {
         for (const at of data.list) {
           if (kind === "vxlan") {
@@ -299,26 +311,25 @@ const IFA_FLAGS_NAMES: Array<[number, string]> = [
 /** `ip addr show` */
 function dumpAddresses(sock: NetlinkSocket, ref: (i: number) => string): string[] {
   const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETADDR, 0, [familyHeader(AF_UNSPEC, 8)]), "RTM_GETADDR dump")) {
-    const p = m.payload;
-    const fam = p.readUInt8(0);
+  for (const m of dumpAddressMessages(sock)) {
+    const fam = m.family;
     if (fam !== AF_INET && fam !== AF_INET6) continue;
-    const a = new Attrs(p, 8);
-    const local = a.get(2);
-    const address = a.get(1);
+    const a = m.attrs;
+    const local = a.get(IFA_LOCAL);
+    const address = a.get(IFA_ADDRESS);
     const main = local ?? address;
     if (!main) continue;
-    const parts = [`${fam === AF_INET6 ? "inet6" : "inet"} ${ipOrHex(main)}/${p.readUInt8(1)}`];
+    const parts = [`${fam === AF_INET6 ? "inet6" : "inet"} ${ipOrHex(main)}/${m.prefixLength}`];
     if (local && address && !local.equals(address)) parts.push(`peer ${ipOrHex(address)}`);
-    parts.push(`dev ${ref(p.readUInt32LE(4))}`);
+    parts.push(`dev ${ref(m.index)}`);
     const brd = a.get(4);
     if (brd) parts.push(`brd ${ipOrHex(brd)}`);
     const any = a.get(5);
     if (any) parts.push(`anycast ${ipOrHex(any)}`);
-    parts.push(`scope ${names(RT_SCOPES, p.readUInt8(3))}`);
+    parts.push(`scope ${names(RT_SCOPES, m.scope)}`);
     const label = a.str(3);
-    if (label !== undefined && label !== ref(p.readUInt32LE(4))) parts.push(`label ${label}`);
-    const flags = a.u32(8) ?? p.readUInt8(2);
+    if (label !== undefined && label !== ref(m.index)) parts.push(`label ${label}`);
+    const flags = a.u32(IFA_FLAGS) ?? m.flags;
     const fl = flagNames(flags, IFA_FLAGS_NAMES);
     if (fl.length) parts.push(fl.join(" "));
     const metric = a.u32(9);
@@ -358,23 +369,18 @@ const RTNH_F_ONLINK = 4;
 /** `ip [-6] route show table all` (cached clones left out). */
 function dumpRoutes(sock: NetlinkSocket, family: number, ref: (i: number) => string): string[] {
   const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETROUTE, 0, [familyHeader(family, 12)]), "RTM_GETROUTE dump")) {
-    const p = m.payload;
-    if (p.readUInt8(0) !== family) continue;
-    const flags = p.readUInt32LE(8);
+  for (const m of dumpRouteMessages(sock, family)) {
+    if (m.family !== family) continue;
+    const { flags, dstLen, srcLen, type, attrs: a } = m;
     if (flags & RTM_F_CLONED) continue;
-    const a = new Attrs(p, 12);
-    const dstLen = p.readUInt8(1);
-    const srcLen = p.readUInt8(2);
-    const dst = a.get(1);
+    const dst = a.get(RTA_DST);
     const parts: string[] = [];
     if (family === AF_INET6) parts.push("inet6");
-    const type = p.readUInt8(7);
     if (type !== 1) parts.push(names(RT_TYPES, type));
     parts.push(dst ? `${ipOrHex(dst)}/${dstLen}` : dstLen === 0 ? "default" : `?/${dstLen}`);
     const src = a.get(2);
     if (src) parts.push(`from ${ipOrHex(src)}/${srcLen}`);
-    if (p.readUInt8(3)) parts.push(`tos ${p.readUInt8(3)}`);
+    if (m.tos) parts.push(`tos ${m.tos}`);
     const extra: string[] = [];
     for (const at of a.list) {
       if (ROUTE_SKIP.has(at.type) || at.type === 1 || at.type === 2) continue;
@@ -427,9 +433,9 @@ function dumpRoutes(sock: NetlinkSocket, family: number, ref: (i: number) => str
     // ip-route order: gateway and device first, whatever order the kernel sent them in.
     const rank = (x: string) => ["via", "nexthop", "dev", "iif", "src", "metric", "nhid", "metrics"].indexOf(x.split(" ")[0]!) >>> 0;
     parts.push(...extra.sort((x, y) => rank(x) - rank(y)));
-    parts.push(`table ${names(RT_TABLES, a.u32(15) ?? p.readUInt8(4))}`);
-    parts.push(`proto ${names(RT_PROTOS, p.readUInt8(5))}`);
-    parts.push(`scope ${names(RT_SCOPES, p.readUInt8(6))}`);
+    parts.push(`table ${names(RT_TABLES, a.u32(RTA_TABLE) ?? m.table)}`);
+    parts.push(`proto ${names(RT_PROTOS, m.protocol)}`);
+    parts.push(`scope ${names(RT_SCOPES, m.scope)}`);
     if (flags & RTNH_F_ONLINK) parts.push("onlink");
     if (flags & RTNH_F_PERVASIVE) parts.push("pervasive");
     out.push(parts.join(" "));
@@ -457,18 +463,16 @@ const RULE_ATTRS: Record<number, [string, "ip" | "str" | "u32" | "u8" | "range" 
 /** `ip [-6] rule show` */
 function dumpRules(sock: NetlinkSocket, family: number): string[] {
   const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETRULE, 0, [familyHeader(family, 12)]), "RTM_GETRULE dump")) {
-    const p = m.payload;
-    if (p.readUInt8(0) !== family) continue;
-    const a = new Attrs(p, 12);
-    const parts = [`${family === AF_INET6 ? "inet6 " : ""}${a.u32(6) ?? 0}:`];
-    const flags = p.readUInt32LE(8);
-    if (flags & 0x2) parts.push("not"); // FIB_RULE_INVERT
-    const src = a.get(2);
-    parts.push(`from ${src ? `${ipOrHex(src)}/${p.readUInt8(2)}` : "all"}`);
-    const dst = a.get(1);
-    if (dst) parts.push(`to ${ipOrHex(dst)}/${p.readUInt8(1)}`);
-    if (p.readUInt8(3)) parts.push(`tos ${p.readUInt8(3)}`);
+  for (const m of dumpRuleMessages(sock, family)) {
+    if (m.family !== family) continue;
+    const a = m.attrs;
+    const parts = [`${family === AF_INET6 ? "inet6 " : ""}${a.u32(FRA_PRIORITY) ?? 0}:`];
+    if (m.flags & 0x2) parts.push("not"); // FIB_RULE_INVERT
+    const src = a.get(FRA_SRC);
+    parts.push(`from ${src ? `${ipOrHex(src)}/${m.srcLen}` : "all"}`);
+    const dst = a.get(FRA_DST);
+    if (dst) parts.push(`to ${ipOrHex(dst)}/${m.dstLen}`);
+    if (m.tos) parts.push(`tos ${m.tos}`);
     for (const at of a.list) {
       if (at.type === 1 || at.type === 2 || at.type === 6 || at.type === 15 || at.type === 18) continue;
       const spec = RULE_ATTRS[at.type];
@@ -487,8 +491,8 @@ function dumpRules(sock: NetlinkSocket, family: number): string[] {
         kind === "str" ? readCString(v) : kind === "u8" ? String(v.readUInt8(0)) : kind === "u32" ? String(v.readUInt32LE(0)) : kind === "ip" ? ipOrHex(v) : kind === "range" ? `${v.readUInt16LE(0)}-${v.readUInt16LE(2)}` : `${v.readUInt32LE(0)}-${v.readUInt32LE(4)}`;
       parts.push(`${label} ${value}`);
     }
-    const action = p.readUInt8(7);
-    const table = a.u32(15) ?? p.readUInt8(4);
+    const action = m.action;
+    const table = a.u32(FRA_TABLE) ?? m.table;
     parts.push(action === 1 ? `lookup ${names(RT_TABLES, table)}` : names(FR_ACTIONS, action));
     out.push(parts.join(" "));
   }
@@ -514,13 +518,12 @@ function nudClass(state: number): string {
 /** `ip neigh show`, `ip neigh show proxy` and `bridge fdb show`. */
 function dumpNeighbours(sock: NetlinkSocket, ref: (i: number) => string): string[] {
   const out: string[] = [];
-  const render = (m: NlMsg, kind: "neigh" | "proxy" | "fdb") => {
-    const p = m.payload;
-    const fam = p.readUInt8(0);
-    const a = new Attrs(p, 12);
+  const render = (m: NdMsg, kind: "neigh" | "proxy" | "fdb") => {
+    const fam = m.family;
+    const a = m.attrs;
     const parts: string[] = [kind];
-    const dst = a.get(1);
-    const ll = a.get(2);
+    const dst = a.get(NDA_DST);
+    const ll = a.get(NDA_LLADDR);
     if (kind === "fdb") {
       if (ll) parts.push(ll.length === 6 ? bytesToMac(ll) : hex(ll));
       if (dst) parts.push(`dst ${ipOrHex(dst)}`);
@@ -528,7 +531,7 @@ function dumpNeighbours(sock: NetlinkSocket, ref: (i: number) => string): string
       parts.push(`${fam === AF_INET6 ? "inet6 " : ""}${dst ? ipOrHex(dst) : "?"}`);
       if (ll && ll.length > 0) parts.push(`lladdr ${ll.length === 6 ? bytesToMac(ll) : hex(ll)}`);
     }
-    parts.push(`dev ${ref(p.readInt32LE(4))}`);
+    parts.push(`dev ${ref(m.index)}`);
     const port = a.get(6);
     if (port) parts.push(`port ${port.readUInt16BE(0)}`);
     const vni = a.u32(7);
@@ -539,29 +542,25 @@ function dumpNeighbours(sock: NetlinkSocket, ref: (i: number) => string): string
     if (master !== undefined) parts.push(`master ${ref(master)}`);
     const vlan = a.get(5);
     if (vlan) parts.push(`vlan ${vlan.readUInt16LE(0)}`);
-    parts.push(...flagNames(p.readUInt8(10), NTF_NAMES));
-    if (kind !== "proxy") parts.push(nudClass(p.readUInt16LE(8)));
+    parts.push(...flagNames(m.flags, NTF_NAMES));
+    if (kind !== "proxy") parts.push(nudClass(m.state));
     out.push(parts.join(" "));
   };
-  for (const m of sock.dump(encodeMessage(RTM_GETNEIGH, 0, [familyHeader(AF_UNSPEC, 12)]), "RTM_GETNEIGH dump")) {
-    const fam = m.payload.readUInt8(0);
-    if (fam === AF_INET || fam === AF_INET6) render(m, "neigh");
+  for (const m of dumpNeighbourMessages(sock, AF_UNSPEC)) {
+    if (m.family === AF_INET || m.family === AF_INET6) render(m, "neigh");
   }
-  const proxyHeader = familyHeader(AF_UNSPEC, 12);
-  proxyHeader.writeUInt8(NTF_PROXY, 10); // ndm_flags
-  for (const m of safeDump(sock, encodeMessage(RTM_GETNEIGH, 0, [proxyHeader]), "RTM_GETNEIGH proxy dump")) render(m, "proxy");
-  for (const m of safeDump(sock, encodeMessage(RTM_GETNEIGH, 0, [familyHeader(AF_BRIDGE, 12)]), "RTM_GETNEIGH fdb dump")) render(m, "fdb");
+  for (const m of optionalDump(() => dumpNeighbourMessages(sock, AF_UNSPEC, { proxy: true }))) render(m, "proxy");
+  for (const m of optionalDump(() => dumpNeighbourMessages(sock, AF_BRIDGE))) render(m, "fdb");
   return out;
 }
 
 /** `tc qdisc show` with each qdisc's options (its statistics left out). */
 function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string): string[] {
   const out: string[] = [];
-  for (const m of sock.dump(encodeMessage(RTM_GETQDISC, 0, [familyHeader(AF_UNSPEC, 20)]), "RTM_GETQDISC dump")) {
-    const p = m.payload;
-    const a = new Attrs(p, 20);
-    const parts = [`dev ${ref(p.readInt32LE(4))}`, a.str(1) ?? "?", `handle ${tcHandle(p.readUInt32LE(8))}`, `parent ${tcHandle(p.readUInt32LE(12))}`];
-    const options = a.get(2);
+  for (const m of dumpQdiscMessages(sock)) {
+    const a = m.attrs;
+    const parts = [`dev ${ref(m.index)}`, a.str(TCA_KIND) ?? "?", `handle ${tcHandle(m.handle)}`, `parent ${tcHandle(m.parent)}`];
+    const options = a.get(TCA_OPTIONS);
     if (options && options.length > 0) parts.push(`options ${hex(options)}`);
     for (const [t, label] of [
       [8, "stab"],
@@ -602,14 +601,13 @@ export interface NamespaceInspection extends Record<InspectedSection, string[]> 
  */
 export function inspectNamespace(): NamespaceInspection {
   const sock = NetlinkSocket.open(NETLINK_ROUTE, { strict: true });
-  const rtnl = Rtnl.open();
   try {
     const { links, byIndex } = dumpLinks(sock);
     const ref = (i: number) => byIndex.get(i) ?? (i === 0 ? "none" : `#${i}`);
     const addresses = dumpAddresses(sock, ref);
     const routes = [...dumpRoutes(sock, AF_INET, ref), ...dumpRoutes(sock, AF_INET6, ref)];
     const rules = [...dumpRules(sock, AF_INET), ...dumpRules(sock, AF_INET6)];
-    const nexthops = rtnl.nexthops().map((n) => {
+    const nexthops = listNexthops(sock).map((n) => {
       const parts = [`id ${n.id}`];
       if (n.group) parts.push(`group ${n.group.map((g) => `${g.id},${g.weight}`).join("/")}`);
       if (n.gateway) parts.push(`via ${n.gateway}`);
@@ -624,7 +622,7 @@ export function inspectNamespace(): NamespaceInspection {
     const tcFilters: string[] = [];
     for (const l of links) {
       for (const dir of ["ingress", "egress"] as const) {
-        for (const f of rtnl.filters(l.index, dir)) {
+        for (const f of listFilters(sock, l.index, dir)) {
           const parts = [`dev ${l.name} ${dir} prio ${f.priority} proto 0x${f.protocol.toString(16).padStart(4, "0")} handle 0x${f.handle.toString(16)} ${f.kind}`];
           if (f.chain) parts.push(`chain ${f.chain}`);
           if (f.bpf) parts.push(`${f.bpf.name ?? "?"} tag ${f.bpf.tag ?? "?"}${f.bpf.directAction ? " direct-action" : ""}`);
@@ -634,7 +632,6 @@ export function inspectNamespace(): NamespaceInspection {
     }
     return { links, byIndex, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters };
   } finally {
-    rtnl.close();
     sock.close();
   }
 }
