@@ -80,7 +80,7 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
     await serve(config, args, handover);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    await cannotServeReported(`${(err as Error).message}`);
+    await cannotServeReported((err as Error).message);
   }
 }
 

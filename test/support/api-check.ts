@@ -38,7 +38,7 @@ export function raw(socketPath: string, method: string, urlPath: string, opts: R
       res.on("error", () => undefined);
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown = undefined;
+        let json: unknown;
         try {
           json = text ? JSON.parse(text) : undefined;
         } catch {
@@ -104,7 +104,7 @@ export class ResponseChecker {
     const item = match ? this.doc.paths[match.route.template] : undefined;
     const verb = method === "HEAD" ? "get" : method.toLowerCase();
     const operation = item?.[verb] as { operationId: OperationId; responses: Record<string, ResponseObject | { $ref: string }> } | undefined;
-    const contentType = String(res.headers["content-type"] ?? "");
+    const contentType = res.headers["content-type"] ?? "";
     const result: Checked = { status: res.status, ...(operation ? { operationId: operation.operationId } : {}) };
     if (res.status >= 400) {
       assert.match(contentType, /^application\/problem\+json/, `${where}: errors are problem+json`);

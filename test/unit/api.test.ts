@@ -117,7 +117,7 @@ describe("endpoints", () => {
     assert.deepEqual(lease.network, { vni: 42, cidr: "10.1.0.0/16" });
     assert.equal(lease.ownerPid, process.pid);
 
-    const got = await f.call("GET", created.headers.location!);
+    const got = await f.call("GET", created.headers.location);
     assert.deepEqual(got.json, lease);
     const list = await f.call("GET", "/v1/leases");
     assert.ok((list.json as { leases: Lease[] }).leases.some((l) => l.id === lease.id));
