@@ -4,7 +4,7 @@
 // bench/results/<date>.json, latest.md and SVG charts. Every daemon gets its own prefix and
 // is purged afterwards; every namespace created here is deleted, also on failure.
 //
-//   node dist/bench/run.js [--quick] [--only boot,lease,baselines,footprint,datapath,restart]
+//   node dist/bench/run.js [--quick] [--only boot,lease,tenancy,baselines,footprint,datapath,restart,profiles]
 //                          [--out DIR]
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -13,14 +13,16 @@ import type { Lease } from "../src/core/types.js";
 import { createUpstream, REPO_ROOT, rootRuleCount, sh, sleep, waitFor, type Upstream } from "../test/support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../test/support/guest.js";
 import { runBaseline } from "./lib/baselines.js";
+import { benchProfiles } from "./profiles.js";
 import { buildRateFromProgress, buildRateFromTimeline, purgePrefix, startBenchDaemon, type BenchDaemon, type DaemonSpec, type StartResult } from "./lib/daemon.js";
 import { measureLeasePath } from "./lib/lease.js";
+import { measureTenancyCost } from "./lib/tenancy.js";
 import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startRelayGuest, startTcpListener, type Listener } from "./lib/net.js";
 import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
 import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
 
-const PARTS = ["baselines", "boot", "lease", "footprint", "datapath", "restart"] as const;
+const PARTS = ["baselines", "boot", "lease", "tenancy", "footprint", "datapath", "restart", "profiles"] as const;
 type Part = (typeof PARTS)[number];
 
 interface Args {
@@ -170,6 +172,36 @@ async function main(): Promise<number> {
           log(r.skipped ? `  skipped: ${r.skipped.split("\n")[0]}` : `  setup ${round(r.setupMsPerVm!, 2)} ms/VM, teardown ${round(r.teardownMsPerVm!, 2)} ms/VM, +${r.rootRulesAdded} root rules`);
         }
       }
+    }
+
+    // ── 8. network profiles (own small daemon, before the big ones) ────────────────
+    if (args.only.has("profiles")) {
+      await settle(0.15, settleMaxMs);
+      try {
+        results.profiles = await benchProfiles({ up, prefix: benchPrefix(), quick: q, cleanups, log });
+        if (results.profiles.error) fail("profiles", new Error(results.profiles.error));
+        if (results.profiles.datapath?.error) fail("profiles data path", new Error(results.profiles.datapath.error));
+      } catch (err) {
+        fail("profiles", err);
+      }
+    }
+
+    // ── tenancy: the checks' cost, four configured consumers against none ─────────
+    if (args.only.has("tenancy")) {
+      const n = Math.min(maxN, q ? 256 : 1000);
+      await settle(0.15, settleMaxMs);
+      log(`tenancy checks, two daemons of ${n} slots (no consumers / four consumers)`);
+      results.tenancy = await measureTenancyCost({
+        prefixes: [benchPrefix(), benchPrefix()],
+        uplink: up.uplink,
+        poolSize: n,
+        rounds: q ? 8 : 16,
+        cyclesPerRound: q ? 150 : 500,
+        levels: [1, 8],
+        log,
+        register: (name, fn) => cleanups.add(name, fn),
+      });
+      if (results.tenancy.error) fail("tenancy", results.tenancy.error);
     }
 
     // ── 1. boot sweep (and 4. rule count, 6. memory) ──────────────────────────────

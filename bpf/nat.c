@@ -219,6 +219,44 @@ static __always_inline int lookup(struct __sk_buff *skb, int by_source, struct s
 	return parse(skb, *cfg, p);
 }
 
+/*
+ * The lease's bandwidth: spends the frame's IP bytes from its direction's token bucket.
+ * Policing, not shaping: this kernel has no fq qdisc to honour an earliest departure time
+ * (skb->tstamp), so a frame over the rate is dropped and TCP backs off. Returns -1 to drop.
+ */
+static __always_inline int police(struct __sk_buff *skb, __be32 outside, int ingress)
+{
+	struct rate_value *r = bpf_map_lookup_elem(&rates, &outside);
+	struct rate_bucket *b;
+	__u64 now, elapsed, tokens, len;
+	int ok = 1;
+
+	if (!r)
+		return 0;
+	b = ingress ? &r->ingress : &r->egress;
+	/* Written by the daemon before the lease is handed out, not by the programs. */
+	if (b->rate == 0)
+		return 0;
+	len = skb->len > ETH_HLEN ? skb->len - ETH_HLEN : 0;
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&r->lock);
+	elapsed = now - b->last_ns;
+	/* A full bucket after a second of silence; also the first frame (last_ns 0). */
+	if (elapsed > NETSLOT_NSEC_PER_SEC)
+		elapsed = NETSLOT_NSEC_PER_SEC;
+	tokens = b->tokens + elapsed * b->rate / NETSLOT_NSEC_PER_SEC;
+	if (tokens > b->burst)
+		tokens = b->burst;
+	b->last_ns = now;
+	if (tokens >= len)
+		tokens -= len;
+	else
+		ok = 0;
+	b->tokens = tokens;
+	bpf_spin_unlock(&r->lock);
+	return ok ? 0 : -1;
+}
+
 /* Rewrites the outer IPv4 address at `addr_field` (IP_OFF_SADDR/DADDR), with the L4 checksum. */
 static __always_inline int rewrite_outer(struct __sk_buff *skb, const struct pkt *p, __u32 addr_field,
 					 __be32 from, __be32 to)
@@ -273,6 +311,8 @@ int nat_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
+	if (police(skb, outside, 0) < 0)
+		return drop(skb, NETSLOT_DROP_RATE);
 
 	if (p.saddr == guest && rewrite_outer(skb, &p, IP_OFF_SADDR, guest, outside) < 0)
 		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
@@ -305,6 +345,8 @@ int nat_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
+	if (police(skb, outside, 1) < 0)
+		return drop(skb, NETSLOT_DROP_RATE);
 
 	if (p.daddr == outside) {
 		if (rewrite_outer(skb, &p, IP_OFF_DADDR, outside, guest) < 0)

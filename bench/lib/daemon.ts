@@ -19,6 +19,8 @@ export interface DaemonSpec {
   /** Sample /run/netns every few ms during boot for per-slot build times. */
   sampleNetns?: boolean;
   readyTimeoutMs?: number;
+  /** More daemon flags (e.g. --config). */
+  extraArgs?: string[];
 }
 
 export type { LogLine };
@@ -133,6 +135,7 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
     ...(spec.vtepRemote !== undefined ? { vtepRemote: spec.vtepRemote } : {}),
     ...(spec.linkCidr !== undefined ? { linkCidr: spec.linkCidr } : {}),
     ...(spec.stateDir !== undefined ? { stateDir: spec.stateDir } : {}),
+    ...(spec.extraArgs !== undefined ? { extraArgs: spec.extraArgs } : {}),
   });
   const { client, lines, spawnedAt: t0 } = daemon;
   const sampler = spec.sampleNetns === true ? sampleNetns(spec.prefix, t0) : undefined;

@@ -215,6 +215,32 @@ export function evaluateTargets(r: BenchResults): TargetRow[] {
       spec: `${SPEC}#s14`,
     });
   }
+  // S15/S16 network profiles
+  {
+    const p = r.profiles;
+    const none = p?.requestMs["none"]?.p99;
+    const worst = p ? Object.entries(p.requestMs).filter(([n]) => n !== "none").sort((a, b) => b[1].p99 - a[1].p99)[0] : undefined;
+    const ratio = none !== undefined && worst ? worst[1].p99 / none : undefined;
+    rows.push({
+      id: "S15",
+      what: `request p99 with a profile vs without${p ? ` (pool ${p.poolSize}, ${p.cycles} cycles each)` : ""}`,
+      target: "≤ 2×",
+      measured: worst && none !== undefined ? `${ms(worst[1].p99)} (${worst[0]}) vs ${ms(none)}` : "—",
+      ratio: ratio === undefined ? "—" : `${round(ratio, 2)}×`,
+      pass: ratio === undefined ? null : ratio <= 2,
+      spec: `${SPEC}#s15`,
+    });
+    const d = p?.datapath;
+    rows.push({
+      id: "S16",
+      what: `iperf3 guest → upstream with a ${p?.largeCidrs ?? "—"}-CIDR egress policy vs none`,
+      target: "≥ 90 %",
+      measured: d?.none && d.large ? `${round(d.large.bitsPerSecond / 1e9, 2)} vs ${round(d.none.bitsPerSecond / 1e9, 2)} Gbit/s` : d?.error ? `error: ${d.error.slice(0, 80)}` : "—",
+      ratio: d?.ratio === undefined ? "—" : `${round(d.ratio * 100, 1)} %`,
+      pass: d?.ratio === undefined ? null : d.ratio >= 0.9,
+      spec: `${SPEC}#s16`,
+    });
+  }
   return rows;
 }
 
@@ -290,6 +316,24 @@ export function markdown(r: BenchResults): string {
     }
   }
   out.push("");
+  if (r.tenancy) {
+    const t = r.tenancy;
+    out.push("## Tenancy checks: four configured consumers against none");
+    out.push("");
+    out.push(
+      `Two daemons of ${t.poolSize} slots in this run, driven alternately (${t.rounds} rounds of ${t.cyclesPerRound} cycles per client): one without consumers, one with four (tokens, VNI lists, max and reserved quotas, an operator, a uid-matched consumer), leasing as a token consumer with a reservation in force. Both bind leases to the caller (SO_PEERCRED). One getsockopt(SO_PEERCRED): ${round(t.peerCredUs, 2)} µs, once per connection; the per-request checks (token, VNI, quota with a reservation) in-process: ${round(t.checksUs, 2)} µs. Each client alternates request by request between the two daemons.`,
+    );
+    out.push("");
+    out.push("| clients | request p50, none (ms) | request p50, four (ms) | ratio | request p99, none (ms) | request p99, four (ms) | ratio | errors |");
+    out.push("|---|---|---|---|---|---|---|---|");
+    for (const l of t.levels) {
+      out.push(
+        `| ${l.clients} | ${round(l.none.requestMs.p50, 3)} | ${round(l.four.requestMs.p50, 3)} | ${round(l.requestP50Ratio, 3)} | ${round(l.none.requestMs.p99, 3)} | ${round(l.four.requestMs.p99, 3)} | ${round(l.requestP99Ratio, 3)} | ${l.errors} |`,
+      );
+    }
+    if (t.error) out.push(`\nError: ${t.error.split("\n")[0]}`);
+    out.push("");
+  }
   out.push("## Side by side with the peers' per-VM setup");
   out.push("");
   const one = r.lease.plain?.concurrency.find((c) => c.clients === 1);
@@ -357,6 +401,28 @@ export function markdown(r: BenchResults): string {
     out.push(`| plain routed namespace, no relay (ceiling of the host) | ${g(d.plainDirect?.forward)} | ${g(d.plainDirect?.reverse)} |`);
     out.push("");
     out.push(`Ratio netslot / plain (same relay): forward ${round(d.ratioForward ?? NaN, 3)}, reverse ${round(d.ratioReverse ?? NaN, 3)}. ${d.seconds} s per run, MTU ${d.mtu ?? "—"}.`);
+  }
+  out.push("");
+  out.push("## Network profiles");
+  out.push("");
+  const p = r.profiles;
+  if (!p) out.push("Not measured.");
+  else {
+    if (p.error) out.push(`Error: ${p.error}`);
+    out.push(`Pool ${p.poolSize}, ${p.cycles} request/release cycles per profile, interleaved; "large" allows ${p.largeCidrs} CIDRs.`);
+    out.push("");
+    out.push("| profile | request p50 | request p99 | release p99 |");
+    out.push("|---|---|---|---|");
+    for (const [name, s] of Object.entries(p.requestMs)) out.push(`| ${name} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(p.releaseMs[name]?.p99)} |`);
+    const d = p.datapath;
+    if (d) {
+      out.push("");
+      out.push(
+        d.error
+          ? `Data path error: ${d.error}`
+          : `Data path (iperf3 ${d.seconds} s, guest stand-in → upstream): no policy ${round((d.none?.bitsPerSecond ?? NaN) / 1e9, 3)} Gbit/s, large policy ${round((d.large?.bitsPerSecond ?? NaN) / 1e9, 3)} Gbit/s, ratio ${round((d.ratio ?? NaN) * 100, 1)} %.`,
+      );
+    }
   }
   out.push("");
   out.push("## Memory and restart");

@@ -1,9 +1,11 @@
 // The shape of bench/results/<date>.json.
+import type { TenancyCostResult } from "./tenancy.js";
 import type { BaselineResult } from "./baselines.js";
 import type { LeasePathResult } from "./lease.js";
 import type { IperfResult } from "./net.js";
 import type { MachineInfo, Summary } from "./util.js";
 import type { PurgeResult, StartResult } from "./daemon.js";
+import type { ProfilesBenchResult } from "../profiles.js";
 
 export interface BootRun {
   n: number;
@@ -108,10 +110,14 @@ export interface BenchResults {
   baselines: BaselineResult[];
   boot: BootRun[];
   lease: { plain?: LeasePathResult; tenant?: LeasePathResult; error?: string };
+  /** Request latency with four configured consumers against none, same run. */
+  tenancy?: TenancyCostResult;
   footprint: FootprintResult;
   datapath?: DatapathResult;
   memory?: MemoryResult;
   restart: RestartRun[];
+  /** Network profiles: request latency per profile, data path with a policy loaded. */
+  profiles?: ProfilesBenchResult;
   /** Waiting for every released slot to be scrubbed and free again. */
   refills: Array<{ when: string; seconds: number; ok: boolean; pool?: string }>;
   targets: TargetRow[];

@@ -37,7 +37,11 @@ enum netslot_drop {
 	NETSLOT_DROP_VXLAN_TRUNCATED = 4,
 	/* A helper failed half-way through a rewrite: never let a half-NATed frame out. */
 	NETSLOT_DROP_REWRITE_FAILED = 5,
+	/* Over the lease's bandwidth (token bucket of the `rates` map). */
+	NETSLOT_DROP_RATE = 6,
 };
+
+#define NETSLOT_NSEC_PER_SEC 1000000000ULL
 
 /* Offsets inside the IPv4 header (struct iphdr) and the L4 headers, in bytes. */
 #define IP_OFF_CHECK 10

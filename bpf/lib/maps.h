@@ -30,6 +30,26 @@ struct nat_config {
 	__u32 dummy_vni;    /* host order: the VNI every slot's vx0 is created with */
 };
 
+/*
+ * A lease's bandwidth in one direction, as a token bucket of IP bytes (Ethernet header
+ * not counted). rate 0 = unlimited. The daemon writes rate, burst and tokens = burst with
+ * last_ns = 0; the programs refill and spend under the entry's lock.
+ */
+struct rate_bucket {
+	__u64 rate;    /* bytes per second */
+	__u64 burst;   /* bucket size, bytes */
+	__u64 tokens;  /* bytes available, <= burst */
+	__u64 last_ns; /* bpf_ktime_get_ns() of the last refill; 0 = never */
+};
+
+struct rate_value {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	struct rate_bucket egress;  /* frames leaving the slot (the guest's uploads) */
+	struct rate_bucket ingress; /* frames entering the slot (the guest's downloads) */
+};
+
+_Static_assert(sizeof(struct rate_value) == 72, "rate_value layout");
 _Static_assert(sizeof(struct slot_key) == 8, "slot_key layout");
 _Static_assert(sizeof(struct slot_value) == 12, "slot_value layout");
 _Static_assert(sizeof(struct nat_config) == 12, "nat_config layout");
@@ -47,5 +67,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nat_config);
 } config SEC(".maps");
+
+/* Keyed by the slot's outside address (network order): an entry only while a lease has a bandwidth. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NETSLOT_MAX_SLOTS);
+	__type(key, __be32);
+	__type(value, struct rate_value);
+} rates SEC(".maps");
 
 #endif

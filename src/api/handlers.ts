@@ -30,6 +30,8 @@ export interface HandlerContext<K extends OperationId> {
   query: Partial<Record<string, string>>;
   /** The validated request body (`{}` when none was sent). */
   body: RequestOf<K>;
+  /** Whether the client has gone away (closed the connection) meanwhile. */
+  gone: () => boolean;
 }
 
 export interface Reply<K extends OperationId> {
@@ -99,8 +101,13 @@ export function createHandlers(deps: HandlerDependencies): Handlers {
       if (all) requireOperator(consumer, "listing every consumer's leases");
       return { body: { leases: service.list(consumer.name, { all }) } };
     },
-    acquireLease: async ({ consumer, peer, body }) => {
+    acquireLease: async ({ consumer, peer, body, gone }) => {
       const lease = await service.acquire(consumer.name, authorise(consumer, peer, body));
+      // The client gave up while the request waited for a slot (waitSeconds): nobody will use the lease.
+      if (gone()) {
+        await service.release(consumer.name, lease.id);
+        throw new NetslotError("invalid_request", "the client closed the connection while waiting; the lease was released", { field: "/waitSeconds" });
+      }
       return { body: lease, headers: { Location: pathOf("getLease", { id: lease.id }) } };
     },
     getLease: ({ consumer, params }) => ({ body: service.get(consumer.name, String(params.id), { operator: isOperator(consumer) }) }),

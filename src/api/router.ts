@@ -65,6 +65,8 @@ function describeInvalid(param: CompiledParameter, segment: string): NetslotErro
 }
 
 export class Router {
+  /** Templates without parameters, by path: most requests are answered by one lookup. */
+  private readonly exact = new Map<string, Route>();
   private readonly routes: Route[] = [];
 
   /**
@@ -101,15 +103,19 @@ export class Router {
           return { param: compileParameter(name, definition) };
         });
       const allow = [...methods.keys(), ...(methods.has("GET") ? ["HEAD"] : [])].join(", ");
-      this.routes.push({ template, methods, allow, publicMethods, segments });
+      const route: Route = { template, methods, allow, publicMethods, segments };
+      if (segments.every((segment) => "literal" in segment)) this.exact.set(template, route);
+      else this.routes.push(route);
     }
-    // Literal segments win over parameters where both could match.
+    // Literal segments win over parameters where both could match (exact paths first of all).
     const literals = (r: Route): number => r.segments.filter((s) => "literal" in s).length;
     this.routes.sort((a, b) => literals(b) - literals(a));
   }
 
   /** The route of a path (without query), with its parameters or why they cannot exist; null for none. */
   match(pathname: string): RouteMatch | null {
+    const exact = this.exact.get(pathname);
+    if (exact) return { route: exact, params: {} };
     const parts = pathname.split("/").slice(1);
     for (const route of this.routes) {
       if (route.segments.length !== parts.length || pathname[0] !== "/") continue;

@@ -153,7 +153,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     const handler = handlerOf(operationId)!;
     // The router only matches operations that have a handler; consumer is null only on public ones.
-    const ctx = { consumer, peer: peerOf(req), params: found.params, query: query.value, body };
+    const ctx = { consumer, peer: peerOf(req), params: found.params, query: query.value, body, gone: () => res.destroyed };
     const reply = await handler(ctx as Parameters<Handler<OperationId>>[0]);
     sendReply(res, op, reply);
   }
@@ -195,7 +195,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     listen: (socketPath, opts) => socket.listen(socketPath, opts),
     close: () => socket.close(),
     gate,
-    listeningServer: () => server,
+    listeningServer: () => socket.listening(),
     adopt: (listening, socketPath) => socket.adopt(listening, socketPath),
     stopAccepting: () => socket.stopAccepting(),
   };

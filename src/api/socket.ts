@@ -46,8 +46,17 @@ export class UnixSocketListener {
     // net.Server's close, not http.Server's: that one also closes idle keep-alive
     // connections, and a client may be sending on one at that very moment (a reset).
     // Idle connections end by the client, or by keepAliveTimeout as always.
+    if (this.adopted) {
+      this.adopted.close();
+      this.adopted = null;
+    }
     if (this.server.listening) net.Server.prototype.close.call(this.server);
     return drained;
+  }
+
+  /** The server that accepts on the socket: the one received in a handover, else the HTTP server itself. */
+  listening(): net.Server {
+    return this.adopted ?? this.server;
   }
 
   private drained(): Promise<void> {

@@ -86,6 +86,9 @@ export function formatStatus(health: Health, pool?: PoolCounts): string {
       lines.push(`  ${c.name.padEnd(width)}  ${c.leased} leased, ${c.reserved} reserved, max ${c.max ?? "none"}`);
     }
   }
+  if (pool?.layouts !== undefined && pool.layouts.length > 0) {
+    lines.push(`layouts: ${pool.layouts.map((l) => `${l.id} ${l.slots} slots${l.current ? " (current)" : " (migrating)"}`).join(", ")}`);
+  }
   if (pool && pool.quarantinedSlots.length > 0) {
     lines.push("quarantined slots (netslot quarantine release N to scrub one again):");
     for (const q of pool.quarantinedSlots) lines.push(`  slot ${q.index}: ${q.reason ?? "(reason shown to operators)"} (since ${q.since})`);

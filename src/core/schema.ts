@@ -74,6 +74,14 @@ export const LeaseRequest = Type.Object(
     ),
     labels: Type.Optional(Labels),
     network: Type.Optional(TenantNetwork),
+    waitSeconds: Type.Optional(
+      Type.Integer({
+        description:
+          "When no slot is free for this consumer (pool_exhausted, quota_exceeded), wait up to this long for one instead of answering at once. Waiting requests are served as slots return, higher consumer priority first, then in arrival order; the wait ends with the same error when it runs out, or 503 draining.",
+        minimum: 0,
+        maximum: 60,
+      }),
+    ),
     profile: Type.Optional(ProfileName),
     owner: Type.Optional(
       StringEnum(["caller"], {
@@ -173,6 +181,15 @@ const slotCountsProperties = {
   missing: Type.Integer({ description: "Slots not yet built (boot) or that could not be built.", minimum: 0 }),
 };
 
+export const SlotLayout = Type.Object(
+  {
+    id: Type.String({ description: "Derived from what a fresh slot's golden fingerprint covers (devices, MTUs, addresses, routes, rules, sysctls)." }),
+    slots: Type.Integer({ minimum: 0, description: "Slots built with this layout." }),
+    current: Type.Boolean({ description: "The layout this daemon builds; free slots of other layouts migrate to it in the background, leased ones after release." }),
+  },
+  { additionalProperties: false },
+);
+
 export const PoolCounts = Type.Object(
   {
     ...slotCountsProperties,
@@ -181,6 +198,7 @@ export const PoolCounts = Type.Object(
     consumers: Type.Array(ConsumerUsage, {
       description: "Configured consumers' use; a consumer sees only its own entry, an operator every one. Empty without configured consumers.",
     }),
+    layouts: Type.Optional(Type.Array(SlotLayout, { description: "Slot layouts in the pool, by id (one once every slot has migrated)." })),
   },
   { additionalProperties: false },
 );
@@ -295,6 +313,7 @@ export const COMPONENTS = {
   UpgradeRequest,
   UpgradeResult,
   DrainState,
+  SlotLayout,
 } satisfies Record<string, TSchema>;
 
 export type LeaseId = Static<typeof LeaseId>;
@@ -312,6 +331,7 @@ export type ConsumerUsage = Static<typeof ConsumerUsage>;
 export type LeaseEnd = Static<typeof LeaseEnd>;
 export type DrainState = Static<typeof DrainState>;
 export type PoolCounts = Static<typeof PoolCounts>;
+export type SlotLayout = Static<typeof SlotLayout>;
 export type Health = Static<typeof Health>;
 export type SlotStateResult = Static<typeof SlotStateResult>;
 export type Problem = Static<typeof Problem>;

@@ -21,6 +21,12 @@ export interface DaemonConfig {
   consumers: ConsumerConfig[];
   /** Network profiles a lease request may name (src/core/profiles.ts). */
   profiles: ProfilesConfig;
+  /** MTU of tap0 and of the guest (lease.guest.mtu); the uplink's when not given. A slot layout change. */
+  guestMtu: number | undefined;
+  /** Free slots of an older layout rebuilt per second, in the background. */
+  migrationRate: number;
+  /** Share of the pool (percent) that migration always leaves free for requests. */
+  migrationMinFree: number;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
 }
@@ -37,6 +43,9 @@ export const DEFAULTS: DaemonConfig = {
   socketGroup: undefined,
   consumers: [],
   profiles: {},
+  guestMtu: undefined,
+  migrationRate: 20,
+  migrationMinFree: 25,
   progress: true,
 };
 
@@ -50,7 +59,12 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
   "--socket-group": "socketGroup",
+  "--guest-mtu": "guestMtu",
+  "--migration-rate": "migrationRate",
+  "--migration-min-free": "migrationMinFree",
 };
+
+const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree"]);
 
 export const MAX_POOL_SIZE = 65536;
 
@@ -81,7 +95,7 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig {
   const merged: DaemonConfig = { ...DEFAULTS, ...fromFile };
   for (const [flag, value] of Object.entries(given)) {
     const key = FLAGS[flag]!;
-    (merged as unknown as Record<string, unknown>)[key] = key === "poolSize" || key === "vtepPort" ? Number(value) : value;
+    (merged as unknown as Record<string, unknown>)[key] = NUMERIC.has(key) ? Number(value) : value;
   }
   if (progress !== undefined) merged.progress = progress;
   validateConfig(merged);
@@ -126,6 +140,15 @@ export function validateConfig(config: DaemonConfig): void {
   }
   // 8-character prefix + "-" + 5 digits stays within the kernel's 15-character names.
   if (config.poolSize > MAX_POOL_SIZE) throw new ConfigError(`--pool-size is at most ${MAX_POOL_SIZE}`);
+  if (config.guestMtu !== undefined && (!Number.isInteger(config.guestMtu) || config.guestMtu < 576 || config.guestMtu > 65535)) {
+    throw new ConfigError("--guest-mtu must be a whole number from 576 to 65535");
+  }
+  if (!Number.isFinite(config.migrationRate) || config.migrationRate <= 0 || config.migrationRate > 10000) {
+    throw new ConfigError("--migration-rate must be a number of slots per second above 0 (at most 10000)");
+  }
+  if (!Number.isFinite(config.migrationMinFree) || config.migrationMinFree < 0 || config.migrationMinFree > 100) {
+    throw new ConfigError("--migration-min-free must be a percentage from 0 to 100");
+  }
   if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
     throw new ConfigError("--vtep-port must be 1..65535");
   }

@@ -143,6 +143,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     vtepRemote: config.vtepRemote,
     vtepPort: config.vtepPort,
     bpfObject: BPF_OBJECT,
+    guestMtu: config.guestMtu,
   };
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
@@ -154,6 +155,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   let lastPrinted = 0;
   const pool = new Pool({
     bootId: kernelBootId(),
+    migration: { rate: config.migrationRate, minFree: config.migrationMinFree / 100 },
     size: config.poolSize,
     dataplane,
     scrubber,

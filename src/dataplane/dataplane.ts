@@ -31,7 +31,7 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
-import type { EgressPolicy } from "../core/profiles.js";
+import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
 import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
@@ -51,6 +51,8 @@ export interface DataplaneOptions {
   vtepPort: number;
   /** Compiled eBPF object (bpf/nat.o). */
   bpfObject: string;
+  /** MTU of tap0 (the guest's); the uplink's when not given. Part of the slot layout. */
+  guestMtu?: number | undefined;
 }
 
 /**
@@ -126,6 +128,8 @@ function parseCidrLoose(text: string): Cidr {
 
 export class SlotDataplane {
   readonly uplinkMtu: number;
+  /** tap0's MTU in slots built by this daemon (--guest-mtu, else the uplink's). */
+  readonly tapMtu: number;
   private readonly root: Rtnl;
   private readonly bpf: BpfDataplane;
 
@@ -136,6 +140,7 @@ export class SlotDataplane {
     bpf: BpfDataplane,
   ) {
     this.uplinkMtu = uplink.mtu;
+    this.tapMtu = options.guestMtu ?? uplink.mtu;
     this.root = root;
     this.bpf = bpf;
   }
@@ -269,7 +274,7 @@ export class SlotDataplane {
       rtnl.setLink(1, { up: true });
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
-      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.uplinkMtu, up: true, ...ROUTED_DEVICE });
+      rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
@@ -406,6 +411,11 @@ export class SlotDataplane {
     withNetns(this.addressing(index).netnsPath, () => nftRun(script));
   }
 
+  /** Sets the lease's bandwidth (one eBPF map update: full token buckets), or removes it. */
+  setBandwidth(index: number, bandwidth: Bandwidth | undefined): void {
+    this.bpf.setRate(this.addressing(index).outsideAddress, bandwidth);
+  }
+
   /**
    * The cheap part of a scrub, always done on release: tenant route and VNI cleared,
    * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
@@ -414,6 +424,8 @@ export class SlotDataplane {
   scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
+    // A missing entry is a no-op: a map lookup's cost, whatever the lease had.
+    this.bpf.setRate(a.outsideAddress, undefined);
     return withNetns(a.netnsPath, () => {
       // Emptying the sets deletes elements (kernel destroy work): only when there were some.
       if (policy) nftRun(clearEgressPolicyScript());
@@ -465,7 +477,14 @@ export class SlotDataplane {
   fingerprint(index: number): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
+    const rate = this.bpf.getRate(a.outsideAddress);
+    return slotFingerprint({
+      netnsPath: a.netnsPath,
+      addressing: a,
+      bpfEntry: nat && { mac: a.slotMac, ...nat },
+      tapProbe: TAP_PROBE,
+      ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+    });
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {

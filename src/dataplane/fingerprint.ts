@@ -30,6 +30,8 @@ export interface FingerprintContext {
   addressing: SlotAddressing;
   /** The slot's entry in the eBPF `slots` map, or undefined when it has none. */
   bpfEntry?: { mac: string; outsideAddress: string; vni: number } | undefined;
+  /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
+  rateEntry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -307,6 +309,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   }
   const list = (xs: string[]) => sorted(xs.map(ph));
   const bpf = ctx.bpfEntry ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`)] : ["no map entry"];
+  if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,

@@ -156,8 +156,9 @@ export function parseSlotName(prefix: string, name: string): number | undefined 
   return Number(rest);
 }
 
-export function guestMtu(uplinkMtu: number, withTunnel: boolean): number {
-  return withTunnel ? uplinkMtu - VXLAN_OVERHEAD : uplinkMtu;
+/** The guest's MTU: tap0's, and through a tenant tunnel no more than the uplink's less VXLAN's overhead. */
+export function guestMtu(uplinkMtu: number, withTunnel: boolean, tapMtu = uplinkMtu): number {
+  return withTunnel ? Math.min(tapMtu, uplinkMtu - VXLAN_OVERHEAD) : tapMtu;
 }
 
 /**

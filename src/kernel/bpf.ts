@@ -11,7 +11,14 @@ import {
   CONFIG_KEY_SIZE,
   CONFIG_VALUE_SIZE,
   MAP_CONFIG,
+  MAP_RATES,
   MAP_SLOTS,
+  RATE_KEY_SIZE,
+  RATE_VALUE_SIZE,
+  decodeRateValue,
+  encodeRateKey,
+  encodeRateValue,
+  type SlotRate,
   MAX_SLOTS,
   PROG_EGRESS,
   PROG_INGRESS,
@@ -154,7 +161,13 @@ export function ensureBpffs(): void {
   libc.mount("bpf", BPFFS_ROOT, "bpf", 0);
 }
 
-const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG] as const;
+const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES] as const;
+/**
+ * Maps added after the first release: a pin directory of an older netslot lacks them, and
+ * the in-place upgrade creates and pins them (upgradePrograms).
+ */
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES]);
+const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
   return PIN_NAMES.filter((name) => fs.existsSync(path.join(dir, name))).length;
@@ -201,6 +214,10 @@ export interface Dataplane {
   getSlot(mac: string): SlotNat | undefined;
   /** `bpftool map dump pinned …/slots` */
   slotEntries(): SlotNatEntry[];
+  /** Sets (or, with undefined, removes) the bandwidth of the slot with this outside address. */
+  setRate(outsideAddress: string, rate: SlotRate | undefined): void;
+  /** The configured bandwidth of the slot, undefined when it has none. */
+  getRate(outsideAddress: string): SlotRate | undefined;
   /** Closes this process's descriptors; the pinned objects remain. */
   close(): void;
   /** Closes and removes the pin directory (purge); idempotent. */
@@ -222,6 +239,7 @@ class PinnedDataplane implements Dataplane {
     readonly ingressProgFd: number,
     private readonly slotsFd: number,
     private readonly configFd: number,
+    private readonly ratesFd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -306,10 +324,29 @@ class PinnedDataplane implements Dataplane {
     return entries;
   }
 
+  setRate(outsideAddress: string, rate: SlotRate | undefined): void {
+    const key = encodeRateKey(outsideAddress);
+    if (rate === undefined) {
+      const ret = b.mapDelete(this.fd(this.ratesFd), key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_RATES);
+      return;
+    }
+    // A whole new value: full buckets. The kernel never copies the lock from user space.
+    checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.ratesFd), key, encodeRateValue(rate), BPF_ANY) as number, MAP_RATES);
+  }
+
+  getRate(outsideAddress: string): SlotRate | undefined {
+    const value = Buffer.alloc(RATE_VALUE_SIZE);
+    const ret = b.mapLookup(this.fd(this.ratesFd), encodeRateKey(outsideAddress), value) as number;
+    if (ret === -libc.ENOENT) return undefined;
+    checkRet("bpf_map_lookup_elem", ret, MAP_RATES);
+    return decodeRateValue(value);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -332,7 +369,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config] = fds as [number, number, number, number];
+    const [egress, ingress, slots, config, rates] = fds as [number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -348,7 +385,8 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     };
     expect(slots, MAP_SLOTS, BPF_MAP_TYPE_HASH, SLOT_KEY_SIZE, SLOT_VALUE_SIZE);
     expect(config, MAP_CONFIG, BPF_MAP_TYPE_ARRAY, CONFIG_KEY_SIZE, CONFIG_VALUE_SIZE);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config);
+    expect(rates, MAP_RATES, BPF_MAP_TYPE_HASH, RATE_KEY_SIZE, RATE_VALUE_SIZE);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;
@@ -372,7 +410,7 @@ function loadAndPin(objectPath: string, dir: string): void {
       if (!prog) throw new Error(`${objectPath} has no program ${name}`);
       checkRet("bpf_obj_pin", b.objPin(b.programFd(prog) as number, path.join(dir, name)) as number, name);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG]) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
       const fd = b.findMapFd(obj, name) as number;
       if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
       checkRet("bpf_obj_pin", b.objPin(fd, path.join(dir, name)) as number, name);
@@ -446,15 +484,20 @@ export interface ProgramUpgrade {
  * layouts differ from the pinned maps': such a data path needs a rebuild, not an upgrade.
  */
 export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgrade | undefined {
-  if (pinsPresent(pinDir) !== PIN_NAMES.length) return undefined;
+  if (CORE_PINS.some((name) => !fs.existsSync(path.join(pinDir, name)))) return undefined;
   const pinned: number[] = [];
+  const reused = new Map<string, number>();
   let obj: bigint | null = null;
   try {
     for (const name of PIN_NAMES) {
       const file = path.join(pinDir, name);
-      pinned.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
+      if (ADDED_MAPS.has(name) && !fs.existsSync(file)) continue;
+      const fd = checkRet("bpf_obj_get", b.objGet(file) as number, file);
+      pinned.push(fd);
+      reused.set(name, fd);
     }
-    const [oldEgress, oldIngress, slotsFd, configFd] = pinned as [number, number, number, number];
+    const oldEgress = reused.get(PROG_EGRESS)!;
+    const oldIngress = reused.get(PROG_INGRESS)!;
     const previousEgressTag = programInfo(oldEgress).tag;
     const previousIngressTag = programInfo(oldIngress).tag;
 
@@ -464,7 +507,10 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       const errno = koffi.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
-    for (const [name, fd] of [[MAP_SLOTS, slotsFd], [MAP_CONFIG, configFd]] as const) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
+      const fd = reused.get(name);
+      // A map this pin directory predates: the load creates it, the commit pins it.
+      if (fd === undefined) continue;
       const map = b.findMap(obj, name) as bigint | null;
       if (!map) throw new Error(`${objectPath} has no map ${name}`);
       // Compared before reuse_fd, which overwrites the object's definition with the pinned one.
@@ -523,6 +569,13 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       previousIngressTag,
       commit(): void {
         if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
+        // New maps first: a pin directory is complete before any program that uses them is pinned.
+        for (const name of ADDED_MAPS) {
+          if (reused.has(name)) continue;
+          const fd = b.findMapFd(loaded, name) as number;
+          if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
+          checkRet("bpf_obj_pin", b.objPin(fd, path.join(pinDir, name)) as number, name);
+        }
         for (const [name, fd] of [[PROG_EGRESS, egressProgFd], [PROG_INGRESS, ingressProgFd]] as const) {
           // bpffs refuses names with a dot; a NAME-new left by a crash is stale.
           const scratch = path.join(pinDir, `${name}-new`);

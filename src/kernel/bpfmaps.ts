@@ -10,6 +10,7 @@ export const PROG_EGRESS = "nat_egress";
 export const PROG_INGRESS = "nat_ingress";
 export const MAP_SLOTS = "slots";
 export const MAP_CONFIG = "config";
+export const MAP_RATES = "rates";
 
 /** NETSLOT_MAX_SLOTS: entries of the `slots` hash map. */
 export const MAX_SLOTS = 65536;
@@ -34,6 +35,8 @@ export const DropReason = {
   vxlanTruncated: 4,
   /** A rewrite helper failed half-way: the frame is dropped rather than leak. */
   rewriteFailed: 5,
+  /** Over the lease's bandwidth (the `rates` token bucket). */
+  rate: 6,
 } as const;
 export type DropReasonName = keyof typeof DropReason;
 
@@ -41,6 +44,20 @@ export const SLOT_KEY_SIZE = 8;
 export const SLOT_VALUE_SIZE = 12;
 export const CONFIG_KEY_SIZE = 4;
 export const CONFIG_VALUE_SIZE = 12;
+export const RATE_KEY_SIZE = 4;
+export const RATE_VALUE_SIZE = 72;
+
+/** One direction of a lease's bandwidth: bytes per second (IP bytes) and the bucket size. */
+export interface RateBucket {
+  bytesPerSecond: number;
+  burstBytes: number;
+}
+
+/** A `rates` entry as the daemon writes it; an absent direction is unlimited. */
+export interface SlotRate {
+  egress?: RateBucket;
+  ingress?: RateBucket;
+}
 
 /** What the programs need to know about one slot. */
 export interface SlotNat {
@@ -80,6 +97,43 @@ function writeHostU16(buf: Buffer, value: number, offset: number): void {
 
 function readHostU16(buf: Buffer, offset: number): number {
   return littleEndian ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
+}
+
+/** __be32 outside address: the `rates` key. */
+export function encodeRateKey(outsideAddress: string): Buffer {
+  const key = Buffer.alloc(RATE_KEY_SIZE);
+  key.writeUInt32BE(ipToInt(outsideAddress), 0);
+  return key;
+}
+
+/**
+ * struct rate_value { bpf_spin_lock lock; __u32 pad; rate_bucket egress, ingress; } with
+ * rate_bucket { __u64 rate, burst, tokens, last_ns; }: a full bucket, never refilled yet.
+ */
+export function encodeRateValue(rate: SlotRate): Buffer {
+  const value = Buffer.alloc(RATE_VALUE_SIZE);
+  const put = (b: RateBucket | undefined, offset: number) => {
+    if (!b) return;
+    for (const [name, v] of [["rate", b.bytesPerSecond], ["burst", b.burstBytes]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`bandwidth ${name} must be a positive whole number of bytes, not ${v}`);
+    }
+    const w = (v: number, at: number) => (littleEndian ? value.writeBigUInt64LE(BigInt(v), at) : value.writeBigUInt64BE(BigInt(v), at));
+    w(b.bytesPerSecond, offset);
+    w(b.burstBytes, offset + 8);
+    w(b.burstBytes, offset + 16);
+  };
+  put(rate.egress, 8);
+  put(rate.ingress, 40);
+  return value;
+}
+
+/** The configured part of a `rates` entry (rate and burst; the live tokens are not configuration). */
+export function decodeRateValue(value: Buffer): SlotRate {
+  const r = (at: number) => Number(littleEndian ? value.readBigUInt64LE(at) : value.readBigUInt64BE(at));
+  const get = (offset: number): RateBucket | undefined => (r(offset) === 0 ? undefined : { bytesPerSecond: r(offset), burstBytes: r(offset + 8) });
+  const egress = get(8);
+  const ingress = get(40);
+  return { ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
 }
 
 export function assertVni(vni: number): void {

@@ -18,8 +18,10 @@ export const MS_BIND = 4096;
 export const MS_REC = 16384;
 export const MS_SHARED = 1 << 20;
 export const MNT_DETACH = 2;
+export const AF_UNIX = 1;
 export const AF_NETLINK = 16;
 export const AF_PACKET = 17;
+export const SOCK_STREAM = 1;
 export const SOCK_RAW = 3;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = 0o2000000;
@@ -53,7 +55,10 @@ const c = {
   gettid: libc.func("int gettid(void)"),
   strerror: libc.func("const char *strerror(int errnum)"),
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
+  syscallPtr: libc.func("long syscall(long nr, long a, void *b, long c)"),
   fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
+  listen: libc.func("int listen(int fd, int backlog)"),
+  sendto: libc.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)"),
   write: libc.func("intptr_t write(int fd, const void *buf, size_t len)"),
   eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
   poll: libc.func("poll", "int", [koffi.inout(koffi.pointer(koffi.struct("netslot_pollfd", { fd: "int", events: "short", revents: "short" }))), "unsigned long", "int"]),
@@ -137,6 +142,28 @@ export function bind(fd: number, addr: Buffer): void {
   check("bind", c.bind(fd, addr, addr.length));
 }
 
+export function listen(fd: number, backlog: number): void {
+  check("listen", c.listen(fd, backlog));
+}
+
+export const MSG_NOSIGNAL = 0x4000;
+
+/** sendto(2) of one datagram to `addr` (a struct sockaddr). */
+export function sendto(fd: number, buf: Buffer, flags: number, addr: Buffer): number {
+  return check("sendto", c.sendto(fd, buf, buf.length, flags, addr, addr.length));
+}
+
+/** struct sockaddr_un for `path`: `path` as given (a leading NUL makes it abstract), NUL-terminated unless abstract. */
+export function sockaddrUn(path: Buffer): Buffer {
+  const SUN_PATH_MAX = 108;
+  if (path.length >= SUN_PATH_MAX) throw new Error(`unix socket name ${path.toString()} is longer than ${SUN_PATH_MAX - 1} bytes`);
+  const abstract = path[0] === 0;
+  const addr = Buffer.alloc(2 + path.length + (abstract ? 0 : 1));
+  addr.writeUInt16LE(AF_UNIX, 0);
+  path.copy(addr, 2);
+  return addr;
+}
+
 export function send(fd: number, buf: Buffer): number {
   return check("send", c.send(fd, buf, buf.length, 0));
 }
@@ -212,6 +239,13 @@ export function gettid(): number {
 /** The errno of the last failed call on this thread (for callers of the *Raw functions). */
 export function errno(): number {
   return koffi.errno();
+}
+
+const SYS_bpf = process.arch === "arm64" ? 280 : 321;
+
+/** bpf(2): `cmd` with its `union bpf_attr` (pointers in it from addressOf); returns the result (an fd for loads). */
+export function bpf(cmd: number, attr: Buffer, what = "bpf"): number {
+  return check(what, c.syscallPtr(SYS_bpf, cmd, attr, attr.length));
 }
 
 const SYS_pidfd_open = 434;

@@ -18,6 +18,8 @@ export class SlotTable {
   private readonly slots: SlotEntry[];
   /** Free slots, oldest first: the next lease takes the head. */
   private readonly free: number[] = [];
+  /** Called when a slot returns to the free list or a lease ends (waiting requests may go on). */
+  onFreed: (() => void) | undefined;
 
   constructor(size: number) {
     const now = new Date().toISOString();
@@ -87,6 +89,7 @@ export class SlotTable {
     slot.state = "free";
     slot.reason = undefined;
     this.free.push(index);
+    this.onFreed?.();
   }
 
   /** Leased to `leaseId`; `since` is set when given (a grant), kept otherwise (an adoption). */
@@ -104,6 +107,7 @@ export class SlotTable {
     if (ended) {
       slot.leaseId = undefined;
       slot.since = new Date().toISOString();
+      this.onFreed?.();
     }
   }
 

@@ -29,8 +29,8 @@ export interface BootDeps {
   leases: Pick<LeaseLifecycle, "adopt" | "drop" | "get" | "all">;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates" | "bootId" | "setBootId">;
-  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy">;
-  profiles: Pick<ProfileCatalog, "policy">;
+  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy" | "setBandwidth">;
+  profiles: Pick<ProfileCatalog, "policy" | "bandwidth">;
   scrubber: Pick<Scrubber, "build" | "golden">;
   metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures" | "voidedTotal">;
   /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
@@ -56,6 +56,10 @@ export class PoolBoot {
   built = 0;
   /** The first build failure of this boot, for the daemon's one-line refusal. */
   firstFailure: string | undefined;
+  /** The golden fingerprint's slot and layout id; `rebuilt` when that slot was rebuilt for it. */
+  golden: { index: number; layout: string; rebuilt: boolean } | undefined;
+  /** Slots this boot built (or tried to): they have the current layout. */
+  builtNow: number[] = [];
 
   constructor(private readonly deps: BootDeps) {}
 
@@ -94,6 +98,7 @@ export class PoolBoot {
       faultPoint("boot.mid-build");
       this.deps.onProgress?.(progress());
     });
+    this.builtNow = toBuild;
     await this.takeGolden(toBuild);
     for (const index of toScrub) this.deps.scrubs.schedule(index, undefined, performance.now());
     return progress();
@@ -229,8 +234,9 @@ export class PoolBoot {
     const fresh = toBuild.find((index) => this.deps.slots.state(index) === "free");
     const goldenIndex = fresh ?? this.deps.slots.peekFree();
     if (goldenIndex !== undefined) {
-      const summary = await this.deps.scrubber.golden(goldenIndex, fresh === undefined);
-      this.deps.log(`golden fingerprint from slot ${goldenIndex}: ${summary}`);
+      const golden = await this.deps.scrubber.golden(goldenIndex, fresh === undefined);
+      this.deps.log(`golden fingerprint from slot ${goldenIndex}: ${golden.summary}; layout ${golden.layout}`);
+      this.golden = { index: goldenIndex, layout: golden.layout, rebuilt: fresh === undefined && !golden.summary.endsWith("(saved)") };
     }
   }
 
@@ -267,9 +273,11 @@ export class PoolBoot {
   /** A rebuilt or adopted slot of a lease gets its profile's policy (as defined now). */
   private tryApplyPolicy(index: number, lease: StoredLease): void {
     const policy = this.deps.profiles.policy(lease.profile);
-    if (!policy) return;
+    const bandwidth = this.deps.profiles.bandwidth(lease.profile);
     try {
-      this.deps.dataplane.setEgressPolicy(index, policy);
+      if (policy) this.deps.dataplane.setEgressPolicy(index, policy);
+      // A new bucket: a restart hands the lease a full burst, nothing more.
+      if (bandwidth) this.deps.dataplane.setBandwidth(index, bandwidth);
     } catch (err) {
       this.deps.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
     }

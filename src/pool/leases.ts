@@ -20,7 +20,7 @@ export interface LeaseLifecycleDeps {
   slots: SlotTable;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "insertLease" | "renewLease" | "deleteLease" | "endedLease">;
-  dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "options">;
+  dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "setBandwidth" | "options">;
   profiles: ProfileCatalog;
   metrics: Pick<PoolMetrics, "leasesTotal" | "releasesTotal" | "acquireSeconds" | "releaseSeconds">;
   log: (msg: string) => void;
@@ -118,14 +118,16 @@ export class LeaseLifecycle {
       }
     }
     const policy = this.deps.profiles.policy(request.profile);
-    if (policy) {
+    const bandwidth = this.deps.profiles.bandwidth(request.profile);
+    if (policy || bandwidth) {
       try {
-        dataplane.setEgressPolicy(index, policy);
+        if (policy) dataplane.setEgressPolicy(index, policy);
+        if (bandwidth) dataplane.setBandwidth(index, bandwidth);
       } catch (err) {
         // Undo: the lease was never acknowledged; the scrub empties whatever got in.
         store.deleteLease(lease.id);
         slots.markScrubbing(index);
-        scrubs.schedule(index, request.network, performance.now(), true);
+        scrubs.schedule(index, request.network, performance.now(), policy !== undefined);
         throw new NetslotError("internal", `could not apply profile ${request.profile}: ${(err as Error).message}`, { cause: err });
       }
     }

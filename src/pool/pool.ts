@@ -17,8 +17,11 @@ import { Registry } from "./metrics.js";
 import { poolMetrics } from "./pool-metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
+import { isNotNow, WaitQueue } from "./waiters.js";
 import type { Quotas } from "../tenancy/quotas.js";
 import { ProfileCatalog } from "../core/profiles.js";
+import { SlotLayouts } from "./layouts.js";
+import { Migrator } from "./migration.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -38,7 +41,12 @@ export interface PoolOptions {
   log?: (msg: string) => void;
   /** The kernel's boot id: leases granted under another one are voided at boot. */
   bootId?: string;
+  /** Background layout migration: slots per second, and the share of the pool (0–1) it leaves free. */
+  migration?: { rate: number; minFree: number };
 }
+
+const DRAINING = (): NetslotError =>
+  new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
 
 export class Pool implements LeaseService {
   private status: "booting" | "ready" = "booting";
@@ -46,10 +54,14 @@ export class Pool implements LeaseService {
   /** The operator's drain switch, kept in the store (read at boot). */
   private draining = false;
   private readonly audit: (event: AuditEvent) => void;
+  /** Requests waiting for a slot (waitSeconds), by consumer priority. */
+  private readonly waiting: WaitQueue<StoredLease>;
   private readonly slots: SlotTable;
   private readonly scrubs: ScrubScheduler;
   private readonly leases: LeaseLifecycle;
   private readonly booter: PoolBoot;
+  private readonly layouts: SlotLayouts;
+  private readonly migrator: Migrator;
 
   readonly registry = new Registry();
 
@@ -58,8 +70,12 @@ export class Pool implements LeaseService {
     const audit = (this.audit = options.audit ?? (() => undefined));
     const { dataplane, scrubber, store } = options;
     const slots = (this.slots = new SlotTable(options.size));
+    const waiting = (this.waiting = new WaitQueue<StoredLease>(() => slots.freeCount > 0));
+    slots.onFreed = () => waiting.wake();
+    const layouts = (this.layouts = new SlotLayouts(options.size, store));
+    this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
     const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
-    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit }));
+    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
     const profiles = options.profiles ?? new ProfileCatalog();
     const leases = (this.leases = new LeaseLifecycle({
       slots,
@@ -91,10 +107,33 @@ export class Pool implements LeaseService {
   /** Builds the pool (see PoolBoot.run); leases are served from when it resolves. */
   async boot(): Promise<BootProgress> {
     this.draining = this.options.store.draining();
+    this.layouts.load();
     const progress = await this.booter.run();
+    this.recordLayouts();
     this.status = "ready";
     this.leases.start();
+    this.migrator.start();
     return progress;
+  }
+
+  /**
+   * After boot: the golden fingerprint names the current layout; slots built now (and one
+   * rebuilt for the golden fingerprint) have it. Slots with no record (a store from before
+   * layouts) are taken as current: the scrub still compares each released one with the
+   * golden fingerprint.
+   */
+  private recordLayouts(): void {
+    const golden = this.booter.golden;
+    if (!golden) return;
+    this.layouts.setCurrent(golden.layout, { guestMtu: this.options.dataplane.tapMtu });
+    const built = this.booter.builtNow.filter((i) => this.slots.state(i) === "free" || this.slots.state(i) === "leased");
+    this.layouts.markCurrent([...built, ...(golden.rebuilt ? [golden.index] : []), ...this.layouts.unrecorded()]);
+    const stale = this.layouts.summary().filter((l) => !l.current && l.slots > 0);
+    if (stale.length > 0) {
+      this.options.log?.(
+        `slot layout ${golden.layout} is current; ${stale.map((l) => `${l.slots} slots of layout ${l.id}`).join(", ")} migrate (free ones in the background, leased ones after release)`,
+      );
+    }
   }
 
   /** The first build failure of this boot, for the daemon's one-line refusal. */
@@ -110,13 +149,26 @@ export class Pool implements LeaseService {
   }
 
   pool(): PoolCounts {
-    return { ...this.slots.counts(), draining: this.draining, consumers: this.options.quotas?.usage(this.leases.leasedBy) ?? [] };
+    return {
+      ...this.slots.counts(),
+      draining: this.draining,
+      consumers: this.options.quotas?.usage(this.leases.leasedBy) ?? [],
+      layouts: this.layouts.summary(),
+    };
   }
 
   async acquire(consumer: string, request: LeaseRequest): Promise<Lease> {
     if (this.status !== "ready") throw new NetslotError("booting", "the pool is still being built", { retryAfter: 1 });
-    if (this.draining) throw new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
-    return this.toLease(this.leases.grant(consumer, request));
+    if (this.draining) throw DRAINING();
+    const { waitSeconds, ...grant } = request;
+    try {
+      return this.toLease(this.leases.grant(consumer, grant));
+    } catch (err) {
+      // No slot for this consumer now: wait for one if asked to, served by priority.
+      if (!waitSeconds || !isNotNow(err)) throw err;
+      const priority = this.options.quotas?.priorityOf(consumer) ?? 0;
+      return this.toLease(await this.waiting.wait(priority, waitSeconds, err, () => this.leases.grant(consumer, grant)));
+    }
   }
 
   list(consumer: string, opts: { all?: boolean } = {}): Lease[] {
@@ -145,6 +197,7 @@ export class Pool implements LeaseService {
     this.options.store.setDraining(on);
     if (this.draining !== on) this.audit({ event: on ? "drain" : "undrain", ...(by !== undefined ? { by } : {}) });
     this.draining = on;
+    if (on) this.waiting.rejectAll(DRAINING());
     return { draining: on };
   }
 
@@ -166,6 +219,7 @@ export class Pool implements LeaseService {
    */
   async quiesce(): Promise<void> {
     this.leases.pause();
+    await this.migrator.pause();
     await this.scrubs.quiesce();
   }
 
@@ -189,6 +243,7 @@ export class Pool implements LeaseService {
     }
     this.scrubs.resume();
     this.leases.resume();
+    this.migrator.start();
   }
 
   /** Leases still held, for the owner watcher. */
@@ -198,6 +253,8 @@ export class Pool implements LeaseService {
 
   close(): void {
     this.closed = true;
+    this.waiting.rejectAll(new NetslotError("booting", "the daemon is stopping", { retryAfter: 1 }));
+    void this.migrator.pause();
     this.leases.close();
     this.scrubs.close();
     void this.options.scrubber.close();
@@ -214,7 +271,8 @@ export class Pool implements LeaseService {
         prefixLength: GUEST_PREFIX_LENGTH,
         gateway: GATEWAY_IP,
         mac: GUEST_MAC,
-        mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined),
+        // The slot's own layout says its tap0 MTU: a slot leased before a --guest-mtu change keeps its MTU.
+        mtu: guestMtu(this.options.dataplane.uplinkMtu, l.network !== undefined, this.layouts.specOf(l.slotIndex)?.guestMtu ?? this.options.dataplane.tapMtu),
         kernelIpArg: kernelIpArg(),
       },
       labels: l.labels,

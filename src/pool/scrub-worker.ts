@@ -10,6 +10,7 @@ import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } 
 import { parseCidr } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
 import type { BuildResult, ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
+import { layoutId } from "../dataplane/layout.js";
 
 const init = workerData as WorkerInit;
 const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
@@ -29,6 +30,7 @@ const goldenKey = JSON.stringify({
   vtepPort: init.options.vtepPort,
   linkCidr: init.options.linkCidr,
   mtu: dataplane.uplinkMtu,
+  tapMtu: dataplane.tapMtu,
   // The slot's own ruleset (policy sets included): a new one makes the saved golden stale.
   ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr })).digest("hex"),
 });
@@ -116,7 +118,8 @@ parentPort!.on("message", (job: ScrubJob) => {
     if (job.type === "build") {
       parentPort!.postMessage(build(job));
     } else if (job.type === "golden") {
-      parentPort!.postMessage({ type: "golden", id: job.id, summary: goldenFrom(job.index, job.rebuild) });
+      const summary = goldenFrom(job.index, job.rebuild);
+      parentPort!.postMessage({ type: "golden", id: job.id, summary, layout: layoutId(golden!) });
     } else if (job.type === "verify") {
       const fp = dataplane.fingerprint(job.index);
       const diff = golden ? diffFingerprints(golden, fp) : [];

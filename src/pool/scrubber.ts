@@ -42,7 +42,7 @@ type JobRequest = ScrubJob extends infer J ? (J extends ScrubJob ? Omit<J, "id">
 type Reply =
   | ScrubResult
   | BuildResult
-  | { type: "golden"; id: number; summary: string }
+  | { type: "golden"; id: number; summary: string; layout: string }
   | { type: "verified"; id: number; diff: string[] }
   | { type: "failed"; id: number; message: string };
 
@@ -175,9 +175,9 @@ export class Scrubber {
   }
 
   /** Takes the golden fingerprint from slot `index`, rebuilding it first unless it is fresh. */
-  async golden(index: number, rebuild: boolean): Promise<string> {
-    const r = await this.send<{ type: "golden"; id: number; summary: string }>({ type: "golden", index, rebuild });
-    return r.summary;
+  async golden(index: number, rebuild: boolean): Promise<{ summary: string; layout: string }> {
+    const r = await this.send<{ type: "golden"; id: number; summary: string; layout: string }>({ type: "golden", index, rebuild });
+    return { summary: r.summary, layout: r.layout };
   }
 
   /** Builds slots from nothing on the worker's thread (boot runs two builders). */

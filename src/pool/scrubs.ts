@@ -5,6 +5,7 @@ import { faultPoint } from "../core/faults.js";
 import type { AuditEvent, SlotState, TenantNetwork } from "../core/types.js";
 import type { LeaseStore } from "../store/store.js";
 import type { SlotTable } from "./allocation.js";
+import type { SlotLayouts } from "./layouts.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { Scrubber, ScrubResult } from "./scrubber.js";
 
@@ -24,6 +25,8 @@ export interface ScrubSchedulerDeps {
   metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
   log: (msg: string) => void;
   audit: (event: AuditEvent) => void;
+  /** A scrubbed slot equals a fresh one of the current layout (or was rebuilt as one). */
+  layouts?: Pick<SlotLayouts, "markCurrent">;
 }
 
 export class ScrubScheduler implements ScrubQueue {
@@ -102,6 +105,7 @@ export class ScrubScheduler implements ScrubQueue {
       } else {
         store.setSlotState(index, "free");
         faultPoint("scrub.after-store");
+        this.deps.layouts?.markCurrent([index]);
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
         if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);

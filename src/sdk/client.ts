@@ -170,7 +170,8 @@ export class NetslotClient {
     const { bindToProcess = true, autoRenew = true, ...request } = opts;
     const body: LeaseRequest = { ...request };
     if (bindToProcess && body.ownerPid === undefined && body.owner === undefined) body.owner = "caller";
-    const lease = await this.operation("acquireLease", [], body);
+    // A request that may wait for a slot gets its wait on top of the usual timeout.
+    const lease = await this.operation("acquireLease", [], body, undefined, this.timeoutMs + (body.waitSeconds ?? 0) * 1000);
     if (autoRenew && lease.expiresAt !== null) {
       const ttl = request.ttlSeconds ?? Math.max(1, Math.round((Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)) / 1000));
       this.startAutoRenew(lease.id, ttl, request.ttlSeconds);
@@ -293,12 +294,13 @@ export class NetslotClient {
     params: PathArgs<K>,
     body?: [RequestOf<K>] extends [never] ? Record<string, never> : RequestOf<K>,
     query?: Record<string, string>,
+    timeoutMs = this.timeoutMs,
   ): Promise<ResponseOf<K>> {
     const op: Operation = OPERATIONS[operationId];
     const method = op.method.toUpperCase();
     const search = query === undefined ? "" : `?${new URLSearchParams(query).toString()}`;
     const path = `${pathOf(operationId, ...params)}${search}`;
-    const res = await this.call(method, path, body);
+    const res = await this.call(method, path, body, timeoutMs);
     if (op.response.text) return res.body as ResponseOf<K>;
     if (!op.response.schema) return undefined as ResponseOf<K>;
     try {
@@ -309,20 +311,20 @@ export class NetslotClient {
   }
 
   /** One request; a 4xx/5xx becomes a NetslotApiError. */
-  private async call(method: string, path: string, body?: unknown): Promise<RawResponse> {
+  private async call(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<RawResponse> {
     let res: RawResponse;
     try {
-      res = await this.send(method, path, body);
+      res = await this.send(method, path, body, timeoutMs);
     } catch (err) {
       // A kept-alive socket the server closed meanwhile: safe to retry a GET once.
-      if (method === "GET" && (err as { reusedSocket?: boolean }).reusedSocket) res = await this.send(method, path, body);
+      if (method === "GET" && (err as { reusedSocket?: boolean }).reusedSocket) res = await this.send(method, path, body, timeoutMs);
       else throw err;
     }
     if (res.status >= 400) throw errorFromResponse(res);
     return res;
   }
 
-  private send(method: string, path: string, body?: unknown): Promise<RawResponse> {
+  private send(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<RawResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
     const headers: http.OutgoingHttpHeaders = { Accept: "application/json" };
     if (this.token !== undefined) headers["Authorization"] = `Bearer ${this.token}`;
@@ -337,8 +339,8 @@ export class NetslotClient {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", (err) => reject(new NetslotConnectionError(this.socketPath, err)));
       });
-      req.setTimeout(this.timeoutMs, () => {
-        const err: Error & { code?: string } = new Error(`no answer within ${this.timeoutMs} ms`);
+      req.setTimeout(timeoutMs, () => {
+        const err: Error & { code?: string } = new Error(`no answer within ${timeoutMs} ms`);
         err.code = "ETIMEDOUT";
         req.destroy(err);
       });

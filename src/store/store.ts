@@ -172,6 +172,14 @@ CREATE TABLE IF NOT EXISTS ended_leases (
   ended_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ended_leases_at ON ended_leases(ended_at);
+CREATE TABLE IF NOT EXISTS layouts (
+  id TEXT PRIMARY KEY,
+  guest_mtu INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slot_layouts (
+  idx INTEGER PRIMARY KEY,
+  layout TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -465,6 +473,37 @@ export class LeaseStore {
     return this.run("reading a slot", () => {
       const row = this.st.slotGet.get(idx);
       return row === undefined ? undefined : { ...row };
+    });
+  }
+
+  /** Slot layouts: what each slot was built with, and what each layout means (its guest MTU). */
+  layouts(): { slots: Map<number, string>; specs: Map<string, { guestMtu: number }> } {
+    return this.run("listing layouts", () => ({
+      slots: new Map(
+        this.db
+          .prepare<[], { idx: number; layout: string }>("SELECT idx, layout FROM slot_layouts")
+          .all()
+          .map((r) => [r.idx, r.layout]),
+      ),
+      specs: new Map(
+        this.db
+          .prepare<[], { id: string; guest_mtu: number }>("SELECT id, guest_mtu FROM layouts")
+          .all()
+          .map((r) => [r.id, { guestMtu: r.guest_mtu }]),
+      ),
+    }));
+  }
+
+  putLayout(id: string, spec: { guestMtu: number }): void {
+    this.write("recording a layout", () => {
+      this.db.prepare("INSERT INTO layouts(id, guest_mtu) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET guest_mtu = excluded.guest_mtu").run(id, spec.guestMtu);
+    });
+  }
+
+  setSlotLayouts(idxs: readonly number[], layout: string): void {
+    this.write("recording slot layouts", () => {
+      const st = this.db.prepare("INSERT INTO slot_layouts(idx, layout) VALUES (?, ?) ON CONFLICT(idx) DO UPDATE SET layout = excluded.layout");
+      for (const idx of idxs) st.run(idx, layout);
     });
   }
 

@@ -34,6 +34,11 @@ export class Quotas {
     }
   }
 
+  /** The consumer's priority among waiting requests (0 when not configured). */
+  priorityOf(consumer: string): number {
+    return this.directory.get(consumer)?.priority ?? 0;
+  }
+
   /** Per-consumer use for GET /v1/pool, in config order. */
   usage(leasedBy: (name: string) => number): ConsumerUsage[] {
     return this.directory.consumers.map((c) => ({ name: c.name, leased: leasedBy(c.name), reserved: c.reserved, max: c.max }));

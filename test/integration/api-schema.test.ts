@@ -18,7 +18,7 @@ const skip = isRoot() ? false : "needs root";
 
 /** Codes this file cannot provoke on a healthy host, and the test that does. */
 const ELSEWHERE: Partial<Record<ErrorCode, string>> = {
-  store_unavailable: "test/integration/disk-full.test.ts (state dir on a full tmpfs)",
+  store_unavailable: "test/integration/disk-full.test.ts (state dir on a full tmpfs; its raw answers go through the same checker)",
   // The main thread builds slots synchronously at boot, so a request sent then is answered
   // once the pool is ready; the 503 booting answer is checked against the fake service.
   booting: "test/unit/api.test.ts (fake service in the booting state)",

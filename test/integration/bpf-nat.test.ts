@@ -218,9 +218,9 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     }
   });
 
-  it("pins both programs and both maps, visible to bpftool", () => {
+  it("pins both programs and the three maps, visible to bpftool", () => {
     assert.equal(dp.adopted, false);
-    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
     const show = JSON.parse(execFileSync("bpftool", ["-j", "prog", "show", "pinned", `${PIN_DIR}/nat_egress`], { encoding: "utf8" })) as {
       id: number;
       tag: string;
@@ -487,6 +487,27 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
           dp.setSlotVni(SLOT_MAC, 0);
         }
       });
+    });
+  });
+
+  describe("bandwidth (the rates token bucket)", () => {
+    it("passes frames while the bucket holds their IP bytes, then drops with the rate reason; no entry, no limit", () => {
+      const frame = guestFrame(tcp(GUEST_IP, REMOTE, 40000, 443, Buffer.alloc(1000)), IPPROTO_TCP);
+      const ipBytes = frame.length - 14;
+      // 1 byte/s: nothing refills during the test; the bucket holds exactly three frames.
+      dp.setRate(OUTSIDE, { egress: { bytesPerSecond: 1, burstBytes: 3 * ipBytes } });
+      try {
+        for (let i = 0; i < 3; i++) assert.equal(egress(frame).retval, TC_ACT_OK, `frame ${i}`);
+        const over = egress(frame);
+        assert.equal(over.retval, TC_ACT_SHOT);
+        assert.equal(over.cb[0], DropReason.rate);
+        // The other direction has no limit in this entry.
+        assert.equal(ingress(toSlotFrame(tcp(REMOTE, OUTSIDE, 443, 40000, Buffer.alloc(1000)), IPPROTO_TCP)).retval, TC_ACT_OK);
+      } finally {
+        dp.setRate(OUTSIDE, undefined);
+      }
+      assert.equal(dp.getRate(OUTSIDE), undefined);
+      assert.equal(egress(frame).retval, TC_ACT_OK);
     });
   });
 

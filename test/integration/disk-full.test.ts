@@ -5,10 +5,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { checkInvariants } from "../../src/pool/invariants.js";
+import { openApiDocument } from "../../src/api/openapi.js";
+import { raw as rawRequest, ResponseChecker } from "../support/api-check.js";
 import { NetslotApiError, type Lease, type PoolCounts } from "../../src/sdk/index.js";
 import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 
@@ -22,40 +23,20 @@ interface RawAnswer {
   body: Record<string, unknown>;
 }
 
-/** One request over the unix socket, answer unparsed by the SDK. */
-function raw(socketPath: string, method: string, urlPath: string, body?: unknown): Promise<RawAnswer> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        socketPath,
-        method,
-        path: urlPath,
-        headers: payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {},
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: Record<string, unknown>;
-          try {
-            parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-          } catch {
-            parsed = { unparsed: text };
-          }
-          resolve({
-            status: res.statusCode ?? 0,
-            contentType: res.headers["content-type"],
-            retryAfter: res.headers["retry-after"],
-            body: parsed,
-          });
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(payload);
-  });
+// Every raw answer is also checked against the OpenAPI document: this file is where
+// store_unavailable is provoked on a real daemon (test/integration/api-schema.test.ts counts on it).
+const checker = new ResponseChecker(openApiDocument());
+
+/** One request over the unix socket, answer unparsed by the SDK, checked against the document. */
+async function raw(socketPath: string, method: string, urlPath: string, body?: unknown): Promise<RawAnswer> {
+  const res = await rawRequest(socketPath, method, urlPath, body === undefined ? {} : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  checker.check(method, urlPath, res);
+  return {
+    status: res.status,
+    contentType: res.headers["content-type"],
+    retryAfter: res.headers["retry-after"] as string | undefined,
+    body: (res.json ?? {}) as Record<string, unknown>,
+  };
 }
 
 /** 64 labels of 250 characters: every lease needs several new WAL pages. */
@@ -177,7 +158,7 @@ setInterval(() => {}, 1 << 30);
 
   it("DELETE of the held lease either works or fails cleanly with store_unavailable", async () => {
     const answer = await raw(daemon!.socket, "DELETE", `/v1/leases/${held.id}`);
-    process.stdout.write(`DELETE on the full disk answered ${answer.status}${typeof answer.body.code === "string" ? ` ${answer.body.code}` : ""}\n`);
+    process.stdout.write(`DELETE on the full disk answered ${answer.status}${answer.body.code ? ` ${String(answer.body.code)}` : ""}\n`);
     if (answer.status === 204) {
       deleted = true;
     } else {
@@ -223,8 +204,8 @@ setInterval(() => {}, 1 << 30);
     if (!deleted) await daemon!.client.release(held.id);
     await daemon!.client.release(fresh.id);
     // Every slot comes back: none stuck in scrubbing because a store write failed meanwhile.
-    await waitFor(async () => (await daemon!.client.pool()).free === POOL, 5000).catch(async (err: unknown) => {
-      throw new Error(`pool did not come back whole: ${counts(await daemon!.client.pool())} (${(err as Error).message})`);
+    await waitFor(async () => (await daemon!.client.pool()).free === POOL, 5000).catch(async (err: Error) => {
+      throw new Error(`pool did not come back whole: ${counts(await daemon!.client.pool())} (${err.message})`);
     });
     assert.deepEqual(checkInvariants({ prefix, stateDir: daemon!.stateDir, linkCidr: daemon!.linkCidr, expectLeases: [] }), []);
     alive();

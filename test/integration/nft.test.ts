@@ -92,7 +92,9 @@ describe("nftRun / nftJson in a slot namespace", () => {
     assert.equal(hasKey(fresh, "ct"), false);
     assert.equal(hasKey(fresh, "masquerade") || hasKey(fresh, "snat") || hasKey(fresh, "dnat"), false);
     const inside = withNetns(netnsPath(ns), () => nftJson("list ruleset"));
-    assert.equal(rootRuleCount(inside), 15);
+    // 15 rules of v0.1 plus the two egress-policy rules that judge the profile sets.
+    assert.equal(rootRuleCount(inside), 17);
+    assert.match(nsNft(ns, "list", "ruleset"), /comment "netslot: profile: egress\.deny"/);
     assert.match(nsNft(ns, "list", "ruleset"), /ether saddr != 02:00:a9:fe:00:15 drop comment "netslot: /);
   });
 

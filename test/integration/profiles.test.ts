@@ -15,7 +15,34 @@ import type { Lease } from "../../src/core/types.js";
 
 const skip = !isRoot() ? "needs root" : false;
 const HTTP_PORT = 8080;
+const EGRESS_MBIT = 40;
+const INGRESS_MBIT = 120;
+/** Within what a TCG-emulated guest moves easily. */
+const QEMU_MBIT = 16;
 const TOKENS = { sandbox: "sandbox-token-0123456789", plain: "plain-token-0123456789ab" };
+
+/** "upstream\n" for /, N bytes for /bytes/N, logging each download's duration as it ends. */
+const UPSTREAM_SERVER = `
+const http = require("http");
+http.createServer((q, s) => {
+  const m = /^\\/bytes\\/(\\d+)$/.exec(q.url);
+  if (!m) return s.end("upstream\\n");
+  let left = Number(m[1]);
+  const chunk = Buffer.alloc(65536, 120);
+  const start = performance.now();
+  s.setHeader("content-length", left);
+  s.on("finish", () => console.log(JSON.stringify({ download: Number(m[1]), ms: performance.now() - start })));
+  const pump = () => {
+    while (left > 0) {
+      const n = Math.min(left, chunk.length);
+      left -= n;
+      if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return s.once("drain", pump);
+    }
+    s.end();
+  };
+  pump();
+}).listen(Number(process.argv[1]), "0.0.0.0", () => console.log("listening"));
+`;
 
 interface Reach {
   ping: boolean;
@@ -28,6 +55,7 @@ describe("network profiles", { skip }, () => {
   /** The upstream's second address: same machine, not in the mirror's allow-list. */
   let other: string;
   let server: ChildProcess | undefined;
+  let serverLog = "";
   let daemon: DaemonHandle;
   let sandbox: NetslotClient;
   let plain: NetslotClient;
@@ -38,9 +66,9 @@ describe("network profiles", { skip }, () => {
     upstream = createUpstream(prefix);
     other = upstream.address.replace(/\.2$/, ".3");
     nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e",
-      `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, "0.0.0.0", () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
-    await new Promise<void>((resolve) => server!.stdout!.once("data", () => resolve()));
+    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", UPSTREAM_SERVER, String(HTTP_PORT)], { stdio: ["ignore", "pipe", "inherit"] });
+    server.stdout!.on("data", (b: Buffer) => (serverLog += b.toString()));
+    await waitFor(() => serverLog.includes("listening"), 10_000);
     const configFile = path.join(dir, "config.json");
     fs.writeFileSync(
       configFile,
@@ -49,9 +77,11 @@ describe("network profiles", { skip }, () => {
           isolated: { egress: { allow: [] } },
           mirror: { egress: { allow: [`${upstream.address}/32`] } },
           nodeny: { egress: { deny: [other] } },
+          slow: { bandwidth: { egressMbit: EGRESS_MBIT, ingressMbit: INGRESS_MBIT } },
+          download: { bandwidth: { ingressMbit: QEMU_MBIT } },
         },
         consumers: [
-          { name: "sandbox", token: TOKENS.sandbox, profiles: ["isolated", "mirror", "nodeny"] },
+          { name: "sandbox", token: TOKENS.sandbox, profiles: ["isolated", "mirror", "nodeny", "slow", "download"] },
           { name: "plain", token: TOKENS.plain, profiles: [] },
         ],
       }),
@@ -157,6 +187,28 @@ describe("network profiles", { skip }, () => {
     });
   });
 
+  it("a bandwidth profile holds one TCP flow each way at its rate ±10 % (iperf3); release lifts it", async () => {
+    const measure = async (guest: GuestStandIn, reverse: boolean) => {
+      const port = String(5300 + Math.floor(Math.random() * 500));
+      const server = spawn("ip", ["netns", "exec", upstream.netns, "iperf3", "-s", "-1", "-p", port], { stdio: "ignore" });
+      try {
+        await waitFor(() => nsExec(upstream.netns, ["ss", "-Hltn", `sport = :${port}`]).trim() !== "", 5000);
+        const r = await guest.exec(["iperf3", "-c", upstream.address, "-p", port, "-t", "5", "-J", ...(reverse ? ["-R"] : [])], { timeoutMs: 30_000 });
+        const doc = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
+        return doc.end.sum_received.bits_per_second / 1e6;
+      } finally {
+        server.kill("SIGKILL");
+      }
+    };
+    const rates = await withLease("slow", async (guest) => ({ up: await measure(guest, false), down: await measure(guest, true) }));
+    process.stderr.write(`# [${prefix}] bandwidth: upload ${rates.up.toFixed(1)} Mbit/s (set ${EGRESS_MBIT}), download ${rates.down.toFixed(1)} Mbit/s (set ${INGRESS_MBIT})\n`);
+    assert.ok(Math.abs(rates.up / EGRESS_MBIT - 1) <= 0.1, `upload ${rates.up.toFixed(1)} Mbit/s, set ${EGRESS_MBIT}`);
+    assert.ok(Math.abs(rates.down / INGRESS_MBIT - 1) <= 0.1, `download ${rates.down.toFixed(1)} Mbit/s, set ${INGRESS_MBIT}`);
+    // The next lease on the slot has no limit: well above both rates.
+    const free = await withLease(undefined, async (guest) => measure(guest, true));
+    assert.ok(free > INGRESS_MBIT * 2, `after release: ${free.toFixed(1)} Mbit/s`);
+  });
+
   it("a real QEMU guest under mirror reaches its CIDR only; under isolated nothing", { skip: qemuAvailable() ? false : "qemu-system-x86_64 is not installed" }, async () => {
     const image = await ensureGuestImage();
     const script = (targets: Record<string, string>) =>
@@ -180,6 +232,28 @@ describe("network profiles", { skip }, () => {
         await sandbox.release(lease.id);
         await waitFor(async () => (await sandbox.pool()).free === 1, 30_000);
       }
+    }
+  });
+
+  it("a real QEMU guest downloads at its profile's rate ±10 %", { skip: qemuAvailable() ? false : "qemu-system-x86_64 is not installed" }, async () => {
+    const image = await ensureGuestImage();
+    const bytes = 12_000_000;
+    const lease = await sandbox.acquire({ profile: "download", bindToProcess: false, autoRenew: false });
+    try {
+      // Timed by the receiver (the sender finishes when its socket buffer takes the last byte).
+      const script =
+        `t0=$(cut -d' ' -f1 /proc/uptime)\n` +
+        `if timeout 60 wget -q -O /dev/null http://${upstream.address}:${HTTP_PORT}/bytes/${bytes}; then echo "RESULT download=ok"; else echo "RESULT download=failed"; fi\n` +
+        `t1=$(cut -d' ' -f1 /proc/uptime)\necho "RESULT t0=$t0"\necho "RESULT t1=$t1"\n`;
+      const run = await runGuest({ slotNetnsPath: lease.slot.netns, script, mtu: lease.guest.mtu, image, timeoutMs: 120_000 });
+      assert.equal(run.markers["download"], "ok", run.checkOutput);
+      const ms = (Number(run.markers["t1"]) - Number(run.markers["t0"])) * 1000;
+      const mbit = (bytes * 8) / (ms / 1000) / 1e6;
+      process.stderr.write(`# [${prefix}] qemu guest download: ${bytes} bytes in ${Math.round(ms)} ms = ${mbit.toFixed(1)} Mbit/s (set ${QEMU_MBIT})\n`);
+      assert.ok(Math.abs(mbit / QEMU_MBIT - 1) <= 0.1, `${mbit.toFixed(1)} Mbit/s, set ${QEMU_MBIT}`);
+    } finally {
+      await sandbox.release(lease.id);
+      await waitFor(async () => (await sandbox.pool()).free === 1, 30_000);
     }
   });
 });

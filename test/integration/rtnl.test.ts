@@ -4,7 +4,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import koffi from "koffi";
 import { createNetns, deleteNetns, netnsPath, openNetns, withNetns } from "../../src/kernel/netns.js";
 import * as libc from "../../src/kernel/libc.js";
 import { NUD_NOARP, NUD_PERMANENT, Rtnl, RT_SCOPE_LINK, type Link } from "../../src/kernel/netlink/rtnl.js";
@@ -46,10 +45,7 @@ function linkNamed(rtnl: Rtnl, name: string): Link {
   return l;
 }
 
-// BPF_PROG_LOAD of `r0 = TC_ACT_OK; exit` as BPF_PROG_TYPE_SCHED_CLS, through a private binding.
-const libcTest = koffi.load("libc.so.6");
-const sysBpf = libcTest.func("long syscall(long nr, long cmd, void *attr, long size)");
-const SYS_BPF = process.arch === "arm64" ? 280 : 321;
+// BPF_PROG_LOAD of `r0 = TC_ACT_OK; exit` as BPF_PROG_TYPE_SCHED_CLS, by the raw bpf(2) call.
 
 function loadTrivialTcProgram(name: string, retval = 0): number {
   const insns = Buffer.alloc(16);
@@ -60,12 +56,10 @@ function loadTrivialTcProgram(name: string, retval = 0): number {
   const attr = Buffer.alloc(128);
   attr.writeUInt32LE(3, 0); // BPF_PROG_TYPE_SCHED_CLS
   attr.writeUInt32LE(2, 4);
-  attr.writeBigUInt64LE(koffi.address(insns), 8);
-  attr.writeBigUInt64LE(koffi.address(license), 16);
+  attr.writeBigUInt64LE(libc.addressOf(insns), 8);
+  attr.writeBigUInt64LE(libc.addressOf(license), 16);
   attr.write(name.slice(0, 15), 48, "ascii");
-  const fd = Number(sysBpf(SYS_BPF, 5 /* BPF_PROG_LOAD */, attr, attr.length));
-  if (fd < 0) throw new libc.SyscallError("bpf(BPF_PROG_LOAD)", koffi.errno());
-  return fd;
+  return libc.bpf(5 /* BPF_PROG_LOAD */, attr, "bpf(BPF_PROG_LOAD)");
 }
 
 // ── fixtures ──

@@ -182,6 +182,34 @@ else client.close();
     await allFree();
   });
 
+  it("waiting requests (waitSeconds) are served by priority as slots return; a wait that runs out answers the refusal", async () => {
+    const lambda = [await as("lambda").acquire(), await as("lambda").acquire(), await as("lambda").acquire()];
+    const held = [await as("dsql").acquire(), await as("dsql").acquire(), await as("ops").acquire()];
+    assert.equal((await as("ops").pool()).free, 0);
+    const t = Date.now();
+    await refused(as("lambda").acquire({ waitSeconds: 1 }), "quota_exceeded");
+    assert.ok(Date.now() - t >= 900, "it waited");
+    const order: string[] = [];
+    // ops (priority 0) asks first, dsql (priority 1) second: dsql is served first.
+    const opsWait = as("ops")
+      .acquire({ waitSeconds: 20 })
+      .then((l) => (order.push("ops"), l));
+    await new Promise((r) => setTimeout(r, 100));
+    const dsqlWait = as("dsql")
+      .acquire({ waitSeconds: 20 })
+      .then((l) => (order.push("dsql"), l));
+    await new Promise((r) => setTimeout(r, 100));
+    await as("lambda").release(lambda[0]!.id);
+    const first = await dsqlWait;
+    assert.deepEqual(order, ["dsql"]);
+    await as("lambda").release(lambda[1]!.id);
+    const second = await opsWait;
+    assert.deepEqual(order, ["dsql", "ops"]);
+    for (const l of [first, second, ...held]) await (l.consumer === "dsql" ? as("dsql") : as("ops")).release(l.id);
+    await as("lambda").release(lambda[2]!.id);
+    await allFree();
+  });
+
   it("consumers get 403 on operator routes; the operator's force-release works and is remembered", async () => {
     const lease = await as("lambda").acquire();
     await refused(as("lambda").list({ all: true }), "forbidden");

@@ -208,12 +208,12 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     }
     assert.equal(pinnedTag("nat_egress"), newTags.egress);
     assert.equal(pinnedTag("nat_ingress"), newTags.ingress);
-    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
     // Same map objects, same contents; the new programs use them.
     assert.deepEqual({ slots: mapId("slots"), config: mapId("config") }, mapIds);
     assert.deepEqual(sortedEntries(), entriesBefore);
     const progMaps = bpftool(["prog", "show", "pinned", path.join(pinDir, "nat_egress")]).map_ids as number[];
-    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config].sort());
+    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates")].sort());
     // The adopting path sees the new programs too.
     const adopted = loadDataplane(ORIGINAL, pinDir);
     try {
@@ -309,6 +309,27 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     assert.equal(tcFilters(ns, "ingress")[0]!.tag, oldTags.ingress);
   });
 
+  it("creates and pins a map the pin directory predates (rates, added with network profiles)", () => {
+    removePinned(scratchPins);
+    const dp2 = loadDataplane(ORIGINAL, scratchPins);
+    dp2.close();
+    // What a netslot before bandwidth profiles pinned: no rates map.
+    fs.rmSync(path.join(scratchPins, "rates"));
+    const up = upgradePrograms(changed, scratchPins);
+    assert.ok(up, "the changed programs are an upgrade");
+    up.commit();
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+    const dp3 = loadDataplane(ORIGINAL, scratchPins);
+    try {
+      assert.equal(dp3.adopted, true);
+      dp3.setRate("10.200.200.1", { ingress: { bytesPerSecond: 1000, burstBytes: 131072 } });
+      assert.deepEqual(dp3.getRate("10.200.200.1"), { ingress: { bytesPerSecond: 1000, burstBytes: 131072 } });
+    } finally {
+      dp3.close();
+    }
+    removePinned(scratchPins);
+  });
+
   it("refuses when the object's map layout differs from the pinned maps", () => {
     const dp2 = loadDataplane(ORIGINAL, scratchPins);
     dp2.close();
@@ -316,6 +337,6 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     fs.rmSync(path.join(scratchPins, "slots"));
     sh("bpftool", ["map", "create", path.join(scratchPins, "slots"), "type", "hash", "key", "8", "value", "16", "entries", "65536", "name", "slots"]);
     assert.throws(() => upgradePrograms(changed, scratchPins), /map slots changed layout .*needs a rebuild/);
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "slots"]);
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
   });
 });

@@ -90,7 +90,7 @@ test("a valid body reaches the service whole: every field of the schema, nothing
   const validators = createRequestValidators();
   const body = { ttlSeconds: 60, labels: { job: "ci" }, network: { vni: 7, cidr: "10.1.0.0/16" }, profile: "isolated", ownerPid: 42 };
   // owner and ownerPid exclude each other: the second example carries owner.
-  const other = { ttlSeconds: 60, owner: "caller" as const };
+  const other = { ttlSeconds: 60, owner: "caller" as const, waitSeconds: 5 };
   // The examples must use every field the schema has, so a new field shows up here.
   assert.deepEqual(
     [...new Set([...Object.keys(body), ...Object.keys(other)])].sort(),

@@ -1,7 +1,7 @@
 // Profiles in the config file: validation names the field; the policy they compile to.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { egressPolicy, normalise, parseProfiles } from "../../src/core/profiles.js";
+import { BURST_SECONDS, bandwidthOf, egressPolicy, normalise, parseProfiles, rateLimit } from "../../src/core/profiles.js";
 import { ConfigError, DEFAULTS, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
 
 function config(extra: Partial<DaemonConfig>): DaemonConfig {
@@ -58,5 +58,21 @@ describe("egress policy", () => {
 
   it("normalise drops duplicates and covered CIDRs (nftables refuses overlapping intervals)", () => {
     assert.deepEqual(normalise(["10.1.0.0/16", "10.0.0.0/8", "192.0.2.1/32", "10.0.0.0/8", "192.0.2.0/24"]), ["10.0.0.0/8", "192.0.2.0/24"]);
+  });
+});
+
+describe("bandwidth", () => {
+  it("accepts egressMbit/ingressMbit and names a bad one", () => {
+    assert.deepEqual(parseProfiles({ m: { bandwidth: { egressMbit: 50, ingressMbit: 200 } } }), { m: { bandwidth: { egressMbit: 50, ingressMbit: 200 } } });
+    assert.throws(() => parseProfiles({ m: { bandwidth: { egressMbit: 0 } } }), /profiles\.m\.bandwidth\.egressMbit: must be a number/);
+    assert.throws(() => parseProfiles({ m: { bandwidth: { ingressMbit: "fast" } } }), /profiles\.m\.bandwidth\.ingressMbit: must be a number/);
+    assert.throws(() => parseProfiles({ m: { bandwidth: { uplinkMbit: 5 } } }), /profiles\.m\.bandwidth\.uplinkMbit: unknown key/);
+  });
+
+  it("compiles to IP bytes per second with a bucket of 250 ms, at least 128 KiB", () => {
+    assert.deepEqual(rateLimit(200), { bytesPerSecond: 25_000_000, burstBytes: 25_000_000 * BURST_SECONDS });
+    assert.deepEqual(rateLimit(1), { bytesPerSecond: 125_000, burstBytes: 128 * 1024 });
+    assert.deepEqual(bandwidthOf({ bandwidth: { ingressMbit: 1 } }), { ingress: rateLimit(1) });
+    assert.equal(bandwidthOf({ egress: { allow: [] } }), undefined);
   });
 });

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { NetslotError } from "../../src/core/errors.js";
 import { ConsumerDirectory, DEFAULT, mayAttach, parseConsumers } from "../../src/tenancy/consumers.js";
 import { Quotas } from "../../src/tenancy/quotas.js";
+import { WaitQueue } from "../../src/pool/waiters.js";
 import { parseDaemonArgs } from "../../src/daemon/config.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -112,5 +113,47 @@ describe("quotas", () => {
       { name: "dsql", leased: 1, reserved: 2, max: null },
       { name: "other", leased: 0, reserved: 0, max: null },
     ]);
+  });
+});
+
+describe("waiting for a slot", () => {
+  test("offers go by priority, then arrival; a wait that runs out answers the refusal", async () => {
+    let free = 0;
+    const q = new WaitQueue<string>(() => free > 0);
+    const exhausted = new NetslotError("pool_exhausted", "no slot", { retryAfter: 1 });
+    const take = (who: string) => () => {
+      if (free === 0) throw exhausted;
+      free--;
+      return who;
+    };
+    const served: string[] = [];
+    const a = q.wait(0, 5, exhausted, take("low-first")).then((v) => served.push(v));
+    const b = q.wait(1, 5, exhausted, take("high")).then((v) => served.push(v));
+    const c = q.wait(0, 5, exhausted, take("low-second")).then((v) => served.push(v));
+    const late = q.wait(0, 0.2, exhausted, take("never"));
+    free = 1;
+    q.wake();
+    await b;
+    assert.deepEqual(served, ["high"]);
+    free = 2;
+    q.wake();
+    await Promise.all([a, c]);
+    assert.deepEqual(served, ["high", "low-first", "low-second"]);
+    await assert.rejects(late, (err: NetslotError) => err.code === "pool_exhausted" && /waited 0.2 s/.test(err.message) && err.retryAfter === 1);
+    assert.equal(q.size, 0);
+  });
+
+  test("another error ends the wait; rejectAll ends them all", async () => {
+    const q = new WaitQueue<string>(() => true);
+    const w = q.wait(0, 5, new NetslotError("quota_exceeded", "max"), () => {
+      throw new NetslotError("store_unavailable", "disk full");
+    });
+    q.wake();
+    await assert.rejects(w, (err: NetslotError) => err.code === "store_unavailable");
+    const d = q.wait(0, 5, new NetslotError("pool_exhausted", "no"), () => {
+      throw new NetslotError("pool_exhausted", "no");
+    });
+    q.rejectAll(new NetslotError("draining", "drain"));
+    await assert.rejects(d, (err: NetslotError) => err.code === "draining");
   });
 });

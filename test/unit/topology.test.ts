@@ -72,6 +72,9 @@ describe("addressing", () => {
     assert.equal(slotMacFor(0x012345), "02:6e:00:01:23:45");
     assert.equal(guestMtu(1400, false), 1400);
     assert.equal(guestMtu(1400, true), 1350);
+    assert.equal(guestMtu(1500, false, 1400), 1400, "--guest-mtu below the uplink's");
+    assert.equal(guestMtu(1500, true, 1400), 1400);
+    assert.equal(guestMtu(1500, true, 1480), 1450, "a tunnel still needs its overhead");
     assert.equal(kernelIpArg(), "ip=169.254.0.21::169.254.0.22:255.255.255.252::eth0:off");
     assert.ok(cidrsOverlap(parseCidr("10.0.0.0/8"), cidr));
     assert.ok(!cidrsOverlap(parseCidr("10.201.0.0/16"), cidr));
