@@ -17,7 +17,7 @@ import { benchProfiles } from "./profiles.js";
 import { buildRateFromProgress, buildRateFromTimeline, purgePrefix, startBenchDaemon, type BenchDaemon, type DaemonSpec, type StartResult } from "./lib/daemon.js";
 import { measureLeasePath } from "./lib/lease.js";
 import { measureTenancyCost } from "./lib/tenancy.js";
-import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startRelayGuest, startTcpListener, type Listener } from "./lib/net.js";
+import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startTcpListener, type Listener } from "./lib/net.js";
 import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
 import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
@@ -593,7 +593,12 @@ async function footprintAndDatapath(
       const plain = createPlainPath(plainName, mtu);
       const unregPlain = cleanups.add("plain path", () => plain.remove());
       try {
-        const pg = await startRelayGuest({ name: `${runPrefix}pg`, tapNetns: plain.netns, address: plain.guestAddress, prefixLength: 30, gateway: plain.guestGateway, mtu });
+        const pg = await startGuestStandIn({
+          slotNetnsPath: `/run/netns/${plain.netns}`,
+          name: `${runPrefix}pg`,
+          mtu,
+          ip: { address: plain.guestAddress, prefixLength: 30, gateway: plain.guestGateway },
+        });
         const unregPg = cleanups.add("plain guest", () => sh("ip", ["netns", "del", pg.netns], { allowFail: true }));
         try {
           d.plainRelay = {

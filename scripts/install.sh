@@ -11,8 +11,9 @@ PACKAGES=(
   clang llvm libbpf-dev linux-libc-dev libc6-dev make gcc
   # tests and benchmarks: traffic, captures, a real guest, peer baselines
   iperf3 iptables tcpdump ethtool busybox-static cpio qemu-system-x86 qemu-utils containernetworking-plugins bpftool socat curl
-  # deploy/ checks: promtool (metrics, alerting rules and their unit tests), YAML lint of manifests
-  prometheus yamllint
+  # deploy/ checks: promtool (metrics, alerting rules and their unit tests), the Kubernetes
+  # manifests (yamllint, and PyYAML for structural checks)
+  prometheus yamllint python3-yaml
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -3,8 +3,7 @@
 // compare the data path against. Traffic only goes to namespaces created here.
 import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
-import { taprelayPath } from "../../test/support/guest.js";
-import { sh, sleep } from "../../test/support/env.js";
+import { sh, sleep, stopChild, waitForOutput } from "../../test/support/env.js";
 import { errorText, now, runAsync, summarize, type Summary } from "./util.js";
 
 export interface Listener {
@@ -16,41 +15,21 @@ export interface Listener {
 export async function startTcpListener(netns: string, port: number): Promise<Listener> {
   const script = `require("net").createServer((s)=>{s.on("error",()=>{});s.end();}).listen(${port},"0.0.0.0",()=>console.log("listening"));`;
   const child = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
-  await waitForOutput(child, "listening", 10_000);
+  await started(child, "listening", 10_000);
   return { port, stop: () => killAndWait(child) };
 }
 
-function waitForOutput(child: ChildProcess, marker: string, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`no "${marker}" within ${timeoutMs} ms: ${err.trim()}`));
-    }, timeoutMs);
-    child.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(marker)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
-    child.once("exit", (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`exited (${sig ?? code}) before "${marker}": ${err.trim()}`));
-    });
-  });
+/** The child's marker, or the child killed and the reason thrown. */
+async function started(child: ChildProcess, marker: string, timeoutMs: number): Promise<void> {
+  try {
+    await waitForOutput(child, marker, { timeoutMs });
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
 }
 
-async function killAndWait(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  const t = setTimeout(() => child.kill("SIGKILL"), 2000);
-  await gone;
-  clearTimeout(t);
-}
+const killAndWait = (child: ChildProcess): Promise<void> => stopChild(child, "SIGTERM", 2000);
 
 /** Sequential TCP connects from this process (root namespace); handshake time each. */
 export async function connectLatency(host: string, port: number, count: number, timeoutMs = 2000): Promise<{ ms: Summary; failures: number; firstError?: string }> {
@@ -171,45 +150,6 @@ export async function iperf3(opts: {
     return { bitsPerSecond: recv.bits_per_second, retransmits: doc.end?.sum_sent?.retransmits, seconds: recv.seconds ?? opts.seconds, reverse: opts.reverse === true };
   } finally {
     await killAndWait(server);
-  }
-}
-
-export interface RelayGuest {
-  netns: string;
-  stop(): Promise<void>;
-}
-
-/**
- * A guest namespace wired to `tap0` of `tapNetns` by test/support/taprelay, like the guest
- * stand-in but with addresses of our choosing (for the plain routed path).
- */
-export async function startRelayGuest(opts: { name: string; tapNetns: string; address: string; prefixLength: number; gateway: string; mtu: number }): Promise<RelayGuest> {
-  const relay = await taprelayPath();
-  sh("ip", ["netns", "add", opts.name]);
-  let child: ChildProcess | undefined;
-  const stop = async () => {
-    if (child) await killAndWait(child);
-    sh("ip", ["netns", "del", opts.name], { allowFail: true });
-  };
-  try {
-    sh("ip", ["-n", opts.name, "-batch", "-"], {
-      input: [
-        "link set lo up",
-        `link add g0 mtu ${opts.mtu} type veth peer name r0 mtu ${opts.mtu}`,
-        "link set r0 up",
-        "link set g0 up",
-        `addr add ${opts.address}/${opts.prefixLength} dev g0`,
-        `route add default via ${opts.gateway}`,
-        "",
-      ].join("\n"),
-    });
-    child = spawn(relay, [`/run/netns/${opts.tapNetns}`, `/run/netns/${opts.name}`, "r0"], { stdio: ["ignore", "pipe", "pipe"] });
-    await waitForOutput(child, "ready\n", 5000);
-    child.stdout?.resume();
-    return { netns: opts.name, stop };
-  } catch (err) {
-    await stop();
-    throw err;
   }
 }
 

@@ -6,7 +6,9 @@
 #include <linux/types.h>
 
 /* Entries of the `slots` map: one per slot of a daemon (architecture allows 16,384 per /16). */
+#ifndef NETSLOT_MAX_SLOTS
 #define NETSLOT_MAX_SLOTS 65536
+#endif
 
 #define NETSLOT_VXLAN_PORT_DEFAULT 4789
 #define NETSLOT_VXLAN_HLEN 8

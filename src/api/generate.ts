@@ -44,7 +44,7 @@ export function staleFiles(root = repositoryRoot()): string[] {
     .map((file) => file.path);
 }
 
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (path.resolve(process.argv[1] ?? "") === fileURLToPath(import.meta.url)) {
   const root = repositoryRoot();
   for (const file of generatedFiles(root)) {
     const target = path.join(root, file.path);

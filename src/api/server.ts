@@ -130,8 +130,14 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     // HEAD is GET without a body (node leaves the body out).
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "");
     const consumer = authorize(directory, req, found?.route.publicMethods.has(method) === true);
-    if (consumer instanceof NetslotError) { early(consumer, AUTHENTICATE_HEADERS); return; }
-    if (!found) { early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`)); return; }
+    if (consumer instanceof NetslotError) {
+      early(consumer, AUTHENTICATE_HEADERS);
+      return;
+    }
+    if (!found) {
+      early(new NetslotError("not_found", `no endpoint ${JSON.stringify(pathname)}`));
+      return;
+    }
     const operationId = found.route.methods.get(method);
     if (operationId === undefined) {
       const { allow, template } = found.route;
@@ -139,7 +145,10 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       return;
     }
     // A parameter that cannot exist (e.g. a malformed lease id): the service never sees it.
-    if ("error" in found) { early(found.error); return; }
+    if ("error" in found) {
+      early(found.error);
+      return;
+    }
     const op: Operation = OPERATIONS[operationId];
     const query = validators.query(operationId, req.url);
     if (!query.ok) throw new NetslotError("invalid_request", query.error.detail, { field: query.error.field });

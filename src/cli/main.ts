@@ -20,6 +20,8 @@ Usage:
   netslot purge [--prefix P] [--state-dir DIR]
   netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
   netslot doctor
+  netslot device-plugin [--kubelet-dir DIR] [--socket API_SOCK] [--token T] [--reconcile-seconds N]
+  netslot install-service [--root DIR] [--dry-run] [--no-enable] [-- DAEMON-FLAGS...]
   netslot --version
 
 Client commands read the socket from --socket, else NETSLOT_SOCKET, else ${DEFAULTS.socket},
@@ -88,6 +90,14 @@ async function main(argv: string[]): Promise<number> {
       throw err;
     }
     return -1; // keeps running
+  }
+  if (command === "device-plugin") {
+    const { main: devicePlugin } = await import("./device-plugin.js");
+    return devicePlugin(args);
+  }
+  if (command === "install-service") {
+    const { main: installService } = await import("./install-service.js");
+    return installService(args);
   }
   const p = parse(args);
   const socket = str(p, "--socket", process.env.NETSLOT_SOCKET ?? DEFAULTS.socket);

@@ -499,18 +499,17 @@ export type ResponseOf<K extends OperationId> = (typeof OPERATIONS)[K]["response
   ? Static<S>
   : (typeof OPERATIONS)[K]["response"] extends { text: true }
     ? string
-    : // eslint-disable-next-line @typescript-eslint/no-invalid-void-type -- an operation without a body resolves to void, as its SDK method does
-      void;
+    : undefined;
 
-// eslint-disable-next-line @typescript-eslint/no-generated-empty-object-type -- operations without path parameters map to {}
-export type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : Record<never, never>;
+/** The path parameters of an operation by name; never for an operation without any. */
+export type ParamsOf<K extends OperationId> = (typeof OPERATIONS)[K] extends { params: infer P } ? { [name in keyof P]: string | number } : never;
 
 /** pathOf's arguments after the operationId: the path parameters, when the operation has any. */
-export type PathArgs<K extends OperationId> = keyof ParamsOf<K> extends never ? [] : [ParamsOf<K>];
+export type PathArgs<K extends OperationId> = [ParamsOf<K>] extends [never] ? [] : [ParamsOf<K>];
 
 /** The concrete path of an operation: its template with each `{name}` filled in and encoded. */
 export function pathOf<K extends OperationId>(operationId: K, ...args: PathArgs<K>): string {
-  const values = (args[0] ?? {}) as Record<string, string | number>;
+  const values = (args[0] ?? {}) as Record<string, string | number | undefined>;
   return OPERATIONS[operationId].path.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const value = values[name];
     if (value === undefined) throw new Error(`${operationId}: no value for {${name}}`);

@@ -147,7 +147,9 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   };
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
-  const dataplane = SlotDataplane.open(dataplaneOptions, log);
+  // A new NAT map layout is filled from the store: each leased slot's tenant VNI.
+  const tenantVnis = new Map(store.listLeases().flatMap((l) => (l.network ? [[l.slotIndex, l.network.vni] as const] : [])));
+  const dataplane = SlotDataplane.open(dataplaneOptions, log, (index) => tenantVnis.get(index) ?? 0);
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });

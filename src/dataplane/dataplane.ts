@@ -190,13 +190,18 @@ export class SlotDataplane {
    * Loads (or adopts) the eBPF programs and maps, installs the root table and enables
    * forwarding on the uplink. Idempotent: a restarted daemon calls it again.
    */
-  static open(options: DataplaneOptions, log: (msg: string) => void = () => undefined): SlotDataplane {
+  static open(
+    options: DataplaneOptions,
+    log: (msg: string) => void = () => undefined,
+    /** Each slot's tenant VNI (its lease's), for migrating NAT entries to a new map layout. */
+    vniOf?: (index: number) => number,
+  ): SlotDataplane {
     // A new netslot version brings new eBPF programs: switch every existing slot's filters
     // to them over the pinned maps (entries kept) before anything uses the old ones.
     const existing = listNetns(`${options.prefix}-`)
       .map((n) => parseSlotName(options.prefix, n))
       .filter((i): i is number => i !== undefined);
-    const upgrade = upgradeDataplane(options, existing, log);
+    const upgrade = upgradeDataplane(options, existing, log, vniOf);
     if (upgrade.upgraded) log(`eBPF data path upgraded in place on ${upgrade.slotsSwitched} slots in ${upgrade.ms.toFixed(0)} ms`);
     const dataplane = SlotDataplane.attach(options);
     try {

@@ -22,7 +22,7 @@ import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 2;
+export const FINGERPRINT_VERSION = 3;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -82,6 +82,14 @@ export interface Fingerprint {
 export const SYSCTL_EXCLUSIONS: ReadonlyArray<{ pattern: RegExp; reason: string }> = [
   { pattern: /^net\.netfilter\.nf_conntrack_count$/, reason: "a statistic (entries come and go with traffic); the entries themselves are the conntrack section" },
 ];
+
+/**
+ * Sysctls a slot namespace cannot write are host-wide values it only mirrors (an operator
+ * raising nf_conntrack_max or rmem_max changes them in every slot at once): they are not
+ * what a tenant changed, and are left out. Except these, which are read-only but show a
+ * state of the namespace itself (a multicast routing socket open in it).
+ */
+const NAMESPACE_READ_ONLY = /\.mc_forwarding$/;
 
 /** Sysctls whose value is a secret: recorded as a digest so that diffs and logs do not carry it. */
 const SECRET_SYSCTLS = /^net\.ipv4\.tcp_fastopen_key$|^net\.ipv6\.conf\.[^.]+\.stable_secret$/;
@@ -258,7 +266,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
     });
     lap("conntrack");
-    const sysctls = readAllNetSysctls(sysctlExcluded);
+    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key) });
     lap("sysctls");
     const states = xfrmStates().map(
       (s) =>

@@ -9,9 +9,9 @@
 import { upgradePrograms, type ProgramUpgrade } from "../kernel/bpf.js";
 import { isNetnsMounted, withNetns } from "../kernel/netns.js";
 import { Rtnl, type TcDirection } from "../kernel/netlink/rtnl.js";
-import { PROG_EGRESS, PROG_INGRESS } from "../kernel/bpfmaps.js";
+import { MAP_SLOTS, PROG_EGRESS, PROG_INGRESS } from "../kernel/bpfmaps.js";
 import type { DataplaneOptions } from "./dataplane.js";
-import { SLOT_UPLINK_NAME, bpfPinDir, slotAddressing } from "./topology.js";
+import { DUMMY_VNI, SLOT_UPLINK_NAME, bpfPinDir, slotAddressing } from "./topology.js";
 
 /** The filters buildSlot attaches (addBpfFilter's defaults): a replace must name the same ones. */
 const FILTER = { priority: 1, handle: 1 } as const;
@@ -43,10 +43,34 @@ export interface DataplaneUpgrade {
  * Call before anything opens the pinned programs (SlotDataplane.attach), so that slots
  * built afterwards get the new programs too.
  */
-export function upgradeDataplane(options: DataplaneOptions, slots: number[], log?: (msg: string) => void): DataplaneUpgrade {
+export function upgradeDataplane(
+  options: DataplaneOptions,
+  slots: number[],
+  log?: (msg: string) => void,
+  vniOf: (index: number) => number = () => DUMMY_VNI,
+): DataplaneUpgrade {
   const start = performance.now();
   const upgrade = upgradePrograms(options.bpfObject, bpfPinDir(options.prefix));
   if (!upgrade) return { upgraded: false, slotsSwitched: 0, ms: performance.now() - start, skipped: [] };
+  if (upgrade.newMaps.has(MAP_SLOTS)) {
+    // A new layout of the NAT map: every slot's entry is written into the new map, in the
+    // new encoding, before any filter switches to the programs that read it.
+    try {
+      for (const index of slots) {
+        const a = slotAddressing(options.prefix, options.linkCidr, index);
+        upgrade.putNewSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: vniOf(index) });
+      }
+    } catch (err) {
+      upgrade.abandon();
+      throw err;
+    }
+    log?.(`eBPF map layout changed: ${slots.length} NAT entries migrated to the new map`);
+  }
+  for (const name of upgrade.newMaps.keys()) {
+    // config is written whole by open(); other maps (rates) hold per-lease settings that
+    // the next grant on each slot writes again.
+    if (name !== MAP_SLOTS) log?.(`eBPF map ${name} changed layout: a new, empty map replaces it`);
+  }
   log?.(
     `eBPF programs changed (egress ${upgrade.previousEgressTag} -> ${upgrade.egressTag}, ` +
       `ingress ${upgrade.previousIngressTag} -> ${upgrade.ingressTag}): switching ${slots.length} slots`,

@@ -398,7 +398,7 @@ function loadAndPin(objectPath: string, dir: string): void {
   takeLibbpfLog();
   const obj = b.openFile(objectPath, null) as bigint | null;
   if (!obj) {
-    const errno = koffi.errno();
+    const errno = libc.errno();
     throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
   }
   try {
@@ -467,6 +467,13 @@ export interface ProgramUpgrade {
   readonly previousEgressTag: string;
   readonly previousIngressTag: string;
   /**
+   * Maps whose layout changed (key, value, type or size): new, empty maps the new programs
+   * use, by name, to be filled before any filter is switched; commit pins them too.
+   */
+  readonly newMaps: ReadonlyMap<string, number>;
+  /** Writes one NAT entry into the new slots map (the new code's encoding). */
+  putNewSlot(mac: string, slot: SlotNat): void;
+  /**
    * Re-pins the new programs over the old names (`bpftool prog pin` to NAME-new, then
    * `mv NAME-new NAME`, atomic per program) and closes the object: the pins and the tc
    * filters keep the programs alive, the old ones go when their last filter does.
@@ -487,6 +494,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
   if (CORE_PINS.some((name) => !fs.existsSync(path.join(pinDir, name)))) return undefined;
   const pinned: number[] = [];
   const reused = new Map<string, number>();
+  const changedMaps: string[] = [];
   let obj: bigint | null = null;
   try {
     for (const name of PIN_NAMES) {
@@ -504,7 +512,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
     takeLibbpfLog();
     obj = b.openFile(objectPath, null) as bigint | null;
     if (!obj) {
-      const errno = koffi.errno();
+      const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
     for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
@@ -522,12 +530,10 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       };
       const have = mapInfo(fd);
       if (want.type !== have.type || want.keySize !== have.keySize || want.valueSize !== have.valueSize || want.maxEntries !== have.maxEntries) {
-        throw new Error(
-          `${objectPath}: map ${name} changed layout (type ${want.type}, key ${want.keySize}, value ${want.valueSize}, ` +
-            `${want.maxEntries} entries; pinned: type ${have.type}, key ${have.keySize}, value ${have.valueSize}, ` +
-            `${have.maxEntries} entries): the programs cannot be upgraded in place; the data path needs a rebuild ` +
-            `(purge the prefix and start again)`,
-        );
+        // A new map layout: libbpf creates the map afresh and the caller migrates the
+        // entries (their old encoding is the old code's, so they are derived again).
+        changedMaps.push(name);
+        continue;
       }
       // libbpf keeps its own duplicate of the descriptor.
       checkRet("bpf_map__reuse_fd", b.mapReuseFd(map, fd) as number, name);
@@ -547,7 +553,9 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
     for (const [info, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${objectPath}: ${name} is not a tc program (type ${info.type})`);
     }
-    if (egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
+    const newMaps = new Map<string, number>();
+    for (const name of changedMaps) newMaps.set(name, checkRet("bpf_object__find_map_fd_by_name", b.findMapFd(obj, name) as number, name));
+    if (changedMaps.length === 0 && egress.tag === previousEgressTag && ingress.tag === previousIngressTag) {
       b.closeObject(obj);
       obj = null;
       return undefined;
@@ -567,8 +575,21 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       ingressTag: ingress.tag,
       previousEgressTag,
       previousIngressTag,
+      newMaps,
+      putNewSlot(mac: string, slot: SlotNat): void {
+        const fd = newMaps.get(MAP_SLOTS);
+        if (fd === undefined) throw new Error("the slots map kept its layout");
+        checkRet("bpf_map_update_elem", b.mapUpdate(fd, encodeSlotKey(mac), encodeSlotValue(slot), BPF_ANY) as number, mac);
+      },
       commit(): void {
         if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
+        // Maps of a new layout replace the pinned ones (NAME-new, then rename: atomic per map).
+        for (const [name, fd] of newMaps) {
+          const scratch = path.join(pinDir, `${name}-new`);
+          fs.rmSync(scratch, { force: true });
+          checkRet("bpf_obj_pin", b.objPin(fd, scratch) as number, scratch);
+          fs.renameSync(scratch, path.join(pinDir, name));
+        }
         // New maps first: a pin directory is complete before any program that uses them is pinned.
         for (const name of ADDED_MAPS) {
           if (reused.has(name)) continue;
@@ -614,11 +635,11 @@ export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRun
   const ctxOut = Buffer.alloc(SKB_CTX_SIZE);
   const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
   opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0); // sz
-  opts.writeBigUInt64LE(koffi.address(dataIn), 8); // data_in
-  opts.writeBigUInt64LE(koffi.address(dataOut), 16); // data_out
+  opts.writeBigUInt64LE(libc.addressOf(dataIn), 8); // data_in
+  opts.writeBigUInt64LE(libc.addressOf(dataOut), 16); // data_out
   opts.writeUInt32LE(dataIn.length, 24); // data_size_in
   opts.writeUInt32LE(dataOut.length, 28); // data_size_out
-  opts.writeBigUInt64LE(koffi.address(ctxOut), 40); // ctx_out
+  opts.writeBigUInt64LE(libc.addressOf(ctxOut), 40); // ctx_out
   opts.writeUInt32LE(ctxOut.length, 52); // ctx_size_out
   opts.writeInt32LE(repeat, 60); // repeat
   checkRet("bpf_prog_test_run_opts", b.testRun(progFd, opts) as number);

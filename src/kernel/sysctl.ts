@@ -55,7 +55,10 @@ export function writeNetSysctls(top: "ipv4" | "ipv6" | "core", entries: Array<[s
  * whose children are this namespace's own. And plain open/read/close calls (no fstat, no
  * exceptions for write-only entries) are several times cheaper than fs.readFileSync.
  */
-export function readAllNetSysctls(skip: (key: string) => boolean = () => false): Map<string, string> {
+export function readAllNetSysctls(
+  skip: (key: string) => boolean = () => false,
+  opts: { readOnly?: (key: string) => boolean } = {},
+): Map<string, string> {
   const out = new Map<string, string>();
   const buf = Buffer.allocUnsafe(4096);
   const walk = (dir: string, key: string) => {
@@ -67,6 +70,9 @@ export function readAllNetSysctls(skip: (key: string) => boolean = () => false):
         walk(childPath, childKey);
         continue;
       }
+      // Entries the namespace cannot write mirror a host-wide value (or a state of their
+      // own): the caller decides per key whether to keep them.
+      if (opts.readOnly && !writable(childKey, childPath) && !opts.readOnly(childKey)) continue;
       const fd = libc.openRaw(childPath, libc.O_RDONLY);
       if (fd < 0) continue; // write-only entries (e.g. route flush)
       const n = libc.readRaw(fd, buf);
@@ -90,3 +96,22 @@ export function readAllNetSysctls(skip: (key: string) => boolean = () => false):
 }
 
 const O_DIRECTORY = 0o200000;
+const O_WRONLY = 1;
+
+/**
+ * Whether root in this namespace can write a sysctl: entries a child namespace only
+ * mirrors from the host (net.netfilter.nf_conntrack_max, net.core.rmem_max, …) are
+ * read-only there. Cached per key: a key's mode does not change, and opening every entry
+ * twice would double the walk.
+ */
+const writableCache = new Map<string, boolean>();
+function writable(key: string, file: string): boolean {
+  let w = writableCache.get(key);
+  if (w === undefined) {
+    const fd = libc.openRaw(file, O_WRONLY);
+    w = fd >= 0;
+    if (fd >= 0) libc.close(fd);
+    writableCache.set(key, w);
+  }
+  return w;
+}

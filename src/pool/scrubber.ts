@@ -33,6 +33,8 @@ export interface ScrubResult {
   outcome: "clean" | "rebuilt" | "quarantined";
   reason?: string;
   diff?: string[];
+  /** The host changed: two fresh builds agreed with each other, not with the golden fingerprint, which was re-taken. */
+  goldenRetaken?: string[];
   ms: number;
 }
 

@@ -22,15 +22,21 @@ export interface ScrubSchedulerDeps {
   slots: SlotTable;
   store: Pick<LeaseStore, "setSlotState">;
   scrubber: Pick<Scrubber, "scrub">;
-  metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds">;
+  metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds" | "quarantineRetries" | "goldenRetakes">;
   log: (msg: string) => void;
   audit: (event: AuditEvent) => void;
   /** A scrubbed slot equals a fresh one of the current layout (or was rebuilt as one). */
   layouts?: Pick<SlotLayouts, "markCurrent">;
 }
 
+/** First automatic retry of a quarantined slot; each later one waits twice as long, up to the max. */
+export const QUARANTINE_RETRY_FIRST_MS = 5_000;
+export const QUARANTINE_RETRY_MAX_MS = 300_000;
+
 export class ScrubScheduler implements ScrubQueue {
   private readonly pending = new Set<number>();
+  /** Quarantined slots waiting for their automatic retry: attempts so far and the timer. */
+  private readonly retries = new Map<number, { attempts: number; timer?: NodeJS.Timeout }>();
   /** Scrubs running on the worker, so that a handover can wait for them. */
   private readonly running = new Set<Promise<void>>();
   private closed = false;
@@ -73,6 +79,9 @@ export class ScrubScheduler implements ScrubQueue {
       throw new NetslotError("slot_not_quarantined", `slot ${index} is not quarantined`);
     }
     this.deps.audit({ event: "retry", slot: index, reason: slots.reasonOf(index) ?? "quarantined", ...(by !== undefined ? { by } : {}) });
+    const retry = this.retries.get(index);
+    if (retry?.timer) clearTimeout(retry.timer);
+    if (retry) retry.timer = undefined;
     slots.markScrubbing(index);
     this.pending.add(index);
     try {
@@ -86,12 +95,13 @@ export class ScrubScheduler implements ScrubQueue {
   /** Outcomes that arrive after this are dropped: the next start scrubs those slots again. */
   close(): void {
     this.closed = true;
+    for (const r of this.retries.values()) if (r.timer) clearTimeout(r.timer);
   }
 
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff" | "goldenRetaken">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -109,6 +119,15 @@ export class ScrubScheduler implements ScrubQueue {
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
         if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
+        if (result.goldenRetaken) {
+          metrics.goldenRetakes.inc();
+          this.deps.log(
+            `the host changed since the golden fingerprint was taken (two fresh builds of slot ${index} agree: ${result.goldenRetaken.slice(0, 3).join("; ")}); golden fingerprint re-taken`,
+          );
+        }
+        const retry = this.retries.get(index);
+        if (retry?.timer) clearTimeout(retry.timer);
+        this.retries.delete(index);
         metrics.reuseSeconds.observe((performance.now() - releasedAt) / 1000);
       }
     } catch (err) {
@@ -125,5 +144,26 @@ export class ScrubScheduler implements ScrubQueue {
     this.deps.slots.markQuarantined(index, reason);
     this.deps.metrics.scrubOutcomes.inc({ outcome: "quarantined" });
     this.deps.audit({ event: "quarantine", slot: index, reason });
+    this.scheduleRetry(index, reason);
+  }
+
+  /**
+   * A quarantined slot is scrubbed again on its own, with backoff: most causes (a process
+   * that exits, a VMM that lets go of the tap, a host change) pass without an operator.
+   */
+  private scheduleRetry(index: number, reason: string): void {
+    if (this.closed) return;
+    const retry = this.retries.get(index) ?? { attempts: 0 };
+    const delay = Math.min(QUARANTINE_RETRY_FIRST_MS * 2 ** retry.attempts, QUARANTINE_RETRY_MAX_MS);
+    retry.attempts++;
+    this.deps.log(`slot ${index} quarantined: ${reason}; automatic retry ${retry.attempts} in ${delay / 1000} s`);
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined;
+      if (this.closed || this.deps.slots.state(index) !== "quarantined") return;
+      this.deps.metrics.quarantineRetries.inc();
+      void this.retryQuarantined(index, "automatic retry").catch(() => undefined);
+    }, delay);
+    retry.timer.unref();
+    this.retries.set(index, retry);
   }
 }

@@ -17,7 +17,8 @@ import {
   TC_ACT_OK,
   TC_ACT_SHOT,
 } from "../../src/kernel/bpfmaps.js";
-import { DUMMY_VNI, GUEST_IP, GUEST_MAC, TAP_MAC, ipToInt, macToBytes, slotMacFor } from "../../src/dataplane/topology.js";
+import { DUMMY_VNI, GUEST_IP, GUEST_MAC, TAP_MAC, slotMacFor } from "../../src/dataplane/topology.js";
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, checksum, ip4, pseudoSum, ether, type Ipv4Opts, ipv4, tcp, udp, icmp, vxlan, type Parsed, parse, assertIpCsum, assertL4Csum } from "../support/packets.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const OBJECT = path.join(ROOT, "bpf", "nat.o");
@@ -34,145 +35,6 @@ const VTEP = "192.0.2.10";
 const REMOTE = "198.51.100.20";
 const TENANT_VNI = 5000;
 
-const IPPROTO_ICMP = 1;
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
-
-// ---- frame building and checksum verification, independent of the code under test ----
-
-function csumFold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
-
-/** One's complement sum of 16-bit big-endian words (odd length padded with zero). */
-function sum16(buf: Buffer, initial = 0): number {
-  let sum = initial;
-  for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
-  if (buf.length % 2) sum += buf[buf.length - 1]! << 8;
-  return csumFold(sum);
-}
-
-function checksum(buf: Buffer, initial = 0): number {
-  return ~sum16(buf, initial) & 0xffff;
-}
-
-function ip4(addr: string): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(ipToInt(addr));
-  return b;
-}
-
-function pseudoSum(src: Buffer, dst: Buffer, proto: number, length: number): number {
-  const ph = Buffer.alloc(12);
-  src.copy(ph, 0);
-  dst.copy(ph, 4);
-  ph[9] = proto;
-  ph.writeUInt16BE(length, 10);
-  return sum16(ph);
-}
-
-function ether(dst: string, src: string, type = 0x0800): Buffer {
-  return Buffer.concat([macToBytes(dst), macToBytes(src), Buffer.from([type >> 8, type & 255])]);
-}
-
-interface Ipv4Opts {
-  src: string;
-  dst: string;
-  proto: number;
-  payload: Buffer;
-  options?: Buffer;
-  fragOff?: number;
-  id?: number;
-}
-
-function ipv4(o: Ipv4Opts): Buffer {
-  const opts = o.options ?? Buffer.alloc(0);
-  assert.equal(opts.length % 4, 0);
-  const h = Buffer.alloc(20 + opts.length);
-  h[0] = 0x40 | (h.length / 4);
-  h.writeUInt16BE(h.length + o.payload.length, 2);
-  h.writeUInt16BE(o.id ?? 0x1234, 4);
-  h.writeUInt16BE(o.fragOff ?? 0x4000, 6);
-  h[8] = 64;
-  h[9] = o.proto;
-  ip4(o.src).copy(h, 12);
-  ip4(o.dst).copy(h, 16);
-  opts.copy(h, 20);
-  h.writeUInt16BE(checksum(h), 10);
-  return Buffer.concat([h, o.payload]);
-}
-
-function tcp(src: string, dst: string, sport: number, dport: number, data: Buffer): Buffer {
-  const t = Buffer.alloc(20 + data.length);
-  t.writeUInt16BE(sport, 0);
-  t.writeUInt16BE(dport, 2);
-  t.writeUInt32BE(0x01020304, 4);
-  t[12] = 5 << 4;
-  t[13] = 0x18; // PSH|ACK
-  t.writeUInt16BE(65535, 14);
-  data.copy(t, 20);
-  t.writeUInt16BE(checksum(t, pseudoSum(ip4(src), ip4(dst), IPPROTO_TCP, t.length)), 16);
-  return t;
-}
-
-function udp(src: string, dst: string, sport: number, dport: number, data: Buffer, withCsum = true): Buffer {
-  const u = Buffer.alloc(8 + data.length);
-  u.writeUInt16BE(sport, 0);
-  u.writeUInt16BE(dport, 2);
-  u.writeUInt16BE(u.length, 4);
-  data.copy(u, 8);
-  if (withCsum) {
-    const c = checksum(u, pseudoSum(ip4(src), ip4(dst), IPPROTO_UDP, u.length));
-    u.writeUInt16BE(c === 0 ? 0xffff : c, 6);
-  }
-  return u;
-}
-
-function icmp(type: number, code: number, rest: Buffer, body: Buffer): Buffer {
-  const m = Buffer.concat([Buffer.from([type, code, 0, 0]), rest, body]);
-  m.writeUInt16BE(checksum(m), 2);
-  return m;
-}
-
-function vxlan(vni: number, inner: Buffer): Buffer {
-  const h = Buffer.alloc(8);
-  h[0] = 0x08;
-  h.writeUInt32BE(((vni << 8) | 0) >>> 0, 4);
-  return Buffer.concat([h, inner]);
-}
-
-interface Parsed {
-  ihl: number;
-  src: string;
-  dst: string;
-  proto: number;
-  l4: Buffer;
-  ip: Buffer;
-}
-
-function parse(frame: Buffer): Parsed {
-  const ip = frame.subarray(14);
-  const ihl = (ip[0]! & 15) * 4;
-  const total = ip.readUInt16BE(2);
-  const addr = (off: number) => Array.from(ip.subarray(off, off + 4)).join(".");
-  return { ihl, src: addr(12), dst: addr(16), proto: ip[9]!, ip: ip.subarray(0, total), l4: ip.subarray(ihl, total) };
-}
-
-function assertIpCsum(ipHeader: Buffer, what: string): void {
-  assert.equal(sum16(ipHeader), 0xffff, `${what}: IPv4 header checksum does not verify`);
-}
-
-function assertL4Csum(p: Parsed): void {
-  const src = p.ip.subarray(12, 16);
-  const dst = p.ip.subarray(16, 20);
-  if (p.proto === IPPROTO_ICMP) {
-    assert.equal(sum16(p.l4), 0xffff, "ICMP checksum does not verify");
-    return;
-  }
-  if (p.proto === IPPROTO_UDP && p.l4.readUInt16BE(6) === 0) return; // no checksum
-  assert.equal(sum16(p.l4, pseudoSum(src, dst, p.proto, p.l4.length)), 0xffff, `L4 (${p.proto}) checksum does not verify`);
-}
 
 function assertFrameValid(frame: Buffer): Parsed {
   const p = parse(frame);

@@ -9,9 +9,9 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, exited, isRoot, nsExec, startDaemon, stopChild, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startGuestStandIn, registerCleanup, run, type GuestStandIn } from "../support/guest.js";
-import { stopChild, tcpdumpListening } from "../support/isolation.js";
+import { tcpdumpListening } from "../support/isolation.js";
 import { GUEST_IP, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
 import { withNetns } from "../../src/kernel/netns.js";
 import * as libc from "../../src/kernel/libc.js";
@@ -49,10 +49,6 @@ function setTxChecksum(netnsPath: string, ifname: string, on: boolean): boolean 
       libc.close(fd);
     }
   });
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
 }
 
 /** Spawns a command inside a namespace and resolves once `marker` shows on stdout or stderr. */

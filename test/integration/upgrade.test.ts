@@ -4,7 +4,7 @@
 // bpftool: every slot's filters and the pins carry the new tags, the maps (ids and
 // entries, VNIs included) are the same, the new pinned programs still NAT correctly
 // (BPF_PROG_TEST_RUN), a second run is a no-op, an interrupted upgrade is finished by the
-// next one, and a changed map layout is refused. Runs as root.
+// next one, and a changed map layout gets a new map with every slot's entry. Runs as root.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -13,7 +13,8 @@ import * as path from "node:path";
 import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix } from "../support/env.js";
 import { SlotDataplane, bpfPinDir, type DataplaneOptions } from "../../src/dataplane/dataplane.js";
 import { upgradeDataplane } from "../../src/dataplane/upgrade.js";
-import { DUMMY_VNI, GUEST_IP, TAP_MAC, ipToInt, macToBytes, parseCidr, slotMacFor } from "../../src/dataplane/topology.js";
+import { DUMMY_VNI, GUEST_IP, TAP_MAC, parseCidr, slotMacFor } from "../../src/dataplane/topology.js";
+import { IPPROTO_UDP, assertIpCsum, assertL4Csum, ether, ipv4, parse, udp, vxlan } from "../support/packets.js";
 import { loadDataplane, openPinnedDataplane, progTestRun, removePinned, upgradePrograms } from "../../src/kernel/bpf.js";
 import { DEFAULT_VXLAN_PORT, TC_ACT_OK } from "../../src/kernel/bpfmaps.js";
 import { withNetns } from "../../src/kernel/netns.js";
@@ -26,67 +27,19 @@ const TENANT_VNI = 5000;
 const REMOTE = "198.51.100.20";
 const EXTRA_MAC = slotMacFor(0x3fff); // a map entry of no slot: must survive too
 
-// ---- frames (independent of the code under test) ----
-
-function sum16(buf: Buffer, initial = 0): number {
-  let sum = initial;
-  for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
-  if (buf.length % 2) sum += buf[buf.length - 1]! << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
-
-function ip4(addr: string): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(ipToInt(addr));
-  return b;
-}
-
-function pseudoSum(src: string, dst: string, proto: number, length: number): number {
-  const ph = Buffer.alloc(12);
-  ip4(src).copy(ph, 0);
-  ip4(dst).copy(ph, 4);
-  ph[9] = proto;
-  ph.writeUInt16BE(length, 10);
-  return sum16(ph);
-}
+// ---- frames (test/support/packets.ts, independent of the code under test) ----
 
 /** Ethernet + IPv4 + UDP (with checksum) carrying `data`. */
 function udpFrame(srcMac: string, dstMac: string, src: string, dst: string, dport: number, data: Buffer): Buffer {
-  const u = Buffer.alloc(8 + data.length);
-  u.writeUInt16BE(40000, 0);
-  u.writeUInt16BE(dport, 2);
-  u.writeUInt16BE(u.length, 4);
-  data.copy(u, 8);
-  const c = ~sum16(u, pseudoSum(src, dst, 17, u.length)) & 0xffff;
-  u.writeUInt16BE(c === 0 ? 0xffff : c, 6);
-  const h = Buffer.alloc(20);
-  h[0] = 0x45;
-  h.writeUInt16BE(20 + u.length, 2);
-  h.writeUInt16BE(0x4000, 6);
-  h[8] = 64;
-  h[9] = 17;
-  ip4(src).copy(h, 12);
-  ip4(dst).copy(h, 16);
-  h.writeUInt16BE(~sum16(h) & 0xffff, 10);
-  return Buffer.concat([macToBytes(dstMac), macToBytes(srcMac), Buffer.from([8, 0]), h, u]);
-}
-
-function vxlanHeader(vni: number): Buffer {
-  const h = Buffer.alloc(8);
-  h[0] = 0x08;
-  h.writeUInt32BE((vni << 8) >>> 0, 4);
-  return h;
+  return Buffer.concat([ether(dstMac, srcMac), ipv4({ src, dst, proto: IPPROTO_UDP, id: 0, payload: udp(src, dst, 40000, dport, data) })]);
 }
 
 /** Source, destination and UDP payload of a frame, after checking both checksums verify. */
 function checkedUdp(frame: Buffer): { src: string; dst: string; payload: Buffer } {
-  const ip = frame.subarray(14);
-  assert.equal(sum16(ip.subarray(0, 20)), 0xffff, "IPv4 header checksum");
-  const addr = (off: number) => Array.from(ip.subarray(off, off + 4)).join(".");
-  const u = ip.subarray(20, ip.readUInt16BE(2));
-  assert.equal(sum16(u, pseudoSum(addr(12), addr(16), 17, u.length)), 0xffff, "UDP checksum");
-  return { src: addr(12), dst: addr(16), payload: u.subarray(8) };
+  const p = parse(frame);
+  assertIpCsum(p.ip.subarray(0, p.ihl), "IPv4 header");
+  assertL4Csum(p);
+  return { src: p.src, dst: p.dst, payload: p.l4.subarray(8) };
 }
 
 // ---- kernel state as tc and bpftool see it ----
@@ -237,7 +190,7 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
       const inner = Buffer.alloc(42, 0xab);
       const vx = progTestRun(
         pinned.egressProgFd,
-        udpFrame(a.slotMac, TAP_MAC, a.slotAddress, "198.18.250.2", DEFAULT_VXLAN_PORT, Buffer.concat([vxlanHeader(DUMMY_VNI), inner])),
+        udpFrame(a.slotMac, TAP_MAC, a.slotAddress, "198.18.250.2", DEFAULT_VXLAN_PORT, vxlan(DUMMY_VNI, inner)),
       );
       assert.equal(vx.retval, TC_ACT_OK);
       const vxPayload = checkedUdp(vx.packet).payload;
@@ -330,13 +283,37 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     removePinned(scratchPins);
   });
 
-  it("refuses when the object's map layout differs from the pinned maps", () => {
-    const dp2 = loadDataplane(ORIGINAL, scratchPins);
-    dp2.close();
-    // Same name, another value size: what a changed struct slot_value would pin.
-    fs.rmSync(path.join(scratchPins, "slots"));
-    sh("bpftool", ["map", "create", path.join(scratchPins, "slots"), "type", "hash", "key", "8", "value", "16", "entries", "65536", "name", "slots"]);
-    assert.throws(() => upgradePrograms(changed, scratchPins), /map slots changed layout .*needs a rebuild/);
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+  it("migrates the NAT entries when the object's map layout differs from the pinned maps: no purge", () => {
+    // Another size of the slots map (NETSLOT_MAX_SLOTS): a new layout that the encoding of
+    // the entries shares, so the same code can check them.
+    const resized = path.join(tmp, "nat-resized.o");
+    sh("clang", [
+      "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
+      `-I/usr/include/${sh("clang", ["-print-multiarch"]).trim() || "x86_64-linux-gnu"}`,
+      `-I${path.join(REPO_ROOT, "bpf")}`,
+      "-D", "NETSLOT_MAX_SLOTS=32768",
+      "-c", path.join(REPO_ROOT, "bpf", "nat.c"), "-o", resized,
+    ]);
+    const before = mapId("slots");
+    const whole = SLOTS.filter((i) => i !== 2); // slot 2 lost its egress filter above
+    const logs: string[] = [];
+    const r = upgradeDataplane({ ...options, bpfObject: resized }, whole, (m) => logs.push(m), (i) => (i === 1 ? TENANT_VNI : 0));
+    assert.equal(r.upgraded, true, logs.join("\n"));
+    assert.ok(logs.some((m) => /map layout changed: 2 NAT entries migrated/.test(m)), logs.join("\n"));
+    const info = bpftool(["map", "show", "pinned", path.join(pinDir, "slots")]);
+    assert.equal(info.max_entries, 32768, "the new map is pinned");
+    assert.notEqual(info.id, before);
+    // Every slot's entry, in the new map, with its tenant VNI.
+    const entries = sortedEntries();
+    for (const i of whole) {
+      const a = dp!.addressing(i);
+      assert.deepEqual(entries.find((e) => e.mac === a.slotMac), { mac: a.slotMac, outsideAddress: a.outsideAddress, vni: i === 1 ? TENANT_VNI : 0 });
+    }
+    // The slots' filters run programs that read the new map.
+    for (const i of whole) {
+      const f = tcFilters(dp!.addressing(i).name, "egress")[0]!;
+      const progMaps = bpftool(["prog", "show", "id", String(f.id)]).map_ids as number[];
+      assert.ok(progMaps.includes(info.id as number), `slot ${i}: program ${f.id} uses maps ${progMaps.join(",")}`);
+    }
   });
 });

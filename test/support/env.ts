@@ -273,6 +273,61 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** True once the child has exited (by code or by signal). */
+export function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** Sends `signal` unless the child is gone already (SIGINT makes tcpdump flush), SIGKILL after `killAfterMs`; resolves on its exit. */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", killAfterMs = 3_000): Promise<void> {
+  if (exited(child)) return;
+  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+  await gone;
+  clearTimeout(timer);
+}
+
+/**
+ * Resolves once `marker` appears on the child's `stream` (stdout unless said); rejects
+ * when the child exits first or after `timeoutMs`, with what it wrote. `what` names the
+ * child in the message.
+ */
+export function waitForOutput(
+  child: ChildProcess,
+  marker: string,
+  opts: { stream?: "stdout" | "stderr"; timeoutMs?: number; what?: string } = {},
+): Promise<void> {
+  const { stream = "stdout", timeoutMs = 10_000, what = "process" } = opts;
+  return new Promise((resolve, reject) => {
+    let seen = "";
+    let other = "";
+    const source = child[stream]!;
+    const rest = child[stream === "stdout" ? "stderr" : "stdout"];
+    const said = () => [seen.trim(), other.trim()].filter(Boolean).join("; ");
+    const finish = (err?: Error) => {
+      clearTimeout(timer);
+      source.off("data", onData);
+      rest?.off("data", onOther);
+      child.off("exit", onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onData = (b: Buffer) => {
+      seen += b.toString();
+      if (seen.includes(marker)) finish();
+    };
+    const onOther = (b: Buffer) => {
+      other += b.toString();
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => finish(new Error(`${what} exited (${signal ?? code}) before "${marker.trim()}": ${said()}`));
+    const timer = setTimeout(() => finish(new Error(`${what}: no "${marker.trim()}" within ${timeoutMs} ms: ${said()}`)), timeoutMs);
+    source.on("data", onData);
+    rest?.on("data", onOther);
+    child.on("exit", onExit);
+  });
+}
+
 export interface WaitOptions {
   /** Stop waiting (with an error) once this is true, e.g. the process exited. */
   abort?: () => boolean;

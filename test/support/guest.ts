@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH } from "../../src/dataplane/topology.js";
+import { exited, waitForOutput } from "./env.js";
 
 export interface ExecResult {
   /** Exit code, or -1 when killed by a signal (see `signal`). */
@@ -143,13 +144,15 @@ export interface GuestStandInOptions {
   name: string;
   /** g0's MTU (the lease's MTU); default 1500. */
   mtu?: number;
+  /** g0's address and default gateway; the slot guest's (GUEST_IP/30 via GATEWAY_IP) unless given. */
+  ip?: { address: string; prefixLength: number; gateway: string };
 }
 
 export interface GuestStandIn {
   /** Name of the guest namespace (for `ip -n`). */
   readonly netns: string;
   readonly netnsPath: string;
-  /** Interface configured as the guest: GUEST_IP/30, GUEST_MAC, default via GATEWAY_IP. */
+  /** Interface configured as the guest: GUEST_MAC, GUEST_IP/30 via GATEWAY_IP (or the `ip` asked for). */
   readonly ifname: string;
   readonly relayPid: number;
   /** Runs `cmd` inside the guest namespace (`ip netns exec`). */
@@ -158,42 +161,11 @@ export interface GuestStandIn {
   stop(): Promise<void>;
 }
 
-function waitForReady(child: ChildProcess, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    let err = "";
-    const done = (e?: Error) => {
-      clearTimeout(timer);
-      child.stdout?.off("data", onOut);
-      child.stderr?.off("data", onErr);
-      child.off("exit", onExit);
-      if (e) reject(e);
-      else resolve();
-    };
-    const onOut = (b: Buffer) => {
-      out += b.toString();
-      if (out.includes("ready\n")) done();
-    };
-    const onErr = (b: Buffer) => {
-      err += b.toString();
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      done(new Error(`taprelay exited (${signal ?? code}) before ready: ${err.trim()}`));
-    const timer = setTimeout(() => done(new Error(`taprelay not ready after ${timeoutMs} ms: ${err.trim()}`)), timeoutMs);
-    child.stdout?.on("data", onOut);
-    child.stderr?.on("data", onErr);
-    child.on("exit", onExit);
-  });
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
 /** Creates the guest namespace, wires it to the slot's tap0 and waits for the relay. */
 export async function startGuestStandIn(opts: GuestStandInOptions): Promise<GuestStandIn> {
   const { slotNetnsPath, name } = opts;
   const mtu = opts.mtu ?? 1500;
+  const ip = opts.ip ?? { address: GUEST_IP, prefixLength: GUEST_PREFIX_LENGTH, gateway: GATEWAY_IP };
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) throw new Error(`bad guest namespace name: ${name}`);
   if (!fs.existsSync(slotNetnsPath)) throw new Error(`slot namespace ${slotNetnsPath} does not exist`);
   const relay = await taprelayPath();
@@ -232,14 +204,14 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
         `link add g0 mtu ${mtu} address ${GUEST_MAC} type veth peer name r0 mtu ${mtu}`,
         "link set r0 up",
         "link set g0 up",
-        `addr add ${GUEST_IP}/${GUEST_PREFIX_LENGTH} dev g0`,
-        `route add default via ${GATEWAY_IP}`,
+        `addr add ${ip.address}/${ip.prefixLength} dev g0`,
+        `route add default via ${ip.gateway}`,
         "",
       ].join("\n"),
     });
     const c = spawn(relay, [slotNetnsPath, netnsPath, "r0"], { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
-    await waitForReady(c, 5_000);
+    await waitForOutput(c, "ready\n", { timeoutMs: 5_000, what: "taprelay" });
     // Keep draining the pipes so the relay never blocks on a full one.
     c.stdout?.resume();
     c.stderr?.on("data", (b: Buffer) => process.stderr.write(`[taprelay ${name}] ${b.toString()}`));

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createUpstream, freeLinkCidr, nsExec, sh, startDaemon, type DaemonHandle, type Upstream } from "./env.js";
+import { createUpstream, freeLinkCidr, nsExec, sh, startDaemon, stopChild, waitForOutput, type DaemonHandle, type Upstream } from "./env.js";
 import { registerCleanup, run, runOk, startGuestStandIn, type ExecResult, type GuestStandIn } from "./guest.js";
 import { parseMarkers } from "./qemu.js";
 import { createVpcGateway, firstHost, freeTenantCidrs, type VpcGateway, type VpcTenant } from "./vpc.js";
@@ -255,31 +255,7 @@ export function vxlanArpHex(vni: number, senderIp: string, targetIp: string): st
 
 /** Resolves once tcpdump reports "listening on" (capture armed); rejects after 10 s or on its exit. */
 export function tcpdumpListening(child: ChildProcess, label = "tcpdump"): Promise<void> {
-  let err = "";
-  return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} not listening after 10 s: ${err}`)), 10_000);
-    child.stderr!.on("data", (b: Buffer) => {
-      err += b.toString();
-      if (err.includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${label} exited (${code}): ${err}`));
-    });
-  });
-}
-
-/** Sends `signal` unless the child is gone already (SIGINT makes tcpdump flush), SIGKILL after 3 s; resolves on its exit. */
-export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill(signal);
-  const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
-  await gone;
-  clearTimeout(timer);
+  return waitForOutput(child, "listening on", { stream: "stderr", timeoutMs: 10_000, what: label });
 }
 
 /** A running tcpdump whose text output is collected. */

@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { sh, nsExec } from "./env.js";
+import { exited, nsExec, sh, waitForOutput } from "./env.js";
 import { registerCleanup } from "./guest.js";
 import { GATEWAY_IP, GUEST_IP, linkRange, parseCidr, intToIp, ipToInt, cidrsOverlap } from "../../src/dataplane/topology.js";
 
@@ -134,33 +134,6 @@ function validateTenants(tenants: readonly VpcTenant[]): void {
   }
 }
 
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-/** Waits until `marker` appears on the child's stdout or stderr. */
-function waitForOutput(child: ChildProcess, stream: "stdout" | "stderr", marker: string, timeoutMs: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = "";
-    const source = child[stream]!;
-    const finish = (err?: Error) => {
-      clearTimeout(timer);
-      source.off("data", onData);
-      child.off("exit", onExit);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onData = (b: Buffer) => {
-      seen += b.toString();
-      if (seen.includes(marker)) finish();
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => finish(new Error(`${what} exited (${signal ?? code}): ${seen.trim()}`));
-    const timer = setTimeout(() => finish(new Error(`${what} not ready after ${timeoutMs} ms: ${seen.trim()}`)), timeoutMs);
-    source.on("data", onData);
-    child.on("exit", onExit);
-  });
-}
-
 // The HTTP server inside the gateway: bound to the tenant gateway address only.
 const SERVER_SCRIPT = `
 const http = require("http");
@@ -259,7 +232,7 @@ export async function createVpcGateway(opts: VpcGatewayOptions): Promise<VpcGate
         stdio: ["ignore", "pipe", "pipe"],
       });
       servers.push(child);
-      await waitForOutput(child, "stdout", "ready\n", 10_000, `HTTP server for VNI ${t.vni}`);
+      await waitForOutput(child, "ready\n", { timeoutMs: 10_000, what: `HTTP server for VNI ${t.vni}` });
       child.stdout?.resume();
       child.stderr?.resume();
     }
@@ -283,7 +256,7 @@ export async function createVpcGateway(opts: VpcGatewayOptions): Promise<VpcGate
       fs.closeSync(fd);
     }
     captures.add(child);
-    await waitForOutput(child, "stderr", "listening on", 10_000, "tcpdump");
+    await waitForOutput(child, "listening on", { stream: "stderr", timeoutMs: 10_000, what: "tcpdump" });
     child.stderr?.resume();
     const read = (): string => (fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "");
     let final: string | undefined;
