@@ -131,7 +131,7 @@ export class DevicePlugin {
         if (running || this.closed) return;
         running = true;
         fn()
-          .catch((err: unknown) => this.log(`${(err as Error).message}`))
+          .catch((err: unknown) => this.log((err as Error).message))
           .finally(() => (running = false));
       }, ms);
       this.timers.push(t);
@@ -200,7 +200,7 @@ export class DevicePlugin {
 
   /** Registers with the kubelet whenever its socket is new (first start, kubelet restart). */
   private async ensureRegistered(): Promise<void> {
-    let identity = "";
+    let identity: string;
     try {
       const st = fs.statSync(this.kubeletSocket);
       identity = `${st.ino}:${st.ctimeMs}`;

@@ -80,6 +80,7 @@ export function kubeletApis(): KubeletApis {
 }
 
 /** A unary call as a promise, with a deadline. */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the response type gRPC cannot infer
 export function unary<Req, Res>(client: grpc.Client, method: string, request: Req, timeoutMs = 5000): Promise<Res> {
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void>)[method];

@@ -29,8 +29,8 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
     npmPrefix = path.join(dir, "prefix");
     const pack = spawnSync("npm", ["pack", "--json", "--pack-destination", dir], { cwd: REPO_ROOT, encoding: "utf8" });
     assert.equal(pack.status, 0, pack.stderr);
-    const [{ filename }] = JSON.parse(pack.stdout) as Array<{ filename: string }>;
-    const install = spawnSync("npm", ["install", "-g", "--no-audit", "--no-fund", "--prefix", npmPrefix, path.join(dir, filename!)], {
+    const [{ filename }] = JSON.parse(pack.stdout) as [{ filename: string }];
+    const install = spawnSync("npm", ["install", "-g", "--no-audit", "--no-fund", "--prefix", npmPrefix, path.join(dir, filename)], {
       encoding: "utf8",
       timeout: 1_000_000,
       // better-sqlite3 compiles on install when no prebuilt binary can be fetched: use every core.
@@ -106,7 +106,7 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
       sh("ip", ["netns", "exec", path.basename(lease.slot.netns), "ip", "link", "show", lease.slot.tap]);
       await client.release(lease.id);
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${output}`);
+      throw new Error(`${(err as Error).message}\n${output}`, { cause: err });
     } finally {
       client.close();
       child.kill("SIGTERM");

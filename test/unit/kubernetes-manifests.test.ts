@@ -9,6 +9,8 @@ import { REPO_ROOT } from "../support/env.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "kubernetes");
 
+// Parsed YAML is explored untyped here; the assertions are what check its shape.
+/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call, @typescript-eslint/restrict-plus-operands */
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 function tool(cmd: string, args: string[]): string {
