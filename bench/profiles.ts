@@ -40,7 +40,7 @@ export async function benchProfiles(opts: {
   log: (msg: string) => void;
 }): Promise<ProfilesBenchResult> {
   const { up, log } = opts;
-  const poolSize = 32;
+  const poolSize = 64;
   const cycles = opts.quick ? 150 : 500;
   const profiles = {
     isolated: { egress: { allow: [] } },

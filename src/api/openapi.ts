@@ -65,18 +65,21 @@ function schemaRef(schema: TSchema): unknown {
 
 const problemResponse = { $ref: "#/components/responses/Problem" };
 
+/** OpenAPI parameter objects; path parameters are required, query parameters optional. */
+function parameterObjects(where: "path" | "query", parameters: Record<string, { schema: TSchema; description?: string }>): JsonSchema[] {
+  return Object.entries(parameters).map(([name, p]) => ({
+    name,
+    in: where,
+    required: where === "path",
+    ...(p.description !== undefined ? { description: p.description } : {}),
+    schema: schemaRef(p.schema),
+  }));
+}
+
 function operationObject(operationId: string, op: Operation): JsonSchema {
   const out: JsonSchema = { operationId, summary: op.summary };
   if (op.public) out["security"] = [];
-  if (op.query) {
-    out["parameters"] = Object.entries(op.query).map(([name, q]) => ({
-      name,
-      in: "query",
-      required: false,
-      ...(q.description !== undefined ? { description: q.description } : {}),
-      schema: schemaRef(q.schema),
-    }));
-  }
+  if (op.query) out["parameters"] = parameterObjects("query", op.query);
   if (op.body) {
     out["requestBody"] = { required: false, content: { "application/json": { schema: schemaRef(op.body) } } };
   }
@@ -102,15 +105,7 @@ function buildDocument(): OpenApiDocument {
   const paths: OpenApiDocument["paths"] = {};
   for (const [operationId, op] of Object.entries(OPERATIONS) as [string, Operation][]) {
     const item = (paths[op.path] ??= {});
-    if (op.params && item["parameters"] === undefined) {
-      item["parameters"] = Object.entries(op.params).map(([name, p]) => ({
-        name,
-        in: "path",
-        required: true,
-        ...(p.description !== undefined ? { description: p.description } : {}),
-        schema: schemaRef(p.schema),
-      }));
-    }
+    if (op.params && item["parameters"] === undefined) item["parameters"] = parameterObjects("path", op.params);
     if (item[op.method] !== undefined) throw new Error(`${op.method.toUpperCase()} ${op.path} is defined twice`);
     item[op.method] = operationObject(operationId, op);
   }

@@ -166,7 +166,7 @@ export function cmdUpgrade(opts: ClientCommandOptions, args: string[]): Promise<
     out(opts).write(
       opts.json
         ? `${JSON.stringify(r)}\n`
-        : `upgraded: pid ${r.previous.pid} (netslot ${r.previous.version}) -> pid ${r.current.pid} (netslot ${r.current.version}) in ${r.handoverMs.toFixed(0)} ms\n`,
+        : `upgraded: pid ${r.previous.pid} (netslot ${r.previous.version}) -> pid ${r.current.pid} (netslot ${r.current.version}) in ${r.handoverMs.toFixed(0)} ms (requests held ${r.heldMs.toFixed(0)} ms)\n`,
     );
     return 0;
   });

@@ -21,6 +21,7 @@ Usage:
   netslot check [--prefix P] [--state-dir DIR] [--link-cidr CIDR]
   netslot doctor
   netslot device-plugin [--kubelet-dir DIR] [--socket API_SOCK] [--token T] [--reconcile-seconds N]
+  netslot metrics-exporter --listen HOST:PORT [--socket API_SOCK] [--token T]
   netslot install-service [--root DIR] [--dry-run] [--no-enable] [-- DAEMON-FLAGS...]
   netslot --version
 
@@ -94,6 +95,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === "device-plugin") {
     const { main: devicePlugin } = await import("./device-plugin.js");
     return devicePlugin(args);
+  }
+  if (command === "metrics-exporter") {
+    const { main: metricsExporter } = await import("./metrics-exporter.js");
+    return metricsExporter(args);
   }
   if (command === "install-service") {
     const { main: installService } = await import("./install-service.js");

@@ -243,7 +243,11 @@ export const UpgradeResult = Type.Object(
   {
     previous: DaemonProcess,
     current: DaemonProcess,
-    handoverMs: Type.Number({ description: "From the request until the new daemon served.", minimum: 0 }),
+    handoverMs: Type.Number({ description: "From the request until the new daemon served (starting the new process included).", minimum: 0 }),
+    heldMs: Type.Number({
+      description: "How long new requests waited (held, not refused): from the old daemon pausing until the new one served.",
+      minimum: 0,
+    }),
   },
   { additionalProperties: false },
 );

@@ -109,8 +109,10 @@ export class Handover {
     });
     const channel = new Channel(child);
     let quiesced = false;
+    let heldFrom = 0;
     try {
       await channel.next("prepared", PREPARE_TIMEOUT_MS);
+      heldFrom = performance.now();
       await api.gate.pause();
       await pool.quiesce();
       quiesced = true;
@@ -126,9 +128,10 @@ export class Handover {
       channel.close();
       child.unref();
       const handoverMs = performance.now() - started;
-      log(`upgrade: pid ${serving.pid} (${serving.version}) serves after ${handoverMs.toFixed(0)} ms; finishing open connections`);
+      const heldMs = performance.now() - heldFrom;
+      log(`upgrade: pid ${serving.pid} (${serving.version}) serves after ${handoverMs.toFixed(0)} ms (requests held ${heldMs.toFixed(0)} ms); finishing open connections`);
       void Promise.race([drained, new Promise((r) => setTimeout(r, DRAIN_TIMEOUT_MS).unref())]).then(() => this.options.exit());
-      return { previous: { pid: process.pid, version: this.options.version }, current: { pid: serving.pid, version: serving.version }, handoverMs };
+      return { previous: { pid: process.pid, version: this.options.version }, current: { pid: serving.pid, version: serving.version }, handoverMs, heldMs };
     } catch (err) {
       channel.close();
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

@@ -8,7 +8,8 @@ import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../k
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { clearEgressPolicyScript, deleteRootScript, egressPolicyScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
+import { clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -411,9 +412,9 @@ export class SlotDataplane {
    * transaction, no rule or device change. The sets are empty on a free slot.
    */
   setEgressPolicy(index: number, policy: EgressPolicy): void {
-    const script = egressPolicyScript(policy);
-    if (script === "") return;
-    withNetns(this.addressing(index).netnsPath, () => nftRun(script));
+    const elements = egressPolicyElements(policy);
+    if (elements.length === 0) return;
+    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
   }
 
   /** Sets the lease's bandwidth (one eBPF map update: full token buckets), or removes it. */
@@ -599,7 +600,14 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   const bpf = openPinnedDataplane(bpfPinDir(prefix));
   try {
     const nat = bpf?.getSlot(a.slotMac);
-    return slotFingerprint({ netnsPath: a.netnsPath, addressing: a, bpfEntry: nat && { mac: a.slotMac, ...nat }, tapProbe: TAP_PROBE });
+    const rate = bpf?.getRate(a.outsideAddress);
+    return slotFingerprint({
+      netnsPath: a.netnsPath,
+      addressing: a,
+      bpfEntry: nat && { mac: a.slotMac, ...nat },
+      tapProbe: TAP_PROBE,
+      ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+    });
   } finally {
     bpf?.close();
   }

@@ -19,6 +19,7 @@ import {
   parseCidr,
 } from "./topology.js";
 import type { EgressPolicy } from "../core/profiles.js";
+import { ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
@@ -157,16 +158,20 @@ export const EGRESS_ALLOW_SET = "egress_allow";
 /** Holds tap0 when the policy is an allow-list: tap0's traffic may then go only to egress_allow. */
 export const EGRESS_RESTRICTED_SET = "egress_restricted";
 
-/** Adds a lease's egress policy to a slot whose policy sets are empty (one transaction). */
-export function egressPolicyScript(policy: EgressPolicy): string {
-  const set = (name: string, elements: readonly string[]) =>
-    elements.length === 0 ? "" : `add element inet ${SLOT_TABLE} ${name} { ${elements.map(canonicalCidr).join(", ")} }\n`;
-  return (
-    set(EGRESS_DENY_SET, policy.deny) +
-    (policy.allow === undefined
-      ? ""
-      : set(EGRESS_ALLOW_SET, policy.allow) + `add element inet ${SLOT_TABLE} ${EGRESS_RESTRICTED_SET} { "${TAP_NAME}" }\n`)
-  );
+/**
+ * A lease's egress policy as set elements for a slot whose policy sets are empty (added
+ * in one transaction by kernel/nftsets.ts). The same as `nft add element inet netslot
+ * egress_allow { … }` and so on, without libnftables on the request path.
+ */
+export function egressPolicyElements(policy: EgressPolicy): SetElements[] {
+  const out: SetElements[] = [];
+  const cidrs = (list: readonly string[]) => ipv4IntervalElements(list.map((c) => parseCidr(c)));
+  if (policy.deny.length > 0) out.push({ table: SLOT_TABLE, set: EGRESS_DENY_SET, elements: cidrs(policy.deny) });
+  if (policy.allow !== undefined) {
+    if (policy.allow.length > 0) out.push({ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: cidrs(policy.allow) });
+    out.push({ table: SLOT_TABLE, set: EGRESS_RESTRICTED_SET, elements: [{ key: ifnameKey(TAP_NAME) }] });
+  }
+  return out;
 }
 
 /** Empties the policy sets: the slot is back to no policy. */

@@ -289,7 +289,7 @@ export class DevicePlugin {
     const lister = new (kubeletApis().PodResourcesLister)(`unix://${this.podResourcesSocket}`, grpc.credentials.createInsecure());
     let answer: ListPodResourcesResponse;
     try {
-      answer = await unary<object, ListPodResourcesResponse>(lister, "List", {});
+      answer = await unary<ListPodResourcesResponse>(lister, "List", {});
     } catch (err) {
       // Without an answer nothing is known to be unused: release nothing.
       this.log(`PodResources List failed: ${(err as Error).message}`);

@@ -80,10 +80,9 @@ export function kubeletApis(): KubeletApis {
 }
 
 /** A unary call as a promise, with a deadline. */
-// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the response type gRPC cannot infer
-export function unary<Req, Res>(client: grpc.Client, method: string, request: Req, timeoutMs = 5000): Promise<Res> {
+export function unary<Res>(client: grpc.Client, method: string, request: object, timeoutMs = 5000): Promise<Res> {
   return new Promise((resolve, reject) => {
-    const fn = (client as unknown as Record<string, (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void>)[method];
+    const fn = (client as unknown as Record<string, (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void>)[method];
     if (!fn) {
       reject(new Error(`no method ${method}`));
       return;

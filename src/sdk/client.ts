@@ -15,6 +15,7 @@ import {
   type OperationId,
   type PathArgs,
   type PoolCounts,
+  type Problem,
   type RequestOf,
   type ResponseOf,
   type SlotStateResult,
@@ -105,13 +106,8 @@ interface RawResponse {
   body: string;
 }
 
-interface ProblemBody {
-  code?: unknown;
-  title?: unknown;
-  detail?: unknown;
-  field?: unknown;
-  ended?: unknown;
-}
+/** A problem as received: the fields of the Problem schema, each still to be checked. */
+type ProblemBody = { [K in keyof Problem]?: unknown };
 
 function isLeaseEnd(value: unknown): value is LeaseEnd {
   const v = value as Partial<LeaseEnd> | null;

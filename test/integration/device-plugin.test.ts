@@ -37,7 +37,7 @@ describe("Kubernetes device plugin", { skip }, () => {
     plugin.stdout!.on("data", (b: Buffer) => (pluginLog += b.toString()));
     plugin.stderr!.on("data", (b: Buffer) => (pluginLog += b.toString()));
     await waitFor(() => kubelet.registrations.length > 0, 15_000, { abort: () => plugin.exitCode !== null }).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message}\n${pluginLog}`);
+      throw new Error(`${(err as Error).message}\n${pluginLog}`, { cause: err });
     });
     client = kubelet.plugin(kubelet.registrations[0]!.endpoint);
     client.watch();
@@ -108,8 +108,10 @@ describe("Kubernetes device plugin", { skip }, () => {
     assert.equal(envs.NETSLOT_GUEST_MAC, lease.guest.mac);
     assert.equal(envs.NETSLOT_KERNEL_IP_ARG, lease.guest.kernelIpArg);
     // The namespace is real and holds the tap the envs name.
-    assert.ok(fs.existsSync(envs.NETSLOT_NETNS));
-    assert.match(nsExec(path.basename(envs.NETSLOT_NETNS), ["ip", "-o", "link", "show", envs.NETSLOT_TAP!]), new RegExp(`: ${envs.NETSLOT_TAP}:`));
+    const netns = envs.NETSLOT_NETNS ?? "";
+    const tap = envs.NETSLOT_TAP ?? "";
+    assert.ok(fs.existsSync(netns));
+    assert.match(nsExec(path.basename(netns), ["ip", "-o", "link", "show", tap]), new RegExp(`: ${tap}:`));
     assert.deepEqual(mounts, [{ container_path: lease.slot.netns, host_path: lease.slot.netns, read_only: true }]);
 
     const again = await client.allocate([[id]]);

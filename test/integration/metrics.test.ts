@@ -3,7 +3,8 @@
 // deploy/prometheus and deploy/grafana use is in it.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { spawn } from "node:child_process";
+import { CLI, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import { promtool, referencedMetrics } from "../support/monitoring.js";
 
 const skip = isRoot() ? false : "needs root";
@@ -48,5 +49,33 @@ describe("metrics of a real daemon", { skip }, () => {
     assert.match(text, /^netslot_leases_total(\{[^}]*\})? 3$/m);
     const scrubs = [...text.matchAll(/^netslot_scrub_outcomes_total\{outcome="(clean|rebuilt)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[2]), 0);
     assert.equal(scrubs, 3);
+  });
+
+  it("netslot metrics-exporter serves /metrics alone over TCP, and fails the scrape when the daemon is down", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const exporter = spawn(process.execPath, [CLI, "metrics-exporter", "--listen", `127.0.0.1:${port}`, "--socket", daemon.socket], { stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    exporter.stderr.on("data", (b: Buffer) => (log += b.toString()));
+    const exited = new Promise<number | null>((resolve) => exporter.once("exit", (code) => resolve(code)));
+    try {
+      await waitFor(() => log.includes("serving"), 10_000, { abort: () => exporter.exitCode !== null });
+      const base = `http://127.0.0.1:${port}`;
+      const ok = await fetch(`${base}/metrics`);
+      assert.equal(ok.status, 200);
+      assert.match(ok.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      const body = await ok.text();
+      assert.equal(promtool(["check", "metrics"], body).code, 0);
+      assert.match(body, /^netslot_pool_slots\{state="free"\} 3$/m);
+      // Nothing of the API is reachable over TCP.
+      assert.equal((await fetch(`${base}/v1/leases`, { method: "POST", body: "{}" })).status, 404);
+      assert.equal((await fetch(`${base}/v1/pool`)).status, 404);
+      assert.equal((await fetch(`${base}/metrics`, { method: "POST" })).status, 405);
+      // Daemon gone: the scrape fails (Prometheus records up=0).
+      await daemon.stop();
+      assert.equal((await fetch(`${base}/metrics`)).status, 503);
+    } finally {
+      exporter.kill("SIGTERM");
+    }
+    assert.equal(await exited, 0, log);
   });
 });

@@ -29,7 +29,8 @@ describe("npm pack, npm install -g, run from the installed copy", { skip, timeou
     npmPrefix = path.join(dir, "prefix");
     const pack = spawnSync("npm", ["pack", "--json", "--pack-destination", dir], { cwd: REPO_ROOT, encoding: "utf8" });
     assert.equal(pack.status, 0, pack.stderr);
-    const [{ filename }] = JSON.parse(pack.stdout) as [{ filename: string }];
+    const filename = (JSON.parse(pack.stdout) as Array<{ filename: string }>)[0]?.filename;
+    assert.ok(filename, pack.stdout);
     const install = spawnSync("npm", ["install", "-g", "--no-audit", "--no-fund", "--prefix", npmPrefix, path.join(dir, filename)], {
       encoding: "utf8",
       timeout: 1_000_000,

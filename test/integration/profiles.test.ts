@@ -12,6 +12,10 @@ import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
 import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
 import type { Lease } from "../../src/core/types.js";
+import { diffFingerprints } from "../../src/dataplane/fingerprint.js";
+import { fingerprintOf } from "../../src/dataplane/dataplane.js";
+import { loadGolden } from "../../src/dataplane/golden.js";
+import { parseCidr } from "../../src/dataplane/topology.js";
 
 const skip = !isRoot() ? "needs root" : false;
 const HTTP_PORT = 8080;
@@ -79,9 +83,10 @@ describe("network profiles", { skip }, () => {
           nodeny: { egress: { deny: [other] } },
           slow: { bandwidth: { egressMbit: EGRESS_MBIT, ingressMbit: INGRESS_MBIT } },
           download: { bandwidth: { ingressMbit: QEMU_MBIT } },
+          both: { egress: { allow: [`${upstream.address}/32`], deny: ["192.0.2.0/24"] }, bandwidth: { egressMbit: 10 } },
         },
         consumers: [
-          { name: "sandbox", token: TOKENS.sandbox, profiles: ["isolated", "mirror", "nodeny", "slow", "download"] },
+          { name: "sandbox", token: TOKENS.sandbox, profiles: ["isolated", "mirror", "nodeny", "slow", "download", "both"] },
           { name: "plain", token: TOKENS.plain, profiles: [] },
         ],
       }),
@@ -184,6 +189,29 @@ describe("network profiles", { skip }, () => {
     await withLease("nodeny", async (guest) => {
       assert.deepEqual(await reach(guest, upstream.address), { ping: true, http: true });
       assert.deepEqual(await reach(guest, other), { ping: false, http: false });
+    });
+  });
+
+  it("the fingerprint covers a lease's policy sets and rate entry; after release the slot equals a fresh one", async () => {
+    const golden = loadGolden(daemon.stateDir);
+    assert.ok(golden, "the daemon saved a golden fingerprint");
+    const cidr = parseCidr(daemon.linkCidr);
+    const lease = await sandbox.acquire({ profile: "both", bindToProcess: false, autoRenew: false });
+    const diff = diffFingerprints(golden, fingerprintOf(prefix, cidr, lease.slot.index));
+    assert.ok(diff.some((l) => l.startsWith("nftables")), `policy sets show: ${diff.join("; ")}`);
+    assert.ok(diff.some((l) => /rate limit/.test(l)), `rate entry shows: ${diff.join("; ")}`);
+    await sandbox.release(lease.id);
+    await waitFor(async () => (await sandbox.pool()).free === 1, 30_000);
+    assert.deepEqual(diffFingerprints(golden, fingerprintOf(prefix, cidr, lease.slot.index)), []);
+  });
+
+  it("policy elements a tenant adds by hand on a lease without a profile are caught by the fingerprint and removed", async () => {
+    await withLease(undefined, async (_guest, lease) => {
+      // What a guest that escaped into its VMM (CAP_NET_ADMIN in the slot) could do.
+      nsExec(path.basename(lease.slot.netns), ["nft", "add", "element", "inet", "netslot", "egress_deny", `{ ${upstream.address} }`]);
+    });
+    await withLease(undefined, async (guest) => {
+      assert.deepEqual(await reach(guest, upstream.address), { ping: true, http: true });
     });
   });
 

@@ -7,9 +7,8 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH } from "../../src/dataplane/topology.js";
-import { exited, waitForOutput } from "./env.js";
+import { REPO_ROOT, exited, waitForOutput } from "./env.js";
 
 export interface ExecResult {
   /** Exit code, or -1 when killed by a signal (see `signal`). */
@@ -64,24 +63,6 @@ export async function runOk(cmd: string[], opts: ExecOptions = {}): Promise<Exec
   return r;
 }
 
-let root: string | undefined;
-
-/** The repository root: the nearest parent with netslot's package.json (works from src or dist). */
-export function repoRoot(): string {
-  if (root !== undefined) return root;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, "utf8")) as { name?: string }).name === "netslot") {
-      root = dir;
-      return dir;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error("netslot repository root not found");
-    dir = parent;
-  }
-}
-
 // Last-resort cleanup for kernel objects and processes a test created: runs synchronously
 // when the process exits or is interrupted, so a failing or aborted test leaves nothing.
 const cleanups = new Set<() => void>();
@@ -130,7 +111,7 @@ let relayBuilt: Promise<string> | undefined;
 /** Builds test/support/taprelay if needed (`make -C test/support`) and returns its path. */
 export function taprelayPath(): Promise<string> {
   relayBuilt ??= (async () => {
-    const dir = path.join(repoRoot(), "test", "support");
+    const dir = path.join(REPO_ROOT, "test", "support");
     await runOk(["make", "-s", "-C", dir], { timeoutMs: 60_000 });
     return path.join(dir, "taprelay");
   })();

@@ -9,7 +9,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { GUEST_MAC } from "../../src/dataplane/topology.js";
-import { registerCleanup, repoRoot, runOk } from "./guest.js";
+import { REPO_ROOT } from "./env.js";
+import { registerCleanup, runOk } from "./guest.js";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 const BEGIN_MARKER = "=== netslot-check begin ===";
@@ -39,11 +40,11 @@ const images = new Map<string, Promise<GuestImage>>();
  * Runs scripts/build-guest-image.sh (cached: a no-op after the first build; the first one
  * downloads Debian's kernel package, ~70 MB) and returns the image paths.
  */
-export function ensureGuestImage(cacheDir = path.join(repoRoot(), ".cache", "guest")): Promise<GuestImage> {
+export function ensureGuestImage(cacheDir = path.join(REPO_ROOT, ".cache", "guest")): Promise<GuestImage> {
   let image = images.get(cacheDir);
   if (!image) {
     image = (async () => {
-      await runOk([path.join(repoRoot(), "scripts", "build-guest-image.sh"), cacheDir], { timeoutMs: 600_000 });
+      await runOk([path.join(REPO_ROOT, "scripts", "build-guest-image.sh"), cacheDir], { timeoutMs: 600_000 });
       return { kernel: path.join(cacheDir, "vmlinuz"), initramfs: path.join(cacheDir, "initramfs.cpio.gz") };
     })();
     images.set(cacheDir, image);

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   clearEgressPolicyScript,
-  egressPolicyScript,
+  egressPolicyElements,
   deleteRootScript,
   foreignTables,
   resetScript,
@@ -244,17 +244,27 @@ describe("rootRuleCount", () => {
   });
 });
 
-describe("egress policy scripts", () => {
-  it("an allow-list adds its CIDRs and tap0 to the restricted set; [] restricts to nothing", () => {
-    assert.equal(
-      egressPolicyScript({ allow: ["203.0.113.0/24", "198.51.100.7/32"], deny: [] }),
-      `add element inet netslot egress_allow { 203.0.113.0/24, 198.51.100.7/32 }\nadd element inet netslot egress_restricted { "tap0" }\n`,
-    );
-    assert.equal(egressPolicyScript({ allow: [], deny: [] }), `add element inet netslot egress_restricted { "tap0" }\n`);
+describe("egress policy elements", () => {
+  const hex = (sets: ReturnType<typeof egressPolicyElements>) =>
+    sets.map((s) => ({ set: s.set, table: s.table, elements: s.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}`) }));
+
+  it("an allow-list adds its intervals and tap0 to the restricted set; [] restricts to nothing", () => {
+    assert.deepEqual(hex(egressPolicyElements({ allow: ["198.51.100.7/32", "203.0.113.0/24"], deny: [] })), [
+      { table: "netslot", set: "egress_allow", elements: ["c6336407", "c6336408 end", "cb007100", "cb007200 end"] },
+      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
+    ]);
+    assert.deepEqual(hex(egressPolicyElements({ allow: [], deny: [] })), [
+      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
+    ]);
   });
 
-  it("a deny-list only adds to egress_deny; the clear script flushes all three sets", () => {
-    assert.equal(egressPolicyScript({ allow: undefined, deny: ["10.0.0.0/8"] }), `add element inet netslot egress_deny { 10.0.0.0/8 }\n`);
+  it("a deny-list only adds to egress_deny; an interval reaching the top has no end element", () => {
+    assert.deepEqual(hex(egressPolicyElements({ allow: undefined, deny: ["10.0.0.0/8", "240.0.0.0/4"] })), [
+      { table: "netslot", set: "egress_deny", elements: ["0a000000", "0b000000 end", "f0000000"] },
+    ]);
+  });
+
+  it("the clear script flushes all three sets", () => {
     assert.equal(
       clearEgressPolicyScript(),
       "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_restricted\n",

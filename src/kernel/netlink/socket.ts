@@ -210,6 +210,37 @@ export class NetlinkSocket {
   }
 
   /**
+   * An nfnetlink batch (one nftables transaction): `begin`, `msgs` (each acked) and `end`
+   * in one datagram; the kernel applies all or none. Throws the first error after every
+   * ack is in. The batch must fit in one datagram (the socket's send buffer).
+   */
+  transaction(begin: Buffer, msgs: Buffer[], end: Buffer, operation = "netlink transaction"): void {
+    const pending = new Set<number>();
+    stampMessage(begin, NLM_F_REQUEST, this.nextSeq());
+    for (const m of msgs) {
+      const seq = this.nextSeq();
+      stampMessage(m, m.readUInt16LE(6) | NLM_F_REQUEST | NLM_F_ACK, seq);
+      pending.add(seq);
+    }
+    stampMessage(end, NLM_F_REQUEST, this.nextSeq());
+    libc.send(this.liveFd(), Buffer.concat([begin, ...msgs, end]));
+    let firstError: NetlinkError | undefined;
+    while (pending.size > 0) {
+      for (const m of this.receive(operation)) {
+        if (m.type !== NLMSG_ERROR || !pending.has(m.seq)) continue;
+        pending.delete(m.seq);
+        const e = decodeError(m.payload, m.flags);
+        if (e.errno !== 0) {
+          firstError ??= new NetlinkError(operation, e.errno, e.message);
+          // An aborted batch acks only up to the failing message.
+          pending.clear();
+        }
+      }
+    }
+    if (firstError) throw firstError;
+  }
+
+  /**
    * A dump: sends `msg` with NLM_F_DUMP and returns every message up to NLMSG_DONE. A dump
    * the kernel marks NLM_F_DUMP_INTR (the table changed while it was being walked) is
    * repeated, up to 5 times, then returned as is.
