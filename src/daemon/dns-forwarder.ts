@@ -52,8 +52,8 @@ interface Admissions {
 }
 
 export class DnsForwarder {
-  private guests!: dgram.Socket;
-  private upstream!: dgram.Socket;
+  private readonly guests = dgram.createSocket("udp4");
+  private readonly upstream = dgram.createSocket("udp4");
   private readonly pending = new Map<number, Pending>();
   private readonly admissions = new Map<number, Admissions>();
   private nextId = Math.floor(Math.random() * 0x10000);
@@ -67,8 +67,6 @@ export class DnsForwarder {
 
   /** Binds the guests' socket (an ephemeral port unless given) and the upstream one; returns the port. */
   async start(port = 0): Promise<number> {
-    this.guests = dgram.createSocket("udp4");
-    this.upstream = dgram.createSocket("udp4");
     this.guests.on("message", (msg, rinfo) => this.onQuery(msg, rinfo));
     this.upstream.on("message", (msg) => this.onAnswer(msg));
     // A bad datagram or an ICMP error must never take the daemon down.
@@ -86,8 +84,8 @@ export class DnsForwarder {
 
   close(): void {
     if (this.sweeper) clearInterval(this.sweeper);
-    this.guests?.close();
-    this.upstream?.close();
+    this.guests.close();
+    this.upstream.close();
   }
 
   private onQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
