@@ -266,7 +266,10 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
     });
     lap("conntrack");
-    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key) });
+    // Per-device IPv4/IPv6 settings come with the link dump above (one message per device
+    // instead of ~90 files); the rest are files.
+    const devices = new Map(links.map((l) => [l.name, l.devconf]));
+    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
     const states = xfrmStates().map(
       (s) =>
