@@ -52,6 +52,9 @@ export function writeNetSysctls(top: "ipv4" | "ipv6" | "core", entries: Array<[s
 export interface DeviceConf {
   ipv4?: readonly number[];
   ipv6?: readonly number[];
+  /** Neighbour parameters (RTM_GETNEIGHTBL) of the ARP and ND tables: NDTPA_* → value, times in ms. */
+  arp?: ReadonlyMap<number, number>;
+  ndisc?: ReadonlyMap<number, number>;
 }
 
 // Which array entry backs which file of /proc/sys/net/ipv{4,6}/conf/DEV (the kernel's
@@ -157,9 +160,62 @@ const IPV6_DEVCONF = new Map<string, number>(
   ] as Array<[number, string]>).map(([i, n]) => [n, i]),
 );
 
+/**
+ * Files of /proc/sys/net/ipv{4,6}/neigh/DEV → [NDTPA_* attribute, divisor]: the dump gives
+ * milliseconds; the *_ms files show them as such, the others seconds (proc_dointvec_jiffies)
+ * or USER_HZ ticks (proc_dointvec_userhz_jiffies, 1/100 s), except IPv6's retrans_time
+ * (raw jiffies, left to its file). Exact while HZ divides 1000
+ * (100, 250, 1000), which the test comparing the dump with the files checks on the host.
+ */
+const NEIGH_PARMS = new Map<string, [number, number]>([
+  ["base_reachable_time", [4, 1000]],
+  ["base_reachable_time_ms", [4, 1]],
+  ["retrans_time", [5, 10]],
+  ["retrans_time_ms", [5, 1]],
+  ["gc_stale_time", [6, 1000]],
+  ["delay_first_probe_time", [7, 1000]],
+  ["unres_qlen", [8, 1]],
+  ["app_solicit", [9, 1]],
+  ["ucast_solicit", [10, 1]],
+  ["mcast_solicit", [11, 1]],
+  ["anycast_delay", [12, 10]],
+  ["proxy_delay", [13, 10]],
+  ["proxy_qlen", [14, 1]],
+  ["locktime", [15, 10]],
+  ["unres_qlen_bytes", [16, 1]],
+  ["mcast_resolicit", [17, 1]],
+  ["interval_probe_time_ms", [19, 1]],
+]);
+
+/** For directory `key` (net.ipv4.conf.eth0, …): file name → its value from the dumps, or undefined (read the file). */
+function dumpedValues(key: string, devices: ReadonlyMap<string, DeviceConf>): ((name: string) => string | undefined) | undefined {
+  const m = /^net\.ipv([46])\.(conf|neigh)\.(.+)$/.exec(key);
+  const dev = m && devices.get(m[3]!);
+  if (!m || !dev) return undefined;
+  if (m[2] === "neigh") {
+    const parms = m[1] === "4" ? dev.arp : dev.ndisc;
+    if (!parms) return undefined;
+    return (name) => {
+      // IPv6's retrans_time is raw jiffies (ndisc_ifinfo_sysctl_change): read from its file.
+      if (m[1] === "6" && name === "retrans_time") return undefined;
+      const spec = NEIGH_PARMS.get(name);
+      const v = spec && parms.get(spec[0]);
+      return v === undefined ? undefined : String(Math.floor(v / spec![1]));
+    };
+  }
+  const conf = m[1] === "4" ? dev.ipv4 : dev.ipv6;
+  const slots = m[1] === "4" ? IPV4_DEVCONF : IPV6_DEVCONF;
+  if (!conf) return undefined;
+  return (name) => {
+    const i = slots.get(name);
+    if (i === undefined || i >= conf.length) return undefined;
+    return String(UNSIGNED_DEVCONF.has(name) ? conf[i]! >>> 0 : conf[i]);
+  };
+}
+
 /** The names under net.ipv{4,6}.conf.DEV that readAllNetSysctls takes from a link dump (for tests). */
-export function deviceConfNames(family: "ipv4" | "ipv6"): string[] {
-  return [...(family === "ipv4" ? IPV4_DEVCONF : IPV6_DEVCONF).keys()];
+export function deviceConfNames(family: "ipv4" | "ipv6", dir: "conf" | "neigh" = "conf"): string[] {
+  return [...(dir === "neigh" ? NEIGH_PARMS : family === "ipv4" ? IPV4_DEVCONF : IPV6_DEVCONF).keys()];
 }
 
 /**
@@ -183,28 +239,29 @@ export function readAllNetSysctls(
 ): Map<string, string> {
   const out = new Map<string, string>();
   const buf = Buffer.allocUnsafe(4096);
-  const walk = (dir: string, key: string) => {
-    // net.ipv4.conf.DEV / net.ipv6.conf.DEV of a device whose arrays came with the link dump.
-    const m = /^net\.ipv([46])\.conf\.(.+)$/.exec(key);
-    const conf = m ? opts.devices?.get(m[2]!)?.[m[1] === "4" ? "ipv4" : "ipv6"] : undefined;
-    const slots = m?.[1] === "4" ? IPV4_DEVCONF : IPV6_DEVCONF;
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+  // `rel`: the directory relative to the open top-level directory `dirFd`.
+  const walk = (dirFd: number, rel: string, key: string) => {
+    // net.ipv{4,6}.{conf,neigh}.DEV of a device whose settings came with the dumps.
+    const fromDump = opts.devices && dumpedValues(key, opts.devices);
+    const prefix = rel === "" ? "" : `${rel}/`;
+    for (const entry of fs.readdirSync(`/proc/thread-self/fd/${dirFd}/${rel}`, { withFileTypes: true })) {
       const childKey = `${key}.${entry.name}`;
       if (skip(childKey)) continue;
-      const childPath = `${dir}/${entry.name}`;
+      const childRel = `${prefix}${entry.name}`;
       if (entry.isDirectory()) {
-        walk(childPath, childKey);
+        walk(dirFd, childRel, childKey);
         continue;
       }
       // Entries the namespace cannot write mirror a host-wide value (or a state of their
       // own): the caller decides per key whether to keep them.
-      if (opts.readOnly && !writable(childKey, childPath) && !opts.readOnly(childKey)) continue;
-      const slot = conf && slots.get(entry.name);
-      if (conf && slot !== undefined && slot < conf.length) {
-        out.set(childKey, String(UNSIGNED_DEVCONF.has(entry.name) ? conf[slot]! >>> 0 : conf[slot]));
+      if (opts.readOnly && !writable(childKey, dirFd, childRel) && !opts.readOnly(childKey)) continue;
+      const dumped = fromDump?.(entry.name);
+      if (dumped !== undefined) {
+        out.set(childKey, dumped);
         continue;
       }
-      const fd = libc.openRaw(childPath, libc.O_RDONLY);
+      // openat on the directory's fd: a third cheaper than a path through /proc/thread-self.
+      const fd = libc.openAtRaw(dirFd, childRel, libc.O_RDONLY);
       if (fd < 0) continue; // write-only entries (e.g. route flush)
       const n = libc.readRaw(fd, buf);
       libc.close(fd);
@@ -218,7 +275,7 @@ export function readAllNetSysctls(
     const dirFd = libc.openRaw(`/proc/sys/net/${top.name}`, libc.O_RDONLY | O_DIRECTORY);
     if (dirFd < 0) continue;
     try {
-      walk(`/proc/thread-self/fd/${dirFd}`, key);
+      walk(dirFd, "", key);
     } finally {
       libc.close(dirFd);
     }
@@ -236,10 +293,10 @@ const O_WRONLY = 1;
  * twice would double the walk.
  */
 const writableCache = new Map<string, boolean>();
-function writable(key: string, file: string): boolean {
+function writable(key: string, dirFd: number, rel: string): boolean {
   let w = writableCache.get(key);
   if (w === undefined) {
-    const fd = libc.openRaw(file, O_WRONLY);
+    const fd = libc.openAtRaw(dirFd, rel, O_WRONLY);
     w = fd >= 0;
     if (fd >= 0) libc.close(fd);
     writableCache.set(key, w);
