@@ -81,7 +81,7 @@ export { bpfPinDir };
 export function defaultRouteDevice(): string | undefined {
   const rtnl = Rtnl.open();
   try {
-    const route = rtnl.routes(4).find((r) => r.dst === "default" && (r.table === undefined || r.table === 254));
+    const route = rtnl.routes(4).find((r) => r.dst === "default" && r.table === 254);
     if (route?.oif === undefined) return undefined;
     return rtnl.links().find((l) => l.index === route.oif)?.name;
   } finally {
@@ -580,7 +580,7 @@ export function inventory(prefix: string): KernelInventory {
   } finally {
     root.close();
   }
-  let rootTable = false;
+  let rootTable: boolean;
   let rootRules = 0;
   try {
     rootRules = rootRuleCount(nftJson(`list table inet ${prefix}`), prefix);

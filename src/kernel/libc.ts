@@ -226,7 +226,7 @@ export function ioctl(fd: number, request: number, arg: Buffer): void {
 
 /** The address of a buffer's memory, for structures that point at other buffers (ifreq.ifr_data). */
 export function addressOf(buf: Buffer): bigint {
-  return koffi.address(buf) as bigint;
+  return koffi.address(buf);
 }
 
 /** ioctl(2) returning -errno instead of throwing, for requests whose failure is an answer. */

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as libc from "./libc.js";
 
 function pathOf(key: string): string {
-  if (!/^net\.[A-Za-z0-9_.\-]+$/.test(key)) throw new Error(`not a net.* sysctl: ${key}`);
+  if (!/^net\.[A-Za-z0-9_.-]+$/.test(key)) throw new Error(`not a net.* sysctl: ${key}`);
   // Interface names may contain dots; callers pass them already in slash form when needed.
   return `/proc/sys/${key.replace(/\./g, "/")}`;
 }

@@ -272,7 +272,7 @@ describe("slot fingerprint on real slots", { skip }, () => {
         const py = `import ctypes,os,socket,time
 libc=ctypes.CDLL(None,use_errno=True)
 home=os.open("/proc/self/ns/net",os.O_RDONLY)
-assert libc.setns(os.open("${`/run/netns/${ns}`}",os.O_RDONLY),0x40000000)==0
+assert libc.setns(os.open("/run/netns/${ns}",os.O_RDONLY),0x40000000)==0
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",5353))
 assert libc.setns(home,0x40000000)==0
 print("bound",flush=True); time.sleep(1000)`;
