@@ -108,7 +108,7 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     const pinned = openPinnedDataplane(pinDir)!;
     try {
       pinned.setSlotVni(dp.addressing(1).slotMac, TENANT_VNI);
-      pinned.putSlot(EXTRA_MAC, { outsideAddress: "192.0.2.77", vni: 77 });
+      pinned.putSlot(EXTRA_MAC, { outsideAddress: "192.0.2.77", vni: 77, ifindex: 0 });
     } finally {
       pinned.close();
     }
