@@ -56,7 +56,7 @@ describe("placeholders", () => {
       "<link-net> src <slot-addr> dev eth0",
       "default via <host-addr> dev eth0",
       "local <slot-addr>/32 src <slot-addr>",
-      "<slot-mac> outside <outside-addr> vni 0 bound to eth0",
+      "<slot-mac> outside <outside-addr> vni 0",
       "udp <slot-addr>:4789",
       "ns <slot> here",
     ]);
