@@ -397,7 +397,7 @@ export function markdown(r: BenchResults): string {
       }
     }
   }
-  for (const f of r.refills ?? []) {
+  for (const f of r.refills) {
     out.push(`Pool refill ${f.when}: ${f.ok ? `all slots free again after ${round(f.seconds, 1)} s` : `**not refilled** after ${round(f.seconds, 1)} s (${f.pool})`}.`);
     out.push("");
   }

@@ -93,7 +93,7 @@ describe("a real daemon's answers match its OpenAPI document", { skip }, () => {
   /** One request, checked against the document the daemon itself serves. */
   async function call(daemon: DaemonProcess, index: number, method: string, urlPath: string, c: Call = {}): Promise<Answer & Checked> {
     const res = await request(daemon.socket, method, urlPath, c);
-    const checked = checkers[index].check(method, urlPath, res);
+    const checked = checkers[index]!.check(method, urlPath, res);
     return { ...res, ...checked };
   }
 
