@@ -403,8 +403,8 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
     const before = servers.output().length;
     const onHostVeth = await startTcpdump(undefined, ["-i", slot.hostVeth, "-Q", "in", "ip"], children);
     const onOtherVeth = await startTcpdump(undefined, ["-i", other.hostVeth, "-Q", "in", "ip"], children);
-    let vethText = "";
-    let otherText = "";
+    let vethText: string;
+    let otherText: string;
     // What a root process in the slot (an escaped VMM) can do: take the other slot's MAC.
     nsExec(slot.name, ["ip", "link", "set", "eth0", "address", other.slotMac]);
     try {
