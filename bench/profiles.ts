@@ -83,7 +83,7 @@ export async function benchProfiles(opts: {
     for (const name of names) {
       result.requestMs[name] = summarize(req.get(name)!);
       result.releaseMs[name] = summarize(rel.get(name)!);
-      log(`  ${name.padEnd(8)} request p50 ${round(result.requestMs[name]!.p50)} p99 ${round(result.requestMs[name]!.p99)} ms; release p99 ${round(result.releaseMs[name]!.p99)} ms`);
+      log(`  ${name.padEnd(8)} request p50 ${round(result.requestMs[name].p50)} p99 ${round(result.requestMs[name].p99)} ms; release p99 ${round(result.releaseMs[name].p99)} ms`);
     }
 
     const seconds = opts.quick ? 3 : 10;

@@ -219,7 +219,7 @@ async function main(): Promise<number> {
     results.footprint.identical = rules.length > 1 ? new Set(rules.map((x) => x.count)).size === 1 : undefined;
 
     if (kept) {
-      let daemon = kept.daemon;
+      let daemon: BenchDaemon | undefined = kept.daemon;
       let unregister = kept.unregister;
       const big = results.boot.find((b) => b.n === maxN)!;
       results.memory = {
@@ -328,7 +328,7 @@ async function main(): Promise<number> {
               const p = purgePrefix(daemon.prefix, daemon.stateDir);
               if (p.leftovers.length) log(`  purge left ${p.leftovers.length} objects`);
               unregister = () => {};
-              daemon = undefined as unknown as BenchDaemon;
+              daemon = undefined;
               break;
             }
           }

@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 
 function find(dir) {
   let out = [];
-  let entries = [];
+  let entries;
   try { entries = readdirSync(dir); } catch { return out; }
   for (const name of entries.sort()) {
     const p = join(dir, name);

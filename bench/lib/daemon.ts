@@ -85,14 +85,15 @@ function slotNamespaceCount(prefix: string): number {
 function sampleNetns(prefix: string, t0: number): { samples: Array<[number, number]>; intervalMs: number; stop(): Promise<void> } {
   const samples: Array<[number, number]> = [];
   let intervalMs = 0;
-  let sampling = true;
+  // An object, not a let: stop() flips it while the polling loop below runs.
+  const sampling = { on: true };
   let watcher: fs.FSWatcher | undefined;
   let sampler: Promise<void> = Promise.resolve();
   const seen = new Set<string>();
   const re = new RegExp(`^${prefix}-\\d+$`);
   try {
     watcher = fs.watch("/run/netns", (_event, filename) => {
-      if (!sampling || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
+      if (!sampling.on || typeof filename !== "string" || !re.test(filename) || seen.has(filename)) return;
       seen.add(filename);
       samples.push([now() - t0, seen.size]);
     });
@@ -100,7 +101,7 @@ function sampleNetns(prefix: string, t0: number): { samples: Array<[number, numb
     intervalMs = 10;
     sampler = (async () => {
       let last = -1;
-      while (sampling) {
+      while (sampling.on) {
         const c = slotNamespaceCount(prefix);
         if (c !== last) {
           samples.push([now() - t0, c]);
@@ -116,7 +117,7 @@ function sampleNetns(prefix: string, t0: number): { samples: Array<[number, numb
       return intervalMs;
     },
     async stop() {
-      sampling = false;
+      sampling.on = false;
       watcher?.close();
       await sampler;
     },
@@ -160,7 +161,7 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
     await sampler?.stop();
     await daemon.kill9();
     const exit = daemon.process.exitCode ?? daemon.process.signalCode;
-    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready (exit ${exit}): ${errorText(err)}\n${daemon.output().slice(-4000)}`);
+    throw new Error(`daemon ${spec.prefix} (N=${spec.poolSize}) did not become ready (exit ${exit}): ${errorText(err)}\n${daemon.output().slice(-4000)}`, { cause: err });
   }
   await sampler?.stop();
 
@@ -188,14 +189,14 @@ export async function startBenchDaemon(spec: DaemonSpec): Promise<BenchDaemon> {
     client,
     start,
     lines,
-    output: daemon.output,
-    running: daemon.running,
+    output: () => daemon.output(),
+    running: () => daemon.running(),
     async stop() {
       const s = now();
       await daemon.stop({ killAfterMs: 30_000 });
       return now() - s;
     },
-    kill9: daemon.kill9,
+    kill9: () => daemon.kill9(),
   };
 }
 
@@ -216,7 +217,7 @@ export function purgePrefix(prefix: string, stateDir: string): PurgeResult {
   if (!/^b[a-z0-9]{5}$/.test(prefix)) throw new Error(`refusing to purge a prefix the bench did not make: ${prefix}`);
   const s = now();
   let ok = true;
-  let output = "";
+  let output: string;
   try {
     output = sh(process.execPath, [CLI, "purge", "--prefix", prefix, "--state-dir", stateDir], { timeoutMs: 600_000 });
   } catch (err) {

@@ -241,6 +241,21 @@ export function evaluateTargets(r: BenchResults): TargetRow[] {
       spec: `${SPEC}#s16`,
     });
   }
+  // S17 tenancy checks
+  {
+    const one = r.tenancy?.levels.find((l) => l.clients === 1);
+    rows.push({
+      id: "S17",
+      what: "request p50 with four configured consumers vs none, 1 client",
+      target: "≤ 1.10×",
+      measured: one
+        ? `${round(one.four.requestMs.p50, 3)} vs ${round(one.none.requestMs.p50, 3)} ms (p99 ${round(one.four.requestMs.p99, 2)} vs ${round(one.none.requestMs.p99, 2)} ms); checks ${round(r.tenancy!.checksUs, 1)} µs in-process`
+        : "—",
+      ratio: one ? `${round(one.requestP50Ratio, 3)}×` : "—",
+      pass: one ? one.requestP50Ratio <= 1.1 : null,
+      spec: `${SPEC}#s17`,
+    });
+  }
   return rows;
 }
 
@@ -382,7 +397,7 @@ export function markdown(r: BenchResults): string {
       }
     }
   }
-  for (const f of r.refills ?? []) {
+  for (const f of r.refills) {
     out.push(`Pool refill ${f.when}: ${f.ok ? `all slots free again after ${round(f.seconds, 1)} s` : `**not refilled** after ${round(f.seconds, 1)} s (${f.pool})`}.`);
     out.push("");
   }

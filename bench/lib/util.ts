@@ -15,7 +15,7 @@ export function benchPrefix(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   const bytes = randomBytes(5);
   let out = "b";
-  for (const b of bytes) out += alphabet[b % alphabet.length];
+  for (const b of bytes) out += alphabet.charAt(b % alphabet.length);
   return out;
 }
 
@@ -123,7 +123,8 @@ export interface MachineInfo {
   kernel: string;
   node: string;
   os: string;
-  loadAverageAtStart: number[];
+  /** Absent in results written before it was recorded. */
+  loadAverageAtStart?: number[];
 }
 
 export function machineInfo(): MachineInfo {

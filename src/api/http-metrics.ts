@@ -25,7 +25,7 @@ export class HttpMetrics {
       hist = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
       this.latency.set(histKey, hist);
     }
-    for (let i = 0; i < LATENCY_BUCKETS.length; i++) if (seconds <= LATENCY_BUCKETS[i]) hist.buckets[i]++;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) if (seconds <= LATENCY_BUCKETS[i]!) hist.buckets[i]!++;
     hist.sum += seconds;
     hist.count++;
   }

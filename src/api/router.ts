@@ -123,8 +123,8 @@ export class Router {
       let error: NetslotError | null = null;
       let matches = true;
       for (let i = 0; i < parts.length && matches; i++) {
-        const segment = route.segments[i];
-        const part = parts[i];
+        const segment = route.segments[i]!;
+        const part = parts[i]!;
         if ("literal" in segment) {
           matches = segment.literal === part;
           continue;

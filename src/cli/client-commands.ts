@@ -221,7 +221,7 @@ function runInNetns(opts: ClientCommandOptions, netns: string, argv: string[]): 
     });
     child.once("exit", (code, signal) => {
       if (code !== null) done(code);
-      else done(128 + (signal ? (os.constants.signals[signal] ?? 0) : 0));
+      else done(128 + (signal ? os.constants.signals[signal] : 0));
     });
   });
 }

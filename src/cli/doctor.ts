@@ -12,7 +12,8 @@ const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 interface Check {
   name: string;
   required: boolean;
-  run: () => Promise<string | void> | string | void;
+  /** Throws when the item is missing; a string it returns is shown as the detail. */
+  run: () => unknown;
   fix: string;
 }
 
@@ -20,25 +21,25 @@ export async function doctor(): Promise<number> {
   const scratch = `nsldoc${randomBytes(3).toString("hex")}`;
   // Kernel modules are imported lazily: a missing library must be a doctor line, not a crash.
   const checks: Check[] = [
-    { name: "running as root", required: true, run: () => void assert(process.getuid?.() === 0, "not root"), fix: "run netslot as root" },
+    { name: "running as root", required: true, run: () => assert(process.getuid?.() === 0, "not root"), fix: "run netslot as root" },
     {
       name: "Node.js 20 or newer",
       required: true,
-      run: () => void assert(Number(process.versions.node.split(".")[0]) >= 20, process.versions.node),
+      run: () => assert(Number(process.versions.node.split(".")[0]) >= 20, process.versions.node),
       fix: "install Node.js 20",
     },
-    { name: "/dev/net/tun", required: true, run: () => void assert(fs.existsSync("/dev/net/tun"), "missing"), fix: "modprobe tun" },
+    { name: "/dev/net/tun", required: true, run: () => assert(fs.existsSync("/dev/net/tun"), "missing"), fix: "modprobe tun" },
     {
       name: "libnftables (FFI)",
       required: true,
-      run: async () => void (await import("../kernel/nft.js")),
+      run: () => import("../kernel/nft.js"),
       fix: "apt-get install libnftables1",
     },
-    { name: "libbpf (FFI)", required: true, run: async () => void (await import("../kernel/bpf.js")), fix: "apt-get install libbpf1" },
+    { name: "libbpf (FFI)", required: true, run: () => import("../kernel/bpf.js"), fix: "apt-get install libbpf1" },
     {
       name: "eBPF object bpf/nat.o built",
       required: true,
-      run: () => void assert(fs.existsSync(BPF_OBJECT), `${BPF_OBJECT} missing`),
+      run: () => assert(fs.existsSync(BPF_OBJECT), `${BPF_OBJECT} missing`),
       fix: "npm run build (needs clang, libbpf-dev)",
     },
     {
@@ -57,7 +58,7 @@ export async function doctor(): Promise<number> {
   for (const check of checks) {
     try {
       const detail = await check.run();
-      line(true, check.name, detail ?? "");
+      line(true, check.name, typeof detail === "string" ? detail : "");
     } catch (err) {
       line(false, check.name, (err as Error).message, check.fix, check.required);
     }

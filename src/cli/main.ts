@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The netslot command line. Client commands talk to the daemon over its socket; `daemon`,
 // `purge`, `doctor` and `check` work on this host directly.
+import { parseArgs } from "node:util";
 import { parseDaemonArgs, ConfigError, DEFAULTS } from "../daemon/config.js";
 
 const USAGE = `netslot — network slots for micro-VMs
@@ -35,25 +36,47 @@ interface Parsed {
   rest: string[];
 }
 
-function parse(argv: string[]): Parsed {
-  const positional: string[] = [];
-  const flags = new Map<string, string | true>();
-  const boolean = new Set(["--json", "--help"]);
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "--") return { positional, flags, rest: argv.slice(i + 1) };
-    if (arg.startsWith("--")) {
-      const eq = arg.indexOf("=");
-      if (eq > 0) flags.set(arg.slice(0, eq), arg.slice(eq + 1));
-      else if (boolean.has(arg)) flags.set(arg, true);
-      else {
-        const value = argv[++i];
-        if (value === undefined) throw new ConfigError(`${arg} needs a value`);
-        flags.set(arg, value);
-      }
-    } else positional.push(arg);
+// Each client and host command's flags; parsed by node:util parseArgs in strict mode, so a
+// mistyped flag (`--sockt`) is refused with exit code 2 instead of silently ignored.
+const SOCKET = { socket: { type: "string" } } as const;
+const COMMAND_FLAGS: Record<string, Record<string, { type: "string" | "boolean" }>> = {
+  status: { ...SOCKET },
+  lease: { ...SOCKET, ttl: { type: "string" }, vni: { type: "string" }, cidr: { type: "string" }, json: { type: "boolean" } },
+  release: { ...SOCKET },
+  exec: { ...SOCKET },
+  quarantine: { ...SOCKET },
+  drain: { ...SOCKET, json: { type: "boolean" } },
+  undrain: { ...SOCKET, json: { type: "boolean" } },
+  upgrade: { ...SOCKET, json: { type: "boolean" } },
+  purge: { prefix: { type: "string" }, "state-dir": { type: "string" } },
+  check: { prefix: { type: "string" }, "state-dir": { type: "string" }, "link-cidr": { type: "string" } },
+  doctor: {},
+};
+
+/** This command's lines of the usage text. */
+function usageOf(command: string): string {
+  const lines = USAGE.split("\n").filter((l) => l.startsWith(`  netslot ${command}`) || (command.endsWith("drain") && l.startsWith("  netslot drain")));
+  return `Usage:\n${lines.join("\n")}\n`;
+}
+
+function parse(command: string, argv: string[]): Parsed {
+  const cut = argv.indexOf("--");
+  const own = cut < 0 ? argv : argv.slice(0, cut);
+  const rest = cut < 0 ? [] : argv.slice(cut + 1);
+  let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({ args: own, options: { ...COMMAND_FLAGS[command], help: { type: "boolean" } }, strict: true, allowPositionals: true }));
+  } catch (err) {
+    // parseArgs' messages run to several lines with a hint; one line is enough here.
+    throw new ConfigError(`${command}: ${(err as Error).message.split("\n")[0]!.replace(/\. To specify a positional.*$/, "")} (see netslot ${command} --help)`, { cause: err });
   }
-  return { positional, flags, rest: [] };
+  const flags = new Map<string, string | true>();
+  for (const [name, value] of Object.entries(values)) {
+    if (typeof value === "string") flags.set(`--${name}`, value);
+    else if (value === true) flags.set(`--${name}`, true);
+  }
+  return { positional: positionals, flags, rest };
 }
 
 function str(p: Parsed, flag: string, fallback: string): string {
@@ -104,7 +127,15 @@ async function main(argv: string[]): Promise<number> {
     const { main: installService } = await import("./install-service.js");
     return installService(args);
   }
-  const p = parse(args);
+  if (!(command in COMMAND_FLAGS)) {
+    process.stderr.write(`netslot: unknown command "${command}"\n\n${USAGE}`);
+    return 2;
+  }
+  const p = parse(command, args);
+  if (p.flags.get("--help") === true) {
+    process.stdout.write(usageOf(command));
+    return 0;
+  }
   const socket = str(p, "--socket", process.env.NETSLOT_SOCKET ?? DEFAULTS.socket);
   const client = await import("./client-commands.js");
   switch (command) {

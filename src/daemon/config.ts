@@ -116,7 +116,7 @@ function readConfigFile(path: string): Partial<DaemonConfig> {
   for (const key of Object.keys(parsed)) {
     if (!known.has(key)) throw new ConfigError(`config file ${path}: unknown key "${key}"`);
   }
-  return parsed as Partial<DaemonConfig>;
+  return parsed;
 }
 
 export function validateConfig(config: DaemonConfig): void {

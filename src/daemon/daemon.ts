@@ -80,7 +80,7 @@ export async function runDaemon(config: DaemonConfig, args: string[] = []): Prom
     await serve(config, args, handover);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    await cannotServeReported(`${(err as Error).message}`);
+    await cannotServeReported((err as Error).message);
   }
 }
 
@@ -153,7 +153,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
-  const tty = config.progress && process.stderr.isTTY === true;
+  const tty = config.progress && process.stderr.isTTY;
   let lastPrinted = 0;
   const pool = new Pool({
     bootId: kernelBootId(),

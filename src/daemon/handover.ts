@@ -117,7 +117,7 @@ export class Handover {
     });
     const channel = new Channel(child);
     let quiesced = false;
-    let heldFrom = 0;
+    let heldFrom: number;
     try {
       await channel.next("prepared", PREPARE_TIMEOUT_MS);
       heldFrom = performance.now();

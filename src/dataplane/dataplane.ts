@@ -81,7 +81,7 @@ export { bpfPinDir };
 export function defaultRouteDevice(): string | undefined {
   const rtnl = Rtnl.open();
   try {
-    const route = rtnl.routes(4).find((r) => r.dst === "default" && (r.table === undefined || r.table === 254));
+    const route = rtnl.routes(4).find((r) => r.dst === "default" && r.table === 254);
     if (route?.oif === undefined) return undefined;
     return rtnl.links().find((l) => l.index === route.oif)?.name;
   } finally {
@@ -480,7 +480,7 @@ export class SlotDataplane {
   }
 
   /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
-  fingerprint(index: number): Fingerprint {
+  fingerprint(index: number, timings?: Record<string, number>): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
@@ -490,7 +490,7 @@ export class SlotDataplane {
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
-    });
+    }, timings);
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {
@@ -580,7 +580,7 @@ export function inventory(prefix: string): KernelInventory {
   } finally {
     root.close();
   }
-  let rootTable = false;
+  let rootTable: boolean;
   let rootRules = 0;
   try {
     rootRules = rootRuleCount(nftJson(`list table inet ${prefix}`), prefix);

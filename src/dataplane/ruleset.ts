@@ -192,7 +192,7 @@ function isSlotTable(t: NftTableRef): boolean {
 }
 
 function deleteTableCommand(t: NftTableRef): string {
-  if (!FAMILIES.has(t.family)) throw new Error(`unknown nftables family "${String(t.family)}"`);
+  if (!FAMILIES.has(t.family)) throw new Error(`unknown nftables family "${t.family}"`);
   if (t.handle !== undefined) {
     if (!Number.isSafeInteger(t.handle) || t.handle < 0) throw new Error(`bad table handle ${t.handle}`);
     return `delete table ${t.family} handle ${t.handle}\n`;

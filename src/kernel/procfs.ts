@@ -96,7 +96,7 @@ export interface NsProcess {
 export function processesInNetns(ns: NsId): NsProcess[] {
   const out: NsProcess[] = [];
   for (const pid of numericEntries("/proc")) {
-    let leaderIn = false;
+    let leaderIn: boolean;
     try {
       leaderIn = sameNs(nsIdOf(`/proc/${pid}/ns/net`), ns);
     } catch {

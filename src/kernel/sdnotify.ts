@@ -20,7 +20,7 @@ export function sdNotify(state: string, notifySocket = process.env.NOTIFY_SOCKET
     libc.sendto(fd, Buffer.from(state), libc.MSG_NOSIGNAL, addr);
     return true;
   } catch (err) {
-    throw new Error(`sd_notify to ${notifySocket}: ${(err as Error).message}`);
+    throw new Error(`sd_notify to ${notifySocket}: ${(err as Error).message}`, { cause: err });
   } finally {
     libc.close(fd);
   }

@@ -19,7 +19,7 @@ export function listenUnix(path: string, backlog = 511): number {
     libc.listen(fd, backlog);
   } catch (err) {
     libc.close(fd);
-    throw new Error(`cannot listen on ${path}: ${libc.strerror((err as libc.SyscallError).errno)}`);
+    throw new Error(`cannot listen on ${path}: ${libc.strerror((err as libc.SyscallError).errno)}`, { cause: err });
   }
   return fd;
 }

@@ -23,7 +23,7 @@ export class SlotTable {
 
   constructor(size: number) {
     const now = new Date().toISOString();
-    this.slots = Array.from({ length: size }, () => ({ state: "missing" as SlotState, since: now }));
+    this.slots = Array.from({ length: size }, () => ({ state: "missing", since: now }));
   }
 
   get size(): number {

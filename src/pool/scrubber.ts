@@ -109,7 +109,10 @@ export class Scrubber {
     this.running = undefined;
     worker.on("message", (reply: Reply | { type: "started"; id: number }) => {
       if (worker !== this.worker) return;
-      if (reply.type === "started") return this.started(reply.id);
+      if (reply.type === "started") {
+        this.started(reply.id);
+        return;
+      }
       const p = this.pending.get(reply.id);
       if (reply.id === this.running) this.stopClock();
       if (!p) return;
@@ -162,7 +165,7 @@ export class Scrubber {
   private send<T extends Reply>(job: JobRequest): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      const full = { ...job, id } as ScrubJob;
+      const full = { ...job, id };
       this.pending.set(id, { job: full, resolve: resolve as (r: Reply) => void, reject, attempts: 0 });
       this.worker.postMessage(full);
     });

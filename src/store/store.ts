@@ -228,7 +228,7 @@ function rowToLease(row: LeaseRow): StoredLease {
     expiresAt: row.expires_at,
   };
   if (row.network !== null) lease.network = JSON.parse(row.network) as TenantNetwork;
-  if (row.profile !== null && row.profile !== undefined) lease.profile = row.profile;
+  if (row.profile !== null) lease.profile = row.profile;
   if (row.owner_pid !== null) lease.ownerPid = row.owner_pid;
   if (row.owner_start !== null) lease.ownerStart = row.owner_start;
   if (row.ttl_seconds !== null) lease.ttlSeconds = row.ttl_seconds;
@@ -460,7 +460,7 @@ export class LeaseStore {
   }
 
   private setOne(idx: number, state: StoredSlotState, reason: string | null, now: string): void {
-    if (!STORED_SLOT_STATES.includes(state)) throw new TypeError(`not a stored slot state: ${String(state)}`);
+    if (!STORED_SLOT_STATES.includes(state)) throw new TypeError(`not a stored slot state: ${state}`);
     if (state === "free" || state === "leased") {
       const lease = this.st.leaseBySlot.get(idx);
       if (state === "free" && lease !== undefined) throw new Error(`slot ${idx} cannot be free: lease ${lease.id} holds it`);

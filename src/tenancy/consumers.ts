@@ -148,13 +148,13 @@ export function parseConsumers(entries: readonly unknown[], poolSize: number): C
       vnis = mergeRanges(c["vnis"].map((v) => parseVniRange(v, who)));
     }
     const quota = c["quota"] ?? {};
-    if (typeof quota !== "object" || quota === null || Array.isArray(quota)) throw new Error(`${who}: quota must be an object`);
+    if (typeof quota !== "object" || Array.isArray(quota)) throw new Error(`${who}: quota must be an object`);
     const q = quota as Record<string, unknown>;
     for (const key of Object.keys(q)) if (key !== "reserved" && key !== "max") throw new Error(`${who}: unknown quota key "${key}"`);
     if (q["reserved"] !== undefined && !isCount(q["reserved"])) throw new Error(`${who}: quota.reserved must be a whole number >= 0`);
     if (q["max"] !== undefined && !(isCount(q["max"]) && q["max"] >= 1)) throw new Error(`${who}: quota.max must be a whole number >= 1`);
-    const reserved = (q["reserved"] as number | undefined) ?? 0;
-    const max = (q["max"] as number | undefined) ?? null;
+    const reserved = (q["reserved"]) ?? 0;
+    const max = (q["max"]) ?? null;
     if (max !== null && reserved > max) throw new Error(`${who}: quota.reserved ${reserved} is larger than quota.max ${max}`);
     reservedTotal += reserved;
     const priority = c["priority"] ?? 0;

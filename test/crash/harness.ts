@@ -258,7 +258,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
   };
   const waitExit = (d: DaemonHandle, ms: number) =>
     new Promise<boolean>((resolve) => {
-      if (exited(d)) return resolve(true);
+      if (exited(d)) { resolve(true); return; }
       const timer = setTimeout(() => resolve(false), ms);
       d.process.once("exit", () => {
         clearTimeout(timer);
@@ -400,7 +400,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
     const holder: Holder = { child, pid: child.pid!, leases: new Map(), dead: false, ready: Promise.resolve() };
     holder.ready = new Promise<void>((resolve) => {
       let buf = "";
-      child.stdout!.on("data", (d: Buffer) => {
+      child.stdout.on("data", (d: Buffer) => {
         buf += d.toString();
         let nl;
         while ((nl = buf.indexOf("\n")) >= 0) {
@@ -419,7 +419,7 @@ export async function runCrashLoop(opts: CrashRunOptions): Promise<CrashRunResul
       });
       child.once("exit", () => resolve());
     });
-    child.stderr!.resume();
+    child.stderr.resume();
     holders.push(holder);
     return holder;
   };

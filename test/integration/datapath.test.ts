@@ -56,8 +56,8 @@ async function spawnReady(netns: string, cmd: string[], marker: string, children
   const child = spawn("ip", ["netns", "exec", netns, ...cmd], { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let out = "";
-  child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
-  child.stderr!.on("data", (b: Buffer) => (out += b.toString()));
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr.on("data", (b: Buffer) => (out += b.toString()));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${cmd.join(" ")}: not ready after 10 s: ${out}`)), 10_000);
     const check = () => {
@@ -66,8 +66,8 @@ async function spawnReady(netns: string, cmd: string[], marker: string, children
         resolve();
       }
     };
-    child.stdout!.on("data", check);
-    child.stderr!.on("data", check);
+    child.stdout.on("data", check);
+    child.stderr.on("data", check);
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
       reject(new Error(`${cmd.join(" ")} exited (${signal ?? code}): ${out}`));
@@ -272,9 +272,9 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
     const atGuest = await startTcpdump(guest!.netns, ["-i", "g0", "-Q", "in", "ip"], children);
     // ICMP toward the slot, after the host's NAT and before the slot's eBPF: tells which one broke a checksum.
     const towardSlot = await startTcpdump(undefined, ["-i", slot.hostVeth, "-Q", "out", "icmp"], children);
-    let upText = "";
-    let guestText = "";
-    let towardSlotText = "";
+    let upText: string;
+    let guestText: string;
+    let towardSlotText: string;
     try {
       const tcp = await node(TCP_ECHO_CLIENT, upstream!.address, "100000");
       assert.match(tcp.stdout, /^tcp ok 100000$/m, tcp.stdout + tcp.stderr);
@@ -315,8 +315,8 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
     const onTap = await startTcpdump(slot.name, ["-i", "tap0", "-Q", "in", "ip"], children);
     const onHostVeth = await startTcpdump(undefined, ["-i", slot.hostVeth, "-Q", "in", "ip"], children);
     const before = servers.output().length;
-    let tapText = "";
-    let vethText = "";
+    let tapText: string;
+    let vethText: string;
     try {
       const udp = await node(UDP_ECHO_CLIENT, upstream!.address, "500");
       assert.match(udp.stdout, /^udp ok 500$/m, udp.stdout + udp.stderr);
@@ -363,7 +363,7 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
     // the guest quotes a partial one and the quote is "bad" before any NAT touches it.
     assert.equal(setTxChecksum("/proc/self/ns/net", slot.hostVeth, false), false, "host veth tx checksum offload off");
     const onHostVeth = await startTcpdump(undefined, ["-i", slot.hostVeth, "-Q", "in", "icmp"], children);
-    let text = "";
+    let text: string;
     try {
       const r = await run([process.execPath, "-e", UDP_CLOSED_PORT_CLIENT, lease.slot.outsideAddress, "9999"], { timeoutMs: 20_000 });
       assert.match(r.stdout, /^error ECONNREFUSED$/m, `no port unreachable from the guest reached the host: ${r.stdout}${r.stderr}`);

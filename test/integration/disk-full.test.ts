@@ -158,7 +158,7 @@ setInterval(() => {}, 1 << 30);
 
   it("DELETE of the held lease either works or fails cleanly with store_unavailable", async () => {
     const answer = await raw(daemon!.socket, "DELETE", `/v1/leases/${held.id}`);
-    process.stdout.write(`DELETE on the full disk answered ${answer.status}${answer.body.code ? ` ${String(answer.body.code)}` : ""}\n`);
+    process.stdout.write(`DELETE on the full disk answered ${answer.status}${typeof answer.body.code === "string" ? ` ${answer.body.code}` : ""}\n`);
     if (answer.status === 204) {
       deleted = true;
     } else {
@@ -204,8 +204,8 @@ setInterval(() => {}, 1 << 30);
     if (!deleted) await daemon!.client.release(held.id);
     await daemon!.client.release(fresh.id);
     // Every slot comes back: none stuck in scrubbing because a store write failed meanwhile.
-    await waitFor(async () => (await daemon!.client.pool()).free === POOL, 5000).catch(async (err: Error) => {
-      throw new Error(`pool did not come back whole: ${counts(await daemon!.client.pool())} (${err.message})`);
+    await waitFor(async () => (await daemon!.client.pool()).free === POOL, 5000).catch(async (err: unknown) => {
+      throw new Error(`pool did not come back whole: ${counts(await daemon!.client.pool())} (${(err as Error).message})`);
     });
     assert.deepEqual(checkInvariants({ prefix, stateDir: daemon!.stateDir, linkCidr: daemon!.linkCidr, expectLeases: [] }), []);
     alive();

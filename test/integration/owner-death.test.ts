@@ -56,12 +56,12 @@ setInterval(() => {}, 1 << 30);
     const child = spawn(process.execPath, [script, daemon!.socket], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
-    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const owner: Owner = { child, pid: child.pid!, ids: [] };
     owners.push(owner);
-    await waitFor(() => out.includes("\n"), 10_000, { abort: () => child.exitCode !== null }).catch((e: Error) => {
-      throw new Error(`owner process gave no lease ids: ${e.message}\n${out}${err}`);
+    await waitFor(() => out.includes("\n"), 10_000, { abort: () => child.exitCode !== null }).catch((e: unknown) => {
+      throw new Error(`owner process gave no lease ids: ${(e as Error).message}\n${out}${err}`);
     });
     owner.ids = JSON.parse(out.trim()) as string[];
     assert.equal(owner.ids.length, 2);
@@ -98,8 +98,8 @@ setInterval(() => {}, 1 << 30);
     }
     assert.equal((await daemon!.client.pool()).leased, 2);
     const killedAt = await killOwner(owner);
-    await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000).catch((err: Error) => {
-      throw new Error(`leases of the dead owner still there after 1 s: ${err.message}`);
+    await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000).catch((err: unknown) => {
+      throw new Error(`leases of the dead owner still there after 1 s: ${(err as Error).message}`);
     });
     const ms = performance.now() - killedAt;
     assert.ok(ms <= 1000, `took ${ms.toFixed(0)} ms`);

@@ -24,6 +24,7 @@ function run(cmd: string, args: string[], input?: string): string {
 }
 
 /** `ip -n NS -j ARGS` parsed. */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- a typed JSON reader: the caller names the shape
 function ipj<T = Record<string, unknown>[]>(ns: string, args: string[]): T {
   const out = run("ip", ["-n", ns, "-j", ...args]);
   return (out.trim() === "" ? [] : JSON.parse(out)) as T;
@@ -253,9 +254,9 @@ describe("rtnl (integration)", () => {
     const r6 = rtA.rules(6).find((r) => r.priority === 1001);
     assert.deepEqual(r6, { family: 6, priority: 1001, table: 101, action: 1, dst: "fd00::/8", oifname: "va0" });
     assert.ok(rtA.rules(4).some((r) => r.priority === 32766 && r.table === 254));
-    rtA.deleteRule(r4!);
-    rtA.deleteRule(r6!);
-    rtA.deleteRule(r6!); // idempotent
+    rtA.deleteRule(r4);
+    rtA.deleteRule(r6);
+    rtA.deleteRule(r6); // idempotent
     assert.equal(ipj<unknown[]>(NS_A, ["rule", "show", "priority", "1000"]).length, 0);
     assert.equal(ipj<unknown[]>(NS_A, ["-6", "rule", "show", "priority", "1001"]).length, 0);
     assert.ok(rtA.rules(4).some((r) => r.priority === 32766), "main rule untouched");
@@ -331,7 +332,7 @@ describe("rtnl (integration)", () => {
     assert.equal(ing[0]!.bpf?.name, "nat_ingress");
     assert.equal(ing[0]!.bpf?.directAction, true);
     assert.match(ing[0]!.bpf?.tag ?? "", /^[0-9a-f]{16}$/);
-    const firstId = ing[0]!.bpf!.id!;
+    const firstId = ing[0]!.bpf.id!;
     assert.ok(firstId > 0);
     const eg = rtA.filters(va.index, "egress");
     assert.deepEqual(eg.map((f) => [f.priority, f.handle, f.bpf?.name]), [[7, 3, "nat_egress"]]);

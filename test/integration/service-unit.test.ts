@@ -158,8 +158,8 @@ describe("packaging/netslot.service: ExecStart runs the daemon", { skip: isRoot(
     const execStart = unit.get("Service")?.get("ExecStart");
     assert.equal(execStart?.length, 1, "exactly one ExecStart");
     // No quoting in this unit's ExecStart; a leading prefix character (-, @, +, !) would be systemd's.
-    assert.match(execStart![0]!, /^[^-@+!:]/);
-    argv = execStart![0]!.split(/\s+/).map((a) => a.replace(INSTALL_ROOT, REPO_ROOT));
+    assert.match(execStart[0]!, /^[^-@+!:]/);
+    argv = execStart[0]!.split(/\s+/).map((a) => a.replace(INSTALL_ROOT, REPO_ROOT));
     assert.ok(argv.includes(CLI), `ExecStart runs ${INSTALL_ROOT}/dist/src/cli/main.js: ${argv.join(" ")}`);
     assert.ok(argv.includes("daemon"));
   });
@@ -181,13 +181,13 @@ describe("packaging/netslot.service: ExecStart runs the daemon", { skip: isRoot(
     const proc = spawn(argv[0]!, [...argv.slice(1), ...testFlags], { stdio: ["ignore", "pipe", "pipe"], env: env() });
     child = proc;
     let output = "";
-    proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stderr.on("data", (d: Buffer) => (output += d.toString()));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
     const client = new NetslotClient({ socketPath: socket, timeoutMs: 2000 });
     try {
-      await waitFor(async () => (await client.health()).status === "ready", 60_000, { abort: () => proc.exitCode !== null }).catch((err: Error) => {
-        throw new Error(`daemon from ExecStart did not become ready: ${err.message}\n${output}`);
+      await waitFor(async () => (await client.health()).status === "ready", 60_000, { abort: () => proc.exitCode !== null }).catch((err: unknown) => {
+        throw new Error(`daemon from ExecStart did not become ready: ${(err as Error).message}\n${output}`);
       });
       assert.equal((await client.pool()).size, 2);
     } finally {
@@ -210,19 +210,19 @@ describe("packaging/netslot.service: ExecStart runs the daemon", { skip: isRoot(
     const notifySocket = path.join(dir, "notify.sock");
     const receiver = spawn("socat", ["-u", `UNIX-RECV:${notifySocket}`, "STDOUT"], { stdio: ["ignore", "pipe", "inherit"] });
     let notified = "";
-    receiver.stdout!.on("data", (d: Buffer) => (notified += d.toString()));
+    receiver.stdout.on("data", (d: Buffer) => (notified += d.toString()));
     await waitFor(() => fs.existsSync(notifySocket), 5_000);
     const testFlags = ["--prefix", prefix, "--state-dir", stateDir, "--socket", socket, "--uplink", upstream!.uplink, "--pool-size", "2", "--link-cidr", linkCidr];
     const proc = spawn(argv[0]!, [...argv.slice(1), ...testFlags], { stdio: ["ignore", "pipe", "pipe"], env: { ...env(), NOTIFY_SOCKET: notifySocket } });
     child = proc;
     let output = "";
-    proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stderr.on("data", (d: Buffer) => (output += d.toString()));
     const mainPids = () => [...notified.matchAll(/MAINPID=(\d+)/g)].map((m) => Number(m[1]));
     let newPid: number | undefined;
     try {
-      await waitFor(() => /READY=1/.test(notified), 60_000, { abort: () => proc.exitCode !== null }).catch((err: Error) => {
-        throw new Error(`no READY=1: ${err.message}\n${output}`);
+      await waitFor(() => /READY=1/.test(notified), 60_000, { abort: () => proc.exitCode !== null }).catch((err: unknown) => {
+        throw new Error(`no READY=1: ${(err as Error).message}\n${output}`);
       });
       assert.deepEqual(mainPids(), [proc.pid]);
       const reload = (value(unit, "Service", "ExecReload") ?? "").split(/\s+/).map((a) => a.replace(INSTALL_ROOT, REPO_ROOT));

@@ -107,7 +107,7 @@ describe("lease store on a full disk", { skip: isRoot ? false : "needs root (mou
       raw.close();
     }
 
-    let batch: number[] = [];
+    let batch: number[];
     let quarantined = false;
     const filler = fill();
     try {

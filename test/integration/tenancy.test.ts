@@ -66,12 +66,12 @@ describe("tenancy on a real daemon", { skip }, () => {
   /** Runs the SDK in another process (`wrap` puts it in a PID namespace or under another uid); resolves with its first line. */
   function runClient(wrap: string[], env: Record<string, string>, hold: boolean): Promise<{ result: ClientRun; kill: () => void }> {
     const [cmd, ...args] = [...wrap, process.execPath, script];
-    const child = spawn(cmd!, args, { env: { ...process.env, SOCK: daemon!.socket, ...(hold ? { HOLD: "1" } : {}), ...env }, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { env: { ...process.env, SOCK: daemon!.socket, ...(hold ? { HOLD: "1" } : {}), ...env }, stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let errText = "";
-    child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (errText += d.toString()));
     return new Promise((resolve, reject) => {
-      child.stdout!.on("data", (d: Buffer) => {
+      child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
         const nl = out.indexOf("\n");
         if (nl >= 0) resolve({ result: JSON.parse(out.slice(0, nl)) as ClientRun, kill: () => child.kill("SIGKILL") });

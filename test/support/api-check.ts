@@ -100,7 +100,7 @@ export class ResponseChecker {
   /** Asserts that the answer is one the document allows; returns what it was. */
   check(method: string, urlPath: string, res: Answer): Checked {
     const where = `${method} ${urlPath} → ${res.status}`;
-    const match = this.router.match(urlPath.split("?")[0]);
+    const match = this.router.match(urlPath.split("?")[0]!);
     const item = match ? this.doc.paths[match.route.template] : undefined;
     const verb = method === "HEAD" ? "get" : method.toLowerCase();
     const operation = item?.[verb] as { operationId: OperationId; responses: Record<string, ResponseObject | { $ref: string }> } | undefined;
@@ -132,7 +132,7 @@ export class ResponseChecker {
       const mediaType = Object.keys(response.content).find((mt) => contentType.startsWith(mt));
       assert.ok(mediaType, `${where}: content type ${contentType} is not declared`);
       if (mediaType === "application/json") {
-        const error = this.schemas.compile(response.content[mediaType].schema)(JSON.parse(res.text));
+        const error = this.schemas.compile(response.content[mediaType]!.schema)(JSON.parse(res.text));
         assert.equal(error, null, `${where}: ${JSON.stringify(error)} in ${res.text}`);
       }
     }

@@ -35,7 +35,7 @@ export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; inp
   } catch (err) {
     if (opts.allowFail) return "";
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`);
+    throw new Error(`${cmd} ${args.join(" ")}: ${(e.stderr || e.message).trim()}`, { cause: err });
   }
 }
 
@@ -211,8 +211,8 @@ export function spawnDaemon(opts: DaemonOptions): DaemonProcess {
       partial = partial.slice(nl + 1);
     }
   };
-  child.stdout!.on("data", onData);
-  child.stderr!.on("data", onData);
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const running = () => child.exitCode === null && child.signalCode === null;
   const client = new NetslotClient({ socketPath: socket, ...(opts.clientTimeoutMs !== undefined ? { timeoutMs: opts.clientTimeoutMs } : {}) });
@@ -265,7 +265,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     try {
       await waitFor(async () => (await daemon.client.health()).status === "ready", 120_000, { abort: () => !daemon.running() });
     } catch (err) {
-      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${daemon.output()}`);
+      throw new Error(`daemon did not become ready: ${(err as Error).message}\n${daemon.output()}`, { cause: err });
     }
   }
   return handle;

@@ -22,6 +22,7 @@ export class FakeService implements LeaseService {
     const error = this.failNext.get(method);
     if (error !== undefined) {
       this.failNext.delete(method);
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- tests throw non-Errors on purpose
       throw error;
     }
   }

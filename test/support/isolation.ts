@@ -271,7 +271,7 @@ export async function startCapture(netns: string | undefined, iface: string, fil
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   });
   let out = "";
-  child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
   await tcpdumpListening(child, `tcpdump on ${iface}`);
   let lines: string[] | undefined;
   return {
@@ -611,7 +611,7 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
     // other tests' transient devices.
     const known = new Set(targets.map((t) => t.address));
     const rootAddrs = (JSON.parse(ipBig(undefined, ["-4", "-j", "addr", "show"])) as AddrInfo[])
-      .filter((l) => !OTHER_TEST_DEVICE.test(l.ifname) && !l.ifname.startsWith(`${prefix}`))
+      .filter((l) => !OTHER_TEST_DEVICE.test(l.ifname) && !l.ifname.startsWith(prefix))
       .flatMap((l) => l.addr_info.filter((x) => x.family === "inet").map((x) => x.local))
       .filter((x) => !x.startsWith("127.") && !known.has(x));
     [...new Set(rootAddrs)].slice(0, 8).forEach((address, i) => targets.push({ name: `host_addr${i}`, address, icmp: true }));
@@ -708,7 +708,7 @@ export async function createIsolationLab(opts: { prefix: string; vpc: boolean; b
           const dgram = await import("node:dgram");
           const sock = dgram.createSocket("udp4");
           const payload = Buffer.from(vxlanArpHex(other.vni, VXLAN_CONTROL_SENDER, other.gatewayIp), "hex");
-          await new Promise<void>((resolve, reject) => sock.send(payload, 4789, vpc!.vtepAddress, (err) => (err ? reject(err) : resolve())));
+          await new Promise<void>((resolve, reject) => sock.send(payload, 4789, vpc.vtepAddress, (err) => (err ? reject(err) : resolve())));
           sock.close();
         }
       },

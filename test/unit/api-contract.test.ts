@@ -54,7 +54,7 @@ test("docs/errors.md's table has exactly the registry's codes and statuses", () 
   const documented = new Map<string, number>();
   for (const line of generated.split("\n")) {
     const m = /^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|([^|]+)\|([^|]+)\|\s*$/.exec(line);
-    if (m) documented.set(m[1], Number(m[2]));
+    if (m) documented.set(m[1]!, Number(m[2]));
   }
   assert.deepEqual([...documented.entries()].sort(), Object.entries(ERRORS).map(([c, e]) => [c, e.status]).sort());
 });

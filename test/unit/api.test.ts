@@ -96,7 +96,7 @@ describe("endpoints", () => {
     assert.equal((health.json as Health).version, packageVersion());
     const pool = await f.call("GET", "/v1/pool");
     assert.equal(pool.status, 200);
-    assert.equal((pool.json as PoolCounts).quarantinedSlots[0].reason, "scrub failed: nft table left behind");
+    assert.equal((pool.json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
     const head = await f.call("HEAD", "/v1/health");
     assert.equal(head.status, 200);
     assert.equal(head.text, "");
@@ -446,8 +446,8 @@ describe("consumers", () => {
       assert.equal(((await t.call("GET", "/v1/leases?all=true", as(O))).json as { leases: Lease[] }).leases.length, 1);
       assert.equal((await t.call("GET", `/v1/leases/${lease.id}`, as(O))).status, 200);
       const consumerView = (await t.call("GET", "/v1/pool", as(B))).json as PoolCounts;
-      assert.equal(consumerView.quarantinedSlots[0].reason, undefined, "reasons are for operators");
-      assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0].reason, "scrub failed: nft table left behind");
+      assert.equal(consumerView.quarantinedSlots[0]!.reason, undefined, "reasons are for operators");
+      assert.equal(((await t.call("GET", "/v1/pool", as(O))).json as PoolCounts).quarantinedSlots[0]!.reason, "scrub failed: nft table left behind");
       const health = (await t.call("GET", "/v1/health")).json as Record<string, unknown>;
       assert.deepEqual(Object.keys(health).sort(), ["draining", "pool", "status", "version"]);
       assert.equal("quarantinedSlots" in (health["pool"] as object), false);

@@ -140,9 +140,9 @@ describe("SDK", () => {
       new Promise<void>((resolve, reject) => {
         const req = http.request({ socketPath: sock, method, path: urlPath, headers, agent: false }, (res) => {
           let data = "";
-          res.on("data", (c) => (data += c));
+          res.on("data", (c: Buffer) => (data += c.toString()));
           res.on("end", () => {
-            assert.equal(JSON.parse(data).code, code, data);
+            assert.equal((JSON.parse(data) as { code: string }).code, code, data);
             captures.push({ code, status: res.statusCode!, headers: res.headers, body: data });
             resolve();
           });
@@ -230,7 +230,11 @@ describe("SDK", () => {
     assert.equal(service.calls.filter((c) => c.method === "release" && c.args[0] === seen!.id).length, 1);
 
     // A lease that vanished meanwhile is not an error at release.
-    assert.equal(await client.withSlot({}, (lease) => void service.leases.delete(lease.id)), undefined);
+    const result = await client.withSlot({}, (lease) => {
+      service.leases.delete(lease.id);
+      return "done";
+    });
+    assert.equal(result, "done");
   });
 
   test("auto-renew renews at a third of the TTL, stops on release and on lease_not_found", async () => {

@@ -1,0 +1,43 @@
+// The CLI's argument parsing (node:util parseArgs, strict): a mistyped flag is refused with
+// one line and exit code 2 before anything is contacted; --help is per command.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
+const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, NETSLOT_SOCKET: "/nonexistent/netslot.sock" } });
+
+test("an unknown flag is refused with one line and exit code 2", () => {
+  const r = run("status", "--sockt", "x");
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, "netslot: status: Unknown option '--sockt' (see netslot status --help)\n");
+  assert.equal(r.stdout, "");
+});
+
+test("a flag missing its value is refused with exit code 2", () => {
+  const r = run("lease", "--ttl");
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /^netslot: lease: Option '--ttl <value>' argument missing/);
+  assert.equal(r.stderr.split("\n").length, 2, "one line");
+});
+
+test("--help is per command", () => {
+  const r = run("lease", "--help");
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /netslot lease \[--ttl S\]/);
+  assert.doesNotMatch(r.stdout, /netslot purge/);
+});
+
+test("an unknown command exits 2 with the usage", () => {
+  const r = run("bogus");
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /unknown command "bogus"/);
+});
+
+test("a valid flag gets as far as the socket (exit 1, not 2)", () => {
+  const r = run("status", "--socket", "/nonexistent/netslot.sock");
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /cannot reach netslot/);
+});
