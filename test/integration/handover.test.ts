@@ -307,7 +307,7 @@ describe("handover: idle keep-alive clients, the 0.1.0 SDK among them, with the 
   it("three handovers in a row: no request fails, every old daemon exits once its clients are gone", async (t) => {
     const OldClient = await loadOldSdk(dir);
     const clients = [
-      ...Array.from({ length: 14 }, (_, i) => ({ name: `sdk ${i}`, client: new NetslotClient({ socketPath: daemon.socket }) as AnySdkClient })),
+      ...Array.from({ length: 14 }, (_, i) => ({ name: `sdk ${i}`, client: new NetslotClient({ socketPath: daemon.socket }) })),
       ...Array.from({ length: 10 }, (_, i) => ({ name: `0.1.0 sdk ${i}`, client: new OldClient({ socketPath: daemon.socket }) })),
     ];
     const load = startIdleLoad(clients);
