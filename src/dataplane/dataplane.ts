@@ -480,7 +480,7 @@ export class SlotDataplane {
   }
 
   /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
-  fingerprint(index: number): Fingerprint {
+  fingerprint(index: number, timings?: Record<string, number>): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
@@ -490,7 +490,7 @@ export class SlotDataplane {
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
-    });
+    }, timings);
   }
 
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {

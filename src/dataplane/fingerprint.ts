@@ -228,14 +228,21 @@ const sorted = (xs: string[]) => [...xs].sort();
  * Reads the slot's namespace through the kernel and returns its canonical fingerprint.
  * Synchronous: the namespace is entered once for all kernel reads; the process and tap
  * holder scans run from the home namespace. `timings`, when given, receives the
- * milliseconds each phase took.
+ * milliseconds each phase took ("PHASE": wall, "cpu PHASE": the process's CPU).
  */
 export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string, number>): Fingerprint {
   const ph = placeholders(ctx.addressing);
   let t = performance.now();
+  let cpu = timings ? process.cpuUsage() : undefined;
   const lap = (phase: string) => {
     const now = performance.now();
-    if (timings) timings[phase] = (timings[phase] ?? 0) + (now - t);
+    if (timings) {
+      timings[phase] = (timings[phase] ?? 0) + (now - t);
+      // Process CPU (user + system) as well: the tap probe waits, which wall time counts.
+      const used = process.cpuUsage(cpu);
+      timings[`cpu ${phase}`] = (timings[`cpu ${phase}`] ?? 0) + (used.user + used.system) / 1000;
+      cpu = process.cpuUsage();
+    }
     t = now;
   };
   const ns = nsIdOf(ctx.netnsPath);
@@ -266,7 +273,10 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${e.family === 6 ? "inet6 " : ""}${p} ${e.src}${port(e.sport)} → ${e.dst}${port(e.dport)}`;
     });
     lap("conntrack");
-    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key) });
+    // Per-device IPv4/IPv6 settings come with the link dump above (one message per device
+    // instead of ~90 files); the rest are files.
+    const devices = new Map(links.map((l) => [l.name, l.devconf]));
+    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
     const states = xfrmStates().map(
       (s) =>
@@ -294,6 +304,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, states, policies, sockets };
   });
   t = performance.now();
+  if (timings) cpu = process.cpuUsage();
 
   const processes = processesInNetns(ns).map((p) => `${p.pid} ${p.comm}${p.threads ? ` (threads ${p.threads.join(",")})` : ""}`);
   lap("processes");

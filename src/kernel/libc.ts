@@ -37,6 +37,7 @@ export const NETLINK_GET_STRICT_CHK = 12;
 
 const c = {
   open: libc.func("int open(const char *path, int flags, int mode)"),
+  openat: libc.func("int openat(int dirfd, const char *path, int flags, int mode)"),
   close: libc.func("int close(int fd)"),
   read: libc.func("intptr_t read(int fd, _Out_ void *buf, size_t len)"),
   setns: libc.func("int setns(int fd, int nstype)"),
@@ -111,6 +112,12 @@ export function readRaw(fd: number, buf: Buffer): number {
 /** open(2) without exceptions: the fd, or -errno (for hot loops where failures are expected). */
 export function openRaw(path: string, flags: number): number {
   const fd = c.open(path, flags | O_CLOEXEC, 0);
+  return fd < 0 ? -koffi.errno() : fd;
+}
+
+/** openat(2) without exceptions: `path` relative to directory `dirFd`; the fd, or -errno. */
+export function openAtRaw(dirFd: number, path: string, flags: number): number {
+  const fd = c.openat(dirFd, path, flags | O_CLOEXEC, 0);
   return fd < 0 ? -koffi.errno() : fd;
 }
 

@@ -46,6 +46,179 @@ export function writeNetSysctls(top: "ipv4" | "ipv6" | "core", entries: Array<[s
 }
 
 /**
+ * A device's configuration as rtnetlink reports it (IFLA_AF_SPEC of RTM_NEWLINK):
+ * `ipv4[i]` is IPV4_DEVCONF i (index 0 unused), `ipv6[i]` is DEVCONF i.
+ */
+export interface DeviceConf {
+  ipv4?: readonly number[];
+  ipv6?: readonly number[];
+  /** Neighbour parameters (RTM_GETNEIGHTBL) of the ARP and ND tables: NDTPA_* → value, times in ms. */
+  arp?: ReadonlyMap<number, number>;
+  ndisc?: ReadonlyMap<number, number>;
+}
+
+// Which array entry backs which file of /proc/sys/net/ipv{4,6}/conf/DEV (the kernel's
+// IPV4_DEVCONF_* and DEVCONF_* order, include/uapi/linux/ip.h and ipv6.h). Left out, and so
+// read from their files: entries whose array holds another unit than the file (the
+// router_solicitation_* and router_probe_interval timers: milliseconds in the array,
+// seconds in the file), stable_secret (a string), and entries newer than this table.
+const IPV4_DEVCONF = new Map<string, number>(
+  ([
+  [1, "forwarding"],
+  [2, "mc_forwarding"],
+  [3, "proxy_arp"],
+  [4, "accept_redirects"],
+  [5, "secure_redirects"],
+  [6, "send_redirects"],
+  [7, "shared_media"],
+  [8, "rp_filter"],
+  [9, "accept_source_route"],
+  [10, "bootp_relay"],
+  [11, "log_martians"],
+  [12, "tag"],
+  [13, "arp_filter"],
+  [14, "medium_id"],
+  [15, "disable_xfrm"],
+  [16, "disable_policy"],
+  [17, "force_igmp_version"],
+  [18, "arp_announce"],
+  [19, "arp_ignore"],
+  [20, "promote_secondaries"],
+  [21, "arp_accept"],
+  [22, "arp_notify"],
+  [23, "accept_local"],
+  [24, "src_valid_mark"],
+  [25, "proxy_arp_pvlan"],
+  [26, "route_localnet"],
+  [27, "igmpv2_unsolicited_report_interval"],
+  [28, "igmpv3_unsolicited_report_interval"],
+  [29, "ignore_routes_with_linkdown"],
+  [30, "drop_unicast_in_l2_multicast"],
+  [31, "drop_gratuitous_arp"],
+  [32, "bc_forwarding"],
+  [33, "arp_evict_nocarrier"],
+  ] as Array<[number, string]>).map(([i, n]) => [n, i]),
+);
+/** u32 settings (proc_douintvec): the array carries them as s32. */
+const UNSIGNED_DEVCONF = new Set(["ioam6_id", "ioam6_id_wide", "ra_defrtr_metric"]);
+const IPV6_DEVCONF = new Map<string, number>(
+  ([
+  [0, "forwarding"],
+  [1, "hop_limit"],
+  [2, "mtu"],
+  [3, "accept_ra"],
+  [4, "accept_redirects"],
+  [5, "autoconf"],
+  [6, "dad_transmits"],
+  [7, "router_solicitations"],
+  [10, "use_tempaddr"],
+  [11, "temp_valid_lft"],
+  [12, "temp_prefered_lft"],
+  [13, "regen_max_retry"],
+  [14, "max_desync_factor"],
+  [15, "max_addresses"],
+  [16, "force_mld_version"],
+  [17, "accept_ra_defrtr"],
+  [18, "accept_ra_pinfo"],
+  [19, "accept_ra_rtr_pref"],
+  [21, "accept_ra_rt_info_max_plen"],
+  [22, "proxy_ndp"],
+  [23, "optimistic_dad"],
+  [24, "accept_source_route"],
+  [25, "mc_forwarding"],
+  [26, "disable_ipv6"],
+  [27, "accept_dad"],
+  [28, "force_tllao"],
+  [29, "ndisc_notify"],
+  [30, "mldv1_unsolicited_report_interval"],
+  [31, "mldv2_unsolicited_report_interval"],
+  [32, "suppress_frag_ndisc"],
+  [33, "accept_ra_from_local"],
+  [34, "use_optimistic"],
+  [35, "accept_ra_mtu"],
+  [37, "use_oif_addrs_only"],
+  [38, "accept_ra_min_hop_limit"],
+  [39, "ignore_routes_with_linkdown"],
+  [40, "drop_unicast_in_l2_multicast"],
+  [41, "drop_unsolicited_na"],
+  [42, "keep_addr_on_down"],
+  [44, "seg6_enabled"],
+  [45, "seg6_require_hmac"],
+  [46, "enhanced_dad"],
+  [47, "addr_gen_mode"],
+  [48, "disable_policy"],
+  [49, "accept_ra_rt_info_min_plen"],
+  [50, "ndisc_tclass"],
+  [51, "rpl_seg_enabled"],
+  [52, "ra_defrtr_metric"],
+  [53, "ioam6_enabled"],
+  [54, "ioam6_id"],
+  [55, "ioam6_id_wide"],
+  [56, "ndisc_evict_nocarrier"],
+  [57, "accept_untracked_na"],
+  [58, "accept_ra_min_lft"],
+  ] as Array<[number, string]>).map(([i, n]) => [n, i]),
+);
+
+/**
+ * Files of /proc/sys/net/ipv{4,6}/neigh/DEV → [NDTPA_* attribute, divisor]: the dump gives
+ * milliseconds; the *_ms files show them as such, the others seconds (proc_dointvec_jiffies)
+ * or USER_HZ ticks (proc_dointvec_userhz_jiffies, 1/100 s), except IPv6's retrans_time
+ * (raw jiffies, left to its file). Exact while HZ divides 1000
+ * (100, 250, 1000), which the test comparing the dump with the files checks on the host.
+ */
+const NEIGH_PARMS = new Map<string, [number, number]>([
+  ["base_reachable_time", [4, 1000]],
+  ["base_reachable_time_ms", [4, 1]],
+  ["retrans_time", [5, 10]],
+  ["retrans_time_ms", [5, 1]],
+  ["gc_stale_time", [6, 1000]],
+  ["delay_first_probe_time", [7, 1000]],
+  ["unres_qlen", [8, 1]],
+  ["app_solicit", [9, 1]],
+  ["ucast_solicit", [10, 1]],
+  ["mcast_solicit", [11, 1]],
+  ["anycast_delay", [12, 10]],
+  ["proxy_delay", [13, 10]],
+  ["proxy_qlen", [14, 1]],
+  ["locktime", [15, 10]],
+  ["unres_qlen_bytes", [16, 1]],
+  ["mcast_resolicit", [17, 1]],
+  ["interval_probe_time_ms", [19, 1]],
+]);
+
+/** For directory `key` (net.ipv4.conf.eth0, …): file name → its value from the dumps, or undefined (read the file). */
+function dumpedValues(key: string, devices: ReadonlyMap<string, DeviceConf>): ((name: string) => string | undefined) | undefined {
+  const m = /^net\.ipv([46])\.(conf|neigh)\.(.+)$/.exec(key);
+  const dev = m && devices.get(m[3]!);
+  if (!m || !dev) return undefined;
+  if (m[2] === "neigh") {
+    const parms = m[1] === "4" ? dev.arp : dev.ndisc;
+    if (!parms) return undefined;
+    return (name) => {
+      // IPv6's retrans_time is raw jiffies (ndisc_ifinfo_sysctl_change): read from its file.
+      if (m[1] === "6" && name === "retrans_time") return undefined;
+      const spec = NEIGH_PARMS.get(name);
+      const v = spec && parms.get(spec[0]);
+      return v === undefined ? undefined : String(Math.floor(v / spec![1]));
+    };
+  }
+  const conf = m[1] === "4" ? dev.ipv4 : dev.ipv6;
+  const slots = m[1] === "4" ? IPV4_DEVCONF : IPV6_DEVCONF;
+  if (!conf) return undefined;
+  return (name) => {
+    const i = slots.get(name);
+    if (i === undefined || i >= conf.length) return undefined;
+    return String(UNSIGNED_DEVCONF.has(name) ? conf[i]! >>> 0 : conf[i]);
+  };
+}
+
+/** The names under net.ipv{4,6}.conf.DEV that readAllNetSysctls takes from a link dump (for tests). */
+export function deviceConfNames(family: "ipv4" | "ipv6", dir: "conf" | "neigh" = "conf"): string[] {
+  return [...(dir === "neigh" ? NEIGH_PARMS : family === "ipv4" ? IPV4_DEVCONF : IPV6_DEVCONF).keys()];
+}
+
+/**
  * Every readable net.* sysctl of the current namespace, as key → value (`sysctl -a -r ^net`).
  *
  * Two costs shape this. Each top-level directory (/proc/sys/net/ipv4, …) has one dentry
@@ -54,26 +227,41 @@ export function writeNetSysctls(top: "ipv4" | "ipv6" | "core", entries: Array<[s
  * everything below is reached through the open directory (/proc/thread-self/fd/N/…),
  * whose children are this namespace's own. And plain open/read/close calls (no fstat, no
  * exceptions for write-only entries) are several times cheaper than fs.readFileSync.
+ *
+ * `devices`, when given (link name → its rtnetlink configuration arrays), supplies the
+ * values of net.ipv{4,6}.conf.DEV.* that one link dump carries, instead of a file each
+ * (about 90 of them per device); the directory is still listed, so the keys are exactly
+ * the files, and entries the arrays do not cover are read from their files.
  */
 export function readAllNetSysctls(
   skip: (key: string) => boolean = () => false,
-  opts: { readOnly?: (key: string) => boolean } = {},
+  opts: { readOnly?: (key: string) => boolean; devices?: ReadonlyMap<string, DeviceConf> } = {},
 ): Map<string, string> {
   const out = new Map<string, string>();
   const buf = Buffer.allocUnsafe(4096);
-  const walk = (dir: string, key: string) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+  // `rel`: the directory relative to the open top-level directory `dirFd`.
+  const walk = (dirFd: number, rel: string, key: string) => {
+    // net.ipv{4,6}.{conf,neigh}.DEV of a device whose settings came with the dumps.
+    const fromDump = opts.devices && dumpedValues(key, opts.devices);
+    const prefix = rel === "" ? "" : `${rel}/`;
+    for (const entry of fs.readdirSync(`/proc/thread-self/fd/${dirFd}/${rel}`, { withFileTypes: true })) {
       const childKey = `${key}.${entry.name}`;
       if (skip(childKey)) continue;
-      const childPath = `${dir}/${entry.name}`;
+      const childRel = `${prefix}${entry.name}`;
       if (entry.isDirectory()) {
-        walk(childPath, childKey);
+        walk(dirFd, childRel, childKey);
         continue;
       }
       // Entries the namespace cannot write mirror a host-wide value (or a state of their
       // own): the caller decides per key whether to keep them.
-      if (opts.readOnly && !writable(childKey, childPath) && !opts.readOnly(childKey)) continue;
-      const fd = libc.openRaw(childPath, libc.O_RDONLY);
+      if (opts.readOnly && !writable(childKey, dirFd, childRel) && !opts.readOnly(childKey)) continue;
+      const dumped = fromDump?.(entry.name);
+      if (dumped !== undefined) {
+        out.set(childKey, dumped);
+        continue;
+      }
+      // openat on the directory's fd: a third cheaper than a path through /proc/thread-self.
+      const fd = libc.openAtRaw(dirFd, childRel, libc.O_RDONLY);
       if (fd < 0) continue; // write-only entries (e.g. route flush)
       const n = libc.readRaw(fd, buf);
       libc.close(fd);
@@ -87,7 +275,7 @@ export function readAllNetSysctls(
     const dirFd = libc.openRaw(`/proc/sys/net/${top.name}`, libc.O_RDONLY | O_DIRECTORY);
     if (dirFd < 0) continue;
     try {
-      walk(`/proc/thread-self/fd/${dirFd}`, key);
+      walk(dirFd, "", key);
     } finally {
       libc.close(dirFd);
     }
@@ -105,10 +293,10 @@ const O_WRONLY = 1;
  * twice would double the walk.
  */
 const writableCache = new Map<string, boolean>();
-function writable(key: string, file: string): boolean {
+function writable(key: string, dirFd: number, rel: string): boolean {
   let w = writableCache.get(key);
   if (w === undefined) {
-    const fd = libc.openRaw(file, O_WRONLY);
+    const fd = libc.openAtRaw(dirFd, rel, O_WRONLY);
     w = fd >= 0;
     if (fd >= 0) libc.close(fd);
     writableCache.set(key, w);

@@ -10,6 +10,8 @@ import * as path from "node:path";
 import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix, waitFor } from "../support/env.js";
 import { SlotDataplane } from "../../src/dataplane/dataplane.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
+import { inspectNamespace } from "../../src/kernel/netlink/inspect.js";
+import { deviceConfNames, readAllNetSysctls } from "../../src/kernel/sysctl.js";
 import { diffFingerprints, fingerprintHash, liveHolders, slotFingerprint, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 
 const skip = isRoot() ? false : "needs root";
@@ -331,6 +333,54 @@ print("bound",flush=True); time.sleep(1000)`;
       assert.deepEqual(diffFingerprints(golden, fingerprint(3)), []);
     });
   }
+
+  it("per-device sysctls from the link and neighbour-table dumps equal their files, fresh and after a tenant changes each", () => {
+    const dumpAndFiles = () =>
+      dp!.inSlot(3, () => {
+        const devices = new Map(inspectNamespace().links.map((l) => [l.name, l.devconf]));
+        return { files: readAllNetSysctls(), dump: readAllNetSysctls(undefined, { devices }) };
+      });
+    const fresh = dumpAndFiles();
+    assert.deepEqual(fresh.dump, fresh.files);
+    // A tenant with the VMM's privileges sets every setting the arrays carry to another value.
+    const changed: string[] = [];
+    try {
+      dp!.inSlot(3, () => {
+        for (const [family, dir] of [["ipv4", "conf"], ["ipv6", "conf"], ["ipv4", "neigh"], ["ipv6", "neigh"]] as const) {
+          for (const dev of ["lo", "eth0", "tap0", "vx0"]) {
+            for (const name of deviceConfNames(family, dir)) {
+              const file = `/proc/sys/net/${family}/${dir}/${dev}/${name}`;
+              const now = fresh.files.get(`net.${family}.${dir}.${dev}.${name}`);
+              if (now === undefined || !/^-?\d+$/.test(now)) continue;
+              // Steps larger than a tick: times are kept in jiffies, and a seconds file and its
+              // _ms twin are one setting.
+              const n = Number(now);
+              for (const next of n === 0 ? ["1", "2"] : n === 1 ? ["0", "2"] : [2 * n, Math.floor(n / 2), n - 1].map(String)) {
+                try {
+                  fs.writeFileSync(file, `${next}\n`);
+                  changed.push(`net.${family}.${dir}.${dev}.${name}`);
+                  break;
+                } catch {
+                  // out of range, or read-only in a slot (mc_forwarding): try the next value
+                }
+              }
+            }
+          }
+        }
+      });
+      const after = dumpAndFiles();
+      assert.deepEqual(after.dump, after.files);
+      const diff = diffFingerprints(golden, fingerprint(3)).join("\n");
+      const seen = changed.filter((k) => after.files.get(k) !== fresh.files.get(k));
+      // Some writes change nothing visible (e.g. a value the kernel clamps back); most do.
+      assert.ok(seen.length > 420, `${seen.length} of ${changed.length} changed; unchanged: ${changed.filter((k) => !seen.includes(k)).join(" ")}`);
+      for (const k of seen) assert.ok(diff.includes(`sysctl ${k}:`), `fingerprint misses ${k}`);
+    } finally {
+      dp!.destroySlot(3);
+      dp!.buildSlot(3);
+    }
+    assert.deepEqual(diffFingerprints(golden, fingerprint(3)), []);
+  });
 
   it("a fresh slot's fingerprint does not depend on the other slots' state", () => {
     nsExec(dp!.addressing(3).name, ["ip", "route", "add", "10.9.0.0/16", "dev", "eth0"]);

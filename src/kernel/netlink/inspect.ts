@@ -8,6 +8,7 @@
 // anything a tenant can change must show up here.
 import { Attrs, bytesToIp, bytesToMac, readCString } from "./codec.js";
 import { NETLINK_ROUTE, NetlinkSocket, isNetlinkErrno } from "./socket.js";
+import type { DeviceConf } from "../sysctl.js";
 import { dumpAddresses as dumpAddressMessages } from "./rtnl/addr.js";
 import {
   AF_BRIDGE,
@@ -45,7 +46,7 @@ import {
 } from "./rtnl/consts.js";
 import type { NdMsg } from "./rtnl/headers.js";
 import { dumpLinks as dumpLinkMessages } from "./rtnl/link.js";
-import { dumpNeighbours as dumpNeighbourMessages } from "./rtnl/neigh.js";
+import { dumpNeighbourParms, dumpNeighbours as dumpNeighbourMessages } from "./rtnl/neigh.js";
 import { dumpRoutes as dumpRouteMessages, nexthops as listNexthops } from "./rtnl/route.js";
 import { dumpRules as dumpRuleMessages } from "./rtnl/rule.js";
 import { dumpQdiscs as dumpQdiscMessages, filters as listFilters } from "./rtnl/tc.js";
@@ -117,6 +118,8 @@ export interface InspectedLink {
   /** IFLA_CARRIER: a tun/tap has carrier while a descriptor is attached, up or down. */
   carrier: boolean;
   attrs: Record<string, string>;
+  /** The device's IPv4/IPv6 configuration arrays (see DeviceConf in src/kernel/sysctl.ts). */
+  devconf: DeviceConf;
 }
 
 /** A dump the kernel may not support (proxy neighbours, the bridge FDB): [] when it does not. */
@@ -191,6 +194,24 @@ function num(b: Buffer): number {
   return b.length >= 4 ? b.readUInt32LE(0) : b.length >= 2 ? b.readUInt16LE(0) : b.length === 1 ? b.readUInt8(0) : 0;
 }
 
+const IFLA_AF_SPEC = 26;
+const IFLA_INET_CONF = 1;
+const IFLA_INET6_CONF = 2;
+
+/** IFLA_AF_SPEC's per-device sysctl arrays: IPv4 indexed from IPV4_DEVCONF_FORWARDING (1), IPv6 from DEVCONF_FORWARDING (0). */
+function deviceConf(a: Attrs): DeviceConf {
+  const spec = a.nested(IFLA_AF_SPEC);
+  const ints = (b: Buffer | undefined) => {
+    if (!b) return undefined;
+    const out: number[] = [];
+    for (let off = 0; off + 4 <= b.length; off += 4) out.push(b.readInt32LE(off));
+    return out;
+  };
+  const v4 = ints(spec?.nested(AF_INET)?.get(IFLA_INET_CONF));
+  const v6 = ints(spec?.nested(AF_INET6)?.get(IFLA_INET6_CONF));
+  return { ...(v4 ? { ipv4: [0, ...v4] } : {}), ...(v6 ? { ipv6: v6 } : {}) };
+}
+
 /** `ip -d link show`, keeping configuration only. Link references are resolved in a second pass. */
 function dumpLinks(sock: NetlinkSocket): { links: InspectedLink[]; byIndex: Map<number, string> } {
   const byIndex = new Map<number, string>();
@@ -203,7 +224,7 @@ function dumpLinks(sock: NetlinkSocket): { links: InspectedLink[]; byIndex: Map<
       type: String(m.type),
       flags: flagNames(m.flags, IFF_NAMES).join(",") || "none",
     };
-    const link: InspectedLink = { index, name, attrs, carrier: a.u8(33) === 1 };
+    const link: InspectedLink = { index, name, attrs, carrier: a.u8(33) === 1, devconf: {} };
     const mac = a.get(IFLA_ADDRESS);
     if (mac !== undefined && mac.length > 0) attrs.address = mac.length === 6 ? bytesToMac(mac) : hex(mac);
     const brd = a.get(2);
@@ -288,6 +309,7 @@ function dumpLinks(sock: NetlinkSocket): { links: InspectedLink[]; byIndex: Map<
       const slaveData = info.nested(5);
       if (slaveData) for (const at of slaveData.list) attrs[`${slaveKind ?? "slave"}.${at.type}`] = hex(at.value);
     }
+    link.devconf = deviceConf(a);
     links.push(link);
   }
   return { links, byIndex };
@@ -603,6 +625,11 @@ export function inspectNamespace(): NamespaceInspection {
   const sock = NetlinkSocket.open(NETLINK_ROUTE, { strict: true });
   try {
     const { links, byIndex } = dumpLinks(sock);
+    for (const p of dumpNeighbourParms(sock)) {
+      const link = links.find((l) => l.index === p.index);
+      if (link && p.table === "arp_cache") link.devconf.arp = p.parms;
+      if (link && p.table === "ndisc_cache") link.devconf.ndisc = p.parms;
+    }
     const ref = (i: number) => byIndex.get(i) ?? (i === 0 ? "none" : `#${i}`);
     const addresses = dumpAddresses(sock, ref);
     const routes = [...dumpRoutes(sock, AF_INET, ref), ...dumpRoutes(sock, AF_INET6, ref)];

@@ -1,6 +1,6 @@
 // Neighbours (ARP/ND): `ip neigh`.
 import * as libc from "../../libc.js";
-import { attr, attrU32, bytesToMac, encodeMessage, ipToBytes } from "../codec.js";
+import { Attrs, attr, attrU32, bytesToMac, encodeMessage, ipToBytes } from "../codec.js";
 import { type NetlinkSocket } from "../socket.js";
 import { AF_UNSPEC, RTM_DELNEIGH, RTM_GETNEIGH, NDA_DST, NDA_LLADDR, NDA_IFINDEX, NUD_NOARP, NTF_PROXY } from "./consts.js";
 import { ndmsg, decodeNdmsg, af, fromAf, type NdMsg } from "./headers.js";
@@ -67,4 +67,40 @@ export function flushNeighbours(sock: NetlinkSocket, index?: number): void {
 
 function neighbourDelete(n: Pick<Neighbour, "family" | "index" | "address">): Buffer {
   return encodeMessage(RTM_DELNEIGH, 0, [ndmsg(af(n.family), n.index), attr(NDA_DST, ipToBytes(n.address))]);
+}
+
+const RTM_GETNEIGHTBL = 66;
+const NDTA_NAME = 1;
+const NDTA_PARMS = 6;
+const NDTPA_IFINDEX = 1;
+
+/**
+ * A device's neighbour parameters (`ip ntable show dev D`): NDTPA_* number → value, times
+ * in milliseconds as the kernel reports them.
+ */
+export interface NeighbourParms {
+  /** "arp_cache" (IPv4) or "ndisc_cache" (IPv6). */
+  table: string;
+  index: number;
+  parms: Map<number, number>;
+}
+
+/** Per-device parameters of every neighbour table, as one RTM_GETNEIGHTBL dump (`ip ntable show`). */
+export function dumpNeighbourParms(sock: NetlinkSocket): NeighbourParms[] {
+  const out: NeighbourParms[] = [];
+  // struct ndtmsg: family and 3 bytes of padding.
+  for (const m of sock.dump(encodeMessage(RTM_GETNEIGHTBL, 0, [Buffer.alloc(4)]), "RTM_GETNEIGHTBL dump")) {
+    const a = new Attrs(m.payload, 4);
+    const table = a.str(NDTA_NAME);
+    const p = a.nested(NDTA_PARMS);
+    const index = p?.u32(NDTPA_IFINDEX);
+    if (table === undefined || p === undefined || index === undefined) continue; // the table's defaults
+    const parms = new Map<number, number>();
+    for (const at of p.list) {
+      if (at.value.length === 8) parms.set(at.type, Number(at.value.readBigUInt64LE(0)));
+      else if (at.value.length === 4) parms.set(at.type, at.value.readUInt32LE(0));
+    }
+    out.push({ table, index, parms });
+  }
+  return out;
 }
