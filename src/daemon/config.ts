@@ -1,5 +1,6 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
+import { parseArgs } from "node:util";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
 import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
@@ -76,24 +77,26 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-/** Parses `netslot daemon` arguments: `--flag value` or `--flag=value`, plus `--config FILE`, `--no-progress`. */
+/** Parses `netslot daemon` arguments (node:util parseArgs, strict): `--flag value` or `--flag=value`, plus `--config FILE`, `--no-progress`. */
 export function parseDaemonArgs(argv: string[]): DaemonConfig {
+  const options: Record<string, { type: "string" | "boolean" }> = { config: { type: "string" }, "no-progress": { type: "boolean" } };
+  for (const flag of Object.keys(FLAGS)) options[flag.slice(2)] = { type: "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const flag = /'(-[^' ]+)/.exec(e.message)?.[1] ?? "";
+    if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new ConfigError(`unknown flag ${flag}`, { cause: err });
+    if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") throw new ConfigError(`${flag} needs a value`, { cause: err });
+    throw new ConfigError(e.message.split("\n")[0], { cause: err });
+  }
+  const configFile = typeof values["config"] === "string" ? values["config"] : undefined;
+  const progress = values["no-progress"] === true ? false : undefined;
   const given: Record<string, string> = {};
-  let configFile: string | undefined;
-  let progress: boolean | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf("=");
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    if (flag === "--no-progress") {
-      progress = false;
-      continue;
-    }
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
-    if (value === undefined) throw new ConfigError(`${flag} needs a value`);
-    if (flag === "--config") configFile = value;
-    else if (flag in FLAGS) given[flag] = value;
-    else throw new ConfigError(`unknown flag ${flag}`);
+  for (const flag of Object.keys(FLAGS)) {
+    const value = values[flag.slice(2)];
+    if (typeof value === "string") given[flag] = value;
   }
   const fromFile = configFile ? readConfigFile(configFile) : {};
   const merged: DaemonConfig = { ...DEFAULTS, ...fromFile };

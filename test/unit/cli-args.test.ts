@@ -41,3 +41,9 @@ test("a valid flag gets as far as the socket (exit 1, not 2)", () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /cannot reach netslot/);
 });
+
+test("the daemon's flags: an unknown one exits 2 before anything is built", () => {
+  const r = run("daemon", "--pool-sise", "8");
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, "netslot: unknown flag --pool-sise\n");
+});
