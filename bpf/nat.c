@@ -2,7 +2,8 @@
 /*
  * netslot data path: stateless 1:1 NAT of the guest address and VXLAN VNI rewriting.
  * Both programs sit on the slot-side veth (eth0) of every slot, tc clsact, direct-action;
- * one loaded copy serves all slots of a daemon, the slot found by eth0's MAC.
+ * one loaded copy serves all slots of a daemon, the slot found by eth0's MAC and proven by
+ * eth0's ifindex (unique per slot, and not settable from inside the slot, unlike the MAC).
  *
  *   nat_egress  (frames leaving the slot):   guest_addr -> outside_addr, dummy VNI -> lease VNI
  *   nat_ingress (frames entering the slot):  outside_addr -> guest_addr, lease VNI -> dummy VNI
@@ -209,8 +210,17 @@ static __always_inline int lookup(struct __sk_buff *skb, int by_source, struct s
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return -1;
 	*slot = bpf_map_lookup_elem(&slots, &key);
-	if (!*slot)
-		return -1;
+	/*
+	 * An IPv4 frame of no slot, or whose MAC is another slot's (a tenant changed eth0's
+	 * MAC), cannot be attributed: dropped and counted, never passed untranslated.
+	 */
+	if (!*slot || (*slot)->ifindex != skb->ifindex) {
+		__u64 *n = bpf_map_lookup_elem(&unattributed, &zero);
+
+		if (n)
+			*n += 1;
+		return -2;
+	}
 	*cfg = bpf_map_lookup_elem(&config, &zero);
 	/* An unconfigured array entry is all zeroes: nothing to match yet. */
 	if (!*cfg || (*cfg)->guest_addr == 0)
@@ -307,8 +317,12 @@ int nat_egress(struct __sk_buff *skb)
 	struct pkt p = {};
 	__be32 guest, outside;
 
-	if (lookup(skb, 1, &slot, &cfg, &p) < 0)
+	switch (lookup(skb, 1, &slot, &cfg, &p)) {
+	case -2:
+		return drop(skb, NETSLOT_DROP_UNATTRIBUTED);
+	case -1:
 		return TC_ACT_OK;
+	}
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
 	if (police(skb, outside, 0) < 0)
@@ -341,8 +355,12 @@ int nat_ingress(struct __sk_buff *skb)
 	struct pkt p = {};
 	__be32 guest, outside;
 
-	if (lookup(skb, 0, &slot, &cfg, &p) < 0)
+	switch (lookup(skb, 0, &slot, &cfg, &p)) {
+	case -2:
+		return drop(skb, NETSLOT_DROP_UNATTRIBUTED);
+	case -1:
 		return TC_ACT_OK;
+	}
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
 	if (police(skb, outside, 1) < 0)

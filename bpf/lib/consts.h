@@ -41,6 +41,8 @@ enum netslot_drop {
 	NETSLOT_DROP_REWRITE_FAILED = 5,
 	/* Over the lease's bandwidth (token bucket of the `rates` map). */
 	NETSLOT_DROP_RATE = 6,
+	/* IPv4 on eth0 that no slot owns: unknown MAC, or another slot's MAC (the `unattributed` count). */
+	NETSLOT_DROP_UNATTRIBUTED = 7,
 };
 
 #define NETSLOT_NSEC_PER_SEC 1000000000ULL

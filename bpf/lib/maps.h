@@ -20,7 +20,12 @@ struct slot_key {
 struct slot_value {
 	__be32 outside_addr; /* network order */
 	__u32 vni;           /* host order; 0 = the lease has no tenant network */
-	__u32 flags;         /* reserved, 0 */
+	/*
+	 * eth0's ifindex in the slot's namespace, which the daemon chose at creation and which
+	 * differs between slots: the programs only pass a frame whose skb->ifindex matches, so
+	 * a tenant that takes another slot's MAC cannot take its address or VNI with it.
+	 */
+	__u32 ifindex;
 };
 
 struct nat_config {
@@ -75,5 +80,13 @@ struct {
 	__type(key, __be32);
 	__type(value, struct rate_value);
 } rates SEC(".maps");
+
+/* IPv4 frames dropped because no slot owns them (unknown MAC, or a MAC on another slot's eth0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unattributed SEC(".maps");
 
 #endif

@@ -8,7 +8,9 @@
 //   forwarded the new daemon serves: held and new requests on this daemon's remaining
 //             keep-alive connections are relayed to it over the socket path (which only
 //             the new daemon accepts on by then), answered with Connection: close so that
-//             the client's next request opens a connection to the new daemon.
+//             the client's next request opens a connection to the new daemon. This
+//             daemon never closes an idle connection itself then: a client may be reusing
+//             it that very instant; it waits until the clients have closed them.
 import * as http from "node:http";
 import type { PeerCred } from "../kernel/libc.js";
 
@@ -39,8 +41,8 @@ export class RequestGate {
   private state: "open" | "paused" | "forwarded" = "open";
   private target: string | undefined;
   private held: Array<() => void> = [];
-  /** Requests being answered here. */
-  private readonly running = new Set<http.IncomingMessage>();
+  /** Requests being answered here, with their responses. */
+  private readonly running = new Map<http.IncomingMessage, http.ServerResponse>();
   private idle: Array<() => void> = [];
 
   /** `peerOf`: the client's credentials, passed on with a relayed request. */
@@ -61,7 +63,7 @@ export class RequestGate {
    */
   pause(): Promise<void> {
     this.state = "paused";
-    const others = () => [...this.running].filter((req) => !isUpgradeCall(req)).length;
+    const others = () => [...this.running.keys()].filter((req) => !isUpgradeCall(req)).length;
     if (others() <= 0) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
@@ -82,6 +84,9 @@ export class RequestGate {
   forward(socketPath: string): void {
     this.state = "forwarded";
     this.target = socketPath;
+    // Requests still answered here (the upgrade call itself) end their connection too, so
+    // that the client's next request goes to the new daemon.
+    for (const res of this.running.values()) if (!res.headersSent) res.shouldKeepAlive = false;
     this.release();
   }
 
@@ -92,7 +97,7 @@ export class RequestGate {
   }
 
   private run(listener: Listener, req: http.IncomingMessage, res: http.ServerResponse): void {
-    this.running.add(req);
+    this.running.set(req, res);
     let done = false;
     const finished = () => {
       if (done) return;

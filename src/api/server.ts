@@ -47,6 +47,11 @@ export interface ApiServerOptions {
 /** Header on every answer: which daemon version answered (clients may log it; /v1 only grows). */
 export const VERSION_HEADER = "Netslot-Version";
 
+/** Idle keep-alive timeout announced to clients (Keep-Alive: timeout=…), in seconds. */
+export const KEEP_ALIVE_ANNOUNCED_S = 5;
+/** When this server really closes an idle keep-alive connection: far past the announced timeout. */
+const KEEP_ALIVE_IDLE_CLOSE_MS = 30_000;
+
 export interface ApiServer {
   /**
    * `group`: the socket file's group (--socket-group), so its members may connect.
@@ -66,6 +71,8 @@ export interface ApiServer {
    * daemon's now) and resolve once every connection it still has is closed.
    */
   stopAccepting(): Promise<void>;
+  /** The old daemon of a handover: close no idle keep-alive connection (true) / as usual again (false). */
+  keepIdleConnections(keep: boolean): void;
 }
 
 const stderrLogger: ApiLogger = {
@@ -171,6 +178,11 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const server = http.createServer(
     gate.wrap((req, res) => {
       res.setHeader(VERSION_HEADER, version);
+      // Clients (Node's agent among them, old SDKs included) drop an idle connection one
+      // second before the timeout announced here; this server closes it much later
+      // (keepAliveTimeout), so a client that was slow to see the previous answer (a loaded
+      // host) never reuses a connection this server has just closed (write EPIPE).
+      res.setHeader("Keep-Alive", `timeout=${KEEP_ALIVE_ANNOUNCED_S}`);
       handle(req, res).catch((err: unknown) => {
         try {
           answerError(req, res, err, logger);
@@ -184,7 +196,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   trackPeers(server);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = KEEP_ALIVE_IDLE_CLOSE_MS;
   server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
     // Malformed HTTP: answer a problem when the socket can still take it, then close.
     if (err.code === "ECONNRESET" || !socket.writable) {
@@ -207,5 +219,6 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     listeningServer: () => socket.listening(),
     adopt: (listening, socketPath) => socket.adopt(listening, socketPath),
     stopAccepting: () => socket.stopAccepting(),
+    keepIdleConnections: (keep) => socket.keepIdleConnections(keep),
   };
 }

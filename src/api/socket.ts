@@ -45,7 +45,10 @@ export class UnixSocketListener {
     const drained = this.drained();
     // net.Server's close, not http.Server's: that one also closes idle keep-alive
     // connections, and a client may be sending on one at that very moment (a reset).
-    // Idle connections end by the client, or by keepAliveTimeout as always.
+    // Nor does this daemon close an idle one itself any more (see keepIdleConnections):
+    // each ends by the client, after its next request (relayed, answered with
+    // Connection: close) or when the client drops it; the handover bounds the wait.
+    this.keepIdleConnections(true);
     if (this.adopted) {
       this.adopted.close();
       this.adopted = null;
@@ -53,6 +56,27 @@ export class UnixSocketListener {
     if (this.server.listening) net.Server.prototype.close.call(this.server);
     return drained;
   }
+
+  /**
+   * A handover from its start: no idle keep-alive connection is closed by this daemon.
+   * Its keep-alive timer fires in the timers phase, before a request already waiting in the
+   * socket is read, so with this daemon's event loop busy (a large pool's handoff) a client
+   * reusing a connection just then sees a reset or EPIPE. Off again (`false`) if the
+   * handover fails; connections idle meanwhile then stay until their next answer.
+   */
+  keepIdleConnections(keep: boolean): void {
+    if (!keep) {
+      if (this.keepAliveTimeout !== undefined) this.server.keepAliveTimeout = this.keepAliveTimeout;
+      this.keepAliveTimeout = undefined;
+      return;
+    }
+    this.keepAliveTimeout ??= this.server.keepAliveTimeout;
+    this.server.keepAliveTimeout = 0;
+    // 0 is the server's own timeout during a request, so this is safe on busy ones too.
+    for (const socket of this.connections) socket.setTimeout(0);
+  }
+
+  private keepAliveTimeout: number | undefined;
 
   /** The server that accepts on the socket: the one received in a handover, else the HTTP server itself. */
   listening(): net.Server {

@@ -38,8 +38,16 @@ const FIXED_FLAGS = new Set(["--socket", "--state-dir", "--prefix", "--link-cidr
 const PREPARE_TIMEOUT_MS = 30_000;
 const BOOT_TIMEOUT_MS = 60_000;
 const SERVE_TIMEOUT_MS = 10_000;
-/** Longest the old daemon waits for clients to close their keep-alive connections. */
-const DRAIN_TIMEOUT_MS = 35_000;
+/**
+ * Longest the old daemon waits for clients to close their keep-alive connections: well past
+ * the idle timeout it announced (5 s), so that only a client ignoring it meets the close.
+ */
+const DRAIN_TIMEOUT_MS = 60_000;
+/**
+ * Test-only: blocks this daemon's event loop this long during the handoff, as a large
+ * pool's quiesce and handoff keep it busy.
+ */
+const TEST_HOLD_MS = Number(process.env.NETSLOT_TEST_HANDOVER_HOLD_MS ?? 0) || 0;
 
 /** `--flag value` / `--flag=value` / `--switch` groups, in order. */
 function flagGroups(args: string[]): Array<{ name: string; tokens: string[] }> {
@@ -113,9 +121,11 @@ export class Handover {
     try {
       await channel.next("prepared", PREPARE_TIMEOUT_MS);
       heldFrom = performance.now();
+      api.keepIdleConnections(true);
       await api.gate.pause();
       await pool.quiesce();
       quiesced = true;
+      if (TEST_HOLD_MS > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_HOLD_MS);
       log("upgrade: requests held, pool quiesced; the new daemon adopts the pool");
       channel.send({ type: "adopt" });
       await channel.next("booted", BOOT_TIMEOUT_MS);
@@ -137,6 +147,7 @@ export class Handover {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       if (quiesced) pool.resume();
       api.gate.resume();
+      api.keepIdleConnections(false);
       this.running = false;
       const message = err instanceof Error ? err.message : String(err);
       log(`upgrade failed, this daemon keeps serving: ${message}`);

@@ -259,7 +259,7 @@ export class SlotDataplane {
       faultPoint("build.after-netns");
       this.buildHostSide(a, hostIndex);
       faultPoint("build.after-host-side");
-      this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0 });
+      this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0, ifindex: a.slotIfindex });
     } catch (err) {
       this.destroySlot(index);
       throw err;
@@ -286,6 +286,7 @@ export class SlotDataplane {
       // running device deactivates it and waits for an RCU grace period.
       rtnl.createVeth({
         name: SLOT_UPLINK_NAME,
+        index: a.slotIfindex,
         mac: a.slotMac,
         mtu: this.uplinkMtu,
         peerName: a.hostVeth,
@@ -493,7 +494,7 @@ export class SlotDataplane {
     }, timings);
   }
 
-  bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number }> {
+  bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number; ifindex: number }> {
     return this.bpf.slotEntries();
   }
 

@@ -22,14 +22,14 @@ import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 3;
+export const FINGERPRINT_VERSION = 4;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
   netnsPath: string;
   addressing: SlotAddressing;
   /** The slot's entry in the eBPF `slots` map, or undefined when it has none. */
-  bpfEntry?: { mac: string; outsideAddress: string; vni: number } | undefined;
+  bpfEntry?: { mac: string; outsideAddress: string; vni: number; ifindex: number } | undefined;
   /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
   rateEntry?: string;
   /**
@@ -327,7 +327,11 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     links[ph(l.name)] = sortedRecord(attrs);
   }
   const list = (xs: string[]) => sorted(xs.map(ph));
-  const bpf = ctx.bpfEntry ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`)] : ["no map entry"];
+  // The entry must be bound to this slot's own eth0 ifindex (per slot, so not rendered as such).
+  const bound = (e: { ifindex: number }) => (e.ifindex === ctx.addressing.slotIfindex ? "eth0" : `ifindex ${e.ifindex}`);
+  const bpf = ctx.bpfEntry
+    ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`) + ` bound to ${bound(ctx.bpfEntry)}`]
+    : ["no map entry"];
   if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {

@@ -12,6 +12,13 @@ export const GUEST_MAC = "02:00:a9:fe:00:15";
 export const TAP_MAC = "02:00:a9:fe:00:16";
 export const TAP_NAME = "tap0";
 export const SLOT_UPLINK_NAME = "eth0";
+/**
+ * eth0's ifindex is chosen at creation, ETH0_IFINDEX_BASE + slot index: distinct per slot
+ * (kernel-picked ones repeat in every namespace) and not changeable from inside the slot,
+ * so the eBPF NAT proves a frame's slot by it rather than by the MAC a tenant can set.
+ * Above the few devices a fresh namespace holds (lo, tap0, vx0).
+ */
+export const ETH0_IFINDEX_BASE = 0x10000;
 export const VXLAN_NAME = "vx0";
 /** VNI every slot's VXLAN device is created with; eBPF rewrites it to the lease's VNI. */
 export const DUMMY_VNI = 0;
@@ -100,6 +107,8 @@ export interface SlotAddressing {
   outsideAddress: string;
   /** eth0's MAC inside the slot; the eBPF NAT map is keyed by it. */
   slotMac: string;
+  /** eth0's ifindex inside the slot (ETH0_IFINDEX_BASE + index); the NAT entry is bound to it. */
+  slotIfindex: number;
   /** vx0's MAC: fixed per slot so that a change to it shows in the fingerprint. */
   vxlanMac: string;
 }
@@ -129,6 +138,7 @@ export function slotAddressing(prefix: string, linkCidr: Cidr, index: number): S
     linkNetwork: `${intToIp(link)}/31`,
     outsideAddress: intToIp(linkCidr.base + linkCidr.size / 2 + index),
     slotMac: slotMacFor(index),
+    slotIfindex: ETH0_IFINDEX_BASE + index,
     vxlanMac: slotMacFor(index, 0x76),
   };
 }

@@ -58,7 +58,8 @@ export function upgradeDataplane(
     try {
       for (const index of slots) {
         const a = slotAddressing(options.prefix, options.linkCidr, index);
-        upgrade.putNewSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: vniOf(index) });
+        // ifindex 0 (bound to no device) until switchSlot reads the slot's real eth0.
+        upgrade.putNewSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: vniOf(index), ifindex: 0 });
       }
     } catch (err) {
       upgrade.abandon();
@@ -131,6 +132,9 @@ function switchSlot(options: DataplaneOptions, index: number, upgrade: ProgramUp
         const ours = rtnl.filters(eth0.index, direction).some((f) => f.kind === "bpf" && f.priority === FILTER.priority && f.handle === FILTER.handle);
         if (!ours) return `no ${name} filter (prio ${FILTER.priority} handle ${FILTER.handle}) on ${SLOT_UPLINK_NAME} ${direction}`;
       }
+      // The new programs pass only frames of the entry's eth0: slots built before entries
+      // were bound (ifindex 0, the kernel's own index) are bound to what eth0 is now.
+      upgrade.bindSlot(a.slotMac, eth0.index);
       // Same priority and handle: the kernel swaps the program of the existing filter.
       for (const [direction, fd, name] of hooks) rtnl.replaceBpfFilter(eth0.index, direction, fd, name, FILTER);
       return undefined;

@@ -12,6 +12,7 @@ import {
   CONFIG_VALUE_SIZE,
   MAP_CONFIG,
   MAP_RATES,
+  MAP_UNATTRIBUTED,
   MAP_SLOTS,
   RATE_KEY_SIZE,
   RATE_VALUE_SIZE,
@@ -41,6 +42,7 @@ export const BPFFS_ROOT = "/sys/fs/bpf";
 const BPF_PROG_TYPE_SCHED_CLS = 3;
 const BPF_MAP_TYPE_HASH = 1;
 const BPF_MAP_TYPE_ARRAY = 2;
+const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
 const BPF_ANY = 0;
 const BPF_EXIST = 2;
 // Kernel and libbpf structs below are laid out for LP64 little-endian hosts (x86_64, arm64).
@@ -161,12 +163,12 @@ export function ensureBpffs(): void {
   libc.mount("bpf", BPFFS_ROOT, "bpf", 0);
 }
 
-const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES] as const;
+const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED] as const;
 /**
  * Maps added after the first release: a pin directory of an older netslot lacks them, and
  * the in-place upgrade creates and pins them (upgradePrograms).
  */
-const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES]);
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED]);
 const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
@@ -206,7 +208,7 @@ export interface Dataplane {
   getConfig(): NatConfig;
   /** Creates or replaces the slot's entry (`bpftool map update pinned …/slots key … value …`). */
   putSlot(mac: string, slot: SlotNat): void;
-  /** Changes only the VNI of an existing entry; throws ENOENT when there is none. */
+  /** Changes only the VNI of an existing entry (the ifindex stays); throws ENOENT when there is none. */
   setSlotVni(mac: string, vni: number): void;
   /** `bpftool map delete pinned …/slots key …`; returns false when there was no entry. */
   deleteSlot(mac: string): boolean;
@@ -218,6 +220,8 @@ export interface Dataplane {
   setRate(outsideAddress: string, rate: SlotRate | undefined): void;
   /** The configured bandwidth of the slot, undefined when it has none. */
   getRate(outsideAddress: string): SlotRate | undefined;
+  /** IPv4 frames the programs dropped because no slot owns them, summed over CPUs since load. */
+  unattributedDrops(): bigint;
   /** Closes this process's descriptors; the pinned objects remain. */
   close(): void;
   /** Closes and removes the pin directory (purge); idempotent. */
@@ -240,6 +244,7 @@ class PinnedDataplane implements Dataplane {
     private readonly slotsFd: number,
     private readonly configFd: number,
     private readonly ratesFd: number,
+    private readonly unattributedFd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -280,7 +285,7 @@ class PinnedDataplane implements Dataplane {
     const current = decodeSlotValue(value);
     checkRet(
       "bpf_map_update_elem",
-      b.mapUpdate(this.slotsFd, key, encodeSlotValue({ outsideAddress: current.outsideAddress, vni }), BPF_EXIST) as number,
+      b.mapUpdate(this.slotsFd, key, encodeSlotValue({ ...current, vni }), BPF_EXIST) as number,
       mac,
     );
   }
@@ -335,6 +340,15 @@ class PinnedDataplane implements Dataplane {
     checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.ratesFd), key, encodeRateValue(rate), BPF_ANY) as number, MAP_RATES);
   }
 
+  unattributedDrops(): bigint {
+    // A per-CPU value is read as one u64 per possible CPU.
+    const value = Buffer.alloc(8 * possibleCpus());
+    checkRet("bpf_map_lookup_elem", b.mapLookup(this.fd(this.unattributedFd), Buffer.alloc(4), value) as number, MAP_UNATTRIBUTED);
+    let sum = 0n;
+    for (let off = 0; off < value.length; off += 8) sum += value.readBigUInt64LE(off);
+    return sum;
+  }
+
   getRate(outsideAddress: string): SlotRate | undefined {
     const value = Buffer.alloc(RATE_VALUE_SIZE);
     const ret = b.mapLookup(this.fd(this.ratesFd), encodeRateKey(outsideAddress), value) as number;
@@ -346,7 +360,7 @@ class PinnedDataplane implements Dataplane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -369,7 +383,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config, rates] = fds as [number, number, number, number, number];
+    const [egress, ingress, slots, config, rates, unattributed] = fds as [number, number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -386,7 +400,8 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     expect(slots, MAP_SLOTS, BPF_MAP_TYPE_HASH, SLOT_KEY_SIZE, SLOT_VALUE_SIZE);
     expect(config, MAP_CONFIG, BPF_MAP_TYPE_ARRAY, CONFIG_KEY_SIZE, CONFIG_VALUE_SIZE);
     expect(rates, MAP_RATES, BPF_MAP_TYPE_HASH, RATE_KEY_SIZE, RATE_VALUE_SIZE);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates);
+    expect(unattributed, MAP_UNATTRIBUTED, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;
@@ -410,7 +425,7 @@ function loadAndPin(objectPath: string, dir: string): void {
       if (!prog) throw new Error(`${objectPath} has no program ${name}`);
       checkRet("bpf_obj_pin", b.objPin(b.programFd(prog) as number, path.join(dir, name)) as number, name);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
       const fd = b.findMapFd(obj, name) as number;
       if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
       checkRet("bpf_obj_pin", b.objPin(fd, path.join(dir, name)) as number, name);
@@ -474,6 +489,11 @@ export interface ProgramUpgrade {
   /** Writes one NAT entry into the new slots map (the new code's encoding). */
   putNewSlot(mac: string, slot: SlotNat): void;
   /**
+   * Sets the eth0 ifindex of an existing entry in the slots map the new programs use, before
+   * its filters switch: entries written by a version that left the field 0 are bound here.
+   */
+  bindSlot(mac: string, ifindex: number): void;
+  /**
    * Re-pins the new programs over the old names (`bpftool prog pin` to NAME-new, then
    * `mv NAME-new NAME`, atomic per program) and closes the object: the pins and the tc
    * filters keep the programs alive, the old ones go when their last filter does.
@@ -515,7 +535,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES]) {
+    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
       const fd = reused.get(name);
       // A map this pin directory predates: the load creates it, the commit pins it.
       if (fd === undefined) continue;
@@ -580,6 +600,18 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
         const fd = newMaps.get(MAP_SLOTS);
         if (fd === undefined) throw new Error("the slots map kept its layout");
         checkRet("bpf_map_update_elem", b.mapUpdate(fd, encodeSlotKey(mac), encodeSlotValue(slot), BPF_ANY) as number, mac);
+      },
+      bindSlot(mac: string, ifindex: number): void {
+        const fd = newMaps.get(MAP_SLOTS) ?? (b.findMapFd(loaded, MAP_SLOTS) as number);
+        const key = encodeSlotKey(mac);
+        const value = Buffer.alloc(SLOT_VALUE_SIZE);
+        const ret = b.mapLookup(fd, key, value) as number;
+        // A slot without an entry is not whole: its rebuild writes a bound one.
+        if (ret === -libc.ENOENT) return;
+        checkRet("bpf_map_lookup_elem", ret, mac);
+        const current = decodeSlotValue(value);
+        if (current.ifindex === ifindex) return;
+        checkRet("bpf_map_update_elem", b.mapUpdate(fd, key, encodeSlotValue({ ...current, ifindex }), BPF_EXIST) as number, mac);
       },
       commit(): void {
         if (!open) throw new Error(`upgrade of ${pinDir} is already closed`);
@@ -651,4 +683,18 @@ export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRun
     cb,
     durationNs: opts.readUInt32LE(64),
   };
+}
+
+let cpus: number | undefined;
+/** Possible CPUs (/sys/devices/system/cpu/possible, e.g. "0-3"): the length of a per-CPU map value. */
+function possibleCpus(): number {
+  if (cpus === undefined) {
+    let n = 0;
+    for (const part of fs.readFileSync("/sys/devices/system/cpu/possible", "utf8").trim().split(",")) {
+      const [lo, hi] = part.split("-").map(Number) as [number, number | undefined];
+      n = Math.max(n, (hi ?? lo) + 1);
+    }
+    cpus = n;
+  }
+  return cpus;
 }

@@ -11,6 +11,7 @@ export const PROG_INGRESS = "nat_ingress";
 export const MAP_SLOTS = "slots";
 export const MAP_CONFIG = "config";
 export const MAP_RATES = "rates";
+export const MAP_UNATTRIBUTED = "unattributed";
 
 /** NETSLOT_MAX_SLOTS: entries of the `slots` hash map. */
 export const MAX_SLOTS = 65536;
@@ -37,6 +38,8 @@ export const DropReason = {
   rewriteFailed: 5,
   /** Over the lease's bandwidth (the `rates` token bucket). */
   rate: 6,
+  /** IPv4 on eth0 that no slot owns: unknown MAC, or another slot's MAC (counted in `unattributed`). */
+  unattributed: 7,
 } as const;
 export type DropReasonName = keyof typeof DropReason;
 
@@ -64,6 +67,11 @@ export interface SlotNat {
   outsideAddress: string;
   /** The lease's tenant VNI; 0 when the lease has no tenant network (VXLAN is dropped). */
   vni: number;
+  /**
+   * eth0's ifindex inside the slot (slot_value.ifindex): the programs pass only frames seen
+   * on that device, so a MAC a tenant copies from another slot is worth nothing.
+   */
+  ifindex: number;
 }
 
 export interface SlotNatEntry extends SlotNat {
@@ -151,17 +159,18 @@ export function decodeSlotKey(key: Buffer): string {
   return bytesToMac(key);
 }
 
-/** struct slot_value { __be32 outside_addr; __u32 vni; __u32 flags; } */
+/** struct slot_value { __be32 outside_addr; __u32 vni; __u32 ifindex; } */
 export function encodeSlotValue(slot: SlotNat): Buffer {
   assertVni(slot.vni);
   const value = Buffer.alloc(SLOT_VALUE_SIZE);
   value.writeUInt32BE(ipToInt(slot.outsideAddress), 0);
   writeHostU32(value, slot.vni, 4);
+  writeHostU32(value, slot.ifindex, 8);
   return value;
 }
 
 export function decodeSlotValue(value: Buffer): SlotNat {
-  return { outsideAddress: intToIp(value.readUInt32BE(0)), vni: readHostU32(value, 4) };
+  return { outsideAddress: intToIp(value.readUInt32BE(0)), vni: readHostU32(value, 4), ifindex: readHostU32(value, 8) };
 }
 
 /** struct nat_config { __be32 guest_addr; __u16 vxlan_port; __u16 pad; __u32 dummy_vni; } */

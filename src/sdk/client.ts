@@ -150,7 +150,10 @@ export class NetslotClient {
     this.token = options.token;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.onAutoRenewError = options.onAutoRenewError;
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    // A timeout is what makes Node's agent honour the daemon's Keep-Alive: timeout=5 (it
+    // drops an idle connection 1 s before; without one it keeps it until the daemon closes
+    // it, and a request sent just then fails). It applies to idle connections only.
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000 });
   }
 
   health(): Promise<Health> {
@@ -312,8 +315,11 @@ export class NetslotClient {
     try {
       res = await this.send(method, path, body, timeoutMs);
     } catch (err) {
-      // A kept-alive socket the server closed meanwhile: safe to retry a GET once.
-      if (method === "GET" && (err as { reusedSocket?: boolean }).reusedSocket) res = await this.send(method, path, body, timeoutMs);
+      // A kept-alive socket the server closed meanwhile, before any answer: a GET may be
+      // retried once; any request that could not even be written (EPIPE: the server had
+      // closed the connection, so it never saw this request) too.
+      const failed = err as { reusedSocket?: boolean; errno?: string };
+      if (failed.reusedSocket && (method === "GET" || failed.errno === "EPIPE")) res = await this.send(method, path, body, timeoutMs);
       else throw err;
     }
     if (res.status >= 400) throw errorFromResponse(res);

@@ -34,6 +34,8 @@ const SLOT_ADDR = "10.200.0.15";
 const VTEP = "192.0.2.10";
 const REMOTE = "198.51.100.20";
 const TENANT_VNI = 5000;
+/** BPF_PROG_TEST_RUN runs the program on the loopback device: skb->ifindex is 1. */
+const RUN_IFINDEX = 1;
 
 
 function assertFrameValid(frame: Buffer): Parsed {
@@ -68,8 +70,8 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     assert.ok(fs.existsSync(OBJECT), `${OBJECT} is missing: run npm run build (make -C bpf)`);
     dp = loadDataplane(OBJECT, PIN_DIR);
     dp.setConfig({ guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: DUMMY_VNI });
-    dp.putSlot(SLOT_MAC, { outsideAddress: OUTSIDE, vni: 0 });
-    dp.putSlot(OTHER_MAC, { outsideAddress: OTHER_OUTSIDE, vni: 0 });
+    dp.putSlot(SLOT_MAC, { outsideAddress: OUTSIDE, vni: 0, ifindex: RUN_IFINDEX });
+    dp.putSlot(OTHER_MAC, { outsideAddress: OTHER_OUTSIDE, vni: 0, ifindex: RUN_IFINDEX });
   });
 
   after(() => {
@@ -80,9 +82,9 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     }
   });
 
-  it("pins both programs and the three maps, visible to bpftool", () => {
+  it("pins both programs and the four maps, visible to bpftool", () => {
     assert.equal(dp.adopted, false);
-    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
     const show = JSON.parse(execFileSync("bpftool", ["-j", "prog", "show", "pinned", `${PIN_DIR}/nat_egress`], { encoding: "utf8" })) as {
       id: number;
       tag: string;
@@ -103,20 +105,21 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     assert.deepEqual(dp.getConfig(), { guestAddress: GUEST_IP, vxlanPort: DEFAULT_VXLAN_PORT, dummyVni: 0 });
     const mac = slotMacFor(0x1234);
     assert.equal(dp.getSlot(mac), undefined);
-    dp.putSlot(mac, { outsideAddress: "10.200.200.1", vni: 42 });
-    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 42 });
+    dp.putSlot(mac, { outsideAddress: "10.200.200.1", vni: 42, ifindex: 70000 });
+    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 42, ifindex: 70000 });
     dp.setSlotVni(mac, 0xffffff);
-    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 0xffffff });
+    // The VNI changes, the binding to eth0 stays.
+    assert.deepEqual(dp.getSlot(mac), { outsideAddress: "10.200.200.1", vni: 0xffffff, ifindex: 70000 });
     const entries = dp.slotEntries();
     assert.deepEqual(
       entries.map((e) => e.mac).sort(),
       [SLOT_MAC, OTHER_MAC, mac].sort(),
     );
-    assert.deepEqual(entries.find((e) => e.mac === mac), { mac, outsideAddress: "10.200.200.1", vni: 0xffffff });
+    assert.deepEqual(entries.find((e) => e.mac === mac), { mac, outsideAddress: "10.200.200.1", vni: 0xffffff, ifindex: 70000 });
     assert.equal(dp.deleteSlot(mac), true);
     assert.equal(dp.deleteSlot(mac), false);
     assert.throws(() => dp.setSlotVni(mac, 1), (err: unknown) => err instanceof SyscallError && err.errno === 2);
-    assert.throws(() => dp.putSlot(mac, { outsideAddress: OUTSIDE, vni: 1 << 24 }), /VNI out of range/);
+    assert.throws(() => dp.putSlot(mac, { outsideAddress: OUTSIDE, vni: 1 << 24, ifindex: 1 }), /VNI out of range/);
     // bpftool sees the same bytes: key is the MAC plus two zero bytes.
     const dump = JSON.parse(execFileSync("bpftool", ["-j", "map", "dump", "pinned", `${PIN_DIR}/slots`], { encoding: "utf8" })) as Array<{
       key: string[];
@@ -136,12 +139,12 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
       assert.equal(again.ingressProgId, dp.ingressProgId);
       assert.equal(again.egressProgTag, dp.egressProgTag);
       assert.equal(again.ingressProgTag, dp.ingressProgTag);
-      assert.deepEqual(again.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0 });
+      assert.deepEqual(again.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0, ifindex: RUN_IFINDEX });
     } finally {
       again.close();
     }
     // Closing the second handle leaves the first usable.
-    assert.deepEqual(dp.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0 });
+    assert.deepEqual(dp.getSlot(SLOT_MAC), { outsideAddress: OUTSIDE, vni: 0, ifindex: RUN_IFINDEX });
     const opened = openPinnedDataplane(PIN_DIR);
     assert.ok(opened);
     try {
@@ -277,9 +280,36 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
       assert.deepEqual(p.l4, body);
     });
 
-    it("leaves frames of unknown slots, other sources and non-IPv4 untouched", () => {
+    it("drops and counts IPv4 it cannot attribute: an unknown MAC, or a MAC bound to another device", () => {
+      const frame = (mac: string) =>
+        Buffer.concat([ether(TAP_MAC, mac), ipv4({ src: GUEST_IP, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(GUEST_IP, REMOTE, 1, 2, Buffer.alloc(0)) })]);
+      const stolen = slotMacFor(10);
+      // Another slot's entry: its eth0 is another device than the one the frame is on.
+      dp.putSlot(stolen, { outsideAddress: "10.200.128.10", vni: TENANT_VNI, ifindex: 0x10000 + 10 });
+      try {
+        const before = dp.unattributedDrops();
+        for (const mac of [UNKNOWN_MAC, stolen]) {
+          const out = egress(frame(mac));
+          assert.equal(out.retval, TC_ACT_SHOT, mac);
+          assert.equal(out.cb[0], DropReason.unattributed);
+          const back = ingress(toSlotFrame(tcp(REMOTE, "10.200.128.10", 1, 2, Buffer.alloc(0)), IPPROTO_TCP, REMOTE, "10.200.128.10", mac));
+          assert.equal(back.retval, TC_ACT_SHOT, mac);
+          assert.equal(back.cb[0], DropReason.unattributed);
+        }
+        assert.equal(dp.unattributedDrops() - before, 4n);
+        // Bound to the device the frame is on: translated.
+        dp.putSlot(stolen, { outsideAddress: "10.200.128.10", vni: TENANT_VNI, ifindex: RUN_IFINDEX });
+        const ok = egress(frame(stolen));
+        assert.equal(ok.retval, TC_ACT_OK);
+        assert.equal(parse(ok.packet).src, "10.200.128.10");
+        assert.equal(dp.unattributedDrops() - before, 4n);
+      } finally {
+        dp.deleteSlot(stolen);
+      }
+    });
+
+    it("leaves frames of other sources and non-IPv4 untouched", () => {
       const cases = [
-        Buffer.concat([ether(TAP_MAC, UNKNOWN_MAC), ipv4({ src: GUEST_IP, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(GUEST_IP, REMOTE, 1, 2, Buffer.alloc(0)) })]),
         Buffer.concat([ether(TAP_MAC, SLOT_MAC), ipv4({ src: SLOT_ADDR, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(SLOT_ADDR, REMOTE, 1, 2, Buffer.alloc(0)) })]),
         Buffer.concat([ether("ff:ff:ff:ff:ff:ff", SLOT_MAC, 0x0806), Buffer.alloc(28, 1)]),
         Buffer.concat([ether(TAP_MAC, SLOT_MAC, 0x86dd), Buffer.alloc(40, 0x60)]), // IPv6
@@ -412,11 +442,13 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
       assertIpCsum(inner.ip.subarray(0, inner.ihl), "inner");
     });
 
-    it("does not rewrite another slot's outside address or unknown destination MACs", () => {
+    it("does not rewrite another slot's outside address; drops unknown destination MACs", () => {
       const toOther = toSlotFrame(tcp(REMOTE, OTHER_OUTSIDE, 1, 2, Buffer.alloc(0)), IPPROTO_TCP, REMOTE, OTHER_OUTSIDE, SLOT_MAC);
       assert.deepEqual(ingress(toOther).packet, toOther);
       const unknown = toSlotFrame(tcp(REMOTE, OUTSIDE, 1, 2, Buffer.alloc(0)), IPPROTO_TCP, REMOTE, OUTSIDE, UNKNOWN_MAC);
-      assert.deepEqual(ingress(unknown).packet, unknown);
+      const r = ingress(unknown);
+      assert.equal(r.retval, TC_ACT_SHOT);
+      assert.equal(r.cb[0], DropReason.unattributed);
     });
 
     describe("VXLAN to the slot's address", () => {

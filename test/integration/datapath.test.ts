@@ -12,7 +12,8 @@ import * as path from "node:path";
 import { createUpstream, exited, isRoot, nsExec, startDaemon, stopChild, testPrefix, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { startGuestStandIn, registerCleanup, run, type GuestStandIn } from "../support/guest.js";
 import { tcpdumpListening } from "../support/isolation.js";
-import { GUEST_IP, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
+import { GUEST_IP, bpfPinDir, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
+import { openPinnedDataplane } from "../../src/kernel/bpf.js";
 import { withNetns } from "../../src/kernel/netns.js";
 import * as libc from "../../src/kernel/libc.js";
 import type { Lease } from "../../src/core/types.js";
@@ -386,5 +387,43 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
 
   it("the slot's conntrack table is still empty at the end", () => {
     assertNoConntrack("at the end");
+  });
+
+  it("a slot whose eth0 takes another slot's MAC gets neither its address nor its own out: dropped and counted", async () => {
+    const other = slotAddressing(prefix, parseCidr(daemon!.linkCidr), 1 - lease.slot.index);
+    const drops = (): bigint => {
+      const bpf = openPinnedDataplane(bpfPinDir(prefix))!;
+      try {
+        return bpf.unattributedDrops();
+      } finally {
+        bpf.close();
+      }
+    };
+    const dropsBefore = drops();
+    const before = servers.output().length;
+    const onHostVeth = await startTcpdump(undefined, ["-i", slot.hostVeth, "-Q", "in", "ip"], children);
+    const onOtherVeth = await startTcpdump(undefined, ["-i", other.hostVeth, "-Q", "in", "ip"], children);
+    let vethText: string;
+    let otherText: string;
+    // What a root process in the slot (an escaped VMM) can do: take the other slot's MAC.
+    nsExec(slot.name, ["ip", "link", "set", "eth0", "address", other.slotMac]);
+    try {
+      const udp = await node(UDP_ECHO_CLIENT, upstream!.address, "300");
+      assert.match(udp.stdout, /^udp timeout$/m, udp.stdout + udp.stderr);
+    } finally {
+      nsExec(slot.name, ["ip", "link", "set", "eth0", "address", slot.slotMac]);
+      // The host may have learnt the borrowed MAC for the slot's address meanwhile.
+      await run(["ip", "neigh", "flush", "dev", slot.hostVeth]);
+      vethText = await onHostVeth.stop();
+      otherText = await onOtherVeth.stop();
+    }
+    assert.deepEqual([...ipSources(vethText)], [], `sources on the host veth ${slot.hostVeth}:\n${vethText.slice(0, 2000)}`);
+    assert.deepEqual([...ipSources(otherText)], [], `sources on the other slot's host veth ${other.hostVeth}:\n${otherText.slice(0, 2000)}`);
+    assert.doesNotMatch(servers.output().slice(before), /len 300/);
+    const dropped = drops() - dropsBefore;
+    assert.ok(dropped >= 1n, `unattributed drops rose by ${dropped}`);
+    // Its own MAC back: the slot works again.
+    const udp = await node(UDP_ECHO_CLIENT, upstream!.address, "400");
+    assert.match(udp.stdout, /^udp ok 400$/m, udp.stdout + udp.stderr);
   });
 });

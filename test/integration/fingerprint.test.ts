@@ -101,7 +101,7 @@ describe("slot fingerprint on real slots", { skip }, () => {
     assert.ok(golden.routes.includes("default via <host-addr> dev eth0 table main proto boot scope global"), golden.routes.join("\n"));
     assert.ok(golden.tcFilters.some((x) => /ingress .*nat_ingress tag [0-9a-f]{16}/.test(x)), golden.tcFilters.join("\n"));
     assert.ok(golden.nftables.some((x) => x.startsWith("table ")));
-    assert.deepEqual(golden.bpf, ["<slot-mac> outside <outside-addr> vni 0"]);
+    assert.deepEqual(golden.bpf, ["<slot-mac> outside <outside-addr> vni 0 bound to eth0"]);
     // A new namespace starts with the host's ip_forward (devconf_inherit_init_net=0); the
     // slot routes by per-device forwarding, which the build sets.
     assert.equal(golden.sysctls["net.ipv4.ip_forward"], sh("sysctl", ["-n", "net.ipv4.ip_forward"]).trim());
@@ -255,7 +255,7 @@ describe("slot fingerprint on real slots", { skip }, () => {
     {
       name: "the eBPF map entry (a tenant network left on the slot)",
       apply: () => dp!.setTenant(3, { vni: 42, cidr: "10.77.0.0/16" }),
-      expect: [/^bpf: \+ <slot-mac> outside <outside-addr> vni 42$/, /^bpf: - <slot-mac> outside <outside-addr> vni 0$/, /^routes: \+ 10\.77\.0\.0\/16 dev vx0/],
+      expect: [/^bpf: \+ <slot-mac> outside <outside-addr> vni 42 bound to eth0$/, /^bpf: - <slot-mac> outside <outside-addr> vni 0 bound to eth0$/, /^routes: \+ 10\.77\.0\.0\/16 dev vx0/],
     },
     {
       name: "a listening socket and its process",

@@ -2,11 +2,16 @@
 // socket, the pool and every lease from the running one while clients cycle leases, a guest
 // stand-in on a leased slot pings out and holds a TCP connection. Zero failed requests, at
 // most 2 lost pings, nothing rebuilt. A new daemon that cannot start leaves the old serving.
+// Keep-alive clients (the 0.1.0 SDK among them) that idle between requests see no failure
+// across repeated handovers whose old daemon is kept busy for seconds (a large pool's).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import { CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import * as os from "node:os";
+import * as path from "node:path";
+import { pathToFileURL } from "node:url";
+import { CLI, REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { run, startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { Lease, UpgradeResult } from "../../src/core/types.js";
@@ -81,6 +86,58 @@ function startLoad(socket: string, clients: number): Load {
     async stop() {
       running = false;
       await Promise.all([...loops, fresh]);
+      return { ok, failures };
+    },
+  };
+}
+
+/** The part of an SDK (this one or 0.1.0) the keep-alive load uses. */
+interface AnySdkClient {
+  acquire(opts: { autoRenew: false; labels?: Record<string, string> }): Promise<{ id: string }>;
+  release(id: string): Promise<unknown>;
+  close(): void;
+}
+
+/** The 0.1.0 SDK, unpacked as an installed package and loaded by its name (as compat.test.ts does). */
+async function loadOldSdk(dir: string): Promise<new (opts: { socketPath: string }) => AnySdkClient> {
+  const installed = path.join(dir, "node_modules", "netslot");
+  fs.mkdirSync(installed, { recursive: true });
+  sh("tar", ["-xzf", path.join(REPO_ROOT, "test", "fixtures", "netslot-0.1.0.tgz"), "-C", installed, "--strip-components=1"]);
+  fs.writeFileSync(path.join(dir, "consumer.mjs"), 'export * from "netslot";\n');
+  const sdk = (await import(pathToFileURL(path.join(dir, "consumer.mjs")).href)) as { NetslotClient: new (opts: { socketPath: string }) => AnySdkClient };
+  return sdk.NetslotClient;
+}
+
+/**
+ * Keep-alive clients that pause 3.5–6.5 s between requests, so that their connections sit
+ * idle across the daemon's keep-alive timeout (5 s) at every phase of a handover; the 0.1.0
+ * SDK keeps idle connections until the daemon closes them.
+ */
+function startIdleLoad(clients: Array<{ name: string; client: AnySdkClient }>): Load {
+  let running = true;
+  let ok = 0;
+  const failures: string[] = [];
+  const loops = clients.map(async ({ name, client }, i) => {
+    const pause = () => new Promise((r) => setTimeout(r, 3_500 + Math.random() * 3_000));
+    while (running) {
+      try {
+        const lease = await client.acquire({ autoRenew: false, labels: { idle: String(i) } });
+        await pause();
+        await client.release(lease.id);
+        ok += 2;
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        // An exhausted pool is an answer too (and the connection's next reuse follows).
+        if (e.code === "pool_exhausted") ok++;
+        else failures.push(`${name}: ${e.message}`);
+      }
+      await pause();
+    }
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
       return { ok, failures };
     },
   };
@@ -215,5 +272,65 @@ describe("handover: netslot upgrade", { skip }, () => {
     const held = await tcp;
     assert.equal(held.code, 0, `the TCP connection survived: ${held.stdout}${held.stderr}`);
     await client.release(leased.id);
+  });
+});
+
+describe("handover: idle keep-alive clients, the 0.1.0 SDK among them, with the old daemon busy", { skip }, () => {
+  const prefix = testPrefix();
+  const POOL = 8;
+  /** The old daemon's event loop blocked this long in each handoff (NETSLOT_TEST_HANDOVER_HOLD_MS). */
+  const HOLD_MS = 6_000;
+  let upstream: Upstream;
+  let daemon: DaemonHandle;
+  let dir: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-handover-"));
+    upstream = createUpstream(prefix);
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL, env: { NETSLOT_TEST_HANDOVER_HOLD_MS: String(HOLD_MS) } });
+  });
+
+  after(async () => {
+    if (daemon) {
+      try {
+        const pid = daemonPid(daemon.stateDir);
+        if (pid !== daemon.process.pid && alive(pid)) process.kill(pid, "SIGKILL");
+      } catch {
+        // No pid file: nothing else runs.
+      }
+      await daemon.cleanup();
+    }
+    upstream?.remove();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("three handovers in a row: no request fails, every old daemon exits once its clients are gone", async (t) => {
+    const OldClient = await loadOldSdk(dir);
+    const clients = [
+      ...Array.from({ length: 14 }, (_, i) => ({ name: `sdk ${i}`, client: new NetslotClient({ socketPath: daemon.socket }) })),
+      ...Array.from({ length: 10 }, (_, i) => ({ name: `0.1.0 sdk ${i}`, client: new OldClient({ socketPath: daemon.socket }) })),
+    ];
+    const load = startIdleLoad(clients);
+    const results: UpgradeResult[] = [];
+    try {
+      await new Promise((r) => setTimeout(r, 5_000));
+      for (let i = 0; i < 3; i++) {
+        const result = await run([process.execPath, CLI, "upgrade", "--json", "--socket", daemon.socket], { timeoutMs: 180_000 });
+        assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}\n${daemon.output().slice(-3000)}`);
+        results.push(JSON.parse(result.stdout) as UpgradeResult);
+        await new Promise((r) => setTimeout(r, 4_000));
+      }
+      await new Promise((r) => setTimeout(r, 4_000));
+    } finally {
+      const { ok, failures } = await load.stop();
+      for (const c of clients) c.client.close();
+      assert.deepEqual(failures.slice(0, 10), [], `no request failed (${failures.length} did)\n${daemon.output().slice(-4000)}`);
+      assert.ok(ok > 40, `the load ran (${ok} requests)`);
+      t.diagnostic(`${ok} requests by ${clients.length} keep-alive clients (10 on the 0.1.0 SDK) across 3 handovers, none failed; held ${results.map((r) => r.heldMs.toFixed(0)).join("/")} ms`);
+    }
+    for (const r of results) assert.ok(r.heldMs >= HOLD_MS, `requests were held ${r.heldMs} ms`);
+    // Each old daemon leaves once its clients dropped their idle connections (announced 5 s).
+    for (const r of results) await waitFor(() => !alive(r.previous.pid), 30_000);
+    assert.equal(daemonPid(daemon.stateDir), results[2]!.current.pid);
   });
 });

@@ -108,7 +108,7 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     const pinned = openPinnedDataplane(pinDir)!;
     try {
       pinned.setSlotVni(dp.addressing(1).slotMac, TENANT_VNI);
-      pinned.putSlot(EXTRA_MAC, { outsideAddress: "192.0.2.77", vni: 77 });
+      pinned.putSlot(EXTRA_MAC, { outsideAddress: "192.0.2.77", vni: 77, ifindex: 0 });
     } finally {
       pinned.close();
     }
@@ -161,12 +161,12 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     }
     assert.equal(pinnedTag("nat_egress"), newTags.egress);
     assert.equal(pinnedTag("nat_ingress"), newTags.ingress);
-    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
     // Same map objects, same contents; the new programs use them.
     assert.deepEqual({ slots: mapId("slots"), config: mapId("config") }, mapIds);
     assert.deepEqual(sortedEntries(), entriesBefore);
     const progMaps = bpftool(["prog", "show", "pinned", path.join(pinDir, "nat_egress")]).map_ids as number[];
-    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates")].sort());
+    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates"), mapId("unattributed")].sort());
     // The adopting path sees the new programs too.
     const adopted = loadDataplane(ORIGINAL, pinDir);
     try {
@@ -182,6 +182,11 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     assert.ok(pinned);
     try {
       const a = dp!.addressing(1);
+      // The entry stays bound to the slot's eth0; BPF_PROG_TEST_RUN runs on loopback
+      // (ifindex 1), so the test binds it there for the runs.
+      const entry = pinned.getSlot(a.slotMac)!;
+      assert.equal(entry.ifindex, a.slotIfindex);
+      pinned.putSlot(a.slotMac, { ...entry, ifindex: 1 });
       // Guest → remote: source rewritten to slot 1's outside address.
       const out = progTestRun(pinned.egressProgFd, udpFrame(a.slotMac, TAP_MAC, GUEST_IP, REMOTE, 53, Buffer.from("query")));
       assert.equal(out.retval, TC_ACT_OK);
@@ -200,6 +205,7 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
       const back = progTestRun(pinned.ingressProgFd, udpFrame("02:aa:00:00:00:01", a.slotMac, REMOTE, a.outsideAddress, 40001, Buffer.from("answer")));
       assert.equal(back.retval, TC_ACT_OK);
       assert.equal(checkedUdp(back.packet).dst, GUEST_IP);
+      pinned.putSlot(a.slotMac, entry);
     } finally {
       pinned.close();
     }
@@ -262,16 +268,17 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     assert.equal(tcFilters(ns, "ingress")[0]!.tag, oldTags.ingress);
   });
 
-  it("creates and pins a map the pin directory predates (rates, added with network profiles)", () => {
+  it("creates and pins maps the pin directory predates (rates, added with network profiles; unattributed)", () => {
     removePinned(scratchPins);
     const dp2 = loadDataplane(ORIGINAL, scratchPins);
     dp2.close();
     // What a netslot before bandwidth profiles pinned: no rates map.
     fs.rmSync(path.join(scratchPins, "rates"));
+    fs.rmSync(path.join(scratchPins, "unattributed"));
     const up = upgradePrograms(changed, scratchPins);
     assert.ok(up, "the changed programs are an upgrade");
     up.commit();
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots"]);
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
     const dp3 = loadDataplane(ORIGINAL, scratchPins);
     try {
       assert.equal(dp3.adopted, true);
@@ -307,7 +314,13 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     const entries = sortedEntries();
     for (const i of whole) {
       const a = dp!.addressing(i);
-      assert.deepEqual(entries.find((e) => e.mac === a.slotMac), { mac: a.slotMac, outsideAddress: a.outsideAddress, vni: i === 1 ? TENANT_VNI : 0 });
+      assert.deepEqual(entries.find((e) => e.mac === a.slotMac), {
+        mac: a.slotMac,
+        outsideAddress: a.outsideAddress,
+        vni: i === 1 ? TENANT_VNI : 0,
+        // Migrated unbound, then bound to the slot's eth0 before its filters switched.
+        ifindex: a.slotIfindex,
+      });
     }
     // The slots' filters run programs that read the new map.
     for (const i of whole) {

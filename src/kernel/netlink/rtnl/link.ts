@@ -42,6 +42,8 @@ export interface Link {
 
 export interface VethSpec {
   name: string;
+  /** This end's ifindex (ifinfomsg.ifi_index); the kernel picks one when absent. */
+  index?: number;
   peerName: string;
   /** Create the peer directly in this namespace (an open /run/netns/… fd). */
   peerNetnsFd?: number;
@@ -123,10 +125,11 @@ export function createVeth(sock: NetlinkSocket, spec: VethSpec): void {
   const primary = swap ? remote : local;
   const secondary = swap ? local : remote;
   const operation = `RTM_NEWLINK veth ${spec.name} peer ${spec.peerName}`;
-  const peerInfo = attr(VETH_INFO_PEER, Buffer.concat([ifinfomsg(), ...vethEndAttrs(secondary)]));
+  const peerIndex = swap ? (spec.index ?? 0) : 0;
+  const peerInfo = attr(VETH_INFO_PEER, Buffer.concat([ifinfomsg(peerIndex), ...vethEndAttrs(secondary)]));
   const up = primary.up ? IFF_UP : 0;
   const linkinfo = attrNested(IFLA_LINKINFO, [attrString(IFLA_INFO_KIND, "veth"), attrNested(IFLA_INFO_DATA, [peerInfo])]);
-  sock.request(encodeMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, [ifinfomsg(0, up, up), ...vethEndAttrs(primary), linkinfo]), operation);
+  sock.request(encodeMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, [ifinfomsg(swap ? 0 : (spec.index ?? 0), up, up), ...vethEndAttrs(primary), linkinfo]), operation);
   if (!secondary.up) return;
   // The secondary end is in this namespace whenever it has to come up here.
   try {
