@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the test guest for a real VM on a slot (docs: /work/shared/docs/test-guest.md):
+# Builds the test guest for a real VM on a slot (see the workspace notes on the test guest):
 #   <cache-dir>/vmlinuz            Debian's kernel, from linux-image-amd64's dependency
 #   <cache-dir>/initramfs.cpio.gz  busybox-static + virtio-net modules + /init
 # Usage: scripts/build-guest-image.sh [cache-dir]   (default <repo>/.cache/guest)

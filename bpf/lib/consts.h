@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Constants shared by the NAT programs. Mirrored in src/dataplane/bpfmaps.ts: change both. */
+/* Constants shared by the NAT programs. Mirrored in src/kernel/bpfmaps.ts: change both. */
 #ifndef NETSLOT_CONSTS_H
 #define NETSLOT_CONSTS_H
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Map layouts and definitions. The loader (src/kernel/bpf.ts) pins these maps itself, so
- * no LIBBPF_PIN_BY_NAME here; src/dataplane/bpfmaps.ts encodes the same byte layouts.
+ * no LIBBPF_PIN_BY_NAME here; src/kernel/bpfmaps.ts encodes the same byte layouts.
  */
 #ifndef NETSLOT_MAPS_H
 #define NETSLOT_MAPS_H

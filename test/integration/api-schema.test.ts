@@ -12,9 +12,9 @@ import { ERRORS, type ErrorCode } from "../../src/core/errors.js";
 import { OPERATIONS, type Lease, type OperationId } from "../../src/core/schema.js";
 import { openApiDocument, type OpenApiDocument } from "../../src/api/openapi.js";
 import { raw, ResponseChecker, type Answer, type Checked, type RawResult } from "../support/api-check.js";
-import { CLI, createUpstream, isRoot, sh, spawnDaemon, testPrefix, waitFor, type DaemonProcess, type Upstream } from "../support/env.js";
+import { CLI, createUpstream, isRoot, sh, spawnDaemon, testPrefix, waitFor, type DaemonProcess, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 /** Codes this file cannot provoke on a healthy host, and the test that does. */
 const ELSEWHERE: Partial<Record<ErrorCode, string>> = {

@@ -3,9 +3,9 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as http from "node:http";
 import { spawnSync } from "node:child_process";
-import { CLI, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { CLI, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 interface Raw {
   status: number;

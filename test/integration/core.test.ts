@@ -3,12 +3,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { GATEWAY_IP, GUEST_MAC, TAP_MAC, slotAddressing, parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 interface IpLink {
   ifname: string;

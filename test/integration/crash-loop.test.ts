@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { formatViolations, runCrashLoop } from "../crash/harness.js";
 import { checkInvariants } from "../../src/pool/invariants.js";
 import { NetslotConnectionError } from "../../src/sdk/index.js";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 const KILLS = Number(process.env.NETSLOT_CRASH_KILLS ?? 100);
 
 describe("crash loop", { skip }, () => {

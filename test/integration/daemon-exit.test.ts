@@ -2,9 +2,9 @@
 // reports it, instead of answering "ready" with an empty pool.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 /** Starts a daemon without waiting for ready; resolves with its exit code and output. */
 async function exitOf(daemon: DaemonHandle): Promise<{ code: number | null; lines: string[] }> {

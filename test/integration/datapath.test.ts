@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createUpstream, exited, isRoot, nsExec, startDaemon, stopChild, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, exited, isRoot, nsExec, startDaemon, stopChild, testPrefix, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { startGuestStandIn, registerCleanup, run, type GuestStandIn } from "../support/guest.js";
 import { tcpdumpListening } from "../support/isolation.js";
 import { GUEST_IP, bpfPinDir, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
@@ -18,7 +18,7 @@ import { withNetns } from "../../src/kernel/netns.js";
 import * as libc from "../../src/kernel/libc.js";
 import type { Lease } from "../../src/core/types.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 const AF_INET = 2;
 const SIOCETHTOOL = 0x8946;

@@ -11,9 +11,9 @@ import { checkInvariants } from "../../src/pool/invariants.js";
 import { openApiDocument } from "../../src/api/openapi.js";
 import { raw as rawRequest, ResponseChecker } from "../support/api-check.js";
 import { NetslotApiError, type Lease, type PoolCounts } from "../../src/sdk/index.js";
-import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root (mount)";
+const skip = skipUnless(isRoot(), "needs root (mount)");
 const POOL = 4;
 
 interface RawAnswer {

@@ -7,14 +7,14 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix, waitFor } from "../support/env.js";
+import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix, waitFor, skipUnless } from "../support/env.js";
 import { SlotDataplane } from "../../src/dataplane/dataplane.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
 import { inspectNamespace } from "../../src/kernel/netlink/inspect.js";
 import { deviceConfNames, readAllNetSysctls } from "../../src/kernel/sysctl.js";
 import { diffFingerprints, fingerprintHash, liveHolders, slotFingerprint, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 interface Case {
   name: string;

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, TAP_MAC, TAP_NAME } from "../../src/dataplane/topology.js";
 import { registerCleanup, run, runOk, startGuestStandIn } from "../support/guest.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
+import { skipUnless } from "../support/env.js";
 
 const isRoot = process.getuid?.() === 0;
 const prefix = `t${Array.from(crypto.randomBytes(5), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("")}`;
@@ -103,7 +104,7 @@ describe("guest support", { skip: isRoot ? false : "needs root" }, () => {
   });
 
   test("QEMU guest boots on the slot and pings the gateway", { timeout: 300_000 }, async (t) => {
-    if (!qemuAvailable()) {
+    if (skipUnless(qemuAvailable(), "qemu-system-x86_64 not installed")) {
       t.skip("qemu-system-x86_64 not installed");
       return;
     }

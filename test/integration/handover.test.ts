@@ -11,14 +11,14 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
-import { CLI, REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { CLI, REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { run, startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { Lease, UpgradeResult } from "../../src/core/types.js";
 import { packageVersion } from "../../src/core/version.js";
 import { pidFilePath } from "../../src/daemon/pidfile.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 function daemonPid(stateDir: string): number {
   return Number(fs.readFileSync(pidFilePath(stateDir), "utf8").trim());

@@ -5,14 +5,14 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
-import { REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { diffFingerprints, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 import { fingerprintOf as slotFingerprintOf } from "../../src/dataplane/dataplane.js";
 import { loadGolden } from "../../src/dataplane/golden.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 describe("hygiene: what a tenant leaves behind does not reach the next tenant", { skip }, () => {
   const prefix = testPrefix();

@@ -2,11 +2,11 @@
 // busybox initramfs under QEMU (TCG) on slot A's tap0, one boot running the whole matrix as
 // its /check.sh. Guest B is a stand-in on slot B with the same IP and MAC.
 import { after, before, describe, it } from "node:test";
-import { isRoot, testPrefix } from "../support/env.js";
+import { isRoot, testPrefix, skipUnless } from "../support/env.js";
 import { ensureGuestImage, qemuAvailable, runGuest, type GuestRun } from "../support/qemu.js";
 import { GUARANTEES, createIsolationLab, matrixScript, summarize, type IsolationLab, type MatrixOutcome } from "../support/isolation.js";
 
-const skip = !isRoot() ? "needs root" : !qemuAvailable() ? "qemu-system-x86_64 is not installed" : false;
+const skip = skipUnless(isRoot(), "needs root") || skipUnless(qemuAvailable(), "qemu-system-x86_64 is not installed");
 
 describe("isolation from a real QEMU guest", { skip }, () => {
   const prefix = testPrefix();

@@ -2,11 +2,11 @@
 // to slot A's tap0, running the same busybox script the QEMU guest runs. Guest B (another
 // lease, same guest IP and MAC) serves HTTP and takes part in the concurrency check.
 import { after, before, describe, it } from "node:test";
-import { isRoot, testPrefix } from "../support/env.js";
+import { isRoot, testPrefix, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { GUARANTEES, createIsolationLab, matrixScript, runBusybox, summarize, type IsolationLab, type MatrixOutcome } from "../support/isolation.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 describe("isolation from a guest stand-in", { skip }, () => {
   const prefix = testPrefix();

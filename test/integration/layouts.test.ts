@@ -5,13 +5,13 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { run } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { SlotLayout } from "../../src/core/schema.js";
 import { pidFilePath } from "../../src/daemon/pidfile.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 function tapMtu(netns: string): number {
   const links = JSON.parse(nsExec(netns.split("/").pop()!, ["ip", "-j", "link", "show", "tap0"])) as Array<{ mtu: number }>;

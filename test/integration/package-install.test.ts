@@ -10,9 +10,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotClient } from "../../src/sdk/index.js";
-import { REPO_ROOT, createUpstream, freeLinkCidr, isRoot, sh, testPrefix, waitFor, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, freeLinkCidr, isRoot, sh, testPrefix, waitFor, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 describe("npm pack, npm install -g, run from the installed copy", { skip, timeout: 1_200_000 }, () => {
   const prefix = testPrefix();

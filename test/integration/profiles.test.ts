@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
-import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
 import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
@@ -17,7 +17,7 @@ import { fingerprintOf } from "../../src/dataplane/dataplane.js";
 import { loadGolden } from "../../src/dataplane/golden.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
 
-const skip = !isRoot() ? "needs root" : false;
+const skip = skipUnless(isRoot(), "needs root");
 const HTTP_PORT = 8080;
 const EGRESS_MBIT = 40;
 const INGRESS_MBIT = 120;

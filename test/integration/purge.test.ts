@@ -6,9 +6,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import { CLI, createUpstream, isRoot, startDaemon, testPrefix, type Upstream } from "../support/env.js";
+import { CLI, createUpstream, isRoot, startDaemon, testPrefix, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 function forwarding(dev: string): string {
   return fs.readFileSync(`/proc/sys/net/ipv4/conf/${dev}/forwarding`, "utf8").trim();

@@ -3,10 +3,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import type { Lease } from "../../src/core/types.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 const POOL = 6;
 
 /** Kernel identity of every slot: namespace inode and host veth ifindex. */

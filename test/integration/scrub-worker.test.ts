@@ -2,9 +2,9 @@
 // old one held, and the slots it was scrubbing return to service.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 describe("scrub worker supervision", { skip }, () => {
   const prefix = testPrefix();

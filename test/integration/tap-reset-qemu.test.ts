@@ -10,13 +10,13 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { REPO_ROOT, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
 import { diffFingerprints, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 import { fingerprintOf } from "../../src/dataplane/dataplane.js";
 import { parseCidr } from "../../src/dataplane/topology.js";
 
-const skip = !isRoot() ? "needs root" : !qemuAvailable() ? "qemu-system-x86_64 is not installed" : false;
+const skip = skipUnless(isRoot(), "needs root") || skipUnless(qemuAvailable(), "qemu-system-x86_64 is not installed");
 
 describe("tap settings a VMM leaves behind do not reach the next tenant's guest (QEMU)", { skip }, () => {
   const prefix = testPrefix();

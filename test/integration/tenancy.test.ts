@@ -11,9 +11,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotApiError, NetslotClient, type Lease } from "../../src/sdk/index.js";
 import type { ErrorCode } from "../../src/core/errors.js";
-import { CLI, REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { CLI, REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 const POOL = 6;
 const NOBODY = 65534;
 const TOKENS = { lambda: "tok-lambda-0123456789", dsql: "tok-dsql-0123456789ab", ops: "tok-ops-0123456789abcd" };

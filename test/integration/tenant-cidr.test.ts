@@ -2,10 +2,10 @@
 // shadow the slot's own routes is refused with a clear error, and nothing changes.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { NetslotApiError } from "../../src/sdk/index.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 describe("tenant CIDRs that overlap the slot's own routes are refused", { skip }, () => {
   const prefix = testPrefix();

@@ -4,14 +4,14 @@
 // eBPF map follows leases, and no lease request creates or deletes a device.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, freeLinkCidr, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { createUpstream, freeLinkCidr, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { createVpcGateway, firstHost, freeTenantCidrs, type VpcGateway, type VpcTenant, type VxlanCapture } from "../support/vpc.js";
 import { DUMMY_VNI, parseCidr, slotAddressing, type SlotAddressing } from "../../src/dataplane/topology.js";
 import { NetslotApiError } from "../../src/sdk/index.js";
 import type { Lease, TenantNetwork } from "../../src/core/types.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 
 interface LinkId {
   ifname: string;

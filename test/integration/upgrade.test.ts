@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix } from "../support/env.js";
+import { REPO_ROOT, freeLinkCidr, isRoot, nsExec, sh, testPrefix, skipUnless } from "../support/env.js";
 import { SlotDataplane, bpfPinDir, type DataplaneOptions } from "../../src/dataplane/dataplane.js";
 import { upgradeDataplane } from "../../src/dataplane/upgrade.js";
 import { DUMMY_VNI, GUEST_IP, TAP_MAC, parseCidr, slotMacFor } from "../../src/dataplane/topology.js";
@@ -20,7 +20,7 @@ import { DEFAULT_VXLAN_PORT, TC_ACT_OK } from "../../src/kernel/bpfmaps.js";
 import { withNetns } from "../../src/kernel/netns.js";
 import { Rtnl } from "../../src/kernel/netlink/rtnl.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 const ORIGINAL = path.join(REPO_ROOT, "bpf", "nat.o");
 const SLOTS = [0, 1, 2];
 const TENANT_VNI = 5000;

@@ -8,11 +8,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { checkArchive, ensureGuestImage, parseMarkers } from "../support/qemu.js";
 import { GUEST_MAC, kernelIpArg } from "../../src/dataplane/topology.js";
 
-const skip = isRoot() ? false : "needs root";
+const skip = skipUnless(isRoot(), "needs root");
 const EXAMPLE = path.join(REPO_ROOT, "examples", "qemu-guest.mjs");
 
 // A one-route HTTP server in the upstream namespace that prints each client's address.

@@ -361,3 +361,14 @@ export function rootRuleCount(prefix: string): number {
   const doc = nftJsonIn(undefined, ["list", "table", "inet", prefix]);
   return doc.nftables.filter((e) => "rule" in e).length;
 }
+
+/**
+ * A suite's `skip` option for a missing capability (root, QEMU): the reason to skip, or
+ * false. When CI is set a missing capability is a failure, not a silent skip: this throws,
+ * which fails the test file.
+ */
+export function skipUnless(available: boolean, reason: string): string | false {
+  if (available) return false;
+  if (process.env["CI"]) throw new Error(`CI is set and a capability is missing: ${reason}`);
+  return reason;
+}

@@ -1,5 +1,5 @@
 // A real VM on a slot for tests: QEMU under TCG (nested KVM hangs on these machines, see
-// /work/shared/docs/test-guest.md) booting Debian's kernel with a busybox initramfs built by
+// the workspace notes on the test guest) booting Debian's kernel with a busybox initramfs built by
 // scripts/build-guest-image.sh. The initramfs's /init configures eth0 as the guest, runs
 // /check.sh, prints its output between markers on the serial console and powers off.
 // Each run appends a small cpio archive holding the test's /check.sh (Linux unpacks
