@@ -509,6 +509,11 @@ export class SlotDataplane {
     }, timings);
   }
 
+  /** IPv4 frames the NAT dropped because no slot owns them (a MAC of no slot, or of another slot's eth0). */
+  unattributedDrops(): bigint {
+    return this.bpf.unattributedDrops();
+  }
+
   bpfSlotEntries(): Array<{ mac: string; outsideAddress: string; vni: number; ifindex: number }> {
     return this.bpf.slotEntries();
   }

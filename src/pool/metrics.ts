@@ -54,6 +54,20 @@ export class Gauge extends Metric {
   }
 }
 
+/** A counter kept elsewhere (e.g. in an eBPF map), read when scraped. */
+export class ReadCounter extends Metric {
+  constructor(
+    name: string,
+    help: string,
+    private readonly read: () => number,
+  ) {
+    super(name, help);
+  }
+  render(): string {
+    return `${this.header("counter")}${this.name} ${this.read()}\n`;
+  }
+}
+
 /** Latency histogram in seconds; buckets from 50 µs to 5 s. */
 export class Histogram extends Metric {
   static readonly DEFAULT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];

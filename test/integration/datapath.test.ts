@@ -422,6 +422,8 @@ describe("datapath: stateless eBPF NAT with real traffic", { skip }, () => {
     assert.doesNotMatch(servers.output().slice(before), /len 300/);
     const dropped = drops() - dropsBefore;
     assert.ok(dropped >= 1n, `unattributed drops rose by ${dropped}`);
+    const metric = /^netslot_nat_unattributed_drops_total (\d+)$/m.exec(await daemon!.client.metrics());
+    assert.ok(metric && BigInt(metric[1]!) >= dropsBefore + dropped, `metric: ${metric?.[0]}`);
     // Its own MAC back: the slot works again.
     const udp = await node(UDP_ECHO_CLIENT, upstream!.address, "400");
     assert.match(udp.stdout, /^udp ok 400$/m, udp.stdout + udp.stderr);
