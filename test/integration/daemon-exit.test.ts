@@ -1,8 +1,8 @@
 // A daemon that cannot serve says so and exits non-zero, so that systemd restarts it or
 // reports it, instead of answering "ready" with an empty pool.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { isRoot, startDaemon, testPrefix, waitFor, skipUnless, suiteFixture, type DaemonHandle } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
@@ -18,22 +18,13 @@ async function exitOf(daemon: DaemonHandle): Promise<{ code: number | null; line
 
 describe("a daemon that cannot serve exits non-zero with one clear line", { skip }, () => {
   const prefix = testPrefix();
-  let upstream: Upstream;
-  const daemons: DaemonHandle[] = [];
-
-  before(() => {
-    upstream = createUpstream(prefix);
-  });
-
-  after(async () => {
-    for (const d of daemons) await d.cleanup();
-    upstream?.remove();
-  });
+  const fixture = suiteFixture(prefix);
+  const { daemons } = fixture;
 
   it("refuses a --link-cidr another daemon already routes; the first one keeps serving", async () => {
-    const first = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2 });
+    const first = await startDaemon({ prefix, uplink: fixture.upstream.uplink, poolSize: 2 });
     daemons.push(first);
-    const second = await startDaemon({ prefix: testPrefix(), uplink: upstream.uplink, poolSize: 2, linkCidr: first.linkCidr, waitReady: false });
+    const second = await startDaemon({ prefix: testPrefix(), uplink: fixture.upstream.uplink, poolSize: 2, linkCidr: first.linkCidr, waitReady: false });
     daemons.push(second);
     const { code, lines } = await exitOf(second);
     assert.equal(code, 2, second.output());
@@ -46,7 +37,7 @@ describe("a daemon that cannot serve exits non-zero with one clear line", { skip
   it("exits 1 when every slot fails to build", async () => {
     const d = await startDaemon({
       prefix: testPrefix(),
-      uplink: upstream.uplink,
+      uplink: fixture.upstream.uplink,
       poolSize: 4,
       waitReady: false,
       env: { NETSLOT_TEST_FAULT: "build.after-netns:throw" },
@@ -62,7 +53,7 @@ describe("a daemon that cannot serve exits non-zero with one clear line", { skip
   it("exits 1 when boot fails", async () => {
     const d = await startDaemon({
       prefix: testPrefix(),
-      uplink: upstream.uplink,
+      uplink: fixture.upstream.uplink,
       poolSize: 2,
       waitReady: false,
       env: { NETSLOT_TEST_FAULT: "boot.after-reconcile:throw" },

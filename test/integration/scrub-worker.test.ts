@@ -1,24 +1,15 @@
 // The scrub worker is supervised: when it dies or hangs, a new one takes over the jobs the
 // old one held, and the slots it was scrubbing return to service.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { isRoot, startDaemon, testPrefix, waitFor, skipUnless, suiteFixture, type DaemonHandle } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
 describe("scrub worker supervision", { skip }, () => {
   const prefix = testPrefix();
-  let upstream: Upstream;
-  const daemons: DaemonHandle[] = [];
-
-  before(() => {
-    upstream = createUpstream(prefix);
-  });
-
-  after(async () => {
-    for (const d of daemons) await d.cleanup();
-    upstream?.remove();
-  });
+  const fixture = suiteFixture(prefix);
+  const { daemons } = fixture;
 
   async function releaseTwoAndSettle(daemon: DaemonHandle, timeoutMs: number): Promise<void> {
     const leases = [await daemon.client.acquire({ bindToProcess: false, autoRenew: false }), await daemon.client.acquire({ bindToProcess: false, autoRenew: false })];
@@ -33,7 +24,7 @@ describe("scrub worker supervision", { skip }, () => {
   }
 
   it("a worker that dies mid-scrub is replaced; its slots are scrubbed again and return to the pool", async () => {
-    const daemon = await startDaemon({ prefix: testPrefix(), uplink: upstream.uplink, poolSize: 3, env: { NETSLOT_TEST_FAULT: "scrub.before:exit" } });
+    const daemon = await startDaemon({ prefix: testPrefix(), uplink: fixture.upstream.uplink, poolSize: 3, env: { NETSLOT_TEST_FAULT: "scrub.before:exit" } });
     daemons.push(daemon);
     await releaseTwoAndSettle(daemon, 15_000);
     assert.match(daemon.output(), /fault point scrub\.before reached: exit/);
@@ -43,7 +34,7 @@ describe("scrub worker supervision", { skip }, () => {
   it("a worker stuck in a job past its timeout is replaced; the slot returns to the pool", async () => {
     const daemon = await startDaemon({
       prefix: testPrefix(),
-      uplink: upstream.uplink,
+      uplink: fixture.upstream.uplink,
       poolSize: 3,
       env: { NETSLOT_TEST_FAULT: "scrub.before:hang", NETSLOT_TEST_JOB_TIMEOUT_MS: "3000" },
     });

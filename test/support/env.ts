@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
 import { NetslotClient } from "../../src/sdk/index.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -371,4 +372,27 @@ export function skipUnless(available: boolean, reason: string): string | false {
   if (available) return false;
   if (process.env["CI"]) throw new Error(`CI is set and a capability is missing: ${reason}`);
   return reason;
+}
+
+/**
+ * The usual suite fixture: registers hooks that create one upstream for `prefix` before the
+ * suite and, after it, clean up every daemon the suite pushed to `daemons`, then the upstream.
+ */
+export function suiteFixture(prefix: string): { readonly upstream: Upstream; readonly daemons: DaemonHandle[] } {
+  let upstream: Upstream | undefined;
+  const daemons: DaemonHandle[] = [];
+  before(() => {
+    upstream = createUpstream(prefix);
+  });
+  after(async () => {
+    for (const d of daemons) await d.cleanup();
+    upstream?.remove();
+  });
+  return {
+    get upstream(): Upstream {
+      if (!upstream) throw new Error("suiteFixture: the upstream exists only once the suite has started");
+      return upstream;
+    },
+    daemons,
+  };
 }
