@@ -176,8 +176,8 @@ export const EGRESS_RESTRICTED_SET = "egress_restricted";
  */
 export const EGRESS_ADMIT_SET = "egress_admit";
 export const EGRESS_ADMIT6_SET = "egress_admit6";
-/** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
-export const ADMIT_SET_SIZE = 8192;
+/** Addresses per admission set (a host interval counts once; measured), a hostile guest's bound. */
+export const ADMIT_SET_SIZE = 4096;
 
 /**
  * A lease's egress policy as set elements for a slot whose policy sets are empty (added
