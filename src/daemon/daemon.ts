@@ -184,6 +184,10 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   // A new NAT map layout is filled from the store: each leased slot's tenant VNI.
   const tenantVnis = new Map(store.listLeases().flatMap((l) => (l.network ? [[l.slotIndex, l.network.vni] as const] : [])));
   const dataplane = SlotDataplane.open(dataplaneOptions, log, (index) => tenantVnis.get(index) ?? 0);
+  // Every profile's CIDRs, once, before any lease (adopted or new) names its profile.
+  const policyCidrs = profiles.policyCidrs();
+  const staleCidrs = dataplane.loadEgressPolicies(policyCidrs);
+  if (policyCidrs.length > 0 || staleCidrs > 0) log(`egress policies: ${policyCidrs.length} profile CIDRs in the eBPF trie (${staleCidrs} stale removed)`);
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });

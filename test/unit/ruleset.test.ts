@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   clearEgressPolicyScript,
-  egressPolicyElements,
+  admittedElements,
   deleteRootScript,
   foreignTables,
   resetScript,
@@ -94,8 +94,7 @@ describe("slotRuleset", () => {
       [
         `iifname "tap0" ip daddr ${METADATA_IP} drop`,
         `iifname "tap0" ip daddr ${LINK} drop`,
-        `iifname "tap0" ip daddr @egress_deny drop`,
-        `iifname @egress_restricted ip daddr != @egress_allow drop`,
+        `iifname "tap0" ip daddr @egress_allow meta mark set 0x6e730001`,
         `iifname "tap0" oifname { "eth0", "vx0" } accept`,
         `iifname { "eth0", "vx0" } oifname "tap0" accept`,
       ],
@@ -244,30 +243,16 @@ describe("rootRuleCount", () => {
   });
 });
 
-describe("egress policy elements", () => {
-  const hex = (sets: ReturnType<typeof egressPolicyElements>) =>
-    sets.map((s) => ({ set: s.set, table: s.table, elements: s.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}`) }));
-
-  it("an allow-list adds its intervals and tap0 to the restricted set; [] restricts to nothing", () => {
-    assert.deepEqual(hex(egressPolicyElements({ allow: ["198.51.100.7/32", "203.0.113.0/24"], deny: [] })), [
-      { table: "netslot", set: "egress_allow", elements: ["c6336407", "c6336408 end", "cb007100", "cb007200 end"] },
-      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
-    ]);
-    assert.deepEqual(hex(egressPolicyElements({ allow: [], deny: [] })), [
-      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
-    ]);
-  });
-
-  it("a deny-list only adds to egress_deny; an interval reaching the top has no end element", () => {
-    assert.deepEqual(hex(egressPolicyElements({ allow: undefined, deny: ["10.0.0.0/8", "240.0.0.0/4"] })), [
-      { table: "netslot", set: "egress_deny", elements: ["0a000000", "0b000000 end", "f0000000"] },
-    ]);
-  });
-
-  it("the clear script flushes all three sets", () => {
-    assert.equal(
-      clearEgressPolicyScript(),
-      "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_restricted\n",
+describe("DNS admissions", () => {
+  it("are /32 intervals of egress_allow; an interval reaching the top has no end element", () => {
+    const sets = admittedElements(["198.51.100.7", "255.255.255.255"]);
+    assert.deepEqual(
+      sets.map((x) => ({ set: x.set, table: x.table, elements: x.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}`) })),
+      [{ table: "netslot", set: "egress_allow", elements: ["c6336407", "c6336408 end", "ffffffff"] }],
     );
+  });
+
+  it("the clear script flushes the admissions set", () => {
+    assert.equal(clearEgressPolicyScript(), "flush set inet netslot egress_allow\n");
   });
 });
