@@ -18,7 +18,7 @@ import {
   outsideRange,
   parseCidr,
 } from "./topology.js";
-import { ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
+import { hostIntervalElements, type SetElements } from "../kernel/nftsets.js";
 import { ADMITTED_MARK } from "../kernel/bpfmaps.js";
 
 const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
@@ -120,14 +120,18 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   }
 }
 table inet ${SLOT_TABLE} {
-  set ${EGRESS_ALLOW_SET} {
-    type ipv4_addr; flags interval;
+  set ${EGRESS_ADMIT_SET} {
+    type ipv4_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
+  }
+  set ${EGRESS_ADMIT6_SET} {
+    type ipv6_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
   }
   chain forward {
     type filter hook forward priority 0; policy drop;
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
-    iifname ${tap} ip daddr @${EGRESS_ALLOW_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS: the eBPF egress policy passes it")}
+    iifname ${tap} ip daddr @${EGRESS_ADMIT_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS: the eBPF egress policy passes it")}
+    iifname ${tap} ip6 daddr @${EGRESS_ADMIT6_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS (IPv6)")}
     iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
@@ -150,18 +154,43 @@ ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link
  * period (~11 ms here, measured by bench/policy-cost.ts), the whole request otherwise
  * takes less. What stays here are the addresses DNS answers admitted (egress.allowDomains):
  * the forward chain marks the guest's frames to them, and the program lets marked frames
- * pass a restricted policy. The set is empty in a fresh slot; the scrub flushes it.
- */
-export const EGRESS_ALLOW_SET = "egress_allow";
+ * pass a restricted policy. The sets are empty in a fresh slot; the scrub flushes them.
+ *
 
-/** Host addresses a DNS answer admitted, as egress_allow elements (/32 intervals). */
-export function admittedElements(addresses: readonly string[]): SetElements[] {
-  return [{ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: ipv4IntervalElements(addresses.map((a) => ({ base: ipToInt(a), size: 1 }))) }];
+ * Addresses DNS answers admitted (egress.allowDomains), IPv4 and IPv6, each with a kernel
+ * timeout of TTL + grace: expiry needs no timer in the daemon, survives its crash and a
+ * live handover, and the state is the kernel's. Interval sets (rbtree) because the kernel
+ * collects their expired elements on the next change, with no periodic work per slot
+ * (a hash set with a timeout runs a GC worker every second per set), and a `size` on a
+ * hash set preallocates its buckets (~50 KiB each, measured), a rbtree's does not.
+ */
+export const EGRESS_ADMIT_SET = "egress_admit";
+export const EGRESS_ADMIT6_SET = "egress_admit6";
+/** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
+export const ADMIT_SET_SIZE = 8192;
+
+/** A host address a DNS answer admitted: its bytes (4 or 16) and for how long. */
+export interface Admission {
+  key: Buffer;
+  timeoutMs: number;
+}
+
+/** Admissions as elements of the admission sets (host intervals with kernel timeouts). */
+export function admittedElements(admissions: readonly Admission[]): SetElements[] {
+  const out: SetElements[] = [];
+  for (const [set, len] of [
+    [EGRESS_ADMIT_SET, 4],
+    [EGRESS_ADMIT6_SET, 16],
+  ] as const) {
+    const mine = admissions.filter((a) => a.key.length === len);
+    if (mine.length > 0) out.push({ table: SLOT_TABLE, set, elements: hostIntervalElements(mine) });
+  }
+  return out;
 }
 
 /** Empties the admissions set: the slot is back to no admitted address. */
 export function clearEgressPolicyScript(): string {
-  return `flush set inet ${SLOT_TABLE} ${EGRESS_ALLOW_SET}\n`;
+  return [EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }
 
 /** The tables slotRuleset owns inside a slot namespace. */

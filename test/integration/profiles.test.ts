@@ -185,7 +185,7 @@ describe("network profiles", { skip }, () => {
       assert.deepEqual(await reach(guest, other), { ping: true, http: true });
     });
     const sets = nsExec(netns, ["nft", "-j", "list", "table", "inet", "netslot"]);
-    const set = (JSON.parse(sets) as { nftables: Array<{ set?: { name: string; elem?: unknown[] } }> }).nftables.find((o) => o.set?.name === "egress_allow");
+    const set = (JSON.parse(sets) as { nftables: Array<{ set?: { name: string; elem?: unknown[] } }> }).nftables.find((o) => o.set?.name === "egress_admit");
     assert.ok(set, "the admissions set exists");
     assert.equal(set.set!.elem, undefined, "the admissions set is empty");
     const golden = loadGolden(daemon.stateDir)!;
@@ -236,7 +236,7 @@ describe("network profiles", { skip }, () => {
     await withLease(undefined, async (_guest, lease) => {
       // What a guest that escaped into its VMM (CAP_NET_ADMIN in the slot) could do: plant
       // an admitted address for the next tenant, whose frames to it would then be marked.
-      nsExec(path.basename(lease.slot.netns), ["nft", "add", "element", "inet", "netslot", "egress_allow", `{ ${upstream.address} }`]);
+      nsExec(path.basename(lease.slot.netns), ["nft", "add", "element", "inet", "netslot", "egress_admit", `{ ${upstream.address} }`]);
     });
     await withLease("isolated", async (guest) => {
       assert.deepEqual(await reach(guest, upstream.address), { ping: false, http: false });

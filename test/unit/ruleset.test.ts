@@ -3,8 +3,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  clearEgressPolicyScript,
   admittedElements,
+  clearEgressPolicyScript,
   deleteRootScript,
   foreignTables,
   resetScript,
@@ -94,7 +94,8 @@ describe("slotRuleset", () => {
       [
         `iifname "tap0" ip daddr ${METADATA_IP} drop`,
         `iifname "tap0" ip daddr ${LINK} drop`,
-        `iifname "tap0" ip daddr @egress_allow meta mark set 0x6e730001`,
+        `iifname "tap0" ip daddr @egress_admit meta mark set 0x6e730001`,
+        `iifname "tap0" ip6 daddr @egress_admit6 meta mark set 0x6e730001`,
         `iifname "tap0" oifname { "eth0", "vx0" } accept`,
         `iifname { "eth0", "vx0" } oifname "tap0" accept`,
       ],
@@ -244,15 +245,22 @@ describe("rootRuleCount", () => {
 });
 
 describe("DNS admissions", () => {
-  it("are /32 intervals of egress_allow; an interval reaching the top has no end element", () => {
-    const sets = admittedElements(["198.51.100.7", "255.255.255.255"]);
-    assert.deepEqual(
-      sets.map((x) => ({ set: x.set, table: x.table, elements: x.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}`) })),
-      [{ table: "netslot", set: "egress_allow", elements: ["c6336407", "c6336408 end", "ffffffff"] }],
-    );
+  it("the clear script flushes the admission sets", () => {
+    assert.equal(clearEgressPolicyScript(), "flush set inet netslot egress_admit\nflush set inet netslot egress_admit6\n");
   });
 
-  it("the clear script flushes the admissions set", () => {
-    assert.equal(clearEgressPolicyScript(), "flush set inet netslot egress_allow\n");
+  it("admissions are host intervals with the kernel timeout on the start element, per family", () => {
+    const sets = admittedElements([
+      { key: Buffer.from([192, 0, 2, 7]), timeoutMs: 11_000 },
+      { key: Buffer.from("20010db80000000000000000000000ff", "hex"), timeoutMs: 40_000 },
+      { key: Buffer.from([255, 255, 255, 255]), timeoutMs: 10_000 },
+    ]);
+    assert.deepEqual(
+      sets.map((s) => ({ set: s.set, elements: s.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}${e.timeoutMs ? ` ${e.timeoutMs}` : ""}`) })),
+      [
+        { set: "egress_admit", elements: ["c0000207 11000", "c0000208 end", "ffffffff 10000"] },
+        { set: "egress_admit6", elements: ["20010db80000000000000000000000ff 40000", "20010db8000000000000000000000100 end"] },
+      ],
+    );
   });
 });
