@@ -7,6 +7,9 @@ export function poolMetrics(registry: Registry, slots: SlotTable, ready: () => b
     leasesTotal: registry.add(new Counter("netslot_leases_total", "Leases granted")),
     releasesTotal: registry.add(new Counter("netslot_releases_total", "Leases ended, by cause")),
     scrubOutcomes: registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome")),
+    scrubProofs: registry.add(
+      new Counter("netslot_scrub_proofs_total", "Proofs of released slots, by path (fast: only what may have changed was read; full; fast-dirty: the fast proof found a difference)"),
+    ),
     voidedTotal: registry.add(new Counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)")),
     buildFailures: registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed")),
     quarantineRetries: registry.add(new Counter("netslot_quarantine_retries_total", "Automatic retries of quarantined slots")),
