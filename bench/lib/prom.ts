@@ -85,3 +85,14 @@ export function histogramSummary(h: HistogramSnapshot): {
     p99: histogramPercentile(h, 99),
   };
 }
+
+/** The quantiles of the summary (or quantile-labelled gauge) `name` in `text`: quantile → value. */
+export function parseQuantiles(text: string, name: string): Map<number, number> | undefined {
+  const out = new Map<number, number>();
+  const re = new RegExp(`^${name}\\{quantile="([^"]+)"\\}\\s+([0-9.eE+-]+|NaN)$`);
+  for (const line of text.split("\n")) {
+    const m = re.exec(line);
+    if (m && m[2] !== "NaN") out.set(Number(m[1]), Number(m[2]));
+  }
+  return out.size > 0 ? out : undefined;
+}
