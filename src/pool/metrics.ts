@@ -68,6 +68,23 @@ export class ReadCounter extends Metric {
   }
 }
 
+/** A summary kept elsewhere (e.g. Node's event-loop delay monitor), read when scraped. */
+export class ReadSummary extends Metric {
+  constructor(
+    name: string,
+    help: string,
+    private readonly read: () => { quantiles: Array<[number, number]>; sum: number; count: number },
+  ) {
+    super(name, help);
+  }
+  render(): string {
+    const { quantiles, sum, count } = this.read();
+    let out = this.header("summary");
+    for (const [q, v] of quantiles) out += `${this.name}{quantile="${q}"} ${v}\n`;
+    return `${out}${this.name}_sum ${sum}\n${this.name}_count ${count}\n`;
+  }
+}
+
 /** Latency histogram in seconds; buckets from 50 µs to 5 s. */
 export class Histogram extends Metric {
   static readonly DEFAULT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
