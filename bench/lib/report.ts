@@ -293,7 +293,7 @@ function issue15Targets(r: BenchResults): TargetRow[] {
       id: "S18",
       what: "release → reusable p99 while 8 clients recycle (daemon histogram, upper bucket bound)",
       target: "≤ 5 ms",
-      measured: h ? `≤ ${ms(h.upperBoundMs, 4)} (${h.upperBoundMs === Infinity ? ">" : "≈"} ${ms(h.estimateMs, 2)}); scrub p50 ≈ ${ms(rc?.server.scrub?.p50?.estimateMs, 2)}` : "—",
+      measured: h ? `≤ ${ms(h.upperBoundMs, 4)} (${h.upperBoundMs === Infinity ? ">" : "≈"} ${ms(h.estimateMs, 2)}); scrub p50 ≈ ${ms(rc.server.scrub?.p50?.estimateMs, 2)}` : "—",
       ratio: h ? `${round(h.upperBoundMs / 5, 2)}× of budget` : "—",
       pass: h && judged ? h.upperBoundMs <= 5 : null,
       spec: `${SPEC}#s18`,
@@ -307,7 +307,7 @@ function issue15Targets(r: BenchResults): TargetRow[] {
       id: "S19",
       what: "daemon CPU per full cycle (request + release + scrub; utime + stime of all its threads)",
       target: "≤ 1 ms",
-      measured: c ? `${ms(c.msPerCycle, 3)} (${round(c.untilDrainedMs / 1000, 1)} s CPU for ${rc!.cycles + rc!.probe.cycles} cycles${c.drained ? "" : ", scrubs not drained"})` : "—",
+      measured: c ? `${ms(c.msPerCycle, 3)} (${round(c.untilDrainedMs / 1000, 1)} s CPU for ${rc.cycles + rc.probe.cycles} cycles${c.drained ? "" : ", scrubs not drained"})` : "—",
       ratio: c ? `${round(c.msPerCycle / 1, 2)}× of budget` : "—",
       pass: c && judged ? c.drained && c.msPerCycle <= 1 : null,
       spec: `${SPEC}#s19`,
@@ -321,7 +321,7 @@ function issue15Targets(r: BenchResults): TargetRow[] {
       id: "S20",
       what: `request p99 seen by one more client while 8 recycle${p ? ` (every ${p.intervalMs} ms, ${p.cycles} requests)` : ""}`,
       target: "≤ 1 ms",
-      measured: p && p.requestMs.n > 0 ? `${ms(p.requestMs.p99)} (p50 ${ms(p.requestMs.p50)}; daemon's acquire p99 ≤ ${ms(rc?.server.acquire?.p99?.upperBoundMs, 4)})` : "—",
+      measured: p && p.requestMs.n > 0 ? `${ms(p.requestMs.p99)} (p50 ${ms(p.requestMs.p50)}; daemon's acquire p99 ≤ ${ms(rc.server.acquire?.p99?.upperBoundMs, 4)})` : "—",
       ratio: p && p.requestMs.n > 0 ? `${round(p.requestMs.p99, 2)}× of budget` : "—",
       pass: p && p.requestMs.n > 0 && judged ? p.requestMs.p99 <= 1 : null,
       spec: `${SPEC}#s20`,
@@ -360,9 +360,9 @@ function issue15Targets(r: BenchResults): TargetRow[] {
       id: "S22",
       what: `kernel memory per slot${b ? ` (N=${b.n})` : ""}: (MemAvailable drop − daemon RSS) ÷ N`,
       target: "≤ 300 KiB",
-      measured: m ? `${round(m.kernelKbPerSlot, 1)} KiB (Slab ${round(m.slabKbPerSlot, 1)} KiB, of it unreclaimable ${round((m.slabUnreclaimDeltaKb ?? NaN) / b!.n, 1)} KiB)` : "—",
+      measured: m ? `${round(m.kernelKbPerSlot, 1)} KiB (Slab ${round(m.slabKbPerSlot, 1)} KiB, of it unreclaimable ${round((m.slabUnreclaimDeltaKb ?? NaN) / b.n, 1)} KiB)` : "—",
       ratio: m ? `${round(m.kernelKbPerSlot / 300, 2)}× of budget` : "—",
-      pass: m && b!.n >= 4000 ? m.kernelKbPerSlot <= 300 : null,
+      pass: m && b.n >= 4000 ? m.kernelKbPerSlot <= 300 : null,
       spec: `${SPEC}#s22`,
       ...(b && b.n < 4000 ? { note: "judged at 4,000 only" } : {}),
     });
@@ -607,7 +607,7 @@ function recycleSection(r: BenchResults): string[] {
   out.push(
     `${rc.clients} SDK clients loop request → release back to back for ${round(rc.seconds, 1)} s on a pool of ${rc.poolSize} (${rc.freeAtStart} free at the start); ` +
       `a \`pool_exhausted\` answer is retried after 5 ms. One more client (the probe) does one request → release every ${rc.probe.intervalMs} ms. ` +
-      `Daemon CPU is utime + stime of its process (all threads: API, pool, scrub worker) from \`/proc/${"PID"}/stat\`, from the window's start until the scrubs of its releases were done (${round(rc.cpu.drainedAfterSeconds, 1)} s after it${rc.cpu.drained ? "" : ", not drained"}); kernel work on other threads (e.g. namespace cleanup workers) is not in it.`,
+      `Daemon CPU is utime + stime of its process (all threads: API, pool, scrub worker) from \`/proc/PID/stat\`, from the window's start until the scrubs of its releases were done (${round(rc.cpu.drainedAfterSeconds, 1)} s after it${rc.cpu.drained ? "" : ", not drained"}); kernel work on other threads (e.g. namespace cleanup workers) is not in it.`,
   );
   out.push("");
   out.push("| figure | value |");
@@ -621,7 +621,7 @@ function recycleSection(r: BenchResults): string[] {
   out.push(`| quarantined before → after | ${rc.quarantinedBefore} → ${rc.quarantinedAfter} |`);
   out.push(`| request, 8 clients: p50 / p99 / max | ${ms(rc.requestMs.p50)} / ${ms(rc.requestMs.p99)} / ${ms(rc.requestMs.max)} |`);
   out.push(`| release-ack, 8 clients: p50 / p99 / max | ${ms(rc.releaseAckMs.p50)} / ${ms(rc.releaseAckMs.p99)} / ${ms(rc.releaseAckMs.max)} |`);
-  out.push(`| probe request: p50 / p99 / max (${rc.probe.cycles} cycles; ${rc.probe.exhausted ?? 0} pool_exhausted, ${rc.probe.errors} other errors) | ${ms(rc.probe.requestMs.p50)} / ${ms(rc.probe.requestMs.p99)} / ${ms(rc.probe.requestMs.max)} |`);
+  out.push(`| probe request: p50 / p99 / max (${rc.probe.cycles} cycles; ${rc.probe.exhausted} pool_exhausted, ${rc.probe.errors} other errors) | ${ms(rc.probe.requestMs.p50)} / ${ms(rc.probe.requestMs.p99)} / ${ms(rc.probe.requestMs.max)} |`);
   out.push(`| daemon: acquire | ${hs(sv.acquire)} |`);
   out.push(`| daemon: release | ${hs(sv.release)} |`);
   out.push(`| daemon: release → reusable | ${hs(sv.releaseToReusable)} |`);
