@@ -86,13 +86,13 @@ export function histogramSummary(h: HistogramSnapshot): {
   };
 }
 
-/** The quantiles of the summary (or quantile-labelled gauge) `name` in `text`: quantile → value. */
-export function parseQuantiles(text: string, name: string): Map<number, number> | undefined {
+/** A gauge labelled by percentile (0–100) in `text`: percentile → value. */
+export function parsePercentiles(text: string, name: string): Map<number, number> | undefined {
   const out = new Map<number, number>();
-  const re = new RegExp(`^${name}\\{quantile="([^"]+)"\\}\\s+([0-9.eE+-]+|NaN)$`);
+  const re = new RegExp(`^${name}\\{percentile="([^"]+)"\\}\\s+(\\S+)$`);
   for (const line of text.split("\n")) {
     const m = re.exec(line);
-    if (m && m[2] !== "NaN") out.set(Number(m[1]), Number(m[2]));
+    if (m && Number.isFinite(Number(m[2]))) out.set(Number(m[1]), Number(m[2]));
   }
   return out.size > 0 ? out : undefined;
 }

@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
 import { sh, sleep } from "../../test/support/env.js";
-import { histogramDelta, histogramSummary, parseHistogram, parseQuantiles } from "./prom.js";
+import { histogramDelta, histogramSummary, parseHistogram, parsePercentiles } from "./prom.js";
 import { errorText, now, round, summarize, type Summary } from "./util.js";
 
 export interface RecycleOptions {
@@ -73,7 +73,7 @@ export interface RecycleResult {
     releaseToReusable: HistSummary | undefined;
     scrub: HistSummary | undefined;
   };
-  /** netslot_event_loop_delay_seconds after the window (quantiles since the previous scrape, taken just before it). */
+  /** netslot_event_loop_delay_seconds after the window (percentiles since the previous scrape, taken just before it). */
   eventLoopDelayMs?: { p50?: number; p90?: number; p99?: number; max?: number };
   /** Daemon CPU from /proc/PID/stat (utime + stime, all threads). */
   cpu: {
@@ -241,7 +241,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
       const a = parseHistogram(text, name);
       return a ? histogramSummary(histogramDelta(parseHistogram(before, name), a)) : undefined;
     };
-    const eld = parseQuantiles(after, "netslot_event_loop_delay_seconds");
+    const eld = parsePercentiles(after, "netslot_event_loop_delay_seconds");
     const allCycles = cycles + probeRun.cycles;
     const result: RecycleResult = {
       poolSize: opts.poolSize,
@@ -268,10 +268,10 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
       ...(eld
         ? {
             eventLoopDelayMs: {
-              ...(eld.get(0.5) !== undefined ? { p50: eld.get(0.5)! * 1000 } : {}),
-              ...(eld.get(0.9) !== undefined ? { p90: eld.get(0.9)! * 1000 } : {}),
-              ...(eld.get(0.99) !== undefined ? { p99: eld.get(0.99)! * 1000 } : {}),
-              ...(eld.get(1) !== undefined ? { max: eld.get(1)! * 1000 } : {}),
+              ...(eld.get(50) !== undefined ? { p50: eld.get(50)! * 1000 } : {}),
+              ...(eld.get(90) !== undefined ? { p90: eld.get(90)! * 1000 } : {}),
+              ...(eld.get(99) !== undefined ? { p99: eld.get(99)! * 1000 } : {}),
+              ...(eld.get(100) !== undefined ? { max: eld.get(100)! * 1000 } : {}),
             },
           }
         : {}),

@@ -10,7 +10,7 @@ import { Scrubber } from "../pool/scrubber.js";
 import type { AuditEvent } from "../core/types.js";
 import { ConsumerDirectory } from "../tenancy/consumers.js";
 import { Quotas } from "../tenancy/quotas.js";
-import { Gauge, ReadCounter, ReadSummary } from "../pool/metrics.js";
+import { createMetrics } from "../core/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
@@ -191,7 +191,9 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
   const tty = config.progress && process.stderr.isTTY;
   let lastPrinted = 0;
+  const metrics = createMetrics();
   const pool = new Pool({
+    metrics: metrics.pool,
     bootId: kernelBootId(),
     migration: { rate: config.migrationRate, minFree: config.migrationMinFree / 100 },
     size: config.poolSize,
@@ -210,34 +212,23 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     },
   });
   poolRef.pool = pool;
-  pool.registry.add(
-    new Gauge("netslot_build_info", "Always 1; the labels say which netslot and Node answer", () => [
-      { labels: { version: packageVersion(), node: process.version }, value: 1 },
-    ]),
-  );
-  // Node's monitor records the time between its timer's runs (resolution + delay): the
-  // resolution is taken off. Quantiles since the previous scrape, like prom-client's lag.
+  metrics.daemon.natUnattributedDrops.readFrom(() => Number(dataplane.unattributedDrops()));
+  // Node's monitor records the time between its timer's runs (period + delay): the period
+  // is taken off. Read and reset at each scrape, like prom-client's nodejs_eventloop_lag_*.
   const loopDelay = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
   loopDelay.enable();
-  pool.registry.add(
-    new ReadSummary("netslot_event_loop_delay_seconds", "Delay of the daemon's main event loop since the previous scrape (quantile 1: the maximum)", () => {
-      const count = loopDelay.count;
-      const delay = (ns: number) => (count > 0 ? Math.max(0, ns / 1e9 - EVENT_LOOP_RESOLUTION_MS / 1000) : NaN);
-      const quantiles: Array<[number, number]> = [0.5, 0.9, 0.99].map((q) => [q, delay(loopDelay.percentile(q * 100))]);
-      quantiles.push([1, delay(loopDelay.max)]);
-      const sum = count > 0 ? Math.max(0, loopDelay.mean / 1e9 - EVENT_LOOP_RESOLUTION_MS / 1000) * count : 0;
-      loopDelay.reset();
-      return { quantiles, sum, count };
-    }),
-  );
-  pool.registry.add(
-    new ReadCounter("netslot_nat_unattributed_drops_total", "IPv4 frames the eBPF NAT dropped because no slot owns them (a MAC of no slot, or another slot's MAC)", () =>
-      Number(dataplane.unattributedDrops()),
-    ),
-  );
+  metrics.daemon.eventLoopDelay.readFrom(() => {
+    if (loopDelay.count === 0) return [];
+    const delay = (ns: number) => Math.max(0, ns / 1e9 - EVENT_LOOP_RESOLUTION_MS / 1000);
+    const samples = [50, 90, 99].map((p) => ({ labels: { percentile: p }, value: delay(loopDelay.percentile(p)) }));
+    samples.push({ labels: { percentile: 100 }, value: delay(loopDelay.max) });
+    loopDelay.reset();
+    return samples;
+  });
   const upgrader: { handover?: Handover } = {};
   const api = createApiServer({
     service: pool,
+    metrics,
     consumers,
     admin: {
       retryQuarantined: (index, by) => pool.retryQuarantined(index, by),
