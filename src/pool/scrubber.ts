@@ -3,11 +3,14 @@ import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
 import { formatCidr } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
+import type { LogOptions } from "../core/log.js";
 
 export interface WorkerInit {
   options: Omit<DataplaneOptions, "linkCidr"> & { linkCidr: string };
   stateDir: string;
   version: string;
+  /** The worker makes its own logger (a pino instance cannot cross threads) with these. */
+  log: Pick<LogOptions, "level" | "format">;
 }
 
 export type ScrubJob =
@@ -55,6 +58,8 @@ const MAX_JOB_ATTEMPTS = 2;
 
 export interface SupervisionOptions {
   log?: (msg: string) => void;
+  /** Level and format of the worker thread's own logger. */
+  logOptions?: Pick<LogOptions, "level" | "format">;
   /** Timeout per job (per slot for builds). */
   jobTimeoutMs?: number;
 }
@@ -89,7 +94,7 @@ export class Scrubber {
   private readonly jobTimeoutMs: number;
 
   constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
-    this.init = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
+    this.init = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version, log: supervision.logOptions ?? { level: "info" } };
     this.log = supervision.log ?? (() => undefined);
     this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;
     this.start();
