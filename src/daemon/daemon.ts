@@ -179,8 +179,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
         if (!lease || !domains) return undefined;
         return { leaseId: lease.id, domains, allow: profiles.policy(lease.profile)?.allow ?? [] };
       },
-      admit: (slot, addresses) => dataplane.admitAddresses(slot, addresses),
-      revoke: (slot, addresses) => dataplane.revokeAddresses(slot, addresses),
+      admit: (slot, admissions) => dataplane.admitAddresses(slot, admissions),
       log: logLine(logger.child({ component: "dns" }), "warn"),
     });
     dnsPort = await dns.start();
