@@ -162,8 +162,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
         if (!lease || !domains) return undefined;
         return { leaseId: lease.id, domains, allow: profiles.policy(lease.profile)?.allow ?? [] };
       },
-      admit: (slot, addresses) => dataplane.admitAddresses(slot, addresses),
-      revoke: (slot, addresses) => dataplane.revokeAddresses(slot, addresses),
+      admit: (slot, admissions) => dataplane.admitAddresses(slot, admissions),
       log,
     });
     dnsPort = await dns.start();

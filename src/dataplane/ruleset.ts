@@ -19,7 +19,7 @@ import {
   parseCidr,
 } from "./topology.js";
 import type { EgressPolicy } from "../core/profiles.js";
-import { ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
+import { hostIntervalElements, ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
@@ -124,6 +124,12 @@ table inet ${SLOT_TABLE} {
   set ${EGRESS_ALLOW_SET} {
     type ipv4_addr; flags interval;
   }
+  set ${EGRESS_ADMIT_SET} {
+    type ipv4_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
+  }
+  set ${EGRESS_ADMIT6_SET} {
+    type ipv6_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
+  }
   set ${EGRESS_RESTRICTED_SET} {
     type ifname;
   }
@@ -132,7 +138,8 @@ table inet ${SLOT_TABLE} {
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
     iifname ${tap} ip daddr @${EGRESS_DENY_SET} drop ${c("profile: egress.deny")}
-    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} drop ${c("profile: only egress.allow")}
+    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} ip daddr != @${EGRESS_ADMIT_SET} drop ${c("profile: only egress.allow and admitted names")}
+    iifname @${EGRESS_RESTRICTED_SET} ip6 daddr != @${EGRESS_ADMIT6_SET} drop ${c("profile: IPv6 only to admitted names")}
     iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
@@ -159,6 +166,18 @@ export const EGRESS_DENY_SET = "egress_deny";
 export const EGRESS_ALLOW_SET = "egress_allow";
 /** Holds tap0 when the policy is an allow-list: tap0's traffic may then go only to egress_allow. */
 export const EGRESS_RESTRICTED_SET = "egress_restricted";
+/**
+ * Addresses DNS answers admitted (egress.allowDomains), IPv4 and IPv6, each with a kernel
+ * timeout of TTL + grace: expiry needs no timer in the daemon, survives its crash and a
+ * live handover, and the state is the kernel's. Interval sets (rbtree) because the kernel
+ * collects their expired elements on the next change, with no periodic work per slot
+ * (a hash set with a timeout runs a GC worker every second per set), and a `size` on a
+ * hash set preallocates its buckets (~50 KiB each, measured), a rbtree's does not.
+ */
+export const EGRESS_ADMIT_SET = "egress_admit";
+export const EGRESS_ADMIT6_SET = "egress_admit6";
+/** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
+export const ADMIT_SET_SIZE = 8192;
 
 /**
  * A lease's egress policy as set elements for a slot whose policy sets are empty (added
@@ -176,14 +195,28 @@ export function egressPolicyElements(policy: EgressPolicy): SetElements[] {
   return out;
 }
 
-/** Host addresses a DNS answer admitted, as egress_allow elements (/32 intervals). */
-export function admittedElements(addresses: readonly string[]): SetElements[] {
-  return [{ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: ipv4IntervalElements(addresses.map((a) => ({ base: ipToInt(a), size: 1 }))) }];
+/** A host address a DNS answer admitted: its bytes (4 or 16) and for how long. */
+export interface Admission {
+  key: Buffer;
+  timeoutMs: number;
+}
+
+/** Admissions as elements of the admission sets (host intervals with kernel timeouts). */
+export function admittedElements(admissions: readonly Admission[]): SetElements[] {
+  const out: SetElements[] = [];
+  for (const [set, len] of [
+    [EGRESS_ADMIT_SET, 4],
+    [EGRESS_ADMIT6_SET, 16],
+  ] as const) {
+    const mine = admissions.filter((a) => a.key.length === len);
+    if (mine.length > 0) out.push({ table: SLOT_TABLE, set, elements: hostIntervalElements(mine) });
+  }
+  return out;
 }
 
 /** Empties the policy sets: the slot is back to no policy. */
 export function clearEgressPolicyScript(): string {
-  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
+  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }
 
 /** The tables slotRuleset owns inside a slot namespace. */
