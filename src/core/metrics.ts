@@ -71,6 +71,11 @@ export function createMetrics() {
     leasesTotal: counter("netslot_leases_total", "Leases granted"),
     releasesTotal: counter("netslot_releases_total", "Leases ended, by cause", ["cause"]),
     scrubOutcomes: counter("netslot_scrub_outcomes_total", "Scrub results, by outcome", ["outcome"]),
+    scrubProofs: counter(
+      "netslot_scrub_proofs_total",
+      "Proofs of released slots, by path (fast: only what may have changed was read; full; fast-dirty: the fast proof found a difference)",
+      ["path"],
+    ),
     voidedTotal: counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)", ["cause"]),
     buildFailures: counter("netslot_slot_build_failures_total", "Slot builds that failed"),
     quarantineRetries: counter("netslot_quarantine_retries_total", "Automatic retries of quarantined slots"),

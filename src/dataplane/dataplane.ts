@@ -34,7 +34,7 @@ import {
 import type { TenantNetwork } from "../core/types.js";
 import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
-import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
+import { slotFingerprint, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
 
 const TAP_PROBE = tapProbeFrame();
@@ -508,7 +508,7 @@ export class SlotDataplane {
   }
 
   /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
-  fingerprint(index: number, timings?: Record<string, number>): Fingerprint {
+  fingerprint(index: number, timings?: Record<string, number>, shortcuts?: ProofShortcuts): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
@@ -518,7 +518,7 @@ export class SlotDataplane {
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
-    }, timings);
+    }, timings, shortcuts);
   }
 
   /** IPv4 frames the NAT dropped because no slot owns them (a MAC of no slot, or of another slot's eth0). */

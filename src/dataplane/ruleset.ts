@@ -302,8 +302,8 @@ export function rootRuleset(opts: RootRulesetOptions): string {
     vtepIp === undefined
       ? ""
       : `    oifname ${slots} ip saddr ${vtepIp} ip daddr ${linkRange(link)} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP to slot tunnels")}\n`;
-  // guest.dns is the slot's host link address: a guest's query to its port 53 goes to the
-  // daemon's one forwarder socket, which knows the slot by the source (its outside address
+  // guest.dns is the slot's host link address: a guest's query to its port 53 (UDP or TCP)
+  // goes to the daemon's forwarder (one UDP socket and one TCP listener on one port), which knows the slot by the source (its outside address
   // after the eBPF NAT). The slot firewall passes guest packets to that address.
   const dnsFrom = `iifname ${slots} ip saddr ${outsideRange(link)}`;
   const dnsRedirect =
@@ -311,10 +311,10 @@ export function rootRuleset(opts: RootRulesetOptions): string {
       ? ""
       : `  chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    ${dnsFrom} ip daddr ${linkRange(link)} udp dport 53 redirect to :${opts.dnsPort} ${c("guest DNS to the forwarder")}
+    ${dnsFrom} ip daddr ${linkRange(link)} meta l4proto { tcp, udp } th dport 53 redirect to :${opts.dnsPort} ${c("guest DNS (UDP and TCP) to the forwarder")}
   }
 `;
-  const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} udp dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
+  const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} meta l4proto { tcp, udp } th dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
 `;
   return (
     idempotentTable("inet", p) +
