@@ -109,6 +109,11 @@ export function createMetrics() {
       "netslot_nat_unattributed_drops_total",
       "IPv4 frames the eBPF NAT dropped because no slot owns them (a MAC of no slot, or another slot's MAC)",
     ),
+    eventLoopDelay: scrapedGauge(
+      "netslot_event_loop_delay_seconds",
+      "Delay of the daemon's main event loop since the previous scrape, by percentile (100: the maximum)",
+      ["percentile"],
+    ),
   };
   new Gauge({ name: "netslot_build_info", help: "Always 1; the labels say which netslot and Node answer", labelNames: ["version", "node"], registers }).set(
     { version: packageVersion(), node: process.version },

@@ -32,6 +32,8 @@ export interface FingerprintContext {
   bpfEntry?: { mac: string; outsideAddress: string; vni: number; ifindex: number } | undefined;
   /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
   rateEntry?: string;
+  /** The slot's entry in the eBPF `policies` map (a lease's egress policy), if any. */
+  policyEntry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -393,6 +395,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`) + ` bound to ${bound(ctx.bpfEntry)}`]
     : ["no map entry"];
   if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
+  if (ctx.policyEntry !== undefined) bpf.push(`egress policy ${ctx.policyEntry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,
