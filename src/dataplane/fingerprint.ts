@@ -250,11 +250,8 @@ function deviceSignature(devices: ReadonlyMap<string, DeviceConf>): string {
   return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6, d.arp && [...d.arp], d.ndisc && [...d.ndisc]]));
 }
 
-/**
- * `base` itself when `values` agree with it (and `signature`, the dumps they came from, is
- * remembered as agreeing), else a copy with them (so that a diff shows them).
- */
-function withValues(base: Record<string, string>, values: ReadonlyMap<string, string>, signature: string): Record<string, string> {
+/** `base` itself when `values` agree with it, else a copy with them (so that a diff shows them). */
+function withValues(base: Record<string, string>, values: ReadonlyMap<string, string>): Record<string, string> {
   let out: Record<string, string> | undefined;
   for (const [k, v] of values) {
     const value = sysctlValue(k, v);
@@ -412,7 +409,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     conntrack: { count: conntrackList.length, entries: conntrackList },
     sysctls: inside.sysctls
       ? sortedRecord([...inside.sysctls].map(([k, v]): [string, string] => [k, sysctlValue(k, v)]))
-      : withValues(shortcuts!.from.sysctls, inside.deviceSysctls!, inside.signature!),
+      : withValues(shortcuts!.from.sysctls, inside.deviceSysctls!),
     xfrm: { states: list(inside.states), policies: list(inside.policies) },
     sockets: list(inside.sockets),
     processes: sorted(processes.map(ph)),
