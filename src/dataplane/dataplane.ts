@@ -306,6 +306,10 @@ export class SlotDataplane {
         peerName: a.hostVeth,
         peerNetnsFd: homeNetnsFd(),
         peerMtu: this.uplinkMtu,
+        // One queue per end (the default is one per possible CPU): a queue is sysfs
+        // directories and per-queue state in the kernel, ~4 KiB each, for no throughput a
+        // single guest's link can use (the veth rx path runs on the sending CPU anyway).
+        queues: 1,
       });
       step("veth");
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
