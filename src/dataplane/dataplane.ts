@@ -75,6 +75,8 @@ export interface ScrubOutcome {
   ok: boolean;
   /** Why the slot cannot go back to the pool, when !ok. */
   reason?: string;
+  /** tap0's fd-only settings read back right after the reset (for the proof that follows). */
+  tap?: Record<string, string>;
 }
 
 export { bpfPinDir };
@@ -482,12 +484,13 @@ export class SlotDataplane {
         if (!tap) return { ok: false, reason: "tap0 is missing" };
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
         // What the last VMM set through its fd outlives the fd: back to a fresh tap's.
-        if (!resetTap(TAP_NAME)) return { ok: false, reason: "tap0 is still held open by a process" };
+        const tapSettings = resetTap(TAP_NAME);
+        if (!tapSettings) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
         conntrackFlush();
         rtnl.flushNeighbours();
-        return { ok: true };
+        return { ok: true, tap: tapSettings };
       } finally {
         rtnl.close();
       }
