@@ -32,6 +32,8 @@ export interface FingerprintContext {
   bpfEntry?: { mac: string; outsideAddress: string; vni: number; ifindex: number } | undefined;
   /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
   rateEntry?: string;
+  /** The slot's entry in the eBPF `slots6` map (a lease's IPv6 translation), if any: a fresh slot has none. */
+  ipv6Entry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -333,6 +335,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`) + ` bound to ${bound(ctx.bpfEntry)}`]
     : ["no map entry"];
   if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
+  if (ctx.ipv6Entry !== undefined) bpf.push(`ipv6 translation ${ctx.ipv6Entry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,

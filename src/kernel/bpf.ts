@@ -14,6 +14,13 @@ import {
   MAP_RATES,
   MAP_UNATTRIBUTED,
   MAP_SLOTS,
+  MAP_SLOTS6,
+  SLOT6_KEY_SIZE,
+  SLOT6_VALUE_SIZE,
+  decodeSlot6Value,
+  encodeSlot6Key,
+  encodeSlot6Value,
+  type SlotNat6,
   RATE_KEY_SIZE,
   RATE_VALUE_SIZE,
   decodeRateValue,
@@ -163,12 +170,13 @@ export function ensureBpffs(): void {
   libc.mount("bpf", BPFFS_ROOT, "bpf", 0);
 }
 
-const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED] as const;
+const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED, MAP_SLOTS6] as const;
+const MAP_NAMES = [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED, MAP_SLOTS6] as const;
 /**
  * Maps added after the first release: a pin directory of an older netslot lacks them, and
  * the in-place upgrade creates and pins them (upgradePrograms).
  */
-const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED]);
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED, MAP_SLOTS6]);
 const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
@@ -220,6 +228,10 @@ export interface Dataplane {
   setRate(outsideAddress: string, rate: SlotRate | undefined): void;
   /** The configured bandwidth of the slot, undefined when it has none. */
   getRate(outsideAddress: string): SlotRate | undefined;
+  /** Sets (or, with undefined, removes) the IPv6 translation of the slot whose eth0 has this ifindex. */
+  setSlot6(ifindex: number, nat: SlotNat6 | undefined): void;
+  /** The slot's IPv6 translation, undefined when its lease has no IPv6. */
+  getSlot6(ifindex: number): SlotNat6 | undefined;
   /** IPv4 frames the programs dropped because no slot owns them, summed over CPUs since load. */
   unattributedDrops(): bigint;
   /** Closes this process's descriptors; the pinned objects remain. */
@@ -245,6 +257,7 @@ class PinnedDataplane implements Dataplane {
     private readonly configFd: number,
     private readonly ratesFd: number,
     private readonly unattributedFd: number,
+    private readonly slots6Fd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -340,6 +353,24 @@ class PinnedDataplane implements Dataplane {
     checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.ratesFd), key, encodeRateValue(rate), BPF_ANY) as number, MAP_RATES);
   }
 
+  setSlot6(ifindex: number, nat: SlotNat6 | undefined): void {
+    const key = encodeSlot6Key(ifindex);
+    if (nat === undefined) {
+      const ret = b.mapDelete(this.fd(this.slots6Fd), key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_SLOTS6);
+      return;
+    }
+    checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.slots6Fd), key, encodeSlot6Value(nat), BPF_ANY) as number, MAP_SLOTS6);
+  }
+
+  getSlot6(ifindex: number): SlotNat6 | undefined {
+    const value = Buffer.alloc(SLOT6_VALUE_SIZE);
+    const ret = b.mapLookup(this.fd(this.slots6Fd), encodeSlot6Key(ifindex), value) as number;
+    if (ret === -libc.ENOENT) return undefined;
+    checkRet("bpf_map_lookup_elem", ret, MAP_SLOTS6);
+    return decodeSlot6Value(value);
+  }
+
   unattributedDrops(): bigint {
     // A per-CPU value is read as one u64 per possible CPU.
     const value = Buffer.alloc(8 * possibleCpus());
@@ -360,7 +391,7 @@ class PinnedDataplane implements Dataplane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd, this.slots6Fd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -383,7 +414,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config, rates, unattributed] = fds as [number, number, number, number, number, number];
+    const [egress, ingress, slots, config, rates, unattributed, slots6] = fds as [number, number, number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -401,7 +432,8 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     expect(config, MAP_CONFIG, BPF_MAP_TYPE_ARRAY, CONFIG_KEY_SIZE, CONFIG_VALUE_SIZE);
     expect(rates, MAP_RATES, BPF_MAP_TYPE_HASH, RATE_KEY_SIZE, RATE_VALUE_SIZE);
     expect(unattributed, MAP_UNATTRIBUTED, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed);
+    expect(slots6, MAP_SLOTS6, BPF_MAP_TYPE_HASH, SLOT6_KEY_SIZE, SLOT6_VALUE_SIZE);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed, slots6);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;
@@ -425,7 +457,7 @@ function loadAndPin(objectPath: string, dir: string): void {
       if (!prog) throw new Error(`${objectPath} has no program ${name}`);
       checkRet("bpf_obj_pin", b.objPin(b.programFd(prog) as number, path.join(dir, name)) as number, name);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
+    for (const name of MAP_NAMES) {
       const fd = b.findMapFd(obj, name) as number;
       if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
       checkRet("bpf_obj_pin", b.objPin(fd, path.join(dir, name)) as number, name);
@@ -535,7 +567,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
+    for (const name of MAP_NAMES) {
       const fd = reused.get(name);
       // A map this pin directory predates: the load creates it, the commit pins it.
       if (fd === undefined) continue;

@@ -7,13 +7,17 @@ import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
-import { parseCidr } from "../dataplane/topology.js";
+import { parseCidr, parseCidr6 } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
 import type { BuildResult, ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
 import { layoutId } from "../dataplane/layout.js";
 
 const init = workerData as WorkerInit;
-const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
+const options: DataplaneOptions = {
+  ...init.options,
+  linkCidr: parseCidr(init.options.linkCidr),
+  linkCidr6: init.options.linkCidr6 === undefined ? undefined : parseCidr6(init.options.linkCidr6),
+};
 const dataplane = SlotDataplane.attach(options);
 let golden: Fingerprint | undefined;
 
@@ -29,10 +33,11 @@ const goldenKey = JSON.stringify({
   vtep: init.options.vtepRemote !== undefined,
   vtepPort: init.options.vtepPort,
   linkCidr: init.options.linkCidr,
+  linkCidr6: init.options.linkCidr6,
   mtu: dataplane.uplinkMtu,
   tapMtu: dataplane.tapMtu,
   // The slot's own ruleset (policy sets included): a new one makes the saved golden stale.
-  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr })).digest("hex"),
+  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr, ...(init.options.linkCidr6 !== undefined ? { linkCidr6: init.options.linkCidr6 } : {}) })).digest("hex"),
 });
 
 function describe(f: Fingerprint): string {

@@ -1,11 +1,12 @@
 // The pool's handle on the scrub worker: one job at a time per slot, answers as promises.
 import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
-import { formatCidr } from "../dataplane/topology.js";
+import { formatCidr, formatCidr6 } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
 
 export interface WorkerInit {
-  options: Omit<DataplaneOptions, "linkCidr"> & { linkCidr: string };
+  // Plain strings across the thread boundary (a parsed IPv6 CIDR holds bigints).
+  options: Omit<DataplaneOptions, "linkCidr" | "linkCidr6"> & { linkCidr: string; linkCidr6?: string | undefined };
   stateDir: string;
   version: string;
 }
@@ -89,7 +90,11 @@ export class Scrubber {
   private readonly jobTimeoutMs: number;
 
   constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
-    this.init = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
+    this.init = {
+      options: { ...options, linkCidr: formatCidr(options.linkCidr), linkCidr6: options.linkCidr6 === undefined ? undefined : formatCidr6(options.linkCidr6) },
+      stateDir,
+      version,
+    };
     this.log = supervision.log ?? (() => undefined);
     this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;
     this.start();
