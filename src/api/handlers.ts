@@ -6,6 +6,7 @@
 import { NetslotError } from "../core/errors.js";
 import { pathOf, type OperationId, type OPERATIONS, type ParamsOf, type RequestOf, type ResponseOf } from "../core/schema.js";
 import type { LeaseRequest, LeaseService, PoolCounts, SlotState, UpgradeResult } from "../core/types.js";
+import type { Metrics } from "../core/metrics.js";
 import type { PeerCred } from "../kernel/libc.js";
 import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
 import { checkNetwork, requireOperator, type Consumer } from "../tenancy/consumers.js";
@@ -54,8 +55,8 @@ export interface HandlerDependencies {
   version: string;
   /** The OpenAPI document as served. */
   document: object;
-  /** Prometheus text of everything /metrics shows. */
-  metricsText: () => string;
+  /** The daemon's metrics registry, which /metrics renders. */
+  metrics: Pick<Metrics, "render" | "contentType">;
 }
 
 /**
@@ -117,7 +118,7 @@ export function createHandlers(deps: HandlerDependencies): Handlers {
     },
     renewLease: async ({ consumer, params, body }) => ({ body: await service.renew(consumer.name, String(params.id), body.ttlSeconds) }),
     openapi: () => ({ body: deps.document }),
-    metrics: () => ({ body: deps.metricsText(), headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" } }),
+    metrics: async () => ({ body: await deps.metrics.render(), headers: { "Content-Type": deps.metrics.contentType } }),
   };
   if (admin) {
     handlers.releaseQuarantined = async ({ consumer, params }) => {

@@ -2,7 +2,7 @@
 // the routes come from the OpenAPI document (router.ts), which comes from core/schema.ts;
 // bodies are read by body.ts and validated by validate.ts before handlers.ts calls the
 // service; auth.ts says who is calling; problem.ts turns every error into problem+json;
-// http-metrics.ts counts. Nothing a client sends can crash the server.
+// http-metrics.ts counts into core/metrics.ts. Nothing a client sends can crash the server.
 import * as http from "node:http";
 import type * as net from "node:net";
 import { NetslotError } from "../core/errors.js";
@@ -13,7 +13,8 @@ import { packageVersion } from "../core/version.js";
 import { announcesBody, ANSWERED, readJsonBody } from "./body.js";
 import { AUTHENTICATE_HEADERS, adoptRelayedPeer, authorize, peerOf, trackPeers } from "./auth.js";
 import { createHandlers, type Handler, type PoolAdmin, type Reply } from "./handlers.js";
-import { HttpMetrics, observeRequest, UNMATCHED_ROUTE } from "./http-metrics.js";
+import { observeRequest, UNMATCHED_ROUTE } from "./http-metrics.js";
+import { createMetrics, type Metrics } from "../core/metrics.js";
 import { openApiDocument } from "./openapi.js";
 import { answerError, rawProblemResponse, sendProblem, type ApiLogger } from "./problem.js";
 import { Router } from "./router.js";
@@ -32,8 +33,8 @@ export interface ApiServerOptions {
   admin?: PoolAdmin;
   /** The configured consumers: entries, or the daemon's parsed directory (shared with the pool's quotas). */
   consumers?: ConsumerConfig[] | ConsumerDirectory;
-  /** More Prometheus text appended to GET /metrics (e.g. the daemon's process metrics). */
-  metricsExtra?: () => string;
+  /** The daemon's one metrics registry (core/metrics.ts), which GET /metrics renders; a registry of its own when absent. */
+  metrics?: Metrics;
   logger?: ApiLogger;
   /** Reported in /v1/health and the Netslot-Version header; the package's version when omitted. */
   version?: string;
@@ -106,7 +107,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const logger = options.logger ?? stderrLogger;
   const directory = options.consumers instanceof ConsumerDirectory ? options.consumers : new ConsumerDirectory(options.consumers ?? []);
   const version = options.version ?? packageVersion();
-  const metrics = new HttpMetrics();
+  const metrics = options.metrics ?? createMetrics();
   // Compiled once, now: a broken schema fails at startup, not on the first request.
   const validators = createRequestValidators();
   const handlers = createHandlers({
@@ -114,18 +115,14 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     admin: options.admin,
     version,
     document: openApiDocument(),
-    metricsText: () =>
-      [service.metrics(), options.metricsExtra?.() ?? "", metrics.render()]
-        .filter((part) => part !== "")
-        .map((part) => (part.endsWith("\n") ? part : `${part}\n`))
-        .join(""),
+    metrics,
   });
   const handlerOf = (id: OperationId): Handler<OperationId> | undefined => handlers[id];
   const router = new Router(openApiDocument(), (id) => handlerOf(id) !== undefined);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     let routeLabel = UNMATCHED_ROUTE;
-    observeRequest(metrics, req, res, () => routeLabel);
+    observeRequest(metrics.http, req, res, () => routeLabel);
     adoptRelayedPeer(req, options.trustRelayFrom);
     // Early answers leave an announced body unread: close rather than read it to the end.
     const early = (error: NetslotError, headers: Record<string, string> = {}): void => {

@@ -1,26 +1,22 @@
 // `netslot device-plugin`: runs the Kubernetes device plugin (src/deviceplugin) until SIGTERM.
-import { parseArgs } from "node:util";
 import { ConfigError, DEFAULTS } from "../daemon/config.js";
+import { parseFlags } from "./args.js";
 
 const USAGE =
   "usage: netslot device-plugin [--kubelet-dir DIR] [--socket API_SOCK] [--token T] [--reconcile-seconds N]";
 
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        "kubelet-dir": { type: "string", default: "/var/lib/kubelet" },
-        socket: { type: "string", default: process.env.NETSLOT_SOCKET ?? DEFAULTS.socket },
-        token: { type: "string", default: process.env.NETSLOT_TOKEN },
-        "reconcile-seconds": { type: "string", default: "10" },
-        help: { type: "boolean" },
-      },
-    }));
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
-  }
+  const { values } = parseFlags(
+    argv,
+    {
+      "kubelet-dir": { type: "string", default: "/var/lib/kubelet" },
+      socket: { type: "string", default: process.env.NETSLOT_SOCKET ?? DEFAULTS.socket },
+      token: { type: "string", default: process.env.NETSLOT_TOKEN },
+      "reconcile-seconds": { type: "string", default: "10" },
+      help: { type: "boolean" },
+    },
+    USAGE,
+  );
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

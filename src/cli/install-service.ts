@@ -2,12 +2,12 @@
 // this installed copy (this node, this CLI) and enables it. With --root the unit goes under
 // another root and is enabled offline (`systemctl --root`), which is also how it is tested:
 // systemd itself need not run.
-import { parseArgs } from "node:util";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ConfigError } from "../daemon/config.js";
 import { PACKAGE_ROOT } from "../core/version.js";
+import { parseFlags } from "./args.js";
 
 export const UNIT_NAME = "netslot.service";
 const TEMPLATE = path.join(PACKAGE_ROOT, "packaging", UNIT_NAME);
@@ -49,17 +49,7 @@ function systemctl(args: string[]): void {
 }
 
 export function main(argv: string[]): number {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: { root: { type: "string" }, "dry-run": { type: "boolean" }, "no-enable": { type: "boolean" }, help: { type: "boolean" } },
-      allowPositionals: true,
-    });
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseFlags(argv, { root: { type: "string" }, "dry-run": { type: "boolean" }, "no-enable": { type: "boolean" }, help: { type: "boolean" } }, USAGE, true);
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

@@ -4,9 +4,9 @@
 // When the daemon does not answer, the scrape fails with 503, so Prometheus' `up` goes to 0
 // and NetslotDaemonDown fires (deploy/prometheus).
 import * as http from "node:http";
-import { parseArgs } from "node:util";
 import { ConfigError, DEFAULTS } from "../daemon/config.js";
 import { NetslotClient } from "../sdk/index.js";
+import { parseFlags } from "./args.js";
 
 const USAGE = "usage: netslot metrics-exporter --listen HOST:PORT [--socket API_SOCK] [--token T]";
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,19 +46,15 @@ export async function startMetricsExporter(opts: { listen: string; socket: strin
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        listen: { type: "string" },
-        socket: { type: "string", default: process.env.NETSLOT_SOCKET ?? DEFAULTS.socket },
-        token: { type: "string", default: process.env.NETSLOT_TOKEN },
-      },
-    }));
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
-  }
+  const { values } = parseFlags(
+    argv,
+    {
+      listen: { type: "string" },
+      socket: { type: "string", default: process.env.NETSLOT_SOCKET ?? DEFAULTS.socket },
+      token: { type: "string", default: process.env.NETSLOT_TOKEN },
+    },
+    USAGE,
+  );
   if (!values.listen) throw new ConfigError(`--listen is required\n${USAGE}`);
   const server = await startMetricsExporter({ listen: values.listen, socket: values.socket, ...(values.token ? { token: values.token } : {}) });
   process.stderr.write(`netslot metrics-exporter: serving ${values.socket}'s /metrics on ${values.listen}\n`);

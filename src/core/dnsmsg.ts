@@ -1,11 +1,14 @@
 // The few parts of a DNS message the forwarder reads (RFC 1035 §4): the question, and the
-// A records of an answer with their TTLs. Hand-written: the forwarder relays the upstream's
+// A and AAAA records of an answer with their TTLs. Hand-written: the forwarder relays the upstream's
 // bytes untouched (only the 16-bit id changes) and needs no zone or resolver logic, which is
 // what the npm DNS packages bring (dns-packet decodes and re-encodes every record; none is
 // installed here and the brief keeps dependencies minimal). Every read is bounds-checked:
 // queries come from hostile guests.
 
+import { SocketAddress } from "node:net";
+
 export const TYPE_A = 1;
+export const TYPE_AAAA = 28;
 export const RCODE_FORMERR = 1;
 export const RCODE_REFUSED = 5;
 const HEADER = 12;
@@ -19,8 +22,12 @@ export interface DnsQuestion {
   end: number;
 }
 
-export interface ARecord {
+export interface AddressRecord {
+  family: 4 | 6;
+  /** Canonical text (node:net's, as nft prints it). */
   address: string;
+  /** The address bytes, network order: an nft set key. */
+  key: Buffer;
   ttl: number;
 }
 
@@ -69,14 +76,14 @@ export function parseQuery(msg: Buffer): DnsQuestion {
   return { id: msg.readUInt16BE(0), name, type: msg.readUInt16BE(end), end: end + 4 };
 }
 
-/** The A records in the answer section of a response (CNAME chains included: they answer the question). */
-export function answerARecords(msg: Buffer): ARecord[] {
+/** The A and AAAA records in the answer section of a response (CNAME chains included: they answer the question). */
+export function answerAddressRecords(msg: Buffer): AddressRecord[] {
   if (msg.length < HEADER) throw new DnsFormatError("shorter than a DNS header");
   const qd = msg.readUInt16BE(4);
   const an = msg.readUInt16BE(6);
   let pos = HEADER;
   for (let i = 0; i < qd; i++) pos = readName(msg, pos).end + 4;
-  const out: ARecord[] = [];
+  const out: AddressRecord[] = [];
   for (let i = 0; i < an; i++) {
     pos = readName(msg, pos).end;
     if (pos + 10 > msg.length) throw new DnsFormatError("truncated record");
@@ -86,8 +93,15 @@ export function answerARecords(msg: Buffer): ARecord[] {
     const rdlength = msg.readUInt16BE(pos + 8);
     pos += 10;
     if (pos + rdlength > msg.length) throw new DnsFormatError("truncated record data");
+    // RFC 2181 §8: a TTL with the top bit set counts as zero.
+    const seconds = ttl > 0x7fffffff ? 0 : ttl;
     if (type === TYPE_A && cls === 1 && rdlength === 4) {
-      out.push({ address: `${msg[pos]}.${msg[pos + 1]}.${msg[pos + 2]}.${msg[pos + 3]}`, ttl: ttl > 0x7fffffff ? 0 : ttl });
+      const key = Buffer.from(msg.subarray(pos, pos + 4));
+      out.push({ family: 4, address: `${key[0]}.${key[1]}.${key[2]}.${key[3]}`, key, ttl: seconds });
+    } else if (type === TYPE_AAAA && cls === 1 && rdlength === 16) {
+      const key = Buffer.from(msg.subarray(pos, pos + 16));
+      const hex = key.toString("hex").replace(/(.{4})(?!$)/g, "$1:");
+      out.push({ family: 6, address: new SocketAddress({ address: hex, family: "ipv6" }).address, key, ttl: seconds });
     }
     pos += rdlength;
   }

@@ -45,6 +45,4 @@ export interface LeaseService {
   renew(consumer: string, id: string, ttlSeconds?: number): Promise<Lease>;
   /** `operator`: another consumer's lease is force-released. */
   release(consumer: string, id: string, opts?: { operator?: boolean }): Promise<void>;
-  /** Prometheus text exposition of the pool's own metrics. */
-  metrics(): string;
 }

@@ -10,7 +10,7 @@ import { Scrubber } from "../pool/scrubber.js";
 import type { AuditEvent } from "../core/types.js";
 import { ConsumerDirectory } from "../tenancy/consumers.js";
 import { Quotas } from "../tenancy/quotas.js";
-import { Gauge, ReadCounter } from "../pool/metrics.js";
+import { createMetrics } from "../core/metrics.js";
 import { LeaseStore } from "../store/store.js";
 import { ConfigError, type DaemonConfig } from "./config.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
@@ -162,8 +162,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
         if (!lease || !domains) return undefined;
         return { leaseId: lease.id, domains, allow: profiles.policy(lease.profile)?.allow ?? [] };
       },
-      admit: (slot, addresses) => dataplane.admitAddresses(slot, addresses),
-      revoke: (slot, addresses) => dataplane.revokeAddresses(slot, addresses),
+      admit: (slot, admissions) => dataplane.admitAddresses(slot, admissions),
       log,
     });
     dnsPort = await dns.start();
@@ -190,7 +189,9 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
   const tty = config.progress && process.stderr.isTTY;
   let lastPrinted = 0;
+  const metrics = createMetrics();
   const pool = new Pool({
+    metrics: metrics.pool,
     bootId: kernelBootId(),
     migration: { rate: config.migrationRate, minFree: config.migrationMinFree / 100 },
     size: config.poolSize,
@@ -209,19 +210,11 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     },
   });
   poolRef.pool = pool;
-  pool.registry.add(
-    new Gauge("netslot_build_info", "Always 1; the labels say which netslot and Node answer", () => [
-      { labels: { version: packageVersion(), node: process.version }, value: 1 },
-    ]),
-  );
-  pool.registry.add(
-    new ReadCounter("netslot_nat_unattributed_drops_total", "IPv4 frames the eBPF NAT dropped because no slot owns them (a MAC of no slot, or another slot's MAC)", () =>
-      Number(dataplane.unattributedDrops()),
-    ),
-  );
+  metrics.daemon.natUnattributedDrops.readFrom(() => Number(dataplane.unattributedDrops()));
   const upgrader: { handover?: Handover } = {};
   const api = createApiServer({
     service: pool,
+    metrics,
     consumers,
     admin: {
       retryQuarantined: (index, by) => pool.retryQuarantined(index, by),

@@ -1,13 +1,15 @@
 // The DNS forwarder behind `egress.allowDomains`. One UDP socket for every slot: the root
 // table redirects a guest's query to its guest.dns (the slot's host link address) port 53
 // here, and the source address (the slot's outside address, after the eBPF NAT) names the
-// slot. Queries for the lease's allowed names go to the upstream; the A addresses of the
-// answer are admitted into the slot's egress_allow set for the TTL plus a grace, then
-// removed. Other names, and slots whose lease names none, get REFUSED.
+// slot. Queries for the lease's allowed names go to the upstream; the A and AAAA addresses
+// of the answer are admitted into the slot's egress_admit / egress_admit6 sets with a
+// kernel timeout of TTL plus a grace, so they expire without us and outlive a crash or a
+// handover. Other names, and slots whose lease names none, get REFUSED.
 // Not covered: addresses the guest knows without asking (hard-coded, or resolved by a DNS
-// over HTTPS/TLS server it can reach), AAAA (no IPv6 in the slot), DNS over TCP.
+// over HTTPS/TLS server it can reach), DNS over TCP.
 import * as dgram from "node:dgram";
-import { RCODE_FORMERR, RCODE_REFUSED, answerARecords, errorResponse, nameAllowed, parseQuery } from "../core/dnsmsg.js";
+import { RCODE_FORMERR, RCODE_REFUSED, answerAddressRecords, errorResponse, nameAllowed, parseQuery, type AddressRecord } from "../core/dnsmsg.js";
+import type { Admission } from "../dataplane/ruleset.js";
 import { cidrContains, ipToInt, parseCidr, type Cidr } from "../dataplane/topology.js";
 
 /** Seconds an admission outlives its answer's TTL: a guest connects just after its resolver caches. */
@@ -30,8 +32,8 @@ export interface DnsForwarderDeps {
   /** The slot whose outside address this is, if any. */
   slotOf(address: string): number | undefined;
   policyOf(slot: number): SlotPolicy | undefined;
-  admit(slot: number, addresses: string[]): void;
-  revoke(slot: number, addresses: string[]): void;
+  /** Adds (or renews) admissions in the slot's sets; the kernel removes each after its timeout. */
+  admit(slot: number, admissions: Admission[]): void;
   log(msg: string): void;
   now?: () => number;
 }
@@ -59,7 +61,7 @@ export class DnsForwarder {
   private nextId = Math.floor(Math.random() * 0x10000);
   private sweeper: NodeJS.Timeout | undefined;
   private readonly now: () => number;
-  readonly stats = { queries: 0, refused: 0, forwarded: 0, admitted: 0, revoked: 0 };
+  readonly stats = { queries: 0, refused: 0, forwarded: 0, admitted: 0 };
 
   constructor(private readonly deps: DnsForwarderDeps) {
     this.now = deps.now ?? (() => Date.now());
@@ -121,7 +123,7 @@ export class DnsForwarder {
     if (!policy || policy.leaseId !== p.leaseId) return;
     let records;
     try {
-      records = answerARecords(msg);
+      records = answerAddressRecords(msg);
     } catch (err) {
       this.deps.log(`dns: unreadable answer from ${this.deps.upstream}: ${(err as Error).message}`);
       return;
@@ -132,46 +134,55 @@ export class DnsForwarder {
     this.reply(out, p);
   }
 
-  /** Admits before the guest sees the answer, so its first packet to the address passes. */
-  private admit(slot: number, policy: SlotPolicy, records: ReadonlyArray<{ address: string; ttl: number }>): void {
+  /**
+   * Admits before the guest sees the answer, so its first packet to the address passes. The
+   * kernel removes each admission when its timeout runs out (the sets' `timeout` flag): no
+   * timer here, and admissions outlive this process (crash, handover). `until` only keeps
+   * a later answer with a shorter TTL from cutting an admission short; a new daemon starts
+   * without it, so there the latest answer's TTL holds.
+   */
+  private admit(slot: number, policy: SlotPolicy, records: readonly AddressRecord[]): void {
     let adm = this.admissions.get(slot);
     if (adm && adm.leaseId !== policy.leaseId) {
-      // A new lease on the slot: the scrub emptied the set already.
+      // A new lease on the slot: the scrub emptied the sets already.
       this.admissions.delete(slot);
       adm = undefined;
     }
     const allow: Cidr[] = policy.allow.map((c) => parseCidr(c));
-    const fresh: string[] = [];
+    const now = this.now();
+    const fresh = new Map<string, Admission>();
     for (const r of records) {
-      if (allow.some((c) => cidrContains(c, ipToInt(r.address)))) continue;
-      const until = this.now() + (Math.min(r.ttl, MAX_TTL_SECONDS) + GRACE_SECONDS) * 1000;
+      if (r.family === 4 && allow.some((c) => cidrContains(c, ipToInt(r.address)))) continue;
+      const timeoutMs = (Math.min(r.ttl, MAX_TTL_SECONDS) + GRACE_SECONDS) * 1000;
       adm ??= { leaseId: policy.leaseId, until: new Map() };
       const had = adm.until.get(r.address);
-      if (had === undefined) fresh.push(r.address);
-      adm.until.set(r.address, Math.max(had ?? 0, until));
+      if (had !== undefined && had >= now + timeoutMs) continue;
+      adm.until.set(r.address, now + timeoutMs);
+      fresh.set(r.address, { key: r.key, timeoutMs: Math.max(timeoutMs, fresh.get(r.address)?.timeoutMs ?? 0) });
     }
     if (adm) this.admissions.set(slot, adm);
-    if (fresh.length === 0) return;
+    if (fresh.size === 0) return;
     try {
-      this.deps.admit(slot, [...new Set(fresh)]);
-      this.stats.admitted += fresh.length;
+      this.deps.admit(slot, [...fresh.values()]);
+      this.stats.admitted += fresh.size;
     } catch (err) {
-      for (const a of fresh) adm!.until.delete(a);
-      this.deps.log(`dns: slot ${slot}: could not admit ${fresh.join(", ")}: ${(err as Error).message}`);
+      for (const a of fresh.keys()) adm!.until.delete(a);
+      this.deps.log(`dns: slot ${slot}: could not admit ${[...fresh.keys()].join(", ")}: ${(err as Error).message}`);
     }
   }
 
-  /** Forgets a slot's admissions (its lease ended; the scrub empties the set). */
+  /** Forgets a slot's admissions (its lease ended; the scrub empties the sets). */
   forget(slot: number): void {
     this.admissions.delete(slot);
   }
 
-  /** Admitted addresses of a slot, for tests and metrics. */
+  /** Addresses this process admitted on a slot and believes unexpired, for tests and metrics. */
   admitted(slot: number): string[] {
-    return [...(this.admissions.get(slot)?.until.keys() ?? [])];
+    const now = this.now();
+    return [...(this.admissions.get(slot)?.until ?? [])].filter(([, until]) => until > now).map(([a]) => a);
   }
 
-  /** Removes expired admissions and times out unanswered queries. */
+  /** Times out unanswered queries and forgets expired admissions (the kernel removed them). */
   sweep(): void {
     const now = this.now();
     for (const [id, p] of this.pending) if (now - p.sent > UPSTREAM_TIMEOUT_MS) this.pending.delete(id);
@@ -181,15 +192,8 @@ export class DnsForwarder {
         this.admissions.delete(slot);
         continue;
       }
-      const expired = [...adm.until].filter(([, until]) => until <= now).map(([a]) => a);
-      if (expired.length === 0) continue;
-      for (const a of expired) adm.until.delete(a);
-      try {
-        this.deps.revoke(slot, expired);
-        this.stats.revoked += expired.length;
-      } catch (err) {
-        this.deps.log(`dns: slot ${slot}: could not revoke ${expired.join(", ")}: ${(err as Error).message}`);
-      }
+      for (const [a, until] of adm.until) if (until <= now) adm.until.delete(a);
+      if (adm.until.size === 0) this.admissions.delete(slot);
     }
   }
 

@@ -8,8 +8,8 @@ import { readInterfaceSysctl, writeInterfaceSysctl, writeNetSysctls } from "../k
 import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
-import { addSetElements, deleteSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
-import { admittedElements, clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset, type SlotRulesetOptions } from "./ruleset.js";
+import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
+import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset, type SlotRulesetOptions } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GATEWAY_IP6,
@@ -500,16 +500,10 @@ export class SlotDataplane {
     withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
   }
 
-  /** Admits addresses a DNS answer gave (host /32s) into the slot's egress_allow set. */
-  admitAddresses(index: number, addresses: readonly string[]): void {
-    if (addresses.length === 0) return;
-    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, admittedElements(addresses)));
-  }
-
-  /** Removes admitted addresses again (their TTL and grace ran out). */
-  revokeAddresses(index: number, addresses: readonly string[]): void {
-    if (addresses.length === 0) return;
-    withNetns(this.addressing(index).netnsPath, () => deleteSetElements(NFPROTO_INET, admittedElements(addresses)));
+  /** Admits (or renews) addresses a DNS answer gave into the slot's admission sets; the kernel expires them. */
+  admitAddresses(index: number, admissions: readonly Admission[]): void {
+    if (admissions.length === 0) return;
+    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, admittedElements(admissions)));
   }
 
   /** Sets the lease's bandwidth (one eBPF map update: full token buckets), or removes it. */
@@ -530,7 +524,7 @@ export class SlotDataplane {
     this.bpf.setSlot6(a.slotIfindex, undefined);
     return withNetns(a.netnsPath, () => {
       // Emptying the sets deletes elements (kernel destroy work): only when there were some.
-      if (policy) nftRun(clearEgressPolicyScript(this.options.linkCidr6 !== undefined));
+      if (policy) nftRun(clearEgressPolicyScript());
       const rtnl = Rtnl.open();
       try {
         const tap = rtnl.linkByName(TAP_NAME);

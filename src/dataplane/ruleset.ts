@@ -23,7 +23,7 @@ import {
   formatCidr6,
 } from "./topology.js";
 import type { EgressPolicy } from "../core/profiles.js";
-import { ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
+import { hostIntervalElements, ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
@@ -132,15 +132,22 @@ table inet ${SLOT_TABLE} {
   set ${EGRESS_ALLOW_SET} {
     type ipv4_addr; flags interval;
   }
+  set ${EGRESS_ADMIT_SET} {
+    type ipv4_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
+  }
+  set ${EGRESS_ADMIT6_SET} {
+    type ipv6_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
+  }
   set ${EGRESS_RESTRICTED_SET} {
     type ifname;
   }
-${v6.sets}  chain forward {
+  chain forward {
     type filter hook forward priority 0; policy drop;
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
     iifname ${tap} ip daddr @${EGRESS_DENY_SET} drop ${c("profile: egress.deny")}
-    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} drop ${c("profile: only egress.allow")}
+    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} ip daddr != @${EGRESS_ADMIT_SET} drop ${c("profile: only egress.allow and admitted names")}
+    iifname @${EGRESS_RESTRICTED_SET} ip6 daddr != @${EGRESS_ADMIT6_SET} drop ${c("profile: IPv6 only to admitted names")}
 ${v6.forward}    iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
@@ -162,14 +169,14 @@ ${v6.input}    iifname ${tap} drop ${c("the guest talks to nothing in the slot n
  * it), no router advertisements, redirects or DHCPv6 answers from the guest. Neighbour
  * discovery is link-scoped: it reaches tap0's own table (flushed at release) and nothing
  * beyond; the slot's routed eth0 shares no link with the guest. Forwarded: not to the metadata address, not
- * to any slot's outside IPv6 address, and under an allow-list only to egress_allow6 (what
- * AAAA answers admit). Input: neighbour discovery only (the gateway is tap0's address).
+ * to any slot's outside IPv6 address (under an allow-list, only to egress_admit6: what
+ * AAAA answers admit, like every slot). Input: neighbour discovery only (the gateway is tap0's address).
  * A lease without IPv6 has no `slots6` entry: eth0's eBPF drops what gets that far.
  */
-function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): { types: string; netdev: string; sets: string; forward: string; input: string } {
+function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): { types: string; netdev: string; forward: string; input: string } {
   const tap = `"${TAP_NAME}"`;
   if (opts.linkCidr6 === undefined) {
-    return { types: "", netdev: `    ether type ip6 drop ${c("no IPv6")}\n`, sets: "", forward: "", input: "" };
+    return { types: "", netdev: `    ether type ip6 drop ${c("no IPv6")}\n`, forward: "", input: "" };
   }
   const link6 = formatCidr6(parseCidr6(opts.linkCidr6));
   return {
@@ -178,14 +185,9 @@ function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): {
       `    ether type ip6 ip6 saddr != { ${GUEST_IP6}, fe80::/10, :: } drop ${c("guest source IPv6 only (link-local for neighbour discovery)")}\n` +
       `    ether type ip6 icmpv6 type { nd-router-advert, nd-redirect, 138 } drop ${c("no router advertisements, redirects or renumbering from the guest")}\n` +
       `    ether type ip6 udp sport 547 drop ${c("no DHCPv6 server in the guest")}\n`,
-    sets: `  set ${EGRESS_ALLOW6_SET} {
-    type ipv6_addr; flags interval;
-  }
-`,
     forward:
       `    iifname ${tap} ip6 daddr ${METADATA_IP6} drop ${c("no IPv6 metadata service")}\n` +
-      `    iifname ${tap} ip6 daddr ${link6} drop ${c("no slot's outside IPv6 address")}\n` +
-      `    iifname @${EGRESS_RESTRICTED_SET} ip6 daddr != @${EGRESS_ALLOW6_SET} drop ${c("profile: only egress.allow (IPv6: what AAAA answers admit)")}\n`,
+      `    iifname ${tap} ip6 daddr ${link6} drop ${c("no slot's outside IPv6 address")}\n`,
     input: `    iifname ${tap} icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept ${c("neighbour discovery with the gateway")}\n`,
   };
 }
@@ -201,8 +203,18 @@ export const EGRESS_DENY_SET = "egress_deny";
 export const EGRESS_ALLOW_SET = "egress_allow";
 /** Holds tap0 when the policy is an allow-list: tap0's traffic may then go only to egress_allow. */
 export const EGRESS_RESTRICTED_SET = "egress_restricted";
-/** IPv6 addresses an allow-list admits (slots with --link-cidr6): AAAA answers of allowed names. */
-export const EGRESS_ALLOW6_SET = "egress_allow6";
+/**
+ * Addresses DNS answers admitted (egress.allowDomains), IPv4 and IPv6, each with a kernel
+ * timeout of TTL + grace: expiry needs no timer in the daemon, survives its crash and a
+ * live handover, and the state is the kernel's. Interval sets (rbtree) because the kernel
+ * collects their expired elements on the next change, with no periodic work per slot
+ * (a hash set with a timeout runs a GC worker every second per set), and a `size` on a
+ * hash set preallocates its buckets (~50 KiB each, measured), a rbtree's does not.
+ */
+export const EGRESS_ADMIT_SET = "egress_admit";
+export const EGRESS_ADMIT6_SET = "egress_admit6";
+/** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
+export const ADMIT_SET_SIZE = 8192;
 
 /**
  * A lease's egress policy as set elements for a slot whose policy sets are empty (added
@@ -220,14 +232,28 @@ export function egressPolicyElements(policy: EgressPolicy): SetElements[] {
   return out;
 }
 
-/** Host addresses a DNS answer admitted, as egress_allow elements (/32 intervals). */
-export function admittedElements(addresses: readonly string[]): SetElements[] {
-  return [{ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: ipv4IntervalElements(addresses.map((a) => ({ base: ipToInt(a), size: 1 }))) }];
+/** A host address a DNS answer admitted: its bytes (4 or 16) and for how long. */
+export interface Admission {
+  key: Buffer;
+  timeoutMs: number;
+}
+
+/** Admissions as elements of the admission sets (host intervals with kernel timeouts). */
+export function admittedElements(admissions: readonly Admission[]): SetElements[] {
+  const out: SetElements[] = [];
+  for (const [set, len] of [
+    [EGRESS_ADMIT_SET, 4],
+    [EGRESS_ADMIT6_SET, 16],
+  ] as const) {
+    const mine = admissions.filter((a) => a.key.length === len);
+    if (mine.length > 0) out.push({ table: SLOT_TABLE, set, elements: hostIntervalElements(mine) });
+  }
+  return out;
 }
 
 /** Empties the policy sets: the slot is back to no policy. */
-export function clearEgressPolicyScript(ipv6 = false): string {
-  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_RESTRICTED_SET, ...(ipv6 ? [EGRESS_ALLOW6_SET] : [])].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
+export function clearEgressPolicyScript(): string {
+  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }
 
 /** The tables slotRuleset owns inside a slot namespace. */

@@ -17,6 +17,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
 const NFTA_SET_ELEM_FLAGS = 3;
+const NFTA_SET_ELEM_TIMEOUT = 4;
 const NFTA_DATA_VALUE = 1;
 const NFT_SET_ELEM_INTERVAL_END = 1;
 const IFNAMSIZ = 16;
@@ -30,6 +31,11 @@ const ELEMENTS_PER_MESSAGE = 512;
 export interface SetElement {
   key: Buffer;
   intervalEnd?: boolean;
+  /**
+   * The kernel removes the element after this many ms (a set with flag `timeout`; on an
+   * interval, the start element carries it). Adding an element again sets its timeout anew.
+   */
+  timeoutMs?: number;
 }
 
 export interface SetElements {
@@ -49,6 +55,11 @@ function nfgenmsg(family: number, resId = 0): Buffer {
 function element(e: SetElement): Buffer {
   const parts = [attrNested(NFTA_SET_ELEM_KEY, [attrBytes(NFTA_DATA_VALUE, e.key)])];
   if (e.intervalEnd) parts.push(attrU32be(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END));
+  if (e.timeoutMs !== undefined) {
+    const ms = Buffer.alloc(8);
+    ms.writeBigUInt64BE(BigInt(Math.max(1, Math.round(e.timeoutMs))), 0);
+    parts.push(attrBytes(NFTA_SET_ELEM_TIMEOUT, ms));
+  }
   return attrNested(NFTA_LIST_ELEM, parts);
 }
 
@@ -103,6 +114,23 @@ export function ipv4IntervalElements(cidrs: ReadonlyArray<{ base: number; size: 
     if (endValue <= 0xffffffff) {
       const end = Buffer.alloc(4);
       end.writeUInt32BE(endValue >>> 0, 0);
+      out.push({ key: end, intervalEnd: true });
+    }
+  }
+  return out;
+}
+
+/** The elements of host addresses (/32, /128) in an interval set, each removed by the kernel after its `timeoutMs`. */
+export function hostIntervalElements(hosts: ReadonlyArray<{ key: Buffer; timeoutMs: number }>): SetElement[] {
+  const out: SetElement[] = [];
+  for (const { key, timeoutMs } of hosts) {
+    const end = Buffer.from(key);
+    // key + 1: the first address after the host. The all-ones address has no end (as above).
+    let i = end.length - 1;
+    while (i >= 0 && end[i] === 0xff) end[i--] = 0;
+    out.push({ key, timeoutMs });
+    if (i >= 0) {
+      end[i]!++;
       out.push({ key: end, intervalEnd: true });
     }
   }

@@ -1,35 +1,17 @@
-// The pool's metrics, defined once; each part of the pool is handed the few it updates.
-import { Counter, Gauge, Histogram, Registry } from "./metrics.js";
+// The pool's side of the metrics (declared in core/metrics.ts): what the scraped gauges read.
+import type { PoolMetrics } from "../core/metrics.js";
 import { REPORTED_STATES, type SlotTable } from "./allocation.js";
 
-export function poolMetrics(registry: Registry, slots: SlotTable, ready: () => boolean) {
-  const metrics = {
-    leasesTotal: registry.add(new Counter("netslot_leases_total", "Leases granted")),
-    releasesTotal: registry.add(new Counter("netslot_releases_total", "Leases ended, by cause")),
-    scrubOutcomes: registry.add(new Counter("netslot_scrub_outcomes_total", "Scrub results, by outcome")),
-    voidedTotal: registry.add(new Counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)")),
-    buildFailures: registry.add(new Counter("netslot_slot_build_failures_total", "Slot builds that failed")),
-    quarantineRetries: registry.add(new Counter("netslot_quarantine_retries_total", "Automatic retries of quarantined slots")),
-    goldenRetakes: registry.add(new Counter("netslot_golden_retakes_total", "Golden fingerprints re-taken because the host changed")),
-    buildSeconds: registry.add(new Histogram("netslot_slot_build_seconds", "Time to build one slot")),
-    acquireSeconds: registry.add(new Histogram("netslot_acquire_seconds", "Time to grant a lease")),
-    releaseSeconds: registry.add(new Histogram("netslot_release_seconds", "Time to acknowledge a release")),
-    scrubSeconds: registry.add(new Histogram("netslot_scrub_seconds", "Time to scrub a released slot")),
-    reuseSeconds: registry.add(new Histogram("netslot_release_to_reusable_seconds", "Release until the slot is free again")),
-  };
-  registry.add(
-    new Gauge("netslot_pool_slots", "Slots by state", () => REPORTED_STATES.map((state) => ({ labels: { state }, value: slots.countIn(state) }))),
-  );
-  registry.add(
-    new Gauge("netslot_quarantined_slot", "1 per quarantined slot, with the kind of cause (the log and GET /v1/pool give the full reason)", () =>
-      slots.counts().quarantinedSlots.map((q) => ({ labels: { slot: String(q.index), cause: quarantineCause(q.reason ?? "") }, value: 1 })),
-    ),
-  );
-  registry.add(new Gauge("netslot_ready", "1 once the pool is built", () => [{ labels: {}, value: ready() ? 1 : 0 }]));
-  return metrics;
-}
+export type { PoolMetrics };
 
-export type PoolMetrics = ReturnType<typeof poolMetrics>;
+/** Points the pool's scraped gauges at the slot table. */
+export function feedPoolGauges(metrics: PoolMetrics, slots: SlotTable, ready: () => boolean): void {
+  metrics.slots.readFrom(() => REPORTED_STATES.map((state) => ({ labels: { state }, value: slots.countIn(state) })));
+  metrics.quarantined.readFrom(() =>
+    slots.counts().quarantinedSlots.map((q) => ({ labels: { slot: String(q.index), cause: quarantineCause(q.reason ?? "") }, value: 1 })),
+  );
+  metrics.ready.readFrom(() => [{ labels: {}, value: ready() ? 1 : 0 }]);
+}
 
 /** A short, bounded label for a quarantine reason. */
 export function quarantineCause(reason: string): string {

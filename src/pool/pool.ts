@@ -13,8 +13,8 @@ import type { LeaseStore, StoredLease } from "../store/store.js";
 import { SlotTable } from "./allocation.js";
 import { PoolBoot, type BootProgress } from "./boot.js";
 import { LeaseLifecycle, type EndCause } from "./leases.js";
-import { Registry } from "./metrics.js";
-import { poolMetrics } from "./pool-metrics.js";
+import { feedPoolGauges } from "./pool-metrics.js";
+import { createMetrics, type PoolMetrics } from "../core/metrics.js";
 import type { Scrubber } from "./scrubber.js";
 import { ScrubScheduler } from "./scrubs.js";
 import { isNotNow, WaitQueue } from "./waiters.js";
@@ -43,6 +43,8 @@ export interface PoolOptions {
   bootId?: string;
   /** Background layout migration: slots per second, and the share of the pool (0–1) it leaves free. */
   migration?: { rate: number; minFree: number };
+  /** The daemon's metrics (core/metrics.ts); a registry of its own when absent. */
+  metrics?: PoolMetrics;
 }
 
 const DRAINING = (): NetslotError =>
@@ -64,8 +66,6 @@ export class Pool implements LeaseService {
   private readonly layouts: SlotLayouts;
   private readonly migrator: Migrator;
 
-  readonly registry = new Registry();
-
   constructor(private readonly options: PoolOptions) {
     const log = (msg: string) => this.options.log?.(msg);
     const audit = (this.audit = options.audit ?? (() => undefined));
@@ -75,7 +75,8 @@ export class Pool implements LeaseService {
     slots.onFreed = () => waiting.wake();
     const layouts = (this.layouts = new SlotLayouts(options.size, store));
     this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
-    const metrics = poolMetrics(this.registry, slots, () => this.status === "ready");
+    const metrics = options.metrics ?? createMetrics().pool;
+    feedPoolGauges(metrics, slots, () => this.status === "ready");
     const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
     const profiles = (this.profiles = options.profiles ?? new ProfileCatalog());
     const leases = (this.leases = new LeaseLifecycle({
@@ -200,10 +201,6 @@ export class Pool implements LeaseService {
     this.draining = on;
     if (on) this.waiting.rejectAll(DRAINING());
     return { draining: on };
-  }
-
-  metrics(): string {
-    return this.registry.render();
   }
 
   /** `netslot quarantine release N`: scrub and verify the slot again; it returns to the pool if clean. */

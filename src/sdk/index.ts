@@ -7,34 +7,10 @@ export {
   type AcquireOptions,
   type NetslotClientOptions,
 } from "./client.js";
-export type {
-  ConsumerUsage,
-  GuestConfig,
-  Health,
-  Lease,
-  LeaseRequest,
-  LeaseService,
-  PoolCounts,
-  QuarantinedSlot,
-  SlotRef,
-  SlotState,
-  TenantNetwork,
-  UpgradeResult,
-} from "../core/types.js";
-export type { DrainState, LeaseEnd, LeaseList, SlotStateResult, Problem } from "../core/schema.js";
+// Every wire shape of the API (Lease, LeaseRequest, PoolCounts, …), as the contract defines it.
+export type * from "../core/schema.js";
+export type { LeaseService } from "../core/types.js";
 export type { ErrorCode } from "../core/errors.js";
 export { isErrorCode } from "../core/errors.js";
-export {
-  cloudHypervisorNetArgs,
-  firecrackerBootArgs,
-  firecrackerNetworkInterface,
-  firecrackerNetworkOverride,
-  jailerNetnsArgs,
-  kernelBootArg,
-  netnsExecArgs,
-  qemuNetArgs,
-  type FirecrackerNetworkInterface,
-  type FirecrackerNetworkOverride,
-  type FirecrackerOptions,
-  type QemuOptions,
-} from "./vmm.js";
+// A lease in each VMM's shape (Firecracker, its jailer, QEMU, Cloud Hypervisor): pure functions.
+export * from "./vmm.js";

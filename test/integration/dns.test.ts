@@ -7,7 +7,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { REPO_ROOT, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { startDnsServer, type DnsServer } from "../support/dns-server.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import { diffFingerprints } from "../../src/dataplane/fingerprint.js";
@@ -21,56 +22,14 @@ const HTTP_PORT = 8080;
 const TOKEN = "sandbox-token-0123456789";
 const TTL = 1;
 
-/** A DNS server: argv[1] = address, argv[2] = JSON {name: address}; answers A with TTL argv[3], NXDOMAIN otherwise. */
-const DNS_SERVER = `
-const dgram = require("dgram");
-const records = JSON.parse(process.argv[2]);
-const s = dgram.createSocket("udp4");
-s.on("message", (q, r) => {
-  let p = 12; const labels = [];
-  while (q[p]) { labels.push(q.toString("latin1", p + 1, p + 1 + q[p])); p += 1 + q[p]; }
-  const qend = p + 5;
-  const addr = records[labels.join(".").toLowerCase()];
-  const head = Buffer.from(q.subarray(0, qend));
-  head.writeUInt16BE(0x8180 | (addr ? 0 : 3), 2);
-  head.writeUInt16BE(addr ? 1 : 0, 6); head.writeUInt16BE(0, 8); head.writeUInt16BE(0, 10);
-  const parts = [head];
-  if (addr) {
-    const rr = Buffer.alloc(16);
-    rr.writeUInt16BE(0xc00c, 0); rr.writeUInt16BE(1, 2); rr.writeUInt16BE(1, 4);
-    rr.writeUInt32BE(Number(process.argv[3]), 6); rr.writeUInt16BE(4, 10);
-    addr.split(".").forEach((o, i) => rr.writeUInt8(Number(o), 12 + i));
-    parts.push(rr);
-  }
-  s.send(Buffer.concat(parts), r.port, r.address);
-});
-s.bind(53, process.argv[1], () => console.log("listening"));
-`;
-
-/** A stub resolver: asks argv[2] for the A record of argv[1]; prints {rcode, addresses}. */
-const DNS_QUERY = `
-const dgram = require("dgram");
-const s = dgram.createSocket("udp4");
-const name = process.argv[1];
-const q = Buffer.concat([Buffer.from([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
-  ...name.split(".").map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0, 0, 1, 0, 1])]);
-const t = setTimeout(() => { console.log(JSON.stringify({ timeout: true })); process.exit(0); }, 3000);
-s.on("message", (m) => {
-  clearTimeout(t);
-  const an = m.readUInt16BE(6); const addresses = [];
-  let p = q.length;
-  for (let i = 0; i < an; i++) { p += 2; const type = m.readUInt16BE(p); const len = m.readUInt16BE(p + 8); p += 10;
-    if (type === 1) addresses.push([...m.subarray(p, p + 4)].join(".")); p += len; }
-  console.log(JSON.stringify({ id: m.readUInt16BE(0), rcode: m[3] & 15, addresses }));
-  process.exit(0);
-});
-s.send(q, 53, process.argv[2]);
-`;
+const QUERY = path.join(REPO_ROOT, "dist", "test", "support", "dns-query.js");
+const V6 = "2001:db8:53::7";
 
 interface Answer {
   timeout?: boolean;
   id?: number;
   rcode?: number;
+  tc?: boolean;
   addresses?: string[];
 }
 
@@ -79,6 +38,7 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
   let upstream: Upstream;
   let other: string;
   let procs: ChildProcess[] = [];
+  let dnsServer: DnsServer | undefined;
   let daemon: DaemonHandle;
   let client: NetslotClient;
   let dir: string;
@@ -89,14 +49,14 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
     other = upstream.address.replace(/\.2$/, ".3");
     nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
     const http = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
-    const records = { "deb.example.test": other, "a.pkg.example.test": other, "blocked.example.test": upstream.address };
-    const dns = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", DNS_SERVER, upstream.address, JSON.stringify(records), String(TTL)], { stdio: ["ignore", "pipe", "inherit"] });
-    procs = [http, dns];
+    procs = [http];
     for (const p of procs) {
       let out = "";
       p.stdout!.on("data", (b: Buffer) => (out += b.toString()));
       await waitFor(() => out.includes("listening"), 10_000);
     }
+    const records = { "deb.example.test": [other, V6], "a.pkg.example.test": [other], "blocked.example.test": [upstream.address] };
+    dnsServer = await startDnsServer(upstream.netns, upstream.address, records, TTL);
     const configFile = path.join(dir, "config.json");
     fs.writeFileSync(configFile, JSON.stringify({ profiles: { names: { egress: { allowDomains: ["deb.example.test", "*.pkg.example.test"] } } } }));
     daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 1, extraArgs: ["--config", configFile, "--dns-upstream", upstream.address] });
@@ -107,13 +67,15 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
     client?.close();
     await daemon?.cleanup();
     for (const p of procs) p.kill("SIGKILL");
+    dnsServer?.stop();
     upstream?.remove();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  async function ask(guest: GuestStandIn, name: string, server: string): Promise<Answer> {
-    const r = await guest.exec([process.execPath, "-e", DNS_QUERY, name, server]);
-    return JSON.parse(r.stdout) as Answer;
+  async function ask(guest: GuestStandIn, name: string, server: string, ...flags: string[]): Promise<Answer> {
+    const r = await guest.exec([process.execPath, QUERY, name, server, ...flags]);
+    const out = JSON.parse(r.stdout) as Answer[] | Answer;
+    return Array.isArray(out) ? out[0]! : out;
   }
 
   async function http(guest: GuestStandIn, address: string): Promise<boolean> {
@@ -121,9 +83,12 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
     return r.code === 0 && r.stdout === "upstream\n";
   }
 
-  function allowElements(netns: string): unknown[] {
-    const json = JSON.parse(nsExec(netns, ["nft", "-j", "list", "set", "inet", "netslot", "egress_allow"])) as { nftables: Array<{ set?: { elem?: unknown[] } }> };
-    return json.nftables.find((o) => o.set)?.set?.elem ?? [];
+  /** The admitted addresses in a slot's set, as nft lists them (expired ones are not). */
+  function admitted(netns: string, set = "egress_admit"): string[] {
+    const json = JSON.parse(nsExec(netns, ["nft", "-j", "list", "set", "inet", "netslot", set])) as {
+      nftables: Array<{ set?: { elem?: Array<{ elem?: { val?: unknown } } | string> } }>;
+    };
+    return (json.nftables.find((o) => o.set)?.set?.elem ?? []).map((e) => JSON.stringify(typeof e === "string" ? e : e.elem?.val));
   }
 
   it("an allowed name resolves and its address becomes reachable until TTL + grace; other names are REFUSED and stay blocked; release removes the admissions", async () => {
@@ -144,7 +109,12 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
       assert.equal(await http(guest, upstream.address), false, "its address stays blocked");
 
       const answer = await ask(guest, "deb.example.test", lease.guest.dns);
-      assert.deepEqual(answer, { id: 0x1234, rcode: 0, addresses: [other] });
+      assert.deepEqual(answer, { id: 0x1234, rcode: 0, tc: false, addresses: [other] });
+      assert.deepEqual(admitted(netns), [JSON.stringify(other)]);
+      // AAAA answers admit into the slot's IPv6 set, checked with the kernel.
+      const six = await ask(guest, "deb.example.test", lease.guest.dns, "--aaaa");
+      assert.deepEqual(six.addresses, [V6]);
+      assert.deepEqual(admitted(netns, "egress_admit6"), [JSON.stringify(V6)]);
       assert.equal(await http(guest, other), true, "the answer's address is reachable");
       assert.equal(await http(guest, upstream.address), false, "another address of the same upstream is not");
       assert.equal((await ask(guest, "a.pkg.example.test", lease.guest.dns)).rcode, 0, "*.suffix matches a name under it");
@@ -152,24 +122,24 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
 
       // The admission ends TTL + grace seconds after the last answer.
       const start = Date.now();
-      await waitFor(() => allowElements(netns).length === 0, (TTL + GRACE_SECONDS + 10) * 1000);
+      await waitFor(() => admitted(netns).length === 0 && admitted(netns, "egress_admit6").length === 0, (TTL + GRACE_SECONDS + 10) * 1000);
       const seconds = (Date.now() - start) / 1000;
       assert.ok(seconds >= GRACE_SECONDS - 2, `admission lasted ${seconds.toFixed(1)} s`);
       assert.equal(await http(guest, other), false, "blocked again after TTL + grace");
 
       // Admitted again, then released while admitted: the fingerprint sees it, the scrub removes it.
       assert.equal((await ask(guest, "deb.example.test", lease.guest.dns)).rcode, 0);
-      assert.equal(allowElements(netns).length > 0, true);
+      assert.equal(admitted(netns).length > 0, true);
       const golden = loadGolden(daemon.stateDir);
       assert.ok(golden);
       const diff = diffFingerprints(golden, fingerprintOf(prefix, parseCidr(daemon.linkCidr), lease.slot.index));
-      assert.ok(diff.some((d) => /egress_allow/.test(JSON.stringify(d))), `fingerprint covers the admission: ${JSON.stringify(diff)}`);
+      assert.ok(diff.some((d) => /egress_admit/.test(JSON.stringify(d))), `fingerprint covers the admission: ${JSON.stringify(diff)}`);
     } finally {
       await guest.stop();
       await client.release(lease.id);
     }
     await waitFor(async () => (await client.pool()).free === 1, 30_000);
-    assert.deepEqual(allowElements(netns), [], "the scrub removed the admissions");
+    assert.deepEqual(admitted(netns), [], "the scrub removed the admissions");
     const golden = loadGolden(daemon.stateDir)!;
     assert.deepEqual(diffFingerprints(golden, fingerprintOf(prefix, parseCidr(daemon.linkCidr), lease.slot.index)), []);
   });

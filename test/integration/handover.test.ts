@@ -33,6 +33,18 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Cleans up after a suite; the daemon serving now may be a process the test did not start (a handover's). */
+async function cleanupServing(daemon: DaemonHandle | undefined): Promise<void> {
+  if (!daemon) return;
+  try {
+    const pid = daemonPid(daemon.stateDir);
+    if (pid !== daemon.process.pid && alive(pid)) process.kill(pid, "SIGKILL");
+  } catch {
+    // No pid file: nothing else runs.
+  }
+  await daemon.cleanup();
+}
+
 /** Identity of a slot's kernel objects: the namespace's inode and tap0's ifindex change when it is rebuilt. */
 function slotIdentity(netnsPath: string): string {
   const ino = fs.statSync(netnsPath).ino;
@@ -182,16 +194,7 @@ describe("handover: netslot upgrade", { skip }, () => {
     client?.close();
     await guest?.stop();
     echo?.kill("SIGKILL");
-    // The daemon serving now may be a process this test did not start.
-    if (daemon) {
-      try {
-        const pid = daemonPid(daemon.stateDir);
-        if (pid !== daemon.process.pid && alive(pid)) process.kill(pid, "SIGKILL");
-      } catch {
-        // No pid file: nothing else runs.
-      }
-      await daemon.cleanup();
-    }
+    await cleanupServing(daemon);
     upstream?.remove();
   });
 
@@ -291,15 +294,7 @@ describe("handover: idle keep-alive clients, the 0.1.0 SDK among them, with the 
   });
 
   after(async () => {
-    if (daemon) {
-      try {
-        const pid = daemonPid(daemon.stateDir);
-        if (pid !== daemon.process.pid && alive(pid)) process.kill(pid, "SIGKILL");
-      } catch {
-        // No pid file: nothing else runs.
-      }
-      await daemon.cleanup();
-    }
+    await cleanupServing(daemon);
     upstream?.remove();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -108,10 +108,6 @@ export class FakeService implements LeaseService {
     this.get(consumer, id, opts);
     this.leases.delete(id);
   }
-
-  metrics(): string {
-    return `# HELP netslot_fake_slots Slots.\n# TYPE netslot_fake_slots gauge\nnetslot_fake_slots ${this.size}`;
-  }
 }
 
 /** The admin side: only `quarantined` is quarantined; `calls` records every retry asked for. */

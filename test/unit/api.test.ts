@@ -43,7 +43,7 @@ async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise
   const service = new FakeService(3);
   const admin = new FakeAdmin(3);
   const socket = path.join(tmp, `${name}.sock`);
-  const server = createApiServer({ service, admin, logger, metricsExtra: () => "netslot_extra_metric 1\n", ...(consumers ? { consumers } : {}) });
+  const server = createApiServer({ service, admin, logger, ...(consumers ? { consumers } : {}) });
   await server.listen(socket);
   return {
     service,
@@ -148,19 +148,21 @@ describe("endpoints", () => {
     assert.equal((await f.call("DELETE", `/v1/leases/${(typed.json as Lease).id}`)).status, 204);
   });
 
-  test("GET /metrics: the service's metrics, the extra ones, and the API's counter and histogram", async () => {
+  test("GET /metrics: the one registry, with the API's counter and histogram", async () => {
     await f.call("GET", "/v1/health");
     await f.call("GET", "/nope");
     const res = await f.call("GET", "/metrics");
     assert.equal(res.status, 200);
     assert.match(String(res.headers["content-type"]), /^text\/plain; version=0\.0\.4/);
-    assert.match(res.text, /^netslot_fake_slots 3$/m);
-    assert.match(res.text, /^netslot_extra_metric 1$/m);
+    // Declared in core/metrics.ts even when no pool feeds them.
+    assert.match(res.text, /^# TYPE netslot_pool_slots gauge$/m);
+    assert.match(res.text, /^netslot_ready 0$/m);
+    assert.match(res.text, /^netslot_build_info\{version="[^"]+",node="v\d+[^"]*"\} 1$/m);
     assert.match(res.text, /^# TYPE netslot_http_requests_total counter$/m);
     assert.match(res.text, /^netslot_http_requests_total\{method="GET",route="\/v1\/health",status="200"\} \d+$/m);
     assert.match(res.text, /^netslot_http_requests_total\{method="GET",route="unmatched",status="404"\} \d+$/m);
     assert.match(res.text, /^# TYPE netslot_http_request_duration_seconds histogram$/m);
-    assert.match(res.text, /^netslot_http_request_duration_seconds_bucket\{method="GET",route="\/v1\/health",le="\+Inf"\} \d+$/m);
+    assert.match(res.text, /^netslot_http_request_duration_seconds_bucket\{le="\+Inf",method="GET",route="\/v1\/health"\} \d+$/m);
     assert.match(res.text, /^netslot_http_request_duration_seconds_count\{method="GET",route="\/v1\/health"\} \d+$/m);
     assert.ok(res.text.endsWith("\n"));
   });

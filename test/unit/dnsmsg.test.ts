@@ -1,7 +1,7 @@
 // The DNS message reader of the forwarder: what it takes from hostile queries and upstream answers.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { answerARecords, errorResponse, nameAllowed, parseQuery, RCODE_REFUSED } from "../../src/core/dnsmsg.js";
+import { answerAddressRecords, errorResponse, nameAllowed, parseQuery, RCODE_REFUSED } from "../../src/core/dnsmsg.js";
 import { resolvConfUpstream } from "../../src/daemon/config.js";
 
 function name(n: string): Buffer {
@@ -43,14 +43,29 @@ describe("DNS messages", () => {
     assert.throws(() => parseQuery(response), /not a query/);
   });
 
-  it("reads the A records of an answer with their TTLs, skipping other types", () => {
+  it("reads the A and AAAA records of an answer with their TTLs, skipping other types", () => {
     const q = query("deb.example.org");
     const head = Buffer.from(q);
     head.writeUInt16BE(0x8180, 2);
-    head.writeUInt16BE(3, 6);
-    const msg = Buffer.concat([head, rr(5, 60, name("cdn.example.net")), rr(1, 30, Buffer.from([192, 0, 2, 7])), rr(28, 30, Buffer.alloc(16))]);
-    assert.deepEqual(answerARecords(msg), [{ address: "192.0.2.7", ttl: 30 }]);
-    assert.throws(() => answerARecords(msg.subarray(0, msg.length - 20)));
+    head.writeUInt16BE(5, 6);
+    const v6 = Buffer.from("20010db8000000000000000000000001", "hex");
+    const msg = Buffer.concat([
+      head,
+      rr(5, 60, name("cdn.example.net")),
+      rr(1, 30, Buffer.from([192, 0, 2, 7])),
+      rr(28, 20, v6),
+      rr(28, 0x80000000, Buffer.from("0000000000000000000000000a000001", "hex")),
+      rr(16, 30, Buffer.from("text")),
+    ]);
+    assert.deepEqual(answerAddressRecords(msg), [
+      { family: 4, address: "192.0.2.7", key: Buffer.from([192, 0, 2, 7]), ttl: 30 },
+      { family: 6, address: "2001:db8::1", key: v6, ttl: 20 },
+      { family: 6, address: "::10.0.0.1", key: Buffer.from("0000000000000000000000000a000001", "hex"), ttl: 0 },
+    ]);
+    assert.throws(() => answerAddressRecords(msg.subarray(0, msg.length - 20)));
+    // An AAAA with a wrong length is skipped, not misread.
+    const odd = Buffer.concat([head.subarray(0, 6), Buffer.from([0, 1]), head.subarray(8), rr(28, 30, Buffer.alloc(4))]);
+    assert.deepEqual(answerAddressRecords(odd), []);
   });
 
   it("REFUSED echoes id, RD and the question", () => {

@@ -81,7 +81,7 @@ describe("IPv6 rules", () => {
     assert.match(s, /icmpv6 type \{ nd-router-advert, nd-redirect, 138 \} drop/);
     assert.match(s, /udp sport 547 drop/);
     assert.match(s, /iifname "tap0" ip6 daddr fd00:1::\/112 drop/);
-    assert.match(s, /iifname @egress_restricted ip6 daddr != @egress_allow6 drop/);
+    assert.match(s, /iifname @egress_restricted ip6 daddr != @egress_admit6 drop/);
     const r = rootRuleset({ prefix: "p", linkCidr: "10.200.0.0/16", uplink: "eth0", vxlanPort: 4789, linkCidr6: "fd00:1::/112" });
     assert.match(r, /oifname "eth0" ip6 saddr fd00:1::\/112 masquerade/);
   });

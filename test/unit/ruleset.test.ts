@@ -3,6 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
+  admittedElements,
   clearEgressPolicyScript,
   egressPolicyElements,
   deleteRootScript,
@@ -95,7 +96,8 @@ describe("slotRuleset", () => {
         `iifname "tap0" ip daddr ${METADATA_IP} drop`,
         `iifname "tap0" ip daddr ${LINK} drop`,
         `iifname "tap0" ip daddr @egress_deny drop`,
-        `iifname @egress_restricted ip daddr != @egress_allow drop`,
+        `iifname @egress_restricted ip daddr != @egress_allow ip daddr != @egress_admit drop`,
+        `iifname @egress_restricted ip6 daddr != @egress_admit6 drop`,
         `iifname "tap0" oifname { "eth0", "vx0" } accept`,
         `iifname { "eth0", "vx0" } oifname "tap0" accept`,
       ],
@@ -264,10 +266,25 @@ describe("egress policy elements", () => {
     ]);
   });
 
-  it("the clear script flushes all three sets", () => {
+  it("the clear script flushes every policy set, admissions included", () => {
     assert.equal(
       clearEgressPolicyScript(),
-      "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_restricted\n",
+      "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_admit\nflush set inet netslot egress_admit6\nflush set inet netslot egress_restricted\n",
+    );
+  });
+
+  it("admissions are host intervals with the kernel timeout on the start element, per family", () => {
+    const sets = admittedElements([
+      { key: Buffer.from([192, 0, 2, 7]), timeoutMs: 11_000 },
+      { key: Buffer.from("20010db80000000000000000000000ff", "hex"), timeoutMs: 40_000 },
+      { key: Buffer.from([255, 255, 255, 255]), timeoutMs: 10_000 },
+    ]);
+    assert.deepEqual(
+      sets.map((s) => ({ set: s.set, elements: s.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}${e.timeoutMs ? ` ${e.timeoutMs}` : ""}`) })),
+      [
+        { set: "egress_admit", elements: ["c0000207 11000", "c0000208 end", "ffffffff 10000"] },
+        { set: "egress_admit6", elements: ["20010db80000000000000000000000ff 40000", "20010db8000000000000000000000100 end"] },
+      ],
     );
   });
 });

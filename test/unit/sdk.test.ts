@@ -70,7 +70,7 @@ describe("SDK", () => {
   test("health, pool, metrics", async () => {
     assert.equal((await client.health()).status, "ready");
     assert.equal((await client.pool()).quarantinedSlots.length, 1);
-    assert.match(await client.metrics(), /^netslot_fake_slots 2$/m);
+    assert.match(await client.metrics(), /^netslot_http_requests_total\{method="GET",route="\/v1\/pool",status="200"\} 1$/m);
   });
 
   test("acquire binds to this process by default; get, list, renew, release", async () => {
