@@ -15,7 +15,8 @@ import { openPinnedDataplane } from "../../src/kernel/bpf.js";
 import { fingerprintOf } from "../../src/dataplane/dataplane.js";
 import { diffFingerprints } from "../../src/dataplane/fingerprint.js";
 import { loadGolden } from "../../src/dataplane/golden.js";
-import { GATEWAY_IP6, GUEST_IP6, bpfPinDir, parseCidr, parseCidr6, slotAddressing } from "../../src/dataplane/topology.js";
+import { GATEWAY_IP6, GUEST_IP6, bpfPinDir, outsideAddress6, parseCidr, parseCidr6, slotAddressing } from "../../src/dataplane/topology.js";
+import { ip6ToBigInt } from "../../src/core/addr.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = skipUnless(isRoot(), "needs root");
@@ -90,7 +91,8 @@ describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
         { ip: GUEST_IP6, prefixLength: 64, gateway: GATEWAY_IP6 },
       );
       assert.match(lease.guest.ipv6!.networkConfig, /fd00:a9fe::21\/64/);
-      assert.equal(lease.slot.outsideAddress6, `${linkCidr6.replace(/::\/112$/, "")}::${(Number(cidr6.base & 0xffffn) + 1 + lease.slot.index).toString(16)}`);
+      assert.equal(lease.slot.outsideAddress6, outsideAddress6(cidr6, lease.slot.index));
+      assert.equal(ip6ToBigInt(lease.slot.outsideAddress6!), cidr6.base + 1n + BigInt(lease.slot.index), "slot n: base + 1 + n");
       const plain = await daemon.client.acquire({ profile: "plain", bindToProcess: false, autoRenew: false, waitSeconds: 0 }).catch((e: unknown) => e);
       assert.ok(plain instanceof Error, "a one-slot pool");
     } finally {
@@ -124,7 +126,12 @@ describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
     }
     const golden = loadGolden(daemon.stateDir);
     assert.ok(golden, "the daemon saved its golden fingerprint");
-    assert.deepEqual(diffFingerprints(golden, fingerprintOf(prefix, parseCidr(daemon.linkCidr), lease.slot.index)), [], "the released slot differs from a fresh one");
+    // Left out: the host end's reachability probe (a unicast neighbour solicitation, up to 5 s
+    // after the last forwarded packet) may re-teach eth0 the host end's link-local address
+    // after the scrub, as an ARP probe re-teaches the IPv4 next hop.
+    const nextHop = /^neighbours: \+ neigh inet6 fe80::1 lladdr \S+ dev eth0 dynamic$/;
+    const diff = diffFingerprints(golden, fingerprintOf(prefix, parseCidr(daemon.linkCidr), lease.slot.index)).filter((d) => !nextHop.test(d));
+    assert.deepEqual(diff, [], "the released slot differs from a fresh one");
   });
 
   it("a lease without the ipv6 profile gets no IPv6 through, on the slot a dual lease used", async () => {
