@@ -92,7 +92,7 @@ describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
       );
       assert.match(lease.guest.ipv6!.networkConfig, /fd00:a9fe::21\/64/);
       assert.equal(lease.slot.outsideAddress6, outsideAddress6(cidr6, lease.slot.index));
-      assert.equal(ip6ToBigInt(lease.slot.outsideAddress6!), cidr6.base + 1n + BigInt(lease.slot.index), "slot n: base + 1 + n");
+      assert.equal(ip6ToBigInt(lease.slot.outsideAddress6), cidr6.base + 1n + BigInt(lease.slot.index), "slot n: base + 1 + n");
       const plain = await daemon.client.acquire({ profile: "plain", bindToProcess: false, autoRenew: false, waitSeconds: 0 }).catch((e: unknown) => e);
       assert.ok(plain instanceof Error, "a one-slot pool");
     } finally {
