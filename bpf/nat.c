@@ -22,6 +22,7 @@
 #include "lib/consts.h"
 #include "lib/maps.h"
 #include "lib/csum.h"
+#include "lib/policy.h"
 #include "lib/nat6.h"
 
 _Static_assert(NETSLOT_VERDICT_OK == TC_ACT_OK, "verdict OK");
@@ -321,6 +322,20 @@ static __always_inline int is_ipv6(struct __sk_buff *skb)
 	return (void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6);
 }
 
+/*
+ * A lease's egress policy for IPv6: its CIDR lists are IPv4, so under an allow-list (the
+ * RESTRICTED flag) only what DNS answers admitted passes (the slot's nftables marks it),
+ * and a deny-only policy leaves IPv6 alone.
+ */
+static __always_inline int egress_policy6(struct __sk_buff *skb, __be32 outside4)
+{
+	struct slot_policy *pol = bpf_map_lookup_elem(&policies, &outside4);
+
+	if (!pol || !(pol->flags & NETSLOT_POLICY_RESTRICTED))
+		return 0;
+	return skb->mark == NETSLOT_ADMITTED_MARK ? 0 : -1;
+}
+
 /* Out of the slot: guest address -> outside address; nothing else leaves (bar veth ND). */
 static __always_inline int nat6_egress(struct __sk_buff *skb)
 {
@@ -340,6 +355,8 @@ static __always_inline int nat6_egress(struct __sk_buff *skb)
 	__builtin_memcpy(outside, v->outside, 16);
 	if (police(skb, v->outside4, 0) < 0)
 		return drop(skb, NETSLOT_DROP_RATE);
+	if (egress_policy6(skb, v->outside4) < 0)
+		return drop(skb, NETSLOT_DROP_POLICY);
 	if (rewrite6(skb, &p, ETH_HLEN + IP6_OFF_SADDR, p.saddr, outside) < 0)
 		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
 	return TC_ACT_OK;
@@ -389,6 +406,9 @@ int nat_egress(struct __sk_buff *skb)
 	}
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
+	/* Judged before the bucket: a forbidden frame spends none of the lease's bandwidth. */
+	if (p.saddr == guest && egress_policy(skb, outside, p.daddr) < 0)
+		return drop(skb, NETSLOT_DROP_POLICY);
 	if (police(skb, outside, 0) < 0)
 		return drop(skb, NETSLOT_DROP_RATE);
 

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { assertPrefix, formatCidr, formatCidr6, maxSlots, maxSlots6, parseCidr, parseCidr6, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
 import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.js";
 
 export type { ConsumerConfig } from "../tenancy/consumers.js";
 
@@ -34,6 +35,10 @@ export interface DaemonConfig {
   migrationMinFree: number;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
+  /** Least severe level logged on stderr. */
+  logLevel: LogLevel;
+  /** auto: readable on a terminal, JSON lines otherwise. */
+  logFormat: LogFormat;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -54,6 +59,8 @@ export const DEFAULTS: DaemonConfig = {
   migrationRate: 20,
   migrationMinFree: 25,
   progress: true,
+  logLevel: "info",
+  logFormat: "auto",
 };
 
 const FLAGS: Record<string, keyof DaemonConfig> = {
@@ -71,6 +78,8 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--guest-mtu": "guestMtu",
   "--migration-rate": "migrationRate",
   "--migration-min-free": "migrationMinFree",
+  "--log-level": "logLevel",
+  "--log-format": "logFormat",
 };
 
 const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree"]);
@@ -163,6 +172,8 @@ export function validateConfig(config: DaemonConfig): void {
   if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
     throw new ConfigError("--vtep-port must be 1..65535");
   }
+  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+  if (!(LOG_FORMATS as readonly string[]).includes(config.logFormat)) throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}`);
   if (config.dnsUpstream !== undefined) {
     try {
       ipToInt(config.dnsUpstream);

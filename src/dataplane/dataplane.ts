@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
-import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset, type SlotRulesetOptions } from "./ruleset.js";
+import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset, type SlotRulesetOptions } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GATEWAY_IP6,
@@ -40,9 +40,9 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
-import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
+import type { Bandwidth, PolicyCidr, ProfilePolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
-import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
+import { slotFingerprint, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
 
 const TAP_PROBE = tapProbeFrame();
@@ -292,14 +292,20 @@ export class SlotDataplane {
    * in the root namespace, VXLAN, sysctls, firewall, eBPF NAT, host side and route.
    * Undoes itself on failure.
    */
-  buildSlot(index: number): void {
+  buildSlot(index: number, timings?: Record<string, number>): void {
     const a = this.addressing(index);
+    const step = stepTimer(timings);
     try {
-      const hostIndex = createNetns(a.name, () => this.buildInside(a));
+      const hostIndex = createNetns(a.name, () => {
+        step("netns");
+        return this.buildInside(a, step);
+      });
       faultPoint("build.after-netns");
       this.buildHostSide(a, hostIndex);
+      step("host side");
       faultPoint("build.after-host-side");
       this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0, ifindex: a.slotIfindex });
+      step("nat entry");
     } catch (err) {
       this.destroySlot(index);
       throw err;
@@ -307,7 +313,7 @@ export class SlotDataplane {
   }
 
   /** Builds the slot's inside; returns the host veth's ifindex in the root namespace. */
-  private buildInside(a: SlotAddressing): number {
+  private buildInside(a: SlotAddressing, step: (name: string) => void): number {
     // IPv6 off before any device exists (no device gets IPv6 state). Forwarding is set per
     // device over netlink: each /proc/sys/net/<dir> lookup walks one dentry per namespace
     // on the host, so the one lookup here is all the build pays for.
@@ -315,9 +321,11 @@ export class SlotDataplane {
     // the guest's IPv6) have IPv6 on; lo and vx0 stay off as without it.
     const v6 = this.options.linkCidr6 !== undefined;
     writeNetSysctls("ipv6", v6 ? IPV6_SLOT_SYSCTLS : NO_IPV6_SLOT_SYSCTLS);
+    step("sysctl");
     const rtnl = Rtnl.open();
     try {
       rtnl.setLink(1, { up: true });
+      step("lo");
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
       rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
@@ -326,6 +334,7 @@ export class SlotDataplane {
         rtnl.addAddress(tap.index, GATEWAY_IP6, 64, { nodad: true });
         rtnl.addRoute({ dst: GUEST_NETWORK6, oif: tap.index });
       }
+      step("tap0");
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
       rtnl.createVeth({
@@ -337,6 +346,7 @@ export class SlotDataplane {
         peerNetnsFd: homeNetnsFd(),
         peerMtu: this.uplinkMtu,
       });
+      step("veth");
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
       rtnl.addAddress(eth0.index, a.slotAddress, 31);
       // IPv6 routes need an IPv6 next hop: fixed link-local addresses on the veth pair.
@@ -344,9 +354,11 @@ export class SlotDataplane {
       rtnl.addQdiscClsact(eth0.index);
       rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
       rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
+      step("eth0 tc");
       rtnl.setLink(eth0.index, { up: true, ...ROUTED_DEVICE });
       rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
       if (v6) rtnl.addRoute({ dst: "::/0", gateway: HOST_LINK_IP6, oif: eth0.index });
+      step("eth0 up");
       if (this.options.vtepRemote !== undefined) {
         rtnl.createVxlan({
           name: VXLAN_NAME,
@@ -360,8 +372,10 @@ export class SlotDataplane {
         });
         rtnl.setLink(rtnl.linkByName(VXLAN_NAME)!.index, { up: true, ...ROUTED_DEVICE });
         if (v6) writeNetSysctls("ipv6", [[`conf/${VXLAN_NAME}/disable_ipv6`, 1]]);
+        step("vx0");
       }
       nftRun(slotRuleset({ ...this.rulesetOptions(a), fresh: true }));
+      step("nft");
       if (eth0.linkIndex === undefined) throw new Error(`eth0 of ${a.name} reports no peer`);
       return eth0.linkIndex;
     } finally {
@@ -375,6 +389,10 @@ export class SlotDataplane {
    * every namespace the root has an id for.
    */
   private buildHostSide(a: SlotAddressing, hostIndex: number): void {
+    // No IPv6 on the host end: brought up with IPv6 on, a device gets a multicast route
+    // (ff00::/8) in the root's local table, inserted into a list of one per device, and
+    // every IPv6 route of the root namespace is walked (rt6_sync_up): both grow with the pool.
+    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/disable_ipv6`, 1]]);
     // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
     // the RTNL lock, which would grow with the pool), in the request that brings it up.
     this.root.setLink(hostIndex, { up: true, ...ROUTED_HOST_DEVICE });
@@ -491,13 +509,21 @@ export class SlotDataplane {
   }
 
   /**
-   * Applies a lease's egress policy: element additions to the slot's policy sets, one
-   * transaction, no rule or device change. The sets are empty on a free slot.
+   * Makes the shared eBPF trie hold every profile's CIDRs (once, at start: a profile's
+   * lists are written here, not per lease). Returns how many stale entries were removed.
    */
-  setEgressPolicy(index: number, policy: EgressPolicy): void {
-    const elements = egressPolicyElements(policy);
-    if (elements.length === 0) return;
-    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
+  loadEgressPolicies(cidrs: readonly PolicyCidr[]): number {
+    return this.bpf.syncPolicyCidrs(cidrs);
+  }
+
+  /**
+   * Applies a lease's egress policy: one eBPF map update naming its profile, whatever
+   * the size of the profile's lists (they are in the shared trie already). No nftables.
+   * Undefined removes it.
+   */
+  setEgressPolicy(index: number, policy: ProfilePolicy | undefined): void {
+    const a = this.addressing(index);
+    this.bpf.setSlotPolicy(a.outsideAddress, policy && { profile: policy.id, hostAddress: a.hostAddress, restricted: policy.allow !== undefined });
   }
 
   /** Admits (or renews) addresses a DNS answer gave into the slot's admission sets; the kernel expires them. */
@@ -516,15 +542,16 @@ export class SlotDataplane {
    * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
    * next tenant would share a live device.
    */
-  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
+  scrub(index: number, tenant: TenantNetwork | undefined, admissions = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
     // A missing entry is a no-op: a map lookup's cost, whatever the lease had.
     this.bpf.setRate(a.outsideAddress, undefined);
+    this.bpf.setSlotPolicy(a.outsideAddress, undefined);
     this.bpf.setSlot6(a.slotIfindex, undefined);
     return withNetns(a.netnsPath, () => {
-      // Emptying the sets deletes elements (kernel destroy work): only when there were some.
-      if (policy) nftRun(clearEgressPolicyScript());
+      // Emptying the set deletes elements (kernel destroy work): only when a profile named domains.
+      if (admissions) nftRun(clearEgressPolicyScript());
       const rtnl = Rtnl.open();
       try {
         const tap = rtnl.linkByName(TAP_NAME);
@@ -570,10 +597,11 @@ export class SlotDataplane {
   }
 
   /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
-  fingerprint(index: number, timings?: Record<string, number>): Fingerprint {
+  fingerprint(index: number, timings?: Record<string, number>, shortcuts?: ProofShortcuts): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
+    const policy = this.bpf.getSlotPolicy(a.outsideAddress);
     const nat6 = this.bpf.getSlot6(a.slotIfindex);
     return slotFingerprint({
       netnsPath: a.netnsPath,
@@ -581,8 +609,9 @@ export class SlotDataplane {
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+      ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
       ...(nat6 ? { ipv6Entry: JSON.stringify(nat6) } : {}),
-    }, timings);
+    }, timings, shortcuts);
   }
 
   /** IPv4 frames the NAT dropped because no slot owns them (a MAC of no slot, or of another slot's eth0). */
@@ -632,6 +661,17 @@ export class SlotDataplane {
     removePinned(bpfPinDir(prefix));
     return { namespaces: names.length, links };
   }
+}
+
+/** Adds the time since the previous call to `timings[name]` (ms); a no-op without `timings`. */
+function stepTimer(timings: Record<string, number> | undefined): (name: string) => void {
+  if (!timings) return () => undefined;
+  let t = performance.now();
+  return (name) => {
+    const now = performance.now();
+    timings[name] = (timings[name] ?? 0) + (now - t);
+    t = now;
+  };
 }
 
 /** Other netslot daemons (pinned under /sys/fs/bpf/netslot) whose root table names `device`. */
@@ -698,6 +738,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   try {
     const nat = bpf?.getSlot(a.slotMac);
     const rate = bpf?.getRate(a.outsideAddress);
+    const policy = bpf?.getSlotPolicy(a.outsideAddress);
     const nat6 = bpf?.getSlot6(a.slotIfindex);
     return slotFingerprint({
       netnsPath: a.netnsPath,
@@ -705,6 +746,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+      ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
       ...(nat6 ? { ipv6Entry: JSON.stringify(nat6) } : {}),
     });
   } finally {

@@ -3,13 +3,27 @@ import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
 import { formatCidr, formatCidr6 } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
+import type { LogOptions } from "../core/log.js";
 
 export interface WorkerInit {
   // Plain strings across the thread boundary (a parsed IPv6 CIDR holds bigints).
   options: Omit<DataplaneOptions, "linkCidr" | "linkCidr6"> & { linkCidr: string; linkCidr6?: string | undefined };
   stateDir: string;
   version: string;
+  /** The worker makes its own logger (a pino instance cannot cross threads) with these. */
+  log: Pick<LogOptions, "level" | "format">;
+  /** inotify watches for sysctl change tracking (~35 per slot; 0: every proof reads every sysctl). */
+  maxWatches?: number;
+  /** Nice value of the scrub thread once it scrubs. */
+  nice?: number;
 }
+
+/**
+ * Half of the host's default fs.inotify.max_user_watches budget here (192,536, shared with
+ * every other root process): about 2,700 slots tracked; the others are proven by reading.
+ */
+export const DEFAULT_MAX_WATCHES = 96_000;
+export const DEFAULT_SCRUB_NICE = 5;
 
 export type ScrubJob =
   | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined; policy: boolean }
@@ -37,6 +51,8 @@ export interface ScrubResult {
   /** The host changed: two fresh builds agreed with each other, not with the golden fingerprint, which was re-taken. */
   goldenRetaken?: string[];
   ms: number;
+  /** How the slot was proven: "fast" (only what may have changed was read), "full", or "fast-dirty" (the fast proof found a difference, a full one followed). */
+  proof?: "fast" | "full" | "fast-dirty";
 }
 
 /** A job as the pool asks for it; the id is the scrubber's to give. */
@@ -56,6 +72,11 @@ const MAX_JOB_ATTEMPTS = 2;
 
 export interface SupervisionOptions {
   log?: (msg: string) => void;
+  /** Level and format of the worker thread's own logger. */
+  logOptions?: Pick<LogOptions, "level" | "format">;
+  /** See WorkerInit. */
+  maxWatches?: number;
+  nice?: number;
   /** Timeout per job (per slot for builds). */
   jobTimeoutMs?: number;
 }
@@ -94,6 +115,9 @@ export class Scrubber {
       options: { ...options, linkCidr: formatCidr(options.linkCidr), linkCidr6: options.linkCidr6 === undefined ? undefined : formatCidr6(options.linkCidr6) },
       stateDir,
       version,
+      log: supervision.logOptions ?? { level: "info" },
+      ...(supervision.maxWatches !== undefined ? { maxWatches: supervision.maxWatches } : {}),
+      ...(supervision.nice !== undefined ? { nice: supervision.nice } : {}),
     };
     this.log = supervision.log ?? (() => undefined);
     this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;

@@ -74,14 +74,13 @@ describe("IPv6 rules", () => {
     assert.doesNotMatch(rootRuleset({ prefix: "p", linkCidr: "10.200.0.0/16", uplink: "eth0", vxlanPort: 4789 }), /ip6|icmpv6/);
   });
 
-  it("with it the guest's IPv6 is anti-spoofed, kept from other slots and under the allow-list", () => {
+  it("with it the guest's IPv6 is anti-spoofed and kept from other slots and the metadata address", () => {
     const s = slotRuleset({ linkCidr: "10.200.0.0/16", linkCidr6: "fd00:1::/112" });
     assert.doesNotMatch(s, /ether type ip6 drop/);
     assert.match(s, /ip6 saddr != \{ fd00:a9fe::21, fe80::\/10, :: \} drop/);
     assert.match(s, /icmpv6 type \{ nd-router-advert, nd-redirect, 138 \} drop/);
     assert.match(s, /udp sport 547 drop/);
     assert.match(s, /iifname "tap0" ip6 daddr fd00:1::\/112 drop/);
-    assert.match(s, /iifname @egress_restricted ip6 daddr != @egress_admit6 drop/);
     const r = rootRuleset({ prefix: "p", linkCidr: "10.200.0.0/16", uplink: "eth0", vxlanPort: 4789, linkCidr6: "fd00:1::/112" });
     assert.match(r, /oifname "eth0" ip6 saddr fd00:1::\/112 masquerade/);
   });
