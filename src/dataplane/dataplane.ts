@@ -392,19 +392,18 @@ export class SlotDataplane {
     // No IPv6 on the host end: brought up with IPv6 on, a device gets a multicast route
     // (ff00::/8) in the root's local table, inserted into a list of one per device, and
     // every IPv6 route of the root namespace is walked (rt6_sync_up): both grow with the pool.
-    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/disable_ipv6`, 1]]);
+    // With --link-cidr6 the host end carries the guests' IPv6 and pays that: IPv6 stays on,
+    // with forwarding (force_forwarding: per device as IPv4's; IPv6 has no netlink setter).
+    const cidr6 = this.options.linkCidr6;
+    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/${cidr6 === undefined ? "disable_ipv6" : "force_forwarding"}`, 1]]);
     // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
     // the RTNL lock, which would grow with the pool), in the request that brings it up.
     this.root.setLink(hostIndex, { up: true, ...ROUTED_HOST_DEVICE });
     this.root.addAddress(hostIndex, a.hostAddress, 31);
     this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: hostIndex, protocol: NETSLOT_RTPROT });
-    const cidr6 = this.options.linkCidr6;
     if (cidr6 !== undefined) {
-      // IPv6 on the host end: a fixed link-local next hop (no DAD), forwarding for what the
-      // guest sends (force_forwarding: per device, as IPv4's; a sysctl, as IPv6 has no
-      // netlink setter for it), the route to the slot's outside IPv6 address.
+      // A fixed link-local next hop (no DAD), the route to the slot's outside IPv6 address.
       this.root.addAddress(hostIndex, HOST_LINK_IP6, 64, { nodad: true });
-      writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/force_forwarding`, 1]]);
       this.root.addRoute({ dst: `${outsideAddress6(cidr6, a.index)}/128`, gateway: SLOT_LINK_IP6, oif: hostIndex, protocol: NETSLOT_RTPROT });
     }
   }
