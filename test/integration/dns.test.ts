@@ -149,7 +149,7 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
       assert.deepEqual([truncated.rcode, truncated.tc, truncated.addresses], [0, true, []]);
       const whole = await ask(guest, "big.example.test", lease.guest.dns, "--tcp");
       assert.equal(whole.addresses?.length, 60);
-      assert.equal(admitted(netns).length, 61, "the TCP answer's 60 addresses are admitted");
+      assert.equal(admitted(netns).filter((a) => a.startsWith('"198.51.100.')).length, 60, "the TCP answer's 60 addresses are admitted");
       assert.ok(dnsServer!.queries().includes("tcp big.example.test 1"), "upstream asked over TCP when the guest did");
 
       // The admission ends TTL + grace seconds after the last answer.
@@ -191,6 +191,8 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
     const image = await ensureGuestImage();
     const third = upstream.address.replace(/\.2$/, ".4");
     nsExec(upstream.netns, ["ip", "addr", "add", `${third}/32`, "dev", "lo"], { allowFail: true });
+    // The previous test's release may still be scrubbing.
+    await waitFor(async () => (await client.pool()).free === 1, 30_000);
     const lease = await client.acquire({ profile: "names", bindToProcess: false, autoRenew: false });
     const dns = lease.guest.dns!;
     const reach = (name: string, ip: string) =>
