@@ -201,7 +201,7 @@ export function evaluateTargets(r: BenchResults): TargetRow[] {
   }
   // S13 purge leaves nothing
   {
-    const purges = r.boot.filter((b) => b.purge);
+    const purges = [...r.boot, ...(r.scale ? [r.scale] : [])].filter((b) => b.purge);
     const left = purges.flatMap((b) => b.purge!.leftovers.map((x) => `N=${b.n}: ${x}`));
     const failed = purges.filter((b) => !b.purge!.ok);
     rows.push({
@@ -786,7 +786,7 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
   // timeline), against the peers' per-VM setup at their N.
   {
     const series: Series[] = [];
-    for (const b of [...r.boot].sort((x, y) => y.n - x.n).slice(0, 1)) {
+    for (const b of [...[...r.boot].sort((x, y) => y.n - x.n).slice(0, 1), ...(r.scale ? [r.scale] : [])]) {
       const pts = marginalCost(b.timeline ?? [], Math.max(16, Math.round(b.n / 40)));
       if (pts.length) series.push({ name: `netslot: ms per slot while building (N=${b.n})`, points: pts });
     }
@@ -806,7 +806,7 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
   }
   // Boot timeline.
   {
-    const series: Series[] = r.boot
+    const series: Series[] = [...r.boot, ...(r.scale ? [r.scale] : [])]
       .filter((b) => b.timeline && b.timeline.length > 1)
       .map((b) => ({ name: `N=${b.n}`, points: b.timeline!.map(([t, c]) => [t / 1000, c] as [number, number]) }));
     write("boot-timeline.svg", lineChart({ title: "Boot: slot builds started over time (from /run/netns)", xLabel: "seconds since spawn", yLabel: "slots", series }));
