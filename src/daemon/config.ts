@@ -31,6 +31,8 @@ export interface DaemonConfig {
   migrationRate: number;
   /** Share of the pool (percent) that migration always leaves free for requests. */
   migrationMinFree: number;
+  /** Seconds for the background audit to prove every free slot once with the full fingerprint (0: no audit). */
+  auditPeriod: number;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
   /** Least severe level logged on stderr. */
@@ -55,6 +57,7 @@ export const DEFAULTS: DaemonConfig = {
   guestMtu: undefined,
   migrationRate: 20,
   migrationMinFree: 25,
+  auditPeriod: 3600,
   progress: true,
   logLevel: "info",
   logFormat: "auto",
@@ -74,11 +77,12 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--guest-mtu": "guestMtu",
   "--migration-rate": "migrationRate",
   "--migration-min-free": "migrationMinFree",
+  "--audit-period": "auditPeriod",
   "--log-level": "logLevel",
   "--log-format": "logFormat",
 };
 
-const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree"]);
+const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree", "auditPeriod"]);
 
 export const MAX_POOL_SIZE = 65536;
 
@@ -164,6 +168,9 @@ export function validateConfig(config: DaemonConfig): void {
   }
   if (!Number.isFinite(config.migrationMinFree) || config.migrationMinFree < 0 || config.migrationMinFree > 100) {
     throw new ConfigError("--migration-min-free must be a percentage from 0 to 100");
+  }
+  if (!Number.isFinite(config.auditPeriod) || config.auditPeriod < 0) {
+    throw new ConfigError("--audit-period must be a number of seconds (0: no background audit)");
   }
   if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
     throw new ConfigError("--vtep-port must be 1..65535");
