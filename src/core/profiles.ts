@@ -29,6 +29,8 @@ export interface BandwidthConfig {
 export interface ProfileConfig {
   egress?: EgressPolicyConfig;
   bandwidth?: BandwidthConfig;
+  /** The guest gets IPv6 (lease.guest.ipv6), translated 1:1 to the slot's outside IPv6 address; needs --link-cidr6. */
+  ipv6?: boolean;
 }
 
 /** One direction of a bandwidth as the eBPF token bucket takes it (src/kernel/bpfmaps.ts SlotRate). */
@@ -71,9 +73,7 @@ export const PROFILE_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 export const MAX_CIDRS = 1024;
 
 /** Features the issue lists that this netslot does not implement yet: refused, never ignored. */
-const NOT_YET: Record<string, string> = {
-  ipv6: "IPv6 profiles are not implemented in this netslot",
-};
+const NOT_YET: Record<string, string> = {};
 
 export class ProfileError extends Error {
   override name = "ProfileError";
@@ -131,8 +131,12 @@ export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfi
     const at = `${field}.${name}`;
     if (!PROFILE_NAME_PATTERN.test(name)) throw new ProfileError(at, "a profile name is 1-64 characters of [A-Za-z0-9_.-]");
     if (!isObject(profile)) throw new ProfileError(at, "must be an object");
-    checkKeys(profile, at, ["egress", "bandwidth"]);
+    checkKeys(profile, at, ["egress", "bandwidth", "ipv6"]);
     const parsed: ProfileConfig = {};
+    if (profile["ipv6"] !== undefined) {
+      if (typeof profile["ipv6"] !== "boolean") throw new ProfileError(`${at}.ipv6`, "must be true or false");
+      if (profile["ipv6"]) parsed.ipv6 = true;
+    }
     if (profile["egress"] !== undefined) {
       const egress = profile["egress"];
       if (!isObject(egress)) throw new ProfileError(`${at}.egress`, "must be an object with allow and/or deny");
@@ -244,6 +248,7 @@ export class ProfileCatalog {
   private readonly policies = new Map<string, ProfilePolicy | undefined>();
   private readonly bandwidths = new Map<string, Bandwidth | undefined>();
   private readonly domainLists = new Map<string, string[]>();
+  private readonly withIpv6 = new Set<string>();
 
   constructor(
     profiles: ProfilesConfig = {},
@@ -261,6 +266,7 @@ export class ProfileCatalog {
       this.policies.set(name, policy && { ...policy, id });
       this.bandwidths.set(name, bandwidthOf(profile));
       if (profile.egress?.allowDomains) this.domainLists.set(name, profile.egress.allowDomains);
+      if (profile.ipv6) this.withIpv6.add(name);
     }
   }
 
@@ -296,6 +302,16 @@ export class ProfileCatalog {
   /** Whether any profile names domains (the daemon then runs its DNS forwarder). */
   get usesDomains(): boolean {
     return this.domainLists.size > 0;
+  }
+
+  /** Whether `profile` gives the guest IPv6. */
+  ipv6(profile: string | undefined): boolean {
+    return profile !== undefined && this.withIpv6.has(profile);
+  }
+
+  /** Whether any profile gives IPv6 (the daemon then needs --link-cidr6). */
+  get usesIpv6(): boolean {
+    return this.withIpv6.size > 0;
   }
 
   /** The bandwidth of `profile` as defined now; undefined for none. */

@@ -1,7 +1,7 @@
 // Daemon configuration: defaults, an optional JSON file, then flags (flags win).
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
-import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+import { assertPrefix, formatCidr, formatCidr6, maxSlots, maxSlots6, parseCidr, parseCidr6, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
 import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.js";
@@ -16,6 +16,8 @@ export interface DaemonConfig {
   /** Device of the default route when not given. */
   uplink: string | undefined;
   linkCidr: string;
+  /** Where the slots' outside IPv6 addresses come from (slot n: base + 1 + n); IPv6 profiles need it. */
+  linkCidr6: string | undefined;
   vtepRemote: string | undefined;
   vtepPort: number;
   /** Where the DNS forwarder (egress.allowDomains) asks; the first nameserver of /etc/resolv.conf when not given. */
@@ -48,6 +50,7 @@ export const DEFAULTS: DaemonConfig = {
   socket: "/run/netslot/api.sock",
   uplink: undefined,
   linkCidr: "10.200.0.0/16",
+  linkCidr6: undefined,
   vtepRemote: undefined,
   vtepPort: 4789,
   dnsUpstream: undefined,
@@ -70,6 +73,7 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--socket": "socket",
   "--uplink": "uplink",
   "--link-cidr": "linkCidr",
+  "--link-cidr6": "linkCidr6",
   "--vtep-remote": "vtepRemote",
   "--vtep-port": "vtepPort",
   "--dns-upstream": "dnsUpstream",
@@ -194,12 +198,25 @@ export function validateConfig(config: DaemonConfig): void {
   if (config.socketGroup !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/.test(config.socketGroup)) {
     throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
   }
+  if (config.linkCidr6 !== undefined) {
+    let cidr6;
+    try {
+      cidr6 = parseCidr6(config.linkCidr6);
+    } catch (err) {
+      throw new ConfigError(`--link-cidr6: ${(err as Error).message}`);
+    }
+    if (config.poolSize > maxSlots6(cidr6)) {
+      throw new ConfigError(`--pool-size ${config.poolSize} does not fit in --link-cidr6 ${formatCidr6(cidr6)} (at most ${maxSlots6(cidr6)} slots: one outside IPv6 address each, the network's own left out)`);
+    }
+  }
   try {
     config.profiles = parseProfiles(config.profiles);
   } catch (err) {
     if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
     throw err;
   }
+  const dual = Object.entries(config.profiles).find(([, p]) => p.ipv6);
+  if (dual && config.linkCidr6 === undefined) throw new ConfigError(`config file: profiles.${dual[0]}.ipv6 needs --link-cidr6 (where the slots' outside IPv6 addresses come from)`);
   let consumers;
   try {
     consumers = parseConsumers(config.consumers, config.poolSize);
