@@ -69,8 +69,10 @@ export interface PolicyCidr {
 }
 
 export const PROFILE_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-/** Entries per list: the sets are small by design (the contract is "name a profile"). */
+/** Entries per list: the lists are small by design (the contract is "name a profile"). */
 export const MAX_CIDRS = 1024;
+/** Entries of the shared eBPF trie, every profile's lists together (NETSLOT_MAX_POLICY_CIDRS). */
+export const MAX_PROFILE_CIDRS = 262144;
 
 /** Features the issue lists that this netslot does not implement yet: refused, never ignored. */
 const NOT_YET: Record<string, string> = {};
@@ -162,6 +164,8 @@ export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfi
     }
     out[name] = parsed;
   }
+  const total = Object.values(out).reduce((n, p) => n + (p.egress?.allow?.length ?? 0) + (p.egress?.deny?.length ?? 0), 0);
+  if (total > MAX_PROFILE_CIDRS) throw new ProfileError(field, `${total} CIDRs in all profiles together; at most ${MAX_PROFILE_CIDRS} (one eBPF trie holds them all)`);
   return out;
 }
 
@@ -198,10 +202,7 @@ export function egressPolicy(profile: ProfileConfig | undefined): EgressPolicy |
   return { allow: allow === undefined ? undefined : normalise(allow), deny: normalise(deny) };
 }
 
-/**
- * Sorted, without entries covered by another: nftables refuses overlapping intervals in
- * one `add element`, and a covered entry adds nothing.
- */
+/** Sorted, without entries covered by another: a covered entry adds nothing to the trie. */
 export function normalise(cidrs: readonly string[]): string[] {
   const parsed: Cidr[] = [...new Set(cidrs)].map((c) => parseCidr(c));
   parsed.sort((a, b) => a.base - b.base || a.prefixLength - b.prefixLength);
