@@ -35,6 +35,8 @@ export interface DaemonConfig {
   migrationMinFree: number;
   /** Seconds for the background audit to prove every free slot once with the full fingerprint (0: no audit). */
   auditPeriod: number;
+  /** Nice value of the scrub worker thread (per thread on Linux): below the request path's main thread. */
+  scrubNice: number;
   /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
   progress: boolean;
   /** Least severe level logged on stderr. */
@@ -61,6 +63,7 @@ export const DEFAULTS: DaemonConfig = {
   migrationRate: 20,
   migrationMinFree: 25,
   auditPeriod: 3600,
+  scrubNice: 5,
   progress: true,
   logLevel: "info",
   logFormat: "auto",
@@ -82,11 +85,12 @@ const FLAGS: Record<string, keyof DaemonConfig> = {
   "--migration-rate": "migrationRate",
   "--migration-min-free": "migrationMinFree",
   "--audit-period": "auditPeriod",
+  "--scrub-nice": "scrubNice",
   "--log-level": "logLevel",
   "--log-format": "logFormat",
 };
 
-const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree", "auditPeriod"]);
+const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree", "auditPeriod", "scrubNice"]);
 
 export const MAX_POOL_SIZE = 65536;
 
@@ -172,6 +176,9 @@ export function validateConfig(config: DaemonConfig): void {
   }
   if (!Number.isFinite(config.migrationMinFree) || config.migrationMinFree < 0 || config.migrationMinFree > 100) {
     throw new ConfigError("--migration-min-free must be a percentage from 0 to 100");
+  }
+  if (!Number.isInteger(config.scrubNice) || config.scrubNice < 0 || config.scrubNice > 19) {
+    throw new ConfigError("--scrub-nice must be a whole number from 0 to 19");
   }
   if (!Number.isFinite(config.auditPeriod) || config.auditPeriod < 0) {
     throw new ConfigError("--audit-period must be a number of seconds (0: no background audit)");
