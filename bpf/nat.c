@@ -22,6 +22,7 @@
 #include "lib/consts.h"
 #include "lib/maps.h"
 #include "lib/csum.h"
+#include "lib/policy.h"
 
 _Static_assert(NETSLOT_VERDICT_OK == TC_ACT_OK, "verdict OK");
 _Static_assert(NETSLOT_VERDICT_DROP == TC_ACT_SHOT, "verdict DROP");
@@ -325,6 +326,9 @@ int nat_egress(struct __sk_buff *skb)
 	}
 	guest = cfg->guest_addr;
 	outside = slot->outside_addr;
+	/* Judged before the bucket: a forbidden frame spends none of the lease's bandwidth. */
+	if (p.saddr == guest && egress_policy(skb, outside, p.daddr) < 0)
+		return drop(skb, NETSLOT_DROP_POLICY);
 	if (police(skb, outside, 0) < 0)
 		return drop(skb, NETSLOT_DROP_RATE);
 

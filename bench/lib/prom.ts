@@ -85,3 +85,14 @@ export function histogramSummary(h: HistogramSnapshot): {
     p99: histogramPercentile(h, 99),
   };
 }
+
+/** A gauge labelled by percentile (0–100) in `text`: percentile → value. */
+export function parsePercentiles(text: string, name: string): Map<number, number> | undefined {
+  const out = new Map<number, number>();
+  const re = new RegExp(`^${name}\\{percentile="([^"]+)"\\}\\s+(\\S+)$`);
+  for (const line of text.split("\n")) {
+    const m = re.exec(line);
+    if (m && Number.isFinite(Number(m[2]))) out.set(Number(m[1]), Number(m[2]));
+  }
+  return out.size > 0 ? out : undefined;
+}

@@ -2,6 +2,7 @@
 import type { TenancyCostResult } from "./tenancy.js";
 import type { BaselineResult } from "./baselines.js";
 import type { LeasePathResult } from "./lease.js";
+import type { RecycleResult } from "./recycle.js";
 import type { IperfResult } from "./net.js";
 import type { MachineInfo, Summary } from "./util.js";
 import type { PurgeResult, StartResult } from "./daemon.js";
@@ -40,6 +41,18 @@ export interface BootRun {
   };
   stopMs?: number;
   purge?: PurgeResult;
+  error?: string;
+}
+
+export interface ProofResult {
+  /** Proofs measured. */
+  n: number;
+  /** CPU (user + system) per proof, ms. */
+  cpuMs?: Summary;
+  /** Median per phase, as the measuring function names them (CPU and wall ms). */
+  phases?: Record<string, number>;
+  /** What the measuring function returned, as is. */
+  raw?: unknown;
   error?: string;
 }
 
@@ -110,6 +123,12 @@ export interface BenchResults {
   baselines: BaselineResult[];
   boot: BootRun[];
   lease: { plain?: LeasePathResult; tenant?: LeasePathResult; error?: string };
+  /** Proving an untouched released slot clean: CPU per proof (issue 15, goal 1). */
+  proof?: ProofResult;
+  /** A boot of the /16 maximum, 16,384 slots: ready time, per-slot build, memory, purge (issue 15, goal 4). */
+  scale?: BootRun;
+  /** The pool recycling under load: 8 clients, a probe client, daemon CPU and event-loop delay (issue 15, goals 2 and 3). */
+  recycle?: RecycleResult;
   /** Request latency with four configured consumers against none, same run. */
   tenancy?: TenancyCostResult;
   footprint: FootprintResult;

@@ -43,6 +43,8 @@ enum netslot_drop {
 	NETSLOT_DROP_RATE = 6,
 	/* IPv4 on eth0 that no slot owns: unknown MAC, or another slot's MAC (the `unattributed` count). */
 	NETSLOT_DROP_UNATTRIBUTED = 7,
+	/* The guest's destination is not allowed by its lease's egress policy (lib/policy.h). */
+	NETSLOT_DROP_POLICY = 8,
 };
 
 #define NETSLOT_NSEC_PER_SEC 1000000000ULL

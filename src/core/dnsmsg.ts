@@ -10,6 +10,7 @@ import { SocketAddress } from "node:net";
 export const TYPE_A = 1;
 export const TYPE_AAAA = 28;
 export const RCODE_FORMERR = 1;
+export const RCODE_SERVFAIL = 2;
 export const RCODE_REFUSED = 5;
 const HEADER = 12;
 

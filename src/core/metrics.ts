@@ -71,6 +71,11 @@ export function createMetrics() {
     leasesTotal: counter("netslot_leases_total", "Leases granted"),
     releasesTotal: counter("netslot_releases_total", "Leases ended, by cause", ["cause"]),
     scrubOutcomes: counter("netslot_scrub_outcomes_total", "Scrub results, by outcome", ["outcome"]),
+    scrubProofs: counter(
+      "netslot_scrub_proofs_total",
+      "Proofs of released slots, by path (fast: only what may have changed was read; full; fast-dirty: the fast proof found a difference)",
+      ["path"],
+    ),
     voidedTotal: counter("netslot_leases_voided_total", "Leases voided at start, by cause (reboot: granted before the host rebooted)", ["cause"]),
     buildFailures: counter("netslot_slot_build_failures_total", "Slot builds that failed"),
     quarantineRetries: counter("netslot_quarantine_retries_total", "Automatic retries of quarantined slots"),
@@ -103,6 +108,11 @@ export function createMetrics() {
     natUnattributedDrops: scrapedCounter(
       "netslot_nat_unattributed_drops_total",
       "IPv4 frames the eBPF NAT dropped because no slot owns them (a MAC of no slot, or another slot's MAC)",
+    ),
+    eventLoopDelay: scrapedGauge(
+      "netslot_event_loop_delay_seconds",
+      "Delay of the daemon's main event loop since the previous scrape, by percentile (100: the maximum)",
+      ["percentile"],
     ),
   };
   new Gauge({ name: "netslot_build_info", help: "Always 1; the labels say which netslot and Node answer", labelNames: ["version", "node"], registers }).set(

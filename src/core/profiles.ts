@@ -1,6 +1,8 @@
 // Network profiles: what the operator names in the config file and a lease request picks.
 // Pure code: parsing and validation (errors name the field), and the egress policy a
-// profile compiles to. The kernel side is the slot's nftables sets (src/dataplane/ruleset.ts).
+// profile compiles to. The kernel side is one eBPF trie of every profile's CIDRs, shared
+// by all slots, and a per-slot entry naming the lease's profile (bpf/lib/policy.h).
+import { createHash } from "node:crypto";
 import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
 import { NetslotError } from "./errors.js";
 import { canonicalDomain } from "./dnsmsg.js";
@@ -19,11 +21,24 @@ export interface Bandwidth {
   ingress?: RateLimit;
 }
 
-/** A profile's egress policy in canonical form: what the slot's nftables sets hold. */
+/** A profile's egress policy in canonical form. */
 export interface EgressPolicy {
   /** Canonical CIDRs; undefined = not restricted to a list. */
   allow: string[] | undefined;
   deny: string[];
+}
+
+/** A defined profile's policy with the id its CIDRs have in the shared trie. */
+export interface ProfilePolicy extends EgressPolicy {
+  id: number;
+}
+
+/** One entry of the shared trie (src/kernel/bpfmaps.ts PolicyCidr). */
+export interface PolicyCidr {
+  profile: number;
+  base: number;
+  prefixLength: number;
+  deny: boolean;
 }
 
 export class ProfileError extends Error {
@@ -128,11 +143,37 @@ export function normalise(cidrs: readonly string[]): string[] {
 }
 
 /**
+ * A profile's id in the shared trie: derived from its name, so it is the same in every
+ * daemon of this config and across restarts (leases of a restarted daemon keep theirs).
+ */
+export function profileId(name: string): number {
+  return createHash("sha256").update(name).digest().readUInt32BE(0);
+}
+
+/**
+ * A policy's trie entries. The trie answers with the longest matching prefix; an allow
+ * CIDR inside a deny CIDR is written as a deny, so that "deny wins over allow" holds for
+ * that one lookup too (a longer allow can only lie inside a deny if it is marked).
+ */
+export function policyCidrs(id: number, policy: EgressPolicy): PolicyCidr[] {
+  const deny = policy.deny.map((c) => parseCidr(c));
+  const out: PolicyCidr[] = deny.map((d) => ({ profile: id, base: d.base, prefixLength: d.prefixLength, deny: true }));
+  const denied = new Set(policy.deny);
+  for (const text of policy.allow ?? []) {
+    if (denied.has(text)) continue;
+    const a = parseCidr(text);
+    const inDeny = deny.some((d) => a.base >= d.base && a.base + a.size <= d.base + d.size);
+    out.push({ profile: id, base: a.base, prefixLength: a.prefixLength, deny: inDeny });
+  }
+  return out;
+}
+
+/**
  * The profiles of a running daemon: which exist, which a consumer may use, and the policy
  * each one compiles to (computed once).
  */
 export class ProfileCatalog {
-  private readonly policies = new Map<string, EgressPolicy | undefined>();
+  private readonly policies = new Map<string, ProfilePolicy | undefined>();
   private readonly bandwidths = new Map<string, Bandwidth | undefined>();
   private readonly domainLists = new Map<string, string[]>();
 
@@ -141,8 +182,15 @@ export class ProfileCatalog {
     /** Profiles each consumer may use; a consumer not in the map may use every profile. */
     private readonly consumerProfiles: ReadonlyMap<string, readonly string[]> = new Map(),
   ) {
+    const ids = new Map<number, string>();
     for (const [name, profile] of Object.entries(profiles)) {
-      this.policies.set(name, egressPolicy(profile));
+      const id = profileId(name);
+      const clash = ids.get(id);
+      // 1 in 2^32 per pair: rename one of them.
+      if (clash !== undefined) throw new ProfileError(`profiles.${name}`, `its id collides with profile "${clash}"'s; rename one of them`);
+      ids.set(id, name);
+      const policy = egressPolicy(profile);
+      this.policies.set(name, policy && { ...policy, id });
       this.bandwidths.set(name, bandwidthOf(profile));
       if (profile.egress?.allowDomains) this.domainLists.set(name, profile.egress.allowDomains);
     }
@@ -163,8 +211,13 @@ export class ProfileCatalog {
   }
 
   /** The egress policy of `profile` as defined now; undefined for none (or a profile since removed). */
-  policy(profile: string | undefined): EgressPolicy | undefined {
+  policy(profile: string | undefined): ProfilePolicy | undefined {
     return profile === undefined ? undefined : this.policies.get(profile);
+  }
+
+  /** Every profile's CIDRs as entries of the shared trie (written once at start). */
+  policyCidrs(): PolicyCidr[] {
+    return [...this.policies.values()].flatMap((p) => (p ? policyCidrs(p.id, p) : []));
   }
 
   /** The names `profile` allows through the DNS forwarder; undefined when it names none. */

@@ -26,6 +26,7 @@ import { DnsForwarder } from "./dns-forwarder.js";
 import { resolvConfUpstream } from "./config.js";
 import { cidrContains, ipToInt } from "../dataplane/topology.js";
 import * as nodeFs from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 
 export const BPF_OBJECT = path.join(PACKAGE_ROOT, "bpf", "nat.o");
 export { PACKAGE_ROOT, packageVersion };
@@ -36,6 +37,8 @@ export { PACKAGE_ROOT, packageVersion };
  * or the configuration is wrong, and saying "ready" would hide it from systemd.
  */
 export const MAX_MISSING_SHARE = 0.1;
+/** The event-loop delay monitor's timer period: fine enough to see 1 ms stalls often, cheap (200 wake-ups a second). */
+const EVENT_LOOP_RESOLUTION_MS = 5;
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
@@ -183,6 +186,10 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   // A new NAT map layout is filled from the store: each leased slot's tenant VNI.
   const tenantVnis = new Map(store.listLeases().flatMap((l) => (l.network ? [[l.slotIndex, l.network.vni] as const] : [])));
   const dataplane = SlotDataplane.open(dataplaneOptions, log, (index) => tenantVnis.get(index) ?? 0);
+  // Every profile's CIDRs, once, before any lease (adopted or new) names its profile.
+  const policyCidrs = profiles.policyCidrs();
+  const staleCidrs = dataplane.loadEgressPolicies(policyCidrs);
+  if (policyCidrs.length > 0 || staleCidrs > 0) log(`egress policies: ${policyCidrs.length} profile CIDRs in the eBPF trie (${staleCidrs} stale removed)`);
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
@@ -210,6 +217,18 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   });
   poolRef.pool = pool;
   metrics.daemon.natUnattributedDrops.readFrom(() => Number(dataplane.unattributedDrops()));
+  // Node's monitor records the time between its timer's runs (period + delay): the period
+  // is taken off. Read and reset at each scrape, like prom-client's nodejs_eventloop_lag_*.
+  const loopDelay = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
+  loopDelay.enable();
+  metrics.daemon.eventLoopDelay.readFrom(() => {
+    if (loopDelay.count === 0) return [];
+    const delay = (ns: number) => Math.max(0, ns / 1e9 - EVENT_LOOP_RESOLUTION_MS / 1000);
+    const samples = [50, 90, 99].map((p) => ({ labels: { percentile: p }, value: delay(loopDelay.percentile(p)) }));
+    samples.push({ labels: { percentile: 100 }, value: delay(loopDelay.max) });
+    loopDelay.reset();
+    return samples;
+  });
   const upgrader: { handover?: Handover } = {};
   const api = createApiServer({
     service: pool,

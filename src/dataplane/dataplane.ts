@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
-import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, egressPolicyElements, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -32,9 +32,9 @@ import {
   type SlotAddressing,
 } from "./topology.js";
 import type { TenantNetwork } from "../core/types.js";
-import type { Bandwidth, EgressPolicy } from "../core/profiles.js";
+import type { Bandwidth, PolicyCidr, ProfilePolicy } from "../core/profiles.js";
 import { faultPoint } from "../core/faults.js";
-import { slotFingerprint, type Fingerprint } from "./fingerprint.js";
+import { slotFingerprint, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
 import { upgradeDataplane } from "./upgrade.js";
 
 const TAP_PROBE = tapProbeFrame();
@@ -412,13 +412,21 @@ export class SlotDataplane {
   }
 
   /**
-   * Applies a lease's egress policy: element additions to the slot's policy sets, one
-   * transaction, no rule or device change. The sets are empty on a free slot.
+   * Makes the shared eBPF trie hold every profile's CIDRs (once, at start: a profile's
+   * lists are written here, not per lease). Returns how many stale entries were removed.
    */
-  setEgressPolicy(index: number, policy: EgressPolicy): void {
-    const elements = egressPolicyElements(policy);
-    if (elements.length === 0) return;
-    withNetns(this.addressing(index).netnsPath, () => addSetElements(NFPROTO_INET, elements));
+  loadEgressPolicies(cidrs: readonly PolicyCidr[]): number {
+    return this.bpf.syncPolicyCidrs(cidrs);
+  }
+
+  /**
+   * Applies a lease's egress policy: one eBPF map update naming its profile, whatever
+   * the size of the profile's lists (they are in the shared trie already). No nftables.
+   * Undefined removes it.
+   */
+  setEgressPolicy(index: number, policy: ProfilePolicy | undefined): void {
+    const a = this.addressing(index);
+    this.bpf.setSlotPolicy(a.outsideAddress, policy && { profile: policy.id, hostAddress: a.hostAddress, restricted: policy.allow !== undefined });
   }
 
   /** Admits (or renews) addresses a DNS answer gave into the slot's admission sets; the kernel expires them. */
@@ -437,14 +445,15 @@ export class SlotDataplane {
    * conntrack and neighbours flushed. Refuses when a process still holds the tap: the
    * next tenant would share a live device.
    */
-  scrub(index: number, tenant: TenantNetwork | undefined, policy = false): ScrubOutcome {
+  scrub(index: number, tenant: TenantNetwork | undefined, admissions = false): ScrubOutcome {
     const a = this.addressing(index);
     this.bpf.setSlotVni(a.slotMac, 0);
     // A missing entry is a no-op: a map lookup's cost, whatever the lease had.
     this.bpf.setRate(a.outsideAddress, undefined);
+    this.bpf.setSlotPolicy(a.outsideAddress, undefined);
     return withNetns(a.netnsPath, () => {
-      // Emptying the sets deletes elements (kernel destroy work): only when there were some.
-      if (policy) nftRun(clearEgressPolicyScript());
+      // Emptying the set deletes elements (kernel destroy work): only when a profile named domains.
+      if (admissions) nftRun(clearEgressPolicyScript());
       const rtnl = Rtnl.open();
       try {
         const tap = rtnl.linkByName(TAP_NAME);
@@ -490,17 +499,19 @@ export class SlotDataplane {
   }
 
   /** The slot's hygiene fingerprint, read through the kernel (see fingerprint.ts). */
-  fingerprint(index: number, timings?: Record<string, number>): Fingerprint {
+  fingerprint(index: number, timings?: Record<string, number>, shortcuts?: ProofShortcuts): Fingerprint {
     const a = this.addressing(index);
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
+    const policy = this.bpf.getSlotPolicy(a.outsideAddress);
     return slotFingerprint({
       netnsPath: a.netnsPath,
       addressing: a,
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
-    }, timings);
+      ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
+    }, timings, shortcuts);
   }
 
   /** IPv4 frames the NAT dropped because no slot owns them (a MAC of no slot, or of another slot's eth0). */
@@ -616,12 +627,14 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
   try {
     const nat = bpf?.getSlot(a.slotMac);
     const rate = bpf?.getRate(a.outsideAddress);
+    const policy = bpf?.getSlotPolicy(a.outsideAddress);
     return slotFingerprint({
       netnsPath: a.netnsPath,
       addressing: a,
       bpfEntry: nat && { mac: a.slotMac, ...nat },
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
+      ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
     });
   } finally {
     bpf?.close();

@@ -16,10 +16,10 @@ import { withNetns } from "../kernel/netns.js";
 import { inspectNamespace } from "../kernel/netlink/inspect.js";
 import { conntrackEntries, type ConntrackEntry } from "../kernel/netlink/conntrack.js";
 import { nftJson } from "../kernel/nft.js";
-import { readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
+import { dumpedSysctls, readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
 import { xfrmPolicies, xfrmStates, type XfrmSelector } from "../kernel/xfrm.js";
 import { tapState } from "../kernel/tap.js";
-import { namespaceSockets, nsIdOf, processesInNetns, tunHolders } from "../kernel/procfs.js";
+import { namespaceSockets, nsIdOf, processesInNetns, tunHolders, type NsProcess } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
 export const FINGERPRINT_VERSION = 4;
@@ -32,6 +32,8 @@ export interface FingerprintContext {
   bpfEntry?: { mac: string; outsideAddress: string; vni: number; ifindex: number } | undefined;
   /** The slot's entry in the eBPF `rates` map (a lease's bandwidth), if any. */
   rateEntry?: string;
+  /** The slot's entry in the eBPF `policies` map (a lease's egress policy), if any. */
+  policyEntry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -49,6 +51,26 @@ export interface FingerprintContext {
    * so that a filter a VMM left on the tap (which the kernel has no getter for) shows.
    */
   tapProbe?: Buffer;
+}
+
+/**
+ * What the proof of a slot may take from its reference instead of reading it: sections
+ * proven unchanged since the slot last equalled `from` (the golden fingerprint), and
+ * answers shared with other slots. See docs/architecture.md ("Proving a slot clean").
+ */
+export interface ProofShortcuts {
+  from: Fingerprint;
+  /** No sysctl of the slot was opened or written since (SysctlWatches). */
+  sysctls?: boolean;
+  /** The slot's nftables generation id is the one read before its last clean proof. */
+  nftables?: boolean;
+  /**
+   * Leave out the tap probe frame: the scrub reset every filter it looks for just before
+   * (resetTap: each with an ioctl that fails loudly), and its getters are still read.
+   */
+  noProbe?: boolean;
+  /** The namespace's processes from a scan of every namespace that started after the slot's release. */
+  processes?: NsProcess[];
 }
 
 export interface Fingerprint {
@@ -224,13 +246,25 @@ function sortedRecord(entries: Iterable<[string, string]>): Record<string, strin
 
 const sorted = (xs: string[]) => [...xs].sort();
 
+/** `base` itself when `values` agree with it, else a copy with them (so that a diff shows them). */
+function withValues(base: Record<string, string>, values: ReadonlyMap<string, string>): Record<string, string> {
+  let out: Record<string, string> | undefined;
+  for (const [k, v] of values) {
+    const value = sysctlValue(k, v);
+    if (base[k] === value) continue;
+    out ??= { ...base };
+    out[k] = value;
+  }
+  return out ?? base;
+}
+
 /**
  * Reads the slot's namespace through the kernel and returns its canonical fingerprint.
  * Synchronous: the namespace is entered once for all kernel reads; the process and tap
  * holder scans run from the home namespace. `timings`, when given, receives the
  * milliseconds each phase took ("PHASE": wall, "cpu PHASE": the process's CPU).
  */
-export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string, number>): Fingerprint {
+export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string, number>, shortcuts?: ProofShortcuts): Fingerprint {
   const ph = placeholders(ctx.addressing);
   let t = performance.now();
   let cpu = timings ? process.cpuUsage() : undefined;
@@ -259,13 +293,13 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
         continue;
       }
       try {
-        Object.assign(l.attrs, tapState(l.name, l.index, ctx.tapProbe));
+        Object.assign(l.attrs, tapState(l.name, l.index, shortcuts?.noProbe ? undefined : ctx.tapProbe));
       } catch (err) {
         l.attrs["tun.fd_state"] = (err as Error).message;
       }
     }
     lap("tapState");
-    const nftables = nftLines();
+    const nftables = shortcuts?.nftables ? undefined : nftLines();
     lap("nftables");
     const conntrack = conntrackTuples().map((e) => {
       const p = names(IP_PROTOS, e.proto);
@@ -276,7 +310,9 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     // Per-device IPv4/IPv6 settings come with the link dump above (one message per device
     // instead of ~90 files); the rest are files.
     const devices = new Map(links.map((l) => [l.name, l.devconf]));
-    const sysctls = readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
+    // Files untouched: the per-device values that rtnetlink can also set are still compared, from the dumps.
+    const deviceSysctls = shortcuts?.sysctls ? dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices) : undefined;
+    const sysctls = shortcuts?.sysctls ? undefined : readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
     const states = xfrmStates().map(
       (s) =>
@@ -301,12 +337,12 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${s.proto} ${s.local}${remote} ${s.state}`;
     });
     lap("sockets");
-    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, states, policies, sockets };
+    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, deviceSysctls, states, policies, sockets };
   });
   t = performance.now();
   if (timings) cpu = process.cpuUsage();
 
-  const processes = processesInNetns(ns).map((p) => `${p.pid} ${p.comm}${p.threads ? ` (threads ${p.threads.join(",")})` : ""}`);
+  const processes = (shortcuts?.processes ?? processesInNetns(ns)).map((p) => `${p.pid} ${p.comm}${p.threads ? ` (threads ${p.threads.join(",")})` : ""}`);
   lap("processes");
   const holders: string[] = [];
   for (const l of inside.links) {
@@ -324,7 +360,11 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   const randomMac = new Set(ctx.randomMacLinks ?? []);
   for (const l of [...inside.links].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const attrs = Object.entries(l.attrs).map(([k, v]): [string, string] => [k, k === "address" && randomMac.has(l.name) ? "<random-mac>" : ph(v)]);
-    links[ph(l.name)] = sortedRecord(attrs);
+    const name = ph(l.name);
+    // Without the probe, what it would show is what the reset just made it.
+    const probed = shortcuts?.from.links[name]?.["tun.delivers_to_guest"];
+    if (shortcuts?.noProbe && probed !== undefined && l.attrs["tun.fd_state"] === undefined) attrs.push(["tun.delivers_to_guest", probed]);
+    links[name] = sortedRecord(attrs);
   }
   const list = (xs: string[]) => sorted(xs.map(ph));
   // The entry must be bound to this slot's own eth0 ifindex (per slot, so not rendered as such).
@@ -333,6 +373,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     ? [ph(`${ctx.bpfEntry.mac.toLowerCase()} outside ${ctx.bpfEntry.outsideAddress} vni ${ctx.bpfEntry.vni}`) + ` bound to ${bound(ctx.bpfEntry)}`]
     : ["no map entry"];
   if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
+  if (ctx.policyEntry !== undefined) bpf.push(`egress policy ${ctx.policyEntry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,
@@ -344,10 +385,12 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     neighbours: list(inside.neighbours),
     qdiscs: list(inside.qdiscs),
     tcFilters: list(inside.tcFilters),
-    nftables: inside.nftables.map(ph),
+    nftables: inside.nftables?.map(ph) ?? shortcuts!.from.nftables,
     bpf,
     conntrack: { count: conntrackList.length, entries: conntrackList },
-    sysctls: sortedRecord([...inside.sysctls].map(([k, v]): [string, string] => [k, sysctlValue(k, v)])),
+    sysctls: inside.sysctls
+      ? sortedRecord([...inside.sysctls].map(([k, v]): [string, string] => [k, sysctlValue(k, v)]))
+      : withValues(shortcuts!.from.sysctls, inside.deviceSysctls!),
     xfrm: { states: list(inside.states), policies: list(inside.policies) },
     sockets: list(inside.sockets),
     processes: sorted(processes.map(ph)),
@@ -436,7 +479,7 @@ export function diffFingerprints(a: Fingerprint, b: Fingerprint): string[] {
   listDiff("bpf", a.bpf, b.bpf, out);
   if (a.conntrack.count !== b.conntrack.count) out.push(`conntrack count: ${a.conntrack.count} → ${b.conntrack.count}`);
   listDiff("conntrack", a.conntrack.entries, b.conntrack.entries, out);
-  recordDiff((k) => `sysctl ${k}`, a.sysctls, b.sysctls, out);
+  if (a.sysctls !== b.sysctls) recordDiff((k) => `sysctl ${k}`, a.sysctls, b.sysctls, out);
   listDiff("xfrm states", a.xfrm.states, b.xfrm.states, out);
   listDiff("xfrm policies", a.xfrm.policies, b.xfrm.policies, out);
   listDiff("sockets", a.sockets, b.sockets, out);

@@ -18,8 +18,10 @@ import {
   outsideRange,
   parseCidr,
 } from "./topology.js";
-import type { EgressPolicy } from "../core/profiles.js";
-import { hostIntervalElements, ifnameKey, ipv4IntervalElements, type SetElements } from "../kernel/nftsets.js";
+import { hostIntervalElements, type SetElements } from "../kernel/nftsets.js";
+import { ADMITTED_MARK } from "../kernel/bpfmaps.js";
+
+const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
@@ -118,28 +120,18 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   }
 }
 table inet ${SLOT_TABLE} {
-  set ${EGRESS_DENY_SET} {
-    type ipv4_addr; flags interval;
-  }
-  set ${EGRESS_ALLOW_SET} {
-    type ipv4_addr; flags interval;
-  }
   set ${EGRESS_ADMIT_SET} {
     type ipv4_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
   }
   set ${EGRESS_ADMIT6_SET} {
     type ipv6_addr; flags interval, timeout; size ${ADMIT_SET_SIZE};
   }
-  set ${EGRESS_RESTRICTED_SET} {
-    type ifname;
-  }
   chain forward {
     type filter hook forward priority 0; policy drop;
     iifname ${tap} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
-    iifname ${tap} ip daddr @${EGRESS_DENY_SET} drop ${c("profile: egress.deny")}
-    iifname @${EGRESS_RESTRICTED_SET} ip daddr != @${EGRESS_ALLOW_SET} ip daddr != @${EGRESS_ADMIT_SET} drop ${c("profile: only egress.allow and admitted names")}
-    iifname @${EGRESS_RESTRICTED_SET} ip6 daddr != @${EGRESS_ADMIT6_SET} drop ${c("profile: IPv6 only to admitted names")}
+    iifname ${tap} ip daddr @${EGRESS_ADMIT_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS: the eBPF egress policy passes it")}
+    iifname ${tap} ip6 daddr @${EGRESS_ADMIT6_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS (IPv6)")}
     iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
@@ -156,17 +148,15 @@ ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link
 }
 
 /*
- * A lease's egress policy lives in three sets of the slot's own table, empty in a fresh
- * slot (no policy): applying one is element additions only, one transaction, no rule
- * change; the scrub flushes them. The policy is stateless like the rest of the table: it
- * judges the guest's packets by destination. Answers to the host pass before it (the
- * root table admits only replies from slots), so inbound from the host always works.
- */
-export const EGRESS_DENY_SET = "egress_deny";
-export const EGRESS_ALLOW_SET = "egress_allow";
-/** Holds tap0 when the policy is an allow-list: tap0's traffic may then go only to egress_allow. */
-export const EGRESS_RESTRICTED_SET = "egress_restricted";
-/**
+ * A lease's egress policy is judged by the eBPF program on eth0 (bpf/lib/policy.h): every
+ * profile's CIDRs in one trie, the lease's profile in one map entry. Applying a profile
+ * touches no nftables: any nftables commit that changes a set waits for an RCU grace
+ * period (~11 ms here, measured by bench/policy-cost.ts), the whole request otherwise
+ * takes less. What stays here are the addresses DNS answers admitted (egress.allowDomains):
+ * the forward chain marks the guest's frames to them, and the program lets marked frames
+ * pass a restricted policy. The sets are empty in a fresh slot; the scrub flushes them.
+ *
+
  * Addresses DNS answers admitted (egress.allowDomains), IPv4 and IPv6, each with a kernel
  * timeout of TTL + grace: expiry needs no timer in the daemon, survives its crash and a
  * live handover, and the state is the kernel's. Interval sets (rbtree) because the kernel
@@ -178,22 +168,6 @@ export const EGRESS_ADMIT_SET = "egress_admit";
 export const EGRESS_ADMIT6_SET = "egress_admit6";
 /** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
 export const ADMIT_SET_SIZE = 8192;
-
-/**
- * A lease's egress policy as set elements for a slot whose policy sets are empty (added
- * in one transaction by kernel/nftsets.ts). The same as `nft add element inet netslot
- * egress_allow { … }` and so on, without libnftables on the request path.
- */
-export function egressPolicyElements(policy: EgressPolicy): SetElements[] {
-  const out: SetElements[] = [];
-  const cidrs = (list: readonly string[]) => ipv4IntervalElements(list.map((c) => parseCidr(c)));
-  if (policy.deny.length > 0) out.push({ table: SLOT_TABLE, set: EGRESS_DENY_SET, elements: cidrs(policy.deny) });
-  if (policy.allow !== undefined) {
-    if (policy.allow.length > 0) out.push({ table: SLOT_TABLE, set: EGRESS_ALLOW_SET, elements: cidrs(policy.allow) });
-    out.push({ table: SLOT_TABLE, set: EGRESS_RESTRICTED_SET, elements: [{ key: ifnameKey(TAP_NAME) }] });
-  }
-  return out;
-}
 
 /** A host address a DNS answer admitted: its bytes (4 or 16) and for how long. */
 export interface Admission {
@@ -214,9 +188,9 @@ export function admittedElements(admissions: readonly Admission[]): SetElements[
   return out;
 }
 
-/** Empties the policy sets: the slot is back to no policy. */
+/** Empties the admissions set: the slot is back to no admitted address. */
 export function clearEgressPolicyScript(): string {
-  return [EGRESS_DENY_SET, EGRESS_ALLOW_SET, EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET, EGRESS_RESTRICTED_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
+  return [EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }
 
 /** The tables slotRuleset owns inside a slot namespace. */
@@ -302,8 +276,8 @@ export function rootRuleset(opts: RootRulesetOptions): string {
     vtepIp === undefined
       ? ""
       : `    oifname ${slots} ip saddr ${vtepIp} ip daddr ${linkRange(link)} udp dport ${opts.vxlanPort} accept ${c("VXLAN from the VTEP to slot tunnels")}\n`;
-  // guest.dns is the slot's host link address: a guest's query to its port 53 goes to the
-  // daemon's one forwarder socket, which knows the slot by the source (its outside address
+  // guest.dns is the slot's host link address: a guest's query to its port 53 (UDP or TCP)
+  // goes to the daemon's forwarder (one UDP socket and one TCP listener on one port), which knows the slot by the source (its outside address
   // after the eBPF NAT). The slot firewall passes guest packets to that address.
   const dnsFrom = `iifname ${slots} ip saddr ${outsideRange(link)}`;
   const dnsRedirect =
@@ -311,10 +285,10 @@ export function rootRuleset(opts: RootRulesetOptions): string {
       ? ""
       : `  chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    ${dnsFrom} ip daddr ${linkRange(link)} udp dport 53 redirect to :${opts.dnsPort} ${c("guest DNS to the forwarder")}
+    ${dnsFrom} ip daddr ${linkRange(link)} meta l4proto { tcp, udp } th dport 53 redirect to :${opts.dnsPort} ${c("guest DNS (UDP and TCP) to the forwarder")}
   }
 `;
-  const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} udp dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
+  const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} meta l4proto { tcp, udp } th dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
 `;
   return (
     idempotentTable("inet", p) +

@@ -14,6 +14,21 @@ import {
   MAP_RATES,
   MAP_UNATTRIBUTED,
   MAP_SLOTS,
+  MAP_POLICIES,
+  MAP_POLICY_CIDRS,
+  MAX_POLICY_CIDRS,
+  POLICY_CIDR_KEY_SIZE,
+  POLICY_CIDR_VALUE_SIZE,
+  POLICY_KEY_SIZE,
+  POLICY_VALUE_SIZE,
+  decodePolicyCidrKey,
+  decodePolicyCidrValue,
+  decodeSlotPolicy,
+  encodePolicyCidrKey,
+  encodePolicyCidrValue,
+  encodeSlotPolicy,
+  type PolicyCidr,
+  type SlotPolicy,
   RATE_KEY_SIZE,
   RATE_VALUE_SIZE,
   decodeRateValue,
@@ -43,6 +58,7 @@ const BPF_PROG_TYPE_SCHED_CLS = 3;
 const BPF_MAP_TYPE_HASH = 1;
 const BPF_MAP_TYPE_ARRAY = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
+const BPF_MAP_TYPE_LPM_TRIE = 11;
 const BPF_ANY = 0;
 const BPF_EXIST = 2;
 // Kernel and libbpf structs below are laid out for LP64 little-endian hosts (x86_64, arm64).
@@ -51,6 +67,8 @@ const TEST_RUN_OPTS_SIZE = 80;
 /** Room for struct __sk_buff as returned in ctx_out (192 bytes on 6.x kernels). */
 const SKB_CTX_SIZE = 256;
 const SKB_CTX_CB_OFFSET = 48;
+/** sizeof(struct __sk_buff) on 6.x kernels: what ctx_in may hold. */
+const SKB_CTX_IN_SIZE = 192;
 
 const lib = koffi.load("libbpf.so.1");
 
@@ -163,12 +181,14 @@ export function ensureBpffs(): void {
   libc.mount("bpf", BPFFS_ROOT, "bpf", 0);
 }
 
-const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED] as const;
+/** The maps of bpf/nat.o, as pinned; the order of the descriptors PinnedDataplane takes. */
+const MAP_NAMES = [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES] as const;
+const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, ...MAP_NAMES] as const;
 /**
  * Maps added after the first release: a pin directory of an older netslot lacks them, and
  * the in-place upgrade creates and pins them (upgradePrograms).
  */
-const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED]);
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES]);
 const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
@@ -222,6 +242,17 @@ export interface Dataplane {
   getRate(outsideAddress: string): SlotRate | undefined;
   /** IPv4 frames the programs dropped because no slot owns them, summed over CPUs since load. */
   unattributedDrops(): bigint;
+  /**
+   * Makes the shared `policy_cidrs` trie hold exactly `cidrs`: writes each (a rewrite of an
+   * unchanged entry is harmless), then deletes what is not among them. Returns the count deleted.
+   */
+  syncPolicyCidrs(cidrs: readonly PolicyCidr[]): number;
+  /** The trie's entries, in no particular order. */
+  policyCidrs(): PolicyCidr[];
+  /** Sets (or, with undefined, removes) the egress policy of the slot with this outside address. */
+  setSlotPolicy(outsideAddress: string, policy: SlotPolicy | undefined): void;
+  /** The slot's egress policy entry, undefined when it has none. */
+  getSlotPolicy(outsideAddress: string): SlotPolicy | undefined;
   /** Closes this process's descriptors; the pinned objects remain. */
   close(): void;
   /** Closes and removes the pin directory (purge); idempotent. */
@@ -245,6 +276,8 @@ class PinnedDataplane implements Dataplane {
     private readonly configFd: number,
     private readonly ratesFd: number,
     private readonly unattributedFd: number,
+    private readonly policyCidrsFd: number,
+    private readonly policiesFd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -349,6 +382,63 @@ class PinnedDataplane implements Dataplane {
     return sum;
   }
 
+  syncPolicyCidrs(cidrs: readonly PolicyCidr[]): number {
+    if (cidrs.length > MAX_POLICY_CIDRS) throw new Error(`${cidrs.length} profile CIDRs, the trie holds at most ${MAX_POLICY_CIDRS}`);
+    const fd = this.fd(this.policyCidrsFd);
+    const wanted = new Set<string>();
+    for (const c of cidrs) {
+      const key = encodePolicyCidrKey(c);
+      wanted.add(key.toString("hex"));
+      checkRet("bpf_map_update_elem", b.mapUpdate(fd, key, encodePolicyCidrValue(c.deny), BPF_ANY) as number, MAP_POLICY_CIDRS);
+    }
+    let deleted = 0;
+    for (const c of this.policyCidrs()) {
+      const key = encodePolicyCidrKey(c);
+      if (wanted.has(key.toString("hex"))) continue;
+      const ret = b.mapDelete(fd, key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_POLICY_CIDRS);
+      deleted++;
+    }
+    return deleted;
+  }
+
+  policyCidrs(): PolicyCidr[] {
+    const fd = this.fd(this.policyCidrsFd);
+    const out: PolicyCidr[] = [];
+    const value = Buffer.alloc(POLICY_CIDR_VALUE_SIZE);
+    let key: Buffer | null = null;
+    for (let i = 0; i <= MAX_POLICY_CIDRS; i++) {
+      const next = Buffer.alloc(POLICY_CIDR_KEY_SIZE);
+      const ret = b.mapNextKey(fd, key, next) as number;
+      if (ret === -libc.ENOENT) break;
+      checkRet("bpf_map_get_next_key", ret, MAP_POLICY_CIDRS);
+      key = next;
+      const lookup = b.mapLookup(fd, next, value) as number;
+      if (lookup === -libc.ENOENT) continue;
+      checkRet("bpf_map_lookup_elem", lookup, MAP_POLICY_CIDRS);
+      out.push({ ...decodePolicyCidrKey(next), deny: decodePolicyCidrValue(value) });
+    }
+    return out;
+  }
+
+  setSlotPolicy(outsideAddress: string, policy: SlotPolicy | undefined): void {
+    const key = encodeRateKey(outsideAddress);
+    if (policy === undefined) {
+      const ret = b.mapDelete(this.fd(this.policiesFd), key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_POLICIES);
+      return;
+    }
+    checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.policiesFd), key, encodeSlotPolicy(policy), BPF_ANY) as number, MAP_POLICIES);
+  }
+
+  getSlotPolicy(outsideAddress: string): SlotPolicy | undefined {
+    const value = Buffer.alloc(POLICY_VALUE_SIZE);
+    const ret = b.mapLookup(this.fd(this.policiesFd), encodeRateKey(outsideAddress), value) as number;
+    if (ret === -libc.ENOENT) return undefined;
+    checkRet("bpf_map_lookup_elem", ret, MAP_POLICIES);
+    return decodeSlotPolicy(value);
+  }
+
   getRate(outsideAddress: string): SlotRate | undefined {
     const value = Buffer.alloc(RATE_VALUE_SIZE);
     const ret = b.mapLookup(this.fd(this.ratesFd), encodeRateKey(outsideAddress), value) as number;
@@ -360,7 +450,7 @@ class PinnedDataplane implements Dataplane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd, this.policyCidrsFd, this.policiesFd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -383,7 +473,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config, rates, unattributed] = fds as [number, number, number, number, number, number];
+    const [egress, ingress, slots, config, rates, unattributed, policyCidrs, policies] = fds as [number, number, number, number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -401,7 +491,9 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     expect(config, MAP_CONFIG, BPF_MAP_TYPE_ARRAY, CONFIG_KEY_SIZE, CONFIG_VALUE_SIZE);
     expect(rates, MAP_RATES, BPF_MAP_TYPE_HASH, RATE_KEY_SIZE, RATE_VALUE_SIZE);
     expect(unattributed, MAP_UNATTRIBUTED, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed);
+    expect(policyCidrs, MAP_POLICY_CIDRS, BPF_MAP_TYPE_LPM_TRIE, POLICY_CIDR_KEY_SIZE, POLICY_CIDR_VALUE_SIZE);
+    expect(policies, MAP_POLICIES, BPF_MAP_TYPE_HASH, POLICY_KEY_SIZE, POLICY_VALUE_SIZE);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed, policyCidrs, policies);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;
@@ -425,7 +517,7 @@ function loadAndPin(objectPath: string, dir: string): void {
       if (!prog) throw new Error(`${objectPath} has no program ${name}`);
       checkRet("bpf_obj_pin", b.objPin(b.programFd(prog) as number, path.join(dir, name)) as number, name);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
+    for (const name of MAP_NAMES) {
       const fd = b.findMapFd(obj, name) as number;
       if (fd < 0) throw new Error(`${objectPath} has no map ${name}`);
       checkRet("bpf_obj_pin", b.objPin(fd, path.join(dir, name)) as number, name);
@@ -535,7 +627,7 @@ export function upgradePrograms(objectPath: string, pinDir: string): ProgramUpgr
       const errno = libc.errno();
       throw new libc.SyscallError("bpf_object__open_file", errno, `${objectPath}\n${takeLibbpfLog()}`);
     }
-    for (const name of [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED]) {
+    for (const name of MAP_NAMES) {
       const fd = reused.get(name);
       // A map this pin directory predates: the load creates it, the commit pins it.
       if (fd === undefined) continue;
@@ -661,7 +753,7 @@ export interface TestRunResult {
  * Runs a program on one frame in the kernel (BPF_PROG_TEST_RUN; `bpftool prog run`).
  * For tc programs the frame starts with its Ethernet header (at least 14 bytes).
  */
-export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRunResult {
+export function progTestRun(progFd: number, packet: Buffer, repeat = 1, ctx: { mark?: number } = {}): TestRunResult {
   const dataIn = Buffer.from(packet);
   const dataOut = Buffer.alloc(packet.length + 4096);
   const ctxOut = Buffer.alloc(SKB_CTX_SIZE);
@@ -671,6 +763,13 @@ export function progTestRun(progFd: number, packet: Buffer, repeat = 1): TestRun
   opts.writeBigUInt64LE(libc.addressOf(dataOut), 16); // data_out
   opts.writeUInt32LE(dataIn.length, 24); // data_size_in
   opts.writeUInt32LE(dataOut.length, 28); // data_size_out
+  // struct __sk_buff in: only mark (offset 8) is set; the kernel refuses other nonzero fields it does not take.
+  const ctxIn = Buffer.alloc(SKB_CTX_IN_SIZE);
+  if (ctx.mark !== undefined) {
+    ctxIn.writeUInt32LE(ctx.mark >>> 0, 8);
+    opts.writeBigUInt64LE(libc.addressOf(ctxIn), 32); // ctx_in
+    opts.writeUInt32LE(ctxIn.length, 48); // ctx_size_in
+  }
   opts.writeBigUInt64LE(libc.addressOf(ctxOut), 40); // ctx_out
   opts.writeUInt32LE(ctxOut.length, 52); // ctx_size_out
   opts.writeInt32LE(repeat, 60); // repeat

@@ -12,6 +12,8 @@ export const MAP_SLOTS = "slots";
 export const MAP_CONFIG = "config";
 export const MAP_RATES = "rates";
 export const MAP_UNATTRIBUTED = "unattributed";
+export const MAP_POLICY_CIDRS = "policy_cidrs";
+export const MAP_POLICIES = "policies";
 
 /** NETSLOT_MAX_SLOTS: entries of the `slots` hash map. */
 export const MAX_SLOTS = 65536;
@@ -40,6 +42,8 @@ export const DropReason = {
   rate: 6,
   /** IPv4 on eth0 that no slot owns: unknown MAC, or another slot's MAC (counted in `unattributed`). */
   unattributed: 7,
+  /** The guest's destination is not allowed by its lease's egress policy (bpf/lib/policy.h). */
+  policy: 8,
 } as const;
 export type DropReasonName = keyof typeof DropReason;
 
@@ -49,6 +53,19 @@ export const CONFIG_KEY_SIZE = 4;
 export const CONFIG_VALUE_SIZE = 12;
 export const RATE_KEY_SIZE = 4;
 export const RATE_VALUE_SIZE = 72;
+export const POLICY_CIDR_KEY_SIZE = 12;
+export const POLICY_CIDR_VALUE_SIZE = 4;
+export const POLICY_KEY_SIZE = 4;
+export const POLICY_VALUE_SIZE = 12;
+/** NETSLOT_MAX_POLICY_CIDRS: entries of the shared trie, all profiles together. */
+export const MAX_POLICY_CIDRS = 262144;
+/** NETSLOT_ADMITTED_MARK: the skb mark of the guest's frames to addresses DNS admitted. */
+export const ADMITTED_MARK = 0x6e730001;
+/** policy_cidrs values. */
+export const POLICY_ALLOW = 1;
+export const POLICY_DENY = 2;
+/** slot_policy flags. */
+export const POLICY_RESTRICTED = 1;
 
 /** One direction of a lease's bandwidth: bytes per second (IP bytes) and the bucket size. */
 export interface RateBucket {
@@ -191,5 +208,63 @@ export function decodeConfig(value: Buffer): NatConfig {
     guestAddress: intToIp(value.readUInt32BE(0)),
     vxlanPort: readHostU16(value, 4),
     dummyVni: readHostU32(value, 8),
+  };
+}
+
+/** One entry of the shared `policy_cidrs` trie: a profile's CIDR and its verdict. */
+export interface PolicyCidr {
+  profile: number;
+  /** The CIDR's first address as an unsigned 32-bit integer. */
+  base: number;
+  prefixLength: number;
+  deny: boolean;
+}
+
+/** A slot's `policies` entry: which profile's CIDRs judge its guest, and how. */
+export interface SlotPolicy {
+  profile: number;
+  /** The slot's host link address (guest.dns): always reachable. */
+  hostAddress: string;
+  /** Only allowed (or DNS-admitted) destinations; else everything but denied ones. */
+  restricted: boolean;
+}
+
+/** struct policy_cidr_key { __u32 prefixlen; __u32 profile (network order); __be32 addr; } */
+export function encodePolicyCidrKey(c: Pick<PolicyCidr, "profile" | "base" | "prefixLength">): Buffer {
+  const key = Buffer.alloc(POLICY_CIDR_KEY_SIZE);
+  writeHostU32(key, 32 + c.prefixLength, 0);
+  key.writeUInt32BE(c.profile >>> 0, 4);
+  key.writeUInt32BE(c.base >>> 0, 8);
+  return key;
+}
+
+export function decodePolicyCidrKey(key: Buffer): Pick<PolicyCidr, "profile" | "base" | "prefixLength"> {
+  return { prefixLength: readHostU32(key, 0) - 32, profile: key.readUInt32BE(4), base: key.readUInt32BE(8) };
+}
+
+export function encodePolicyCidrValue(deny: boolean): Buffer {
+  const value = Buffer.alloc(POLICY_CIDR_VALUE_SIZE);
+  writeHostU32(value, deny ? POLICY_DENY : POLICY_ALLOW, 0);
+  return value;
+}
+
+export function decodePolicyCidrValue(value: Buffer): boolean {
+  return readHostU32(value, 0) === POLICY_DENY;
+}
+
+/** struct slot_policy { __u32 profile; __be32 host_addr; __u32 flags; } */
+export function encodeSlotPolicy(p: SlotPolicy): Buffer {
+  const value = Buffer.alloc(POLICY_VALUE_SIZE);
+  writeHostU32(value, p.profile >>> 0, 0);
+  value.writeUInt32BE(ipToInt(p.hostAddress), 4);
+  writeHostU32(value, p.restricted ? POLICY_RESTRICTED : 0, 8);
+  return value;
+}
+
+export function decodeSlotPolicy(value: Buffer): SlotPolicy {
+  return {
+    profile: readHostU32(value, 0),
+    hostAddress: intToIp(value.readUInt32BE(4)),
+    restricted: (readHostU32(value, 8) & POLICY_RESTRICTED) !== 0,
   };
 }

@@ -57,6 +57,7 @@ const c = {
   strerror: libc.func("const char *strerror(int errnum)"),
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
   syscallPtr: libc.func("long syscall(long nr, long a, void *b, long c)"),
+  syscall4: libc.func("long syscall(long nr, long a, long b, void *c, long d)"),
   fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
   listen: libc.func("int listen(int fd, int backlog)"),
   sendto: libc.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)"),
@@ -64,6 +65,10 @@ const c = {
   eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
   poll: libc.func("poll", "int", [koffi.inout(koffi.pointer(koffi.struct("netslot_pollfd", { fd: "int", events: "short", revents: "short" }))), "unsigned long", "int"]),
   vsnprintf: libc.func("int vsnprintf(_Out_ uint8_t *buf, size_t n, const char *fmt, void *ap)"),
+  inotifyInit1: libc.func("int inotify_init1(int flags)"),
+  inotifyAddWatch: libc.func("int inotify_add_watch(int fd, const char *path, uint32_t mask)"),
+  inotifyRmWatch: libc.func("int inotify_rm_watch(int fd, int wd)"),
+  setpriority: libc.func("int setpriority(int which, uint32_t who, int prio)"),
 };
 
 /** An errno from a failed system call, with the call's name: `setns: Invalid argument`. */
@@ -288,6 +293,16 @@ export function getsockoptInt(fd: number, level: number, name: number): number |
   return c.getsockopt(fd, level, name, val, len) === 0 ? val.readInt32LE(0) : undefined;
 }
 
+const SO_NETNS_COOKIE = 71;
+
+/** The socket's network namespace cookie (SO_NETNS_COOKIE): unique per namespace for the life of the host. */
+export function netnsCookie(fd: number): bigint {
+  const val = Buffer.alloc(8);
+  const len = [8];
+  check("getsockopt", c.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, val, len), "SO_NETNS_COOKIE");
+  return val.readBigUInt64LE(0);
+}
+
 export const F_DUPFD_CLOEXEC = 1030;
 
 /** fcntl(2) with an int argument, without exceptions: the result, or -errno. */
@@ -333,4 +348,68 @@ export function pollAsync(fds: PollFd[], timeoutMs: number, done: (err: unknown)
  */
 export function vsnprintf(buf: Buffer, fmt: string, ap: unknown): number {
   return Number(c.vsnprintf(buf, buf.length, fmt, ap));
+}
+
+// ───────────────────────────── inotify ─────────────────────────────
+
+export const IN_MODIFY = 0x2;
+export const IN_CLOSE_WRITE = 0x8;
+export const IN_OPEN = 0x20;
+export const IN_IGNORED = 0x8000;
+export const IN_Q_OVERFLOW = 0x4000;
+export const IN_NONBLOCK = 0o4000;
+export const IN_CLOEXEC = 0o2000000;
+
+/** inotify_init1(2), non-blocking and close-on-exec. */
+export function inotifyInit(): number {
+  return check("inotify_init1", c.inotifyInit1(IN_NONBLOCK | IN_CLOEXEC));
+}
+
+/** inotify_add_watch(2) without exceptions: the watch descriptor, or -errno. */
+export function inotifyAddWatchRaw(fd: number, path: string, mask: number): number {
+  const wd = c.inotifyAddWatch(fd, path, mask);
+  return wd < 0 ? -koffi.errno() : wd;
+}
+
+export function inotifyRmWatch(fd: number, wd: number): void {
+  c.inotifyRmWatch(fd, wd);
+}
+
+// ───────────────────────────── io_uring (file table only) ─────────────────────────────
+
+const SYS_io_uring_setup = 425;
+const SYS_io_uring_register = 427;
+const IORING_REGISTER_FILES_UPDATE = 6;
+const IORING_REGISTER_FILES2 = 13;
+const IORING_RSRC_REGISTER_SPARSE = 1;
+
+/** io_uring_setup(2) of a ring with one entry: used only for its registered-file table. */
+export function ioUringSetup(): number {
+  const params = Buffer.alloc(120); // struct io_uring_params, zeroed: defaults
+  return check("io_uring_setup", c.syscallPtr(SYS_io_uring_setup, 1, params, 0));
+}
+
+/** A sparse registered-file table of `size` empty entries (IORING_REGISTER_FILES2). */
+export function ioUringRegisterSparseFiles(ring: number, size: number): void {
+  const reg = Buffer.alloc(32); // struct io_uring_rsrc_register
+  reg.writeUInt32LE(size, 0);
+  reg.writeUInt32LE(IORING_RSRC_REGISTER_SPARSE, 4);
+  check("io_uring_register(FILES2)", c.syscall4(SYS_io_uring_register, ring, IORING_REGISTER_FILES2, reg, reg.length));
+}
+
+/** Puts descriptors (-1: empty the entry) into a registered-file table from entry `offset` on. */
+export function ioUringUpdateFiles(ring: number, offset: number, fds: readonly number[]): void {
+  const list = Buffer.alloc(4 * fds.length);
+  fds.forEach((fd, i) => list.writeInt32LE(fd, 4 * i));
+  const update = Buffer.alloc(16); // struct io_uring_files_update
+  update.writeUInt32LE(offset, 0);
+  update.writeBigUInt64LE(koffi.address(list), 8);
+  check("io_uring_register(FILES_UPDATE)", c.syscall4(SYS_io_uring_register, ring, IORING_REGISTER_FILES_UPDATE, update, fds.length));
+}
+
+const PRIO_PROCESS = 0;
+
+/** setpriority(2) of one thread (Linux: a tid is a PRIO_PROCESS target and nice is per thread). */
+export function setThreadNice(tid: number, nice: number): void {
+  check("setpriority", c.setpriority(PRIO_PROCESS, tid, nice));
 }

@@ -3,7 +3,7 @@
 // path: libnftables parses text and fetches the namespace's ruleset cache on every call
 // (0.3 ms for one element, tens of ms for a thousand, measured here), this is one
 // datagram and one ack. Only what set elements need: no rules, no other objects.
-import { attrBytes, attrNested, attrString, attrU32be, encodeMessage, NLM_F_CREATE } from "./netlink/codec.js";
+import { Attrs, attrBytes, attrNested, attrString, attrU32be, encodeMessage, NLM_F_CREATE } from "./netlink/codec.js";
 import { NETLINK_NETFILTER, NetlinkSocket } from "./netlink/socket.js";
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -23,6 +23,26 @@ const NFT_SET_ELEM_INTERVAL_END = 1;
 const IFNAMSIZ = 16;
 
 export const NFPROTO_INET = 1;
+
+const NFT_MSG_GETGEN = 16;
+const NFTA_GEN_ID = 1;
+
+/**
+ * The calling thread's namespace: its cookie, and the nftables generation id, which every
+ * committed nftables transaction in the namespace advances (one round trip; no ruleset).
+ */
+export function nftGeneration(): { cookie: bigint; gen: number } {
+  const sock = NetlinkSocket.open(NETLINK_NETFILTER);
+  try {
+    const [reply] = sock.query(encodeMessage((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 0, [nfgenmsg(0)]), "NFT_MSG_GETGEN");
+    if (!reply) throw new Error("NFT_MSG_GETGEN: no answer");
+    const gen = new Attrs(reply.payload.subarray(4)).u32be(NFTA_GEN_ID);
+    if (gen === undefined) throw new Error("NFT_MSG_GETGEN: no generation id");
+    return { cookie: sock.netnsCookie(), gen };
+  } finally {
+    sock.close();
+  }
+}
 
 /** Elements per message: a nested attribute's length is 16 bits. */
 const ELEMENTS_PER_MESSAGE = 512;

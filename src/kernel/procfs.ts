@@ -120,6 +120,48 @@ export function processesInNetns(ns: NsId): NsProcess[] {
   return out.sort((a, b) => a.pid - b.pid);
 }
 
+/**
+ * One scan of every process and thread for all namespaces at once: namespace ("dev:ino")
+ * → the processes with a thread in it, as processesInNetns gives them for one. Several
+ * slots released before the scan started are answered by the same scan. A thread is only
+ * looked at when its process has more than one (/proc/PID/task's link count is two plus
+ * the thread count).
+ */
+export function netnsProcesses(): Map<string, NsProcess[]> {
+  const out = new Map<string, NsProcess[]>();
+  const key = (st: fs.Stats) => `${st.dev}:${st.ino}`;
+  // Processes of our own (the host's) namespace are most of them and never a slot's: skipped.
+  const home = key(fs.statSync(`/proc/${process.pid}/ns/net`));
+  for (const pid of numericEntries("/proc")) {
+    let leader: string;
+    let threadCount: number;
+    try {
+      leader = key(fs.statSync(`/proc/${pid}/ns/net`));
+      threadCount = fs.statSync(`/proc/${pid}/task`).nlink - 2;
+    } catch {
+      continue; // gone, or a kernel thread without a namespace link we may read
+    }
+    const others = new Map<string, number[]>();
+    if (threadCount > 1) {
+      for (const tid of numericEntries(`/proc/${pid}/task`)) {
+        if (tid === pid) continue;
+        try {
+          const k = key(fs.statSync(`/proc/${pid}/task/${tid}/ns/net`));
+          if (k !== leader && k !== home) others.set(k, [...(others.get(k) ?? []), tid]);
+        } catch {
+          // thread exited
+        }
+      }
+    }
+    if (leader === home && others.size === 0) continue;
+    const comm = readComm(pid);
+    const add = (k: string, p: NsProcess) => out.set(k, [...(out.get(k) ?? []), p]);
+    if (leader !== home) add(leader, { pid, comm });
+    for (const [k, threads] of others) add(k, { pid, comm, threads });
+  }
+  return out;
+}
+
 export interface TunHolder {
   pid: number;
   comm: string;

@@ -213,6 +213,26 @@ function dumpedValues(key: string, devices: ReadonlyMap<string, DeviceConf>): ((
   };
 }
 
+/**
+ * Of `keys` (net.* sysctl names), those the dumps carry (net.ipv{4,6}.{conf,neigh}.DEV.*
+ * of a device in `devices`), with their values as the files would show them. For proving
+ * a slot whose sysctl files were not touched: these can also be set over rtnetlink.
+ */
+export function dumpedSysctls(keys: Iterable<string>, devices: ReadonlyMap<string, DeviceConf>): Map<string, string> {
+  const out = new Map<string, string>();
+  const dirs = new Map<string, ((name: string) => string | undefined) | undefined>();
+  for (const key of keys) {
+    const cut = key.lastIndexOf(".");
+    const dir = key.slice(0, cut);
+    if (!dir.startsWith("net.ipv")) continue;
+    let values = dirs.get(dir);
+    if (!dirs.has(dir)) dirs.set(dir, (values = dumpedValues(dir, devices)));
+    const v = values?.(key.slice(cut + 1));
+    if (v !== undefined) out.set(key, v);
+  }
+  return out;
+}
+
 /** The names under net.ipv{4,6}.conf.DEV that readAllNetSysctls takes from a link dump (for tests). */
 export function deviceConfNames(family: "ipv4" | "ipv6", dir: "conf" | "neigh" = "conf"): string[] {
   return [...(dir === "neigh" ? NEIGH_PARMS : family === "ipv4" ? IPV4_DEVCONF : IPV6_DEVCONF).keys()];

@@ -129,7 +129,7 @@ export class LeaseLifecycle {
         // Undo: the lease was never acknowledged; the scrub empties whatever got in.
         store.deleteLease(lease.id);
         slots.markScrubbing(index);
-        scrubs.schedule(index, request.network, performance.now(), policy !== undefined);
+        scrubs.schedule(index, request.network, performance.now(), this.deps.profiles.domains(request.profile) !== undefined);
         throw new NetslotError("internal", `could not apply profile ${request.profile}: ${(err as Error).message}`, { cause: err });
       }
     }
@@ -175,7 +175,8 @@ export class LeaseLifecycle {
     this.unwatchIfUnused(lease.ownerPid);
     this.deps.metrics.releaseSeconds.observe((performance.now() - start) / 1000);
     this.deps.audit({ event: AUDIT_EVENT_OF[cause], consumer: lease.consumer, lease: id, slot: lease.slotIndex, reason: cause, ...(by !== undefined ? { by } : {}) });
-    this.deps.scrubs.schedule(lease.slotIndex, lease.network, start, this.deps.profiles.policy(lease.profile) !== undefined);
+    // The eBPF policy entry is always removed; the admissions set only has elements when the profile names domains.
+    this.deps.scrubs.schedule(lease.slotIndex, lease.network, start, this.deps.profiles.domains(lease.profile) !== undefined);
   }
 
   // ── lookups ───────────────────────────────────────────────────────────────────────

@@ -1,7 +1,7 @@
 // The scrub worker thread: scrubs released slots, fingerprints them against a freshly
 // built slot, rebuilds or quarantines. It runs on its own thread so that a ~20 ms
 // verification never stalls the API's event loop; switching namespaces is per thread.
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { createHash } from "node:crypto";
 import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
@@ -9,13 +9,30 @@ import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
 import { parseCidr } from "../dataplane/topology.js";
 import { faultPoint } from "../core/faults.js";
-import type { BuildResult, ScrubJob, ScrubResult, WorkerInit } from "./scrubber.js";
+import { DEFAULT_MAX_WATCHES, DEFAULT_SCRUB_NICE, type BuildResult, type ScrubJob, type ScrubResult, type WorkerInit } from "./scrubber.js";
 import { layoutId } from "../dataplane/layout.js";
+import { Prover } from "../dataplane/prover.js";
+import { gettid, setThreadNice } from "../kernel/libc.js";
 
 const init = workerData as WorkerInit;
 const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
 const dataplane = SlotDataplane.attach(options);
+const prover = new Prover(dataplane, { maxWatches: init.maxWatches ?? DEFAULT_MAX_WATCHES });
 let golden: Fingerprint | undefined;
+let niced = false;
+
+/** A new golden fingerprint: what was proven against the old one proves nothing now. */
+function setGolden(f: Fingerprint): void {
+  golden = f;
+  prover.forgetAll();
+}
+
+/** Destroys and builds slot `index` again (its watches and clean record go with it). */
+function rebuild(index: number): void {
+  prover.forget(index);
+  dataplane.destroySlot(index);
+  dataplane.buildSlot(index);
+}
 
 /**
  * The golden fingerprint is saved in the state dir (dataplane/golden.ts). It is only
@@ -39,22 +56,21 @@ function describe(f: Fingerprint): string {
   return `${Object.keys(f.links).length} links, ${f.nftables.length} nft objects, ${Object.keys(f.sysctls).length} sysctls`;
 }
 
-function goldenFrom(index: number, rebuild: boolean): string {
-  if (rebuild) {
+function goldenFrom(index: number, rebuildFirst: boolean): string {
+  if (rebuildFirst) {
     const saved = loadGolden(init.stateDir, goldenKey);
     if (saved) {
-      golden = saved;
-      return `${describe(golden)} (saved)`;
+      setGolden(saved);
+      return `${describe(saved)} (saved)`;
     }
-    dataplane.destroySlot(index);
-    dataplane.buildSlot(index);
+    rebuild(index);
   }
-  golden = dataplane.fingerprint(index);
-  saveGolden(init.stateDir, goldenKey, golden);
-  return `${describe(golden)}${rebuild ? " (slot rebuilt)" : ""}`;
+  setGolden(dataplane.fingerprint(index));
+  saveGolden(init.stateDir, goldenKey, golden!);
+  return `${describe(golden!)}${rebuildFirst ? " (slot rebuilt)" : ""}`;
 }
 
-function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
+function scrub(job: Extract<ScrubJob, { type: "scrub" }>, since: bigint): ScrubResult {
   const start = performance.now();
   const result = (outcome: ScrubResult["outcome"], reason?: string, diff?: string[]): ScrubResult => ({
     type: "scrubbed",
@@ -64,7 +80,9 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
     ...(reason !== undefined ? { reason } : {}),
     ...(diff ? { diff } : {}),
     ms: performance.now() - start,
+    proof,
   });
+  let proof: ScrubResult["proof"] = "full";
   faultPoint("scrub.before");
   const scrubbed = dataplane.scrub(job.index, job.tenant, job.policy);
   faultPoint("scrub.after-kernel");
@@ -74,21 +92,27 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
     const summary = goldenFrom(job.index, true);
     if (!summary.endsWith("(saved)")) return result("rebuilt");
   }
-  const fp = dataplane.fingerprint(job.index);
-  const live = liveHolders(fp);
+  // Only what may have changed since the slot's last clean proof is read (dataplane/prover.ts).
+  let proof1 = prover.prove(job.index, golden!, { since });
+  proof = proof1.path;
+  if (proof1.diff.length === 0) return result("clean");
+  // A difference: the full fingerprint decides what to do, as for any dirty slot.
+  if (proof1.path === "fast") {
+    proof = "fast-dirty";
+    proof1 = prover.prove(job.index, golden!, { full: true });
+  }
+  const live = liveHolders(proof1.fingerprint);
   if (live) return result("quarantined", live);
-  const diff = diffFingerprints(golden!, fp);
+  const diff = proof1.diff;
   if (diff.length === 0) return result("clean");
   // The firewall is the one thing a reset restores in place; anything else needs a rebuild.
   if (diff.every((line) => line.startsWith("nftables"))) {
     dataplane.resetFirewall(job.index);
-    if (diffFingerprints(golden!, dataplane.fingerprint(job.index)).length === 0) return result("clean", undefined, diff);
+    if (prover.prove(job.index, golden!, { full: true }).diff.length === 0) return result("clean", undefined, diff);
   }
   // What the scrub could not put back, a rebuild can: same name, same addresses.
-  dataplane.destroySlot(job.index);
-  dataplane.buildSlot(job.index);
-  const rebuilt = dataplane.fingerprint(job.index);
-  const again = diffFingerprints(golden!, rebuilt);
+  rebuild(job.index);
+  const { fingerprint: rebuilt, diff: again } = prover.prove(job.index, golden!, { full: true });
   if (again.length === 0) return result("rebuilt", undefined, diff);
   // A slot built from nothing a moment ago still differs from the golden one: the host
   // changed (a value new namespaces inherit, a device a module load adds to every
@@ -96,12 +120,11 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>): ScrubResult {
   // agrees with the first, that is what a fresh slot looks like now, and the golden
   // fingerprint is re-taken from it. Nothing a tenant did survives two rebuilds of its
   // own slot unless it is in every fresh slot, which no golden could keep out.
-  dataplane.destroySlot(job.index);
-  dataplane.buildSlot(job.index);
+  rebuild(job.index);
   const scratch = dataplane.fingerprint(job.index);
   if (diffFingerprints(rebuilt, scratch).length === 0) {
-    golden = scratch;
-    saveGolden(init.stateDir, goldenKey, golden);
+    setGolden(scratch);
+    saveGolden(init.stateDir, goldenKey, scratch);
     return { ...result("rebuilt", undefined, diff), goldenRetaken: again };
   }
   return result("quarantined", `differs from a fresh slot after rebuild: ${again.slice(0, 3).join("; ")}`, again);
@@ -113,8 +136,7 @@ function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
     const start = performance.now();
     for (let attempt = 0; attempt <= job.retries; attempt++) {
       try {
-        dataplane.destroySlot(index);
-        dataplane.buildSlot(index);
+        rebuild(index);
         result.built.push(index);
         result.ms.push(performance.now() - start);
         break;
@@ -126,7 +148,8 @@ function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
   return result;
 }
 
-parentPort!.on("message", (job: ScrubJob) => {
+/** Runs one job; `since`: when it was received (the slot was released before). */
+function run(job: ScrubJob, since: bigint): void {
   // The supervisor times the job from here (see Scrubber).
   parentPort!.postMessage({ type: "started", id: job.id });
   try {
@@ -136,14 +159,29 @@ parentPort!.on("message", (job: ScrubJob) => {
       const summary = goldenFrom(job.index, job.rebuild);
       parentPort!.postMessage({ type: "golden", id: job.id, summary, layout: layoutId(golden!) });
     } else if (job.type === "verify") {
-      const fp = dataplane.fingerprint(job.index);
-      const diff = golden ? diffFingerprints(golden, fp) : [];
-      const live = liveHolders(fp);
-      parentPort!.postMessage({ type: "verified", id: job.id, diff: live ? [live, ...diff] : diff });
+      // The full fingerprint, always: the background audit and `netslot check` ask this.
+      const fp = golden ? prover.prove(job.index, golden, { full: true }) : { fingerprint: dataplane.fingerprint(job.index), diff: [] };
+      const live = liveHolders(fp.fingerprint);
+      parentPort!.postMessage({ type: "verified", id: job.id, diff: live ? [live, ...fp.diff] : fp.diff });
     } else {
-      parentPort!.postMessage(scrub(job));
+      if (!niced) {
+        // Scrubs run beside the request path: below the main thread (nice is per thread on
+        // Linux). Not before: at boot this thread builds half the pool.
+        niced = true;
+        setThreadNice(gettid(), init.nice ?? DEFAULT_SCRUB_NICE);
+      }
+      parentPort!.postMessage(scrub(job, since));
     }
   } catch (err) {
     parentPort!.postMessage({ type: "failed", id: job.id, message: (err as Error).message });
   }
+}
+
+parentPort!.on("message", (first: ScrubJob) => {
+  // Every job already queued is taken now, so that slots released together share one
+  // process scan (prover.ts): each is stamped with this moment, after all their releases.
+  const since = process.hrtime.bigint();
+  const jobs = [first];
+  for (let next = receiveMessageOnPort(parentPort!); next; next = receiveMessageOnPort(parentPort!)) jobs.push(next.message as ScrubJob);
+  for (const job of jobs) run(job, since);
 });

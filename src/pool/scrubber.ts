@@ -8,7 +8,18 @@ export interface WorkerInit {
   options: Omit<DataplaneOptions, "linkCidr"> & { linkCidr: string };
   stateDir: string;
   version: string;
+  /** inotify watches for sysctl change tracking (~35 per slot; 0: every proof reads every sysctl). */
+  maxWatches?: number;
+  /** Nice value of the scrub thread once it scrubs. */
+  nice?: number;
 }
+
+/**
+ * Half of the host's default fs.inotify.max_user_watches budget here (192,536, shared with
+ * every other root process): about 2,700 slots tracked; the others are proven by reading.
+ */
+export const DEFAULT_MAX_WATCHES = 96_000;
+export const DEFAULT_SCRUB_NICE = 5;
 
 export type ScrubJob =
   | { type: "scrub"; id: number; index: number; tenant: TenantNetwork | undefined; policy: boolean }
@@ -36,6 +47,8 @@ export interface ScrubResult {
   /** The host changed: two fresh builds agreed with each other, not with the golden fingerprint, which was re-taken. */
   goldenRetaken?: string[];
   ms: number;
+  /** How the slot was proven: "fast" (only what may have changed was read), "full", or "fast-dirty" (the fast proof found a difference, a full one followed). */
+  proof?: "fast" | "full" | "fast-dirty";
 }
 
 /** A job as the pool asks for it; the id is the scrubber's to give. */
@@ -55,6 +68,9 @@ const MAX_JOB_ATTEMPTS = 2;
 
 export interface SupervisionOptions {
   log?: (msg: string) => void;
+  /** See WorkerInit. */
+  maxWatches?: number;
+  nice?: number;
   /** Timeout per job (per slot for builds). */
   jobTimeoutMs?: number;
 }
@@ -89,7 +105,13 @@ export class Scrubber {
   private readonly jobTimeoutMs: number;
 
   constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
-    this.init = { options: { ...options, linkCidr: formatCidr(options.linkCidr) }, stateDir, version };
+    this.init = {
+      options: { ...options, linkCidr: formatCidr(options.linkCidr) },
+      stateDir,
+      version,
+      ...(supervision.maxWatches !== undefined ? { maxWatches: supervision.maxWatches } : {}),
+      ...(supervision.nice !== undefined ? { nice: supervision.nice } : {}),
+    };
     this.log = supervision.log ?? (() => undefined);
     this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;
     this.start();

@@ -22,7 +22,7 @@ export interface ScrubSchedulerDeps {
   slots: SlotTable;
   store: Pick<LeaseStore, "setSlotState">;
   scrubber: Pick<Scrubber, "scrub">;
-  metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubSeconds" | "reuseSeconds" | "quarantineRetries" | "goldenRetakes">;
+  metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubProofs" | "scrubSeconds" | "reuseSeconds" | "quarantineRetries" | "goldenRetakes">;
   log: (msg: string) => void;
   audit: (event: AuditEvent) => void;
   /** A scrubbed slot equals a fresh one of the current layout (or was rebuilt as one). */
@@ -101,7 +101,7 @@ export class ScrubScheduler implements ScrubQueue {
   /** Runs the scrub on the worker and records the outcome: free, rebuilt, or quarantined. */
   private async scrubNow(index: number, tenant: TenantNetwork | undefined, releasedAt: number, policy = false): Promise<void> {
     const { slots, store, metrics } = this.deps;
-    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff" | "goldenRetaken">;
+    let result: Pick<ScrubResult, "outcome" | "reason" | "ms" | "diff" | "goldenRetaken" | "proof">;
     try {
       result = await this.deps.scrubber.scrub(index, tenant, policy);
     } catch (err) {
@@ -109,6 +109,7 @@ export class ScrubScheduler implements ScrubQueue {
     }
     if (this.closed) return;
     metrics.scrubSeconds.observe(result.ms / 1000);
+    if (result.proof) metrics.scrubProofs.inc({ path: result.proof });
     try {
       if (result.outcome === "quarantined") {
         this.quarantine(index, result.reason ?? "scrub failed");

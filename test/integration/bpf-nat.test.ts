@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { loadDataplane, openPinnedDataplane, progTestRun, removePinned, type Dataplane } from "../../src/kernel/bpf.js";
 import { SyscallError } from "../../src/kernel/libc.js";
 import {
+  ADMITTED_MARK,
   DEFAULT_VXLAN_PORT,
   DropReason,
   TC_ACT_OK,
@@ -82,9 +83,9 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
     }
   });
 
-  it("pins both programs and the four maps, visible to bpftool", () => {
+  it("pins both programs and their maps, visible to bpftool", () => {
     assert.equal(dp.adopted, false);
-    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
     const show = JSON.parse(execFileSync("bpftool", ["-j", "prog", "show", "pinned", `${PIN_DIR}/nat_egress`], { encoding: "utf8" })) as {
       id: number;
       tag: string;
@@ -400,6 +401,53 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
       }
       assert.equal(dp.getRate(OUTSIDE), undefined);
       assert.equal(egress(frame).retval, TC_ACT_OK);
+    });
+  });
+
+  describe("egress policy (the shared policy_cidrs trie, the slot's policies entry)", () => {
+    const PROFILE = 0x1234abcd;
+    const HOST = "10.200.0.14";
+    const to = (dst: string, mark?: number) => {
+      const r = progTestRun(dp.egressProgFd, guestFrame(tcp(GUEST_IP, dst, 40000, 443, Buffer.from("x")), IPPROTO_TCP, dst), 1, mark === undefined ? {} : { mark });
+      return r.retval === TC_ACT_OK ? "pass" : r.cb[0] === DropReason.policy ? "policy" : `drop ${r.cb[0]}`;
+    };
+    const ip = (a: string) => a.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+    const cidr = (c: string, deny: boolean) => {
+      const [a, len] = c.split("/");
+      return { profile: PROFILE, base: ip(a!), prefixLength: Number(len), deny };
+    };
+
+    it("an allow-list passes its CIDRs and the host link address, drops the rest with the policy reason; a deny inside an allow wins", () => {
+      // What policyCidrs compiles allow [198.51.100.0/24, 203.0.113.0/24], deny [198.51.100.128/25] to.
+      assert.equal(dp.syncPolicyCidrs([cidr("198.51.100.0/24", false), cidr("198.51.100.128/25", true), cidr("203.0.113.0/24", false), { ...cidr("203.0.113.0/24", false), profile: PROFILE + 1, deny: true }]), 0);
+      dp.setSlotPolicy(OUTSIDE, { profile: PROFILE, hostAddress: HOST, restricted: true });
+      try {
+        assert.equal(to("198.51.100.20"), "pass");
+        assert.equal(to("203.0.113.255"), "pass");
+        assert.equal(to("198.51.100.200"), "policy", "denied /25 inside the allowed /24");
+        assert.equal(to("192.0.2.1"), "policy", "not in the list");
+        assert.equal(to(HOST), "pass", "answers to the host and guest.dns");
+        // Another profile's entries do not leak into this one.
+        assert.equal(to("203.0.113.7"), "pass");
+        // A frame the slot's nftables marked as admitted by DNS passes the allow-list, not a deny.
+        assert.equal(to("192.0.2.1", ADMITTED_MARK), "pass");
+        assert.equal(to("198.51.100.200", ADMITTED_MARK), "policy");
+        assert.equal(to("192.0.2.1", ADMITTED_MARK + 1), "policy");
+        // Frames of other slots (no entry) are not judged.
+        const other = Buffer.concat([ether(TAP_MAC, OTHER_MAC), ipv4({ src: GUEST_IP, dst: "192.0.2.1", proto: IPPROTO_TCP, payload: tcp(GUEST_IP, "192.0.2.1", 1, 2, Buffer.alloc(1)) })]);
+        assert.equal(egress(other).retval, TC_ACT_OK);
+        // Not an allow-list: only the denies count.
+        dp.setSlotPolicy(OUTSIDE, { profile: PROFILE, hostAddress: HOST, restricted: false });
+        assert.equal(to("192.0.2.1"), "pass");
+        assert.equal(to("198.51.100.200"), "policy");
+        assert.equal(to("198.51.100.20"), "pass");
+      } finally {
+        dp.setSlotPolicy(OUTSIDE, undefined);
+      }
+      assert.equal(dp.getSlotPolicy(OUTSIDE), undefined);
+      assert.equal(to("192.0.2.1"), "pass");
+      assert.equal(dp.syncPolicyCidrs([]), 4);
+      assert.deepEqual(dp.policyCidrs(), []);
     });
   });
 

@@ -55,10 +55,11 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
       p.stdout!.on("data", (b: Buffer) => (out += b.toString()));
       await waitFor(() => out.includes("listening"), 10_000);
     }
-    const records = { "deb.example.test": [other, V6], "a.pkg.example.test": [other], "blocked.example.test": [upstream.address] };
+    const big = Array.from({ length: 60 }, (_, i) => `198.51.100.${i + 1}`);
+    const records = { "deb.example.test": [other, V6], "a.pkg.example.test": [other], "blocked.example.test": [upstream.address], "big.example.test": big };
     dnsServer = await startDnsServer(upstream.netns, upstream.address, records, TTL);
     const configFile = path.join(dir, "config.json");
-    fs.writeFileSync(configFile, JSON.stringify({ profiles: { names: { egress: { allowDomains: ["deb.example.test", "*.pkg.example.test"] } } } }));
+    fs.writeFileSync(configFile, JSON.stringify({ profiles: { names: { egress: { allowDomains: ["deb.example.test", "*.pkg.example.test", "big.example.test"] } } } }));
     daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 1, extraArgs: ["--config", configFile, "--dns-upstream", upstream.address] });
     client = new NetslotClient({ socketPath: daemon.socket, token: TOKEN });
   });
@@ -119,6 +120,19 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
       assert.equal(await http(guest, upstream.address), false, "another address of the same upstream is not");
       assert.equal((await ask(guest, "a.pkg.example.test", lease.guest.dns)).rcode, 0, "*.suffix matches a name under it");
       assert.equal((await ask(guest, "pkg.example.test", lease.guest.dns)).rcode, 5, "*.suffix does not match the suffix itself");
+
+      // DNS over TCP through the same redirect: several queries on one connection, REFUSED
+      // alike, and an answer too big for UDP (TC over UDP, whole over TCP) admits all it names.
+      const r = await guest.exec([process.execPath, QUERY, "deb.example.test", lease.guest.dns, "--tcp", "--repeat", "3"]);
+      const overTcp = JSON.parse(r.stdout) as Answer[];
+      assert.deepEqual(overTcp.map((a) => [a.id, a.rcode, a.addresses]), [0x1234, 0x1235, 0x1236].map((id) => [id, 0, [other]]));
+      assert.equal((await ask(guest, "blocked.example.test", lease.guest.dns, "--tcp")).rcode, 5, "REFUSED over TCP too");
+      const truncated = await ask(guest, "big.example.test", lease.guest.dns);
+      assert.deepEqual([truncated.rcode, truncated.tc, truncated.addresses], [0, true, []]);
+      const whole = await ask(guest, "big.example.test", lease.guest.dns, "--tcp");
+      assert.equal(whole.addresses?.length, 60);
+      assert.equal(admitted(netns).length, 61, "the TCP answer's 60 addresses are admitted");
+      assert.ok(dnsServer!.queries().includes("tcp big.example.test 1"), "upstream asked over TCP when the guest did");
 
       // The admission ends TTL + grace seconds after the last answer.
       const start = Date.now();

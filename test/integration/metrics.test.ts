@@ -51,6 +51,15 @@ describe("metrics of a real daemon", { skip }, () => {
     assert.equal(scrubs, 3);
   });
 
+  it("reports the main event loop's delay by percentile", () => {
+    for (const p of ["50", "90", "99", "100"]) {
+      const m = new RegExp(`^netslot_event_loop_delay_seconds\\{percentile="${p}"\\} (\\S+)$`, "m").exec(text);
+      assert.ok(m, `percentile ${p} missing`);
+      const v = Number(m[1]);
+      assert.ok(v >= 0 && v < 5, `percentile ${p}: ${m[1]}`);
+    }
+  });
+
   it("netslot metrics-exporter serves /metrics alone over TCP, and fails the scrape when the daemon is down", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const exporter = spawn(process.execPath, [CLI, "metrics-exporter", "--listen", `127.0.0.1:${port}`, "--socket", daemon.socket], { stdio: ["ignore", "pipe", "pipe"] });

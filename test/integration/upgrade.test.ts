@@ -161,12 +161,12 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     }
     assert.equal(pinnedTag("nat_egress"), newTags.egress);
     assert.equal(pinnedTag("nat_ingress"), newTags.ingress);
-    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
     // Same map objects, same contents; the new programs use them.
     assert.deepEqual({ slots: mapId("slots"), config: mapId("config") }, mapIds);
     assert.deepEqual(sortedEntries(), entriesBefore);
     const progMaps = bpftool(["prog", "show", "pinned", path.join(pinDir, "nat_egress")]).map_ids as number[];
-    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates"), mapId("unattributed")].sort());
+    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates"), mapId("unattributed"), mapId("policies"), mapId("policy_cidrs")].sort());
     // The adopting path sees the new programs too.
     const adopted = loadDataplane(ORIGINAL, pinDir);
     try {
@@ -268,22 +268,28 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     assert.equal(tcFilters(ns, "ingress")[0]!.tag, oldTags.ingress);
   });
 
-  it("creates and pins maps the pin directory predates (rates, added with network profiles; unattributed)", () => {
+  it("creates and pins maps the pin directory predates (rates, added with network profiles; unattributed; the egress policy maps)", () => {
     removePinned(scratchPins);
     const dp2 = loadDataplane(ORIGINAL, scratchPins);
     dp2.close();
     // What a netslot before bandwidth profiles pinned: no rates map.
     fs.rmSync(path.join(scratchPins, "rates"));
     fs.rmSync(path.join(scratchPins, "unattributed"));
+    fs.rmSync(path.join(scratchPins, "policies"));
+    fs.rmSync(path.join(scratchPins, "policy_cidrs"));
     const up = upgradePrograms(changed, scratchPins);
     assert.ok(up, "the changed programs are an upgrade");
     up.commit();
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
     const dp3 = loadDataplane(ORIGINAL, scratchPins);
     try {
       assert.equal(dp3.adopted, true);
       dp3.setRate("10.200.200.1", { ingress: { bytesPerSecond: 1000, burstBytes: 131072 } });
       assert.deepEqual(dp3.getRate("10.200.200.1"), { ingress: { bytesPerSecond: 1000, burstBytes: 131072 } });
+      dp3.setSlotPolicy("10.200.200.1", { profile: 7, hostAddress: "10.200.0.0", restricted: true });
+      assert.deepEqual(dp3.getSlotPolicy("10.200.200.1"), { profile: 7, hostAddress: "10.200.0.0", restricted: true });
+      assert.equal(dp3.syncPolicyCidrs([{ profile: 7, base: 0xc0000200, prefixLength: 24, deny: false }]), 0);
+      assert.deepEqual(dp3.policyCidrs(), [{ profile: 7, base: 0xc0000200, prefixLength: 24, deny: false }]);
     } finally {
       dp3.close();
     }

@@ -62,36 +62,44 @@ export function answer(q: Buffer, records: Record<string, string[]>, ttl: number
   return { reply, name, type };
 }
 
-function serve(address: string, records: Record<string, string[]>, ttl: number): void {
-  let bound = 0;
-  const ready = () => {
-    if (++bound === 2) console.log("listening");
-  };
+/** Serves `records` on address:port over UDP and TCP; resolves with the port once both listen. */
+export async function serve(address: string, records: Record<string, string[]>, ttl: number, port = 53, log: (line: string) => void = console.log): Promise<{ port: number; close(): void }> {
   const udp = dgram.createSocket("udp4");
   udp.on("message", (q, r) => {
     const a = answer(q, records, ttl, true);
-    console.log(`udp ${a.name} ${a.type}`);
+    log(`udp ${a.name} ${a.type}`);
     udp.send(a.reply, r.port, r.address);
   });
-  udp.bind(53, address, ready);
-  net
-    .createServer((sock) => {
-      let buf = Buffer.alloc(0);
-      sock.on("data", (chunk) => {
-        buf = Buffer.concat([buf, chunk]);
-        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-          const q = buf.subarray(2, 2 + buf.readUInt16BE(0));
-          buf = buf.subarray(2 + q.length);
-          const a = answer(q, records, ttl, false);
-          console.log(`tcp ${a.name} ${a.type}`);
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(a.reply.length, 0);
-          sock.write(Buffer.concat([len, a.reply]));
-        }
-      });
-      sock.on("error", () => undefined);
-    })
-    .listen(53, address, ready);
+  const sockets = new Set<net.Socket>();
+  const tcp = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on("close", () => sockets.delete(sock));
+    let buf = Buffer.alloc(0);
+    sock.on("data", (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const q = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + q.length);
+        const a = answer(q, records, ttl, false);
+        log(`tcp ${a.name} ${a.type}`);
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(a.reply.length, 0);
+        sock.write(Buffer.concat([len, a.reply]));
+      }
+    });
+    sock.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => tcp.listen(port, address, resolve));
+  const bound = (tcp.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => udp.bind(bound, address, resolve));
+  return {
+    port: bound,
+    close: () => {
+      udp.close();
+      tcp.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
 }
 
 export interface DnsServer {
@@ -128,5 +136,5 @@ export async function startDnsServer(netns: string, address: string, records: Re
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  serve(process.argv[2]!, JSON.parse(process.argv[3]!) as Record<string, string[]>, Number(process.argv[4]));
+  void serve(process.argv[2]!, JSON.parse(process.argv[3]!) as Record<string, string[]>, Number(process.argv[4])).then(() => console.log("listening"));
 }

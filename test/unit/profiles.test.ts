@@ -1,7 +1,7 @@
 // Profiles in the config file: validation names the field; the policy they compile to.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { BURST_SECONDS, bandwidthOf, egressPolicy, normalise, parseProfiles, rateLimit } from "../../src/core/profiles.js";
+import { BURST_SECONDS, ProfileCatalog, bandwidthOf, egressPolicy, normalise, parseProfiles, policyCidrs, profileId, rateLimit } from "../../src/core/profiles.js";
 import { ConfigError, DEFAULTS, checkConfigFile, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
 
 function config(extra: Partial<DaemonConfig>): DaemonConfig {
@@ -88,5 +88,41 @@ describe("bandwidth", () => {
     assert.deepEqual(rateLimit(1), { bytesPerSecond: 125_000, burstBytes: 128 * 1024 });
     assert.deepEqual(bandwidthOf({ bandwidth: { ingressMbit: 1 } }), { ingress: rateLimit(1) });
     assert.equal(bandwidthOf({ egress: { allow: [] } }), undefined);
+  });
+});
+
+describe("profile CIDRs in the shared eBPF trie", () => {
+  const entries = (allow: string[] | undefined, deny: string[]) => {
+    const p = egressPolicy({ egress: { ...(allow ? { allow } : {}), deny } })!;
+    return policyCidrs(7, p).map((c) => `${c.base >>> 24}.${(c.base >>> 16) & 255}.${(c.base >>> 8) & 255}.${c.base & 255}/${c.prefixLength} ${c.deny ? "deny" : "allow"}`);
+  };
+
+  it("an allow CIDR inside a deny CIDR becomes a deny (deny wins for the longest match too); a deny inside an allow stays a deny", () => {
+    assert.deepEqual(entries(["10.1.2.0/24", "192.0.2.0/24"], ["10.0.0.0/8", "192.0.2.128/25"]).sort(), [
+      "10.0.0.0/8 deny",
+      "10.1.2.0/24 deny",
+      "192.0.2.0/24 allow",
+      "192.0.2.128/25 deny",
+    ]);
+  });
+
+  it("a CIDR in both lists is written once, as a deny; a deny-list alone has only denies", () => {
+    assert.deepEqual(entries(["203.0.113.0/24"], ["203.0.113.0/24"]), ["203.0.113.0/24 deny"]);
+    assert.deepEqual(entries(undefined, ["10.0.0.0/8"]), ["10.0.0.0/8 deny"]);
+  });
+
+  it("profile ids come from the names: stable across daemons, distinct in a catalog, and every entry carries its profile's", () => {
+    assert.equal(profileId("mirror"), profileId("mirror"));
+    assert.notEqual(profileId("mirror"), profileId("isolated"));
+    const catalog = new ProfileCatalog(parseProfiles({ a: { egress: { allow: ["192.0.2.0/24"] } }, b: { egress: { deny: ["10.0.0.0/8"] } }, c: { bandwidth: { egressMbit: 5 } } }));
+    assert.equal(catalog.policy("a")?.id, profileId("a"));
+    assert.equal(catalog.policy("c"), undefined);
+    assert.deepEqual(
+      catalog.policyCidrs().map((c) => [c.profile, c.deny]),
+      [
+        [profileId("a"), false],
+        [profileId("b"), true],
+      ],
+    );
   });
 });

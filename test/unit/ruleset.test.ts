@@ -5,7 +5,6 @@ import assert from "node:assert/strict";
 import {
   admittedElements,
   clearEgressPolicyScript,
-  egressPolicyElements,
   deleteRootScript,
   foreignTables,
   resetScript,
@@ -95,9 +94,8 @@ describe("slotRuleset", () => {
       [
         `iifname "tap0" ip daddr ${METADATA_IP} drop`,
         `iifname "tap0" ip daddr ${LINK} drop`,
-        `iifname "tap0" ip daddr @egress_deny drop`,
-        `iifname @egress_restricted ip daddr != @egress_allow ip daddr != @egress_admit drop`,
-        `iifname @egress_restricted ip6 daddr != @egress_admit6 drop`,
+        `iifname "tap0" ip daddr @egress_admit meta mark set 0x6e730001`,
+        `iifname "tap0" ip6 daddr @egress_admit6 meta mark set 0x6e730001`,
         `iifname "tap0" oifname { "eth0", "vx0" } accept`,
         `iifname { "eth0", "vx0" } oifname "tap0" accept`,
       ],
@@ -246,31 +244,9 @@ describe("rootRuleCount", () => {
   });
 });
 
-describe("egress policy elements", () => {
-  const hex = (sets: ReturnType<typeof egressPolicyElements>) =>
-    sets.map((s) => ({ set: s.set, table: s.table, elements: s.elements.map((e) => `${e.key.toString("hex")}${e.intervalEnd ? " end" : ""}`) }));
-
-  it("an allow-list adds its intervals and tap0 to the restricted set; [] restricts to nothing", () => {
-    assert.deepEqual(hex(egressPolicyElements({ allow: ["198.51.100.7/32", "203.0.113.0/24"], deny: [] })), [
-      { table: "netslot", set: "egress_allow", elements: ["c6336407", "c6336408 end", "cb007100", "cb007200 end"] },
-      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
-    ]);
-    assert.deepEqual(hex(egressPolicyElements({ allow: [], deny: [] })), [
-      { table: "netslot", set: "egress_restricted", elements: ["74617030000000000000000000000000"] },
-    ]);
-  });
-
-  it("a deny-list only adds to egress_deny; an interval reaching the top has no end element", () => {
-    assert.deepEqual(hex(egressPolicyElements({ allow: undefined, deny: ["10.0.0.0/8", "240.0.0.0/4"] })), [
-      { table: "netslot", set: "egress_deny", elements: ["0a000000", "0b000000 end", "f0000000"] },
-    ]);
-  });
-
-  it("the clear script flushes every policy set, admissions included", () => {
-    assert.equal(
-      clearEgressPolicyScript(),
-      "flush set inet netslot egress_deny\nflush set inet netslot egress_allow\nflush set inet netslot egress_admit\nflush set inet netslot egress_admit6\nflush set inet netslot egress_restricted\n",
-    );
+describe("DNS admissions", () => {
+  it("the clear script flushes the admission sets", () => {
+    assert.equal(clearEgressPolicyScript(), "flush set inet netslot egress_admit\nflush set inet netslot egress_admit6\n");
   });
 
   it("admissions are host intervals with the kernel timeout on the start element, per family", () => {

@@ -106,6 +106,11 @@ export class NetlinkSocket {
     return new NetlinkSocket(protocol, fd);
   }
 
+  /** The cookie of the namespace the socket lives in (see libc.netnsCookie). */
+  netnsCookie(): bigint {
+    return libc.netnsCookie(this.liveFd());
+  }
+
   close(): void {
     if (this.fd >= 0) {
       libc.close(this.fd);
