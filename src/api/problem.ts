@@ -1,5 +1,6 @@
 // Errors on the wire: application/problem+json (RFC 9457), one shape for every code of the
 // registry in core/errors.ts. `type` is a stable identifier, never fetched.
+import type { Logger } from "../core/log.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ERRORS, NetslotError, type ErrorCode } from "../core/errors.js";
 import type { Problem } from "../core/schema.js";
@@ -71,10 +72,8 @@ export function rawProblemResponse(error: NetslotError, headers: Record<string, 
   );
 }
 
-export interface ApiLogger {
-  /** Genuine bugs only (errors that are not NetslotError); client mistakes are not logged. */
-  error(message: string, fields?: Record<string, unknown>): void;
-}
+/** Genuine bugs only are logged (errors that are not NetslotError); client mistakes are answered, not logged. */
+export type ApiLogger = Pick<Logger, "error">;
 
 /**
  * Answers a request whose handling threw: a NetslotError as its problem; anything else is a
@@ -82,11 +81,7 @@ export interface ApiLogger {
  */
 export function answerError(req: IncomingMessage, res: ServerResponse, err: unknown, logger: ApiLogger): void {
   if (!(err instanceof NetslotError)) {
-    logger.error("unexpected error while answering a request", {
-      method: req.method,
-      path: req.url?.split(/[?#]/)[0],
-      error: err instanceof Error ? (err.stack ?? err.message) : String(err),
-    });
+    logger.error({ method: req.method, path: req.url?.split(/[?#]/)[0], err }, "unexpected error while answering a request");
   }
   if (res.headersSent) {
     res.destroy();

@@ -21,6 +21,8 @@ import { Router } from "./router.js";
 import { UnixSocketListener, type ListenOptions } from "./socket.js";
 import { RequestGate } from "./handover.js";
 import { createRequestValidators } from "./validate.js";
+import { randomUUID } from "node:crypto";
+import { createLogger, inRequestScope } from "../core/log.js";
 
 export type { ConsumerConfig } from "../tenancy/consumers.js";
 export type { PoolAdmin } from "./handlers.js";
@@ -43,6 +45,18 @@ export interface ApiServerOptions {
    * peer credentials (auth.ts adoptRelayedPeer).
    */
   trustRelayFrom?: number;
+}
+
+/**
+ * Header on every answer: the request's id, the `reqId` of every line the daemon logged while
+ * serving it. A client may choose it (letters, digits, `._:-`, at most 64); else the daemon does.
+ */
+export const REQUEST_ID_HEADER = "X-Request-Id";
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+function requestIdOf(req: http.IncomingMessage): string {
+  const given = req.headers["x-request-id"];
+  return typeof given === "string" && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
 }
 
 /** Header on every answer: which daemon version answered (clients may log it; /v1 only grows). */
@@ -76,10 +90,6 @@ export interface ApiServer {
   keepIdleConnections(keep: boolean): void;
 }
 
-const stderrLogger: ApiLogger = {
-  error: (message, fields) => process.stderr.write(`${JSON.stringify({ level: "error", msg: message, ...fields })}\n`),
-};
-
 function pathnameOf(url: string | undefined): string {
   const raw = url ?? "/";
   const end = raw.search(/[?#]/);
@@ -104,7 +114,7 @@ function sendReply(res: http.ServerResponse, op: Operation, reply: Reply<Operati
 
 export function createApiServer(options: ApiServerOptions): ApiServer {
   const { service } = options;
-  const logger = options.logger ?? stderrLogger;
+  const logger = options.logger ?? createLogger({ bindings: { component: "api" } });
   const directory = options.consumers instanceof ConsumerDirectory ? options.consumers : new ConsumerDirectory(options.consumers ?? []);
   const version = options.version ?? packageVersion();
   const metrics = options.metrics ?? createMetrics();
@@ -180,14 +190,19 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       // (keepAliveTimeout), so a client that was slow to see the previous answer (a loaded
       // host) never reuses a connection this server has just closed (write EPIPE).
       res.setHeader("Keep-Alive", `timeout=${KEEP_ALIVE_ANNOUNCED_S}`);
-      handle(req, res).catch((err: unknown) => {
-        try {
-          answerError(req, res, err, logger);
-        } catch (inner) {
-          logger.error("could not answer a request", { error: String(inner) });
-          res.destroy();
-        }
-      });
+      const reqId = requestIdOf(req);
+      res.setHeader(REQUEST_ID_HEADER, reqId);
+      // Lines logged while serving it (an audit of its grant, a bug's error) carry reqId.
+      void inRequestScope(reqId, () =>
+        handle(req, res).catch((err: unknown) => {
+          try {
+            answerError(req, res, err, logger);
+          } catch (inner) {
+            logger.error({ err: inner }, "could not answer a request");
+            res.destroy();
+          }
+        }),
+      );
     }),
   );
   trackPeers(server);
@@ -206,7 +221,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       : new NetslotError("invalid_request", `malformed HTTP request (${err.code ?? err.message})`, { field: "" });
     socket.end(rawProblemResponse(error, { [VERSION_HEADER]: version }));
   });
-  server.on("error", (err) => logger.error("API server error", { error: String(err) }));
+  server.on("error", (err) => logger.error({ err }, "API server error"));
 
   const socket = new UnixSocketListener(server);
   return {

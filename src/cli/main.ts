@@ -2,7 +2,7 @@
 // The netslot command line. Client commands talk to the daemon over its socket; `daemon`,
 // `purge`, `doctor` and `check` work on this host directly.
 import { parseArgs } from "node:util";
-import { parseDaemonArgs, ConfigError, DEFAULTS } from "../daemon/config.js";
+import { ConfigError, DEFAULTS } from "../daemon/config.js";
 
 const USAGE = `netslot — network slots for micro-VMs
 
@@ -10,6 +10,7 @@ Usage:
   netslot daemon [--pool-size N] [--prefix P] [--state-dir DIR] [--socket PATH]
                  [--uplink DEV] [--link-cidr CIDR] [--vtep-remote IP] [--vtep-port N]
                  [--socket-group G] [--config FILE] [--no-progress]
+                 [--log-level fatal|error|warn|info|debug|trace] [--log-format auto|json|pretty]
   netslot status                       [--socket PATH]
   netslot lease [--ttl S] [--vni N --cidr CIDR] [--json]   [--socket PATH]
   netslot release ID                   [--socket PATH]
@@ -104,15 +105,9 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (command === "daemon") {
-    const { runDaemon } = await import("../daemon/daemon.js");
-    try {
-      await runDaemon(parseDaemonArgs(args), args);
-    } catch (err) {
-      // Started by `netslot upgrade`: the old daemon reports this error and keeps serving.
-      const { HandoverChild } = await import("../daemon/handover.js");
-      await HandoverChild.reportFailure(err instanceof Error ? err.message : String(err));
-      throw err;
-    }
+    // The daemon's stderr is its log: even a bad flag is one fatal JSON line (daemonMain).
+    const { daemonMain } = await import("../daemon/daemon.js");
+    await daemonMain(args);
     return -1; // keeps running
   }
   if (command === "device-plugin") {

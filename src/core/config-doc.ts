@@ -22,6 +22,7 @@ function typeText(s: TSchema): string {
   if (typeof s["expected"] === "string" && s["type"] !== "object") return cell(s["expected"]);
   if (Array.isArray(s["anyOf"])) return (s["anyOf"] as TSchema[]).map(typeText).join(" or ");
   if ("const" in s) return `\`${JSON.stringify(s["const"])}\``;
+  if (Array.isArray(s["enum"])) return `one of ${(s["enum"] as unknown[]).map((w) => `\`${String(w)}\``).join(", ")}`;
   switch (s["type"]) {
     case "integer":
     case "number":

@@ -12,6 +12,7 @@
 // `expected` is our own annotation: what the error says a value must be when the keyword that
 // failed (a pattern, a union) would only print a regular expression.
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";
 
 /** Profile and consumer names. */
 export const NAME_PATTERN = "^[A-Za-z0-9_.-]{1,64}$";
@@ -21,6 +22,9 @@ export const MAX_MBIT = 100_000;
 export const MAX_POOL_SIZE = 65536;
 const MAX_ID = 4_294_967_294;
 
+/** One of a list of words: a string to ajv (and a flag), the union to TypeScript. */
+const oneOf = <T extends string>(words: readonly T[], options: { default: T; description: string }) =>
+  Type.Unsafe<T>({ type: "string", enum: [...words], ...options });
 const name = (what: string) => Type.String({ pattern: NAME_PATTERN, expected: "1-64 characters of [A-Za-z0-9_.-]", description: what });
 const mbit = (what: string) => Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_MBIT, description: what }));
 
@@ -118,6 +122,8 @@ export const DaemonConfigSchema = Type.Object(
     migrationRate: Type.Number({ exclusiveMinimum: 0, maximum: 10000, default: 20, description: "free slots of an older layout rebuilt per second, in the background" }),
     migrationMinFree: Type.Number({ minimum: 0, maximum: 100, default: 25, description: "percent of the pool that layout migration always leaves free" }),
     progress: Type.Boolean({ default: true, description: "print boot progress on stderr" }),
+    logLevel: oneOf<LogLevel>(LOG_LEVELS, { default: "info", description: "least severe level logged on stderr" }),
+    logFormat: oneOf<LogFormat>(LOG_FORMATS, { default: "auto", description: "auto: readable on a terminal, JSON lines otherwise" }),
     consumers: Type.Array(ConsumerSchema, { default: [], description: "who may call, with what rights (README, Many consumers)" }),
     profiles: Type.Record(Type.String({ pattern: NAME_PATTERN }), ProfileSchema, {
       default: {},

@@ -6,7 +6,7 @@
 // operation that keeps failing); with :exit the thread exits (in the scrub worker: the
 // worker dies, not the daemon) and with :hang it blocks for good (a kernel call that
 // never returns), both once: the variable is cleared, and the worker shares it.
-import * as fs from "node:fs";
+import { createLogger, type Logger } from "./log.js";
 
 /** Every fault point, so harnesses can iterate them. Names are stable. */
 export const FAULT_POINTS = [
@@ -27,6 +27,13 @@ export const FAULT_POINTS = [
 ] as const;
 
 export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+let logger: Logger | undefined;
+
+/** The logger a fault point's line goes to (the daemon's, or the scrub worker's); a default one otherwise. */
+export function useFaultLogger(l: Logger): void {
+  logger = l;
+}
 
 const spec = process.env.NETSLOT_TEST_FAULT;
 let target: FaultPoint | undefined;
@@ -53,11 +60,11 @@ export function faultPoint(name: FaultPoint): void {
   if (mode === "exit" || mode === "hang") {
     target = undefined;
     delete process.env.NETSLOT_TEST_FAULT;
-    fs.writeSync(2, `netslot: fault point ${name} reached: ${mode}\n`);
+    (logger ??= createLogger()).warn({ faultPoint: name }, `fault point ${name} reached: ${mode}`);
     if (mode === "exit") process.exit(70);
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   }
-  // Synchronous: a worker thread's process.stderr is flushed by the main thread, too late.
-  fs.writeSync(2, `netslot: fault point ${name} reached: SIGKILL\n`);
+  // The logger writes synchronously: a worker thread's process.stderr is flushed by the main thread, too late.
+  (logger ??= createLogger()).warn({ faultPoint: name }, `fault point ${name} reached: SIGKILL`);
   process.kill(process.pid, "SIGKILL");
 }

@@ -5,7 +5,6 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { Ajv, type ErrorObject } from "ajv";
-import { Value } from "@sinclair/typebox/value";
 import type { TSchema } from "@sinclair/typebox";
 import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers } from "../tenancy/consumers.js";
@@ -15,7 +14,10 @@ import { ConfigFileSchema, DaemonConfigSchema, MAX_POOL_SIZE, settingFlags, type
 export type { ConsumerConfig, DaemonConfig } from "../core/config-schema.js";
 export { MAX_POOL_SIZE };
 
-export const DEFAULTS: DaemonConfig = Value.Create(DaemonConfigSchema);
+/** Every setting's `default` in the schema. */
+export const DEFAULTS = Object.fromEntries(
+  Object.entries(DaemonConfigSchema.properties).flatMap(([key, schema]) => ((schema as TSchema).default === undefined ? [] : [[key, (schema as TSchema).default as unknown]])),
+) as DaemonConfig;
 
 const FLAGS = settingFlags();
 
@@ -42,6 +44,7 @@ function dotted(pointer: string): string {
 function describe(schema: TSchema, typeOnly = false): string {
   if (typeof schema["expected"] === "string" && !typeOnly) return schema["expected"];
   if ("const" in schema) return JSON.stringify(schema["const"]);
+  if (Array.isArray(schema["enum"])) return `one of ${(schema["enum"] as unknown[]).join(", ")}`;
   if (Array.isArray(schema["anyOf"])) return (schema["anyOf"] as TSchema[]).map((s) => describe(s)).join(" or ");
   switch (schema["type"]) {
     case "integer":

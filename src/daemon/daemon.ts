@@ -12,9 +12,10 @@ import { ConsumerDirectory } from "../tenancy/consumers.js";
 import { Quotas } from "../tenancy/quotas.js";
 import { createMetrics } from "../core/metrics.js";
 import { LeaseStore } from "../store/store.js";
-import { ConfigError, type DaemonConfig } from "./config.js";
+import { ConfigError, parseDaemonArgs, type DaemonConfig } from "./config.js";
+import { createLogger, logLine, type Logger } from "../core/log.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
-import { faultPoint } from "../core/faults.js";
+import { faultPoint, useFaultLogger } from "../core/faults.js";
 import { kernelBootId } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 import { sdNotify } from "../kernel/sdnotify.js";
@@ -40,13 +41,9 @@ export const MAX_MISSING_SHARE = 0.1;
 /** The event-loop delay monitor's timer period: fine enough to see 1 ms stalls often, cheap (200 wake-ups a second). */
 const EVENT_LOOP_RESOLUTION_MS = 5;
 
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} netslot: ${msg}\n`);
-}
-
-/** One JSON line per audited event on stderr (the journal keeps it): event, consumer, lease, slot, reason. */
-function audit(event: AuditEvent): void {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "info", msg: "audit", ...event })}\n`);
+/** One line per audited event, msg "audit" (operators filter on it): event, consumer, lease, slot, reason, by; reqId when a request caused it. */
+function auditTo(logger: Logger): (event: AuditEvent) => void {
+  return (event) => logger.info(event, "audit");
 }
 
 /** A group name or gid → gid, from /etc/group (no process spawned). */
@@ -65,45 +62,64 @@ export function resolveGroup(group: string): number {
   throw new ConfigError(`--socket-group ${group}: no such group in /etc/group`);
 }
 
-function renderProgress(p: BootProgress, tty: boolean): string {
+/** A boot progress line: the text people and bench/ read, the figures as fields. */
+function logProgress(logger: Logger, p: BootProgress): void {
   const seconds = p.elapsedMs / 1000;
   const builtThisRun = p.built - p.adopted;
   const rate = seconds > 0 ? builtThisRun / seconds : 0;
   const remaining = p.toBuild - builtThisRun - p.failed;
   const eta = rate > 0 ? remaining / rate : 0;
-  const line = `pool ${p.built}/${p.total} (${p.adopted} adopted) ${rate.toFixed(0)} slots/s ETA ${eta.toFixed(1)}s${p.failed ? ` failed ${p.failed}` : ""}`;
-  return tty ? `\r\x1b[K${line}` : `${line}\n`;
+  logger.info(
+    { built: p.built, total: p.total, adopted: p.adopted, failed: p.failed, slotsPerSecond: Math.round(rate), etaSeconds: Number(eta.toFixed(1)) },
+    `pool ${p.built}/${p.total} (${p.adopted} adopted) ${rate.toFixed(0)} slots/s ETA ${eta.toFixed(1)}s${p.failed ? ` failed ${p.failed}` : ""}`,
+  );
 }
 
 /**
- * Runs the daemon until a signal. A daemon that cannot serve (its data path cannot be
- * set up, boot fails, the pool cannot be built) exits 1 with one line naming the cause;
- * a bad configuration throws ConfigError (exit 2).
+ * `netslot daemon ARGS`: runs the daemon until a signal. A daemon that cannot start writes
+ * ONE fatal line and exits non-zero: 2 for a bad configuration (the line says which flag or
+ * key), 1 when it cannot serve (its data path cannot be set up, boot fails, the pool cannot
+ * be built). Started by `netslot upgrade`, it tells the old daemon too, which keeps serving.
  */
-export async function runDaemon(config: DaemonConfig, args: string[] = []): Promise<void> {
-  // Started by a running daemon's `netslot upgrade`: take over from it rather than start.
-  const handover = HandoverChild.fromEnvironment();
+export async function daemonMain(args: string[]): Promise<void> {
+  let config: DaemonConfig;
   try {
-    await serve(config, args, handover);
+    config = parseDaemonArgs(args);
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    await cannotServeReported((err as Error).message);
+    if (!(err instanceof ConfigError)) throw err;
+    // The configuration is what failed: log with the defaults (JSON off a terminal).
+    return exitFatal(createLogger(), err.message, 2);
+  }
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  useFaultLogger(logger);
+  // A bug that escapes every handler still ends as one fatal line (with the stack), not a raw trace.
+  process.on("uncaughtException", (err) => {
+    logger.fatal({ err, exitCode: 1 }, `uncaught exception, exiting: ${err.message}`);
+    process.exit(1);
+  });
+  // Started by a running daemon's `netslot upgrade`: take over from it rather than start.
+  const handover = HandoverChild.fromEnvironment(logger);
+  try {
+    await serve(config, args, handover, logger);
+  } catch (err) {
+    if (err instanceof ConfigError) return exitFatal(logger, err.message, 2);
+    return exitFatal(logger, `cannot serve: ${(err as Error).message}`, 1);
   }
 }
 
-/** `netslot: cannot serve: …`, told to the old daemon too when this one was taking over from it; exit 1. */
-async function cannotServeReported(cause: string): Promise<never> {
-  process.stderr.write(`netslot: cannot serve: ${cause}\n`);
-  await HandoverChild.reportFailure(`cannot serve: ${cause}`);
-  process.exit(1);
+/** The one fatal line (written synchronously: it is on stderr before the exit), told to the old daemon of a handover too. */
+async function exitFatal(logger: Logger, message: string, exitCode: 1 | 2): Promise<never> {
+  logger.fatal({ exitCode }, message);
+  await HandoverChild.reportFailure(message);
+  process.exit(exitCode);
 }
 
 /** Type=notify: ready, and (after a handover) the main pid is this process now. */
-function notifySystemd(): void {
+function notifySystemd(logger: Logger): void {
   try {
     sdNotify(`READY=1\nMAINPID=${process.pid}`);
   } catch (err) {
-    log(`could not notify systemd: ${(err as Error).message}`);
+    logger.warn(`could not notify systemd: ${(err as Error).message}`);
   }
 }
 
@@ -111,7 +127,8 @@ function notifySystemd(): void {
  * `args` are the daemon's own flags: an upgrade starts the next daemon with them. With
  * `handover`, this process takes the pool and the socket over from a running daemon.
  */
-async function serve(config: DaemonConfig, args: string[], handover: HandoverChild | undefined): Promise<void> {
+async function serve(config: DaemonConfig, args: string[], handover: HandoverChild | undefined, logger: Logger): Promise<void> {
+  const log = logLine(logger);
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
@@ -166,7 +183,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
         return { leaseId: lease.id, domains, allow: profiles.policy(lease.profile)?.allow ?? [] };
       },
       admit: (slot, admissions) => dataplane.admitAddresses(slot, admissions),
-      log,
+      log: logLine(logger.child({ component: "dns" }), "warn"),
     });
     dnsPort = await dns.start();
     log(`dns forwarder on port ${dnsPort} (guests' port 53), upstream ${upstream}`);
@@ -192,8 +209,11 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   if (policyCidrs.length > 0 || staleCidrs > 0) log(`egress policies: ${policyCidrs.length} profile CIDRs in the eBPF trie (${staleCidrs} stale removed)`);
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
-  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), { log, ...(jobTimeoutMs ? { jobTimeoutMs } : {}) });
-  const tty = config.progress && process.stderr.isTTY;
+  const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), {
+    log: logLine(logger, "warn"),
+    logOptions: { level: config.logLevel, format: config.logFormat },
+    ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
+  });
   let lastPrinted = 0;
   const metrics = createMetrics();
   const pool = new Pool({
@@ -206,13 +226,13 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     store,
     profiles,
     log,
-    audit,
+    audit: auditTo(logger),
     ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
     onProgress: (p) => {
       const now = performance.now();
-      if (!config.progress || (now - lastPrinted < (tty ? 100 : 1000) && p.built < p.total)) return;
+      if (!config.progress || (now - lastPrinted < 1000 && p.built < p.total)) return;
       lastPrinted = now;
-      process.stderr.write(renderProgress(p, tty));
+      logProgress(logger, p);
     },
   });
   poolRef.pool = pool;
@@ -240,6 +260,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
       upgrade: (overrides) => upgrader.handover!.upgrade(overrides),
     },
     version: packageVersion(),
+    logger: logger.child({ component: "api" }),
     ...(handover ? { trustRelayFrom: handover.parentPid } : {}),
   });
   upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), log, exit: () => stop("handed over") });
@@ -271,9 +292,15 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   } catch (err) {
     return cannotServe(`boot failed: ${(err as Error).message}`);
   }
-  if (tty) process.stderr.write("\n");
   const missing = result.total - result.built;
-  log(
+  logger.info(
+    {
+      built: result.built,
+      total: result.total,
+      adopted: result.adopted,
+      seconds: Number((result.elapsedMs / 1000).toFixed(2)),
+      ...(result.firstTenthMs !== undefined && result.lastTenthMs !== undefined ? { firstTenthMsPerSlot: result.firstTenthMs, lastTenthMsPerSlot: result.lastTenthMs } : {}),
+    },
     `ready: ${result.built}/${result.total} slots (${result.adopted} adopted, ${result.built - result.adopted} built) in ${(result.elapsedMs / 1000).toFixed(2)}s` +
       (result.firstTenthMs !== undefined && result.lastTenthMs !== undefined
         ? `; per slot ${result.firstTenthMs.toFixed(2)} ms (first 10%), ${result.lastTenthMs.toFixed(2)} ms (last 10%)`
@@ -292,9 +319,9 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     handover.finish(process.pid, packageVersion());
     log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
   }
-  notifySystemd();
+  notifySystemd(logger);
 
-  /** One line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
+  /** One fatal line naming the cause, exit 1: systemd restarts or reports us; the slots stay for the next start. */
   async function cannotServe(cause: string): Promise<never> {
     stopping = true;
     pool.close();
@@ -302,7 +329,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     dataplane.close();
     store.close();
     removePidFile(config.stateDir);
-    return cannotServeReported(cause);
+    return exitFatal(logger, `cannot serve: ${cause}`, 1);
   }
 }
 

@@ -25,6 +25,7 @@ import { NetslotError } from "../core/errors.js";
 import type { ApiServer } from "../api/server.js";
 import type { UpgradeResult } from "../core/types.js";
 import type { Pool } from "../pool/pool.js";
+import type { Logger } from "../core/log.js";
 
 /** Set in the new daemon's environment; nothing else starts a daemon in handover mode. */
 export const HANDOVER_ENV = "NETSLOT_HANDOVER";
@@ -216,7 +217,7 @@ export class HandoverChild {
   private readonly inbox: Array<{ message: ToNew; handle: unknown }> = [];
   private waiting: ((m: { message: ToNew; handle: unknown }) => void) | undefined;
 
-  private constructor() {
+  private constructor(logger: Logger) {
     process.on("message", (message: ToNew, handle: unknown) => {
       const m = { message, handle };
       if (this.waiting) this.waiting(m);
@@ -226,7 +227,7 @@ export class HandoverChild {
     // this one must not serve.
     process.once("disconnect", () => {
       if (!this.done) {
-        process.stderr.write("netslot: the old daemon left before the handover completed\n");
+        logger.fatal({ exitCode: 1 }, "the old daemon left before the handover completed; this one does not serve (run netslot upgrade again)");
         process.exit(1);
       }
     });
@@ -234,10 +235,10 @@ export class HandoverChild {
 
   private done = false;
 
-  static fromEnvironment(): HandoverChild | undefined {
+  static fromEnvironment(logger: Logger): HandoverChild | undefined {
     if (process.env[HANDOVER_ENV] !== "1" || !process.send) return undefined;
     delete process.env[HANDOVER_ENV];
-    return new HandoverChild();
+    return new HandoverChild(logger);
   }
 
   /** The old daemon's pid: the pid file names it until this one serves. */

@@ -255,14 +255,20 @@ export class SlotDataplane {
    * in the root namespace, VXLAN, sysctls, firewall, eBPF NAT, host side and route.
    * Undoes itself on failure.
    */
-  buildSlot(index: number): void {
+  buildSlot(index: number, timings?: Record<string, number>): void {
     const a = this.addressing(index);
+    const step = stepTimer(timings);
     try {
-      const hostIndex = createNetns(a.name, () => this.buildInside(a));
+      const hostIndex = createNetns(a.name, () => {
+        step("netns");
+        return this.buildInside(a, step);
+      });
       faultPoint("build.after-netns");
       this.buildHostSide(a, hostIndex);
+      step("host side");
       faultPoint("build.after-host-side");
       this.bpf.putSlot(a.slotMac, { outsideAddress: a.outsideAddress, vni: 0, ifindex: a.slotIfindex });
+      step("nat entry");
     } catch (err) {
       this.destroySlot(index);
       throw err;
@@ -270,7 +276,7 @@ export class SlotDataplane {
   }
 
   /** Builds the slot's inside; returns the host veth's ifindex in the root namespace. */
-  private buildInside(a: SlotAddressing): number {
+  private buildInside(a: SlotAddressing, step: (name: string) => void): number {
     // IPv6 off before any device exists (no device gets IPv6 state). Forwarding is set per
     // device over netlink: each /proc/sys/net/<dir> lookup walks one dentry per namespace
     // on the host, so the one lookup here is all the build pays for.
@@ -278,13 +284,16 @@ export class SlotDataplane {
       ["conf/all/disable_ipv6", 1],
       ["conf/default/disable_ipv6", 1],
     ]);
+    step("sysctl");
     const rtnl = Rtnl.open();
     try {
       rtnl.setLink(1, { up: true });
+      step("lo");
       createPersistentTap(TAP_NAME);
       const tap = rtnl.linkByName(TAP_NAME)!;
       rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
+      step("tap0");
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
       rtnl.createVeth({
@@ -296,13 +305,16 @@ export class SlotDataplane {
         peerNetnsFd: homeNetnsFd(),
         peerMtu: this.uplinkMtu,
       });
+      step("veth");
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
       rtnl.addAddress(eth0.index, a.slotAddress, 31);
       rtnl.addQdiscClsact(eth0.index);
       rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
       rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
+      step("eth0 tc");
       rtnl.setLink(eth0.index, { up: true, ...ROUTED_DEVICE });
       rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
+      step("eth0 up");
       if (this.options.vtepRemote !== undefined) {
         rtnl.createVxlan({
           name: VXLAN_NAME,
@@ -315,8 +327,10 @@ export class SlotDataplane {
           mac: a.vxlanMac,
         });
         rtnl.setLink(rtnl.linkByName(VXLAN_NAME)!.index, { up: true, ...ROUTED_DEVICE });
+        step("vx0");
       }
       nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
+      step("nft");
       if (eth0.linkIndex === undefined) throw new Error(`eth0 of ${a.name} reports no peer`);
       return eth0.linkIndex;
     } finally {
@@ -330,6 +344,10 @@ export class SlotDataplane {
    * every namespace the root has an id for.
    */
   private buildHostSide(a: SlotAddressing, hostIndex: number): void {
+    // No IPv6 on the host end: brought up with IPv6 on, a device gets a multicast route
+    // (ff00::/8) in the root's local table, inserted into a list of one per device, and
+    // every IPv6 route of the root namespace is walked (rt6_sync_up): both grow with the pool.
+    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/disable_ipv6`, 1]]);
     // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
     // the RTNL lock, which would grow with the pool), in the request that brings it up.
     this.root.setLink(hostIndex, { up: true, ...ROUTED_HOST_DEVICE });
@@ -561,6 +579,17 @@ export class SlotDataplane {
     removePinned(bpfPinDir(prefix));
     return { namespaces: names.length, links };
   }
+}
+
+/** Adds the time since the previous call to `timings[name]` (ms); a no-op without `timings`. */
+function stepTimer(timings: Record<string, number> | undefined): (name: string) => void {
+  if (!timings) return () => undefined;
+  let t = performance.now();
+  return (name) => {
+    const now = performance.now();
+    timings[name] = (timings[name] ?? 0) + (now - t);
+    t = now;
+  };
 }
 
 /** Other netslot daemons (pinned under /sys/fs/bpf/netslot) whose root table names `device`. */

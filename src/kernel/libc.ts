@@ -58,6 +58,8 @@ const c = {
   syscall3: libc.func("long syscall(long nr, long a, long b, long c)"),
   syscallPtr: libc.func("long syscall(long nr, long a, void *b, long c)"),
   syscall4: libc.func("long syscall(long nr, long a, long b, void *c, long d)"),
+  syscallStr: libc.func("long syscall(long nr, const char *a, long b)"),
+  syscall5: libc.func("long syscall(long nr, long a, long b, long c, long d, long e)"),
   fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
   listen: libc.func("int listen(int fd, int backlog)"),
   sendto: libc.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)"),
@@ -121,6 +123,10 @@ export function openRaw(path: string, flags: number): number {
 }
 
 /** openat(2) without exceptions: `path` relative to directory `dirFd`; the fd, or -errno. */
+export function openAt(dirFd: number, path: string, flags: number): number {
+  return check("openat", c.openat(dirFd, path, flags | O_CLOEXEC, 0), path);
+}
+
 export function openAtRaw(dirFd: number, path: string, flags: number): number {
   const fd = c.openat(dirFd, path, flags | O_CLOEXEC, 0);
   return fd < 0 ? -koffi.errno() : fd;
@@ -258,6 +264,29 @@ const SYS_bpf = process.arch === "arm64" ? 280 : 321;
 /** bpf(2): `cmd` with its `union bpf_attr` (pointers in it from addressOf); returns the result (an fd for loads). */
 export function bpf(cmd: number, attr: Buffer, what = "bpf"): number {
   return check(what, c.syscallPtr(SYS_bpf, cmd, attr, attr.length));
+}
+
+// The new mount API (Linux 5.2; one number on every architecture).
+const SYS_fsopen = 430;
+const SYS_fsconfig = 431;
+const SYS_fsmount = 432;
+const FSCONFIG_CMD_CREATE = 6;
+const FSOPEN_CLOEXEC = 1;
+const FSMOUNT_CLOEXEC = 1;
+
+/**
+ * A new instance of filesystem `fstype` as a detached mount (fsopen, fsconfig create,
+ * fsmount): an fd of its root, attached to no mount point, gone when the last fd on it
+ * closes. Never visible in any mount table, so nothing is left behind by a crash.
+ */
+export function detachedMount(fstype: string): number {
+  const fsfd = check("fsopen", c.syscallStr(SYS_fsopen, fstype, FSOPEN_CLOEXEC), fstype);
+  try {
+    check("fsconfig", c.syscall5(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, 0, 0, 0), fstype);
+    return check("fsmount", c.syscall5(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0, 0, 0), fstype);
+  } finally {
+    close(fsfd);
+  }
 }
 
 const SYS_pidfd_open = 434;

@@ -8,13 +8,19 @@ import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js"
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
 import { parseCidr } from "../dataplane/topology.js";
-import { faultPoint } from "../core/faults.js";
+import { faultPoint, useFaultLogger } from "../core/faults.js";
+import { createLogger } from "../core/log.js";
 import { DEFAULT_MAX_WATCHES, DEFAULT_SCRUB_NICE, type BuildResult, type ScrubJob, type ScrubResult, type WorkerInit } from "./scrubber.js";
 import { layoutId } from "../dataplane/layout.js";
 import { Prover } from "../dataplane/prover.js";
 import { gettid, setThreadNice } from "../kernel/libc.js";
 
 const init = workerData as WorkerInit;
+// Its own pino logger on fd 2, synchronous (one write() per line, atomic on a pipe next to
+// the main thread's): a line must be out before a fault point's SIGKILL or a worker that
+// dies, which a message posted to the main thread would not be.
+const logger = createLogger({ ...init.log, bindings: { thread: "scrub" } });
+useFaultLogger(logger);
 const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
 const dataplane = SlotDataplane.attach(options);
 const prover = new Prover(dataplane, { maxWatches: init.maxWatches ?? DEFAULT_MAX_WATCHES });
@@ -152,6 +158,7 @@ function build(job: Extract<ScrubJob, { type: "build" }>): BuildResult {
 function run(job: ScrubJob, since: bigint): void {
   // The supervisor times the job from here (see Scrubber).
   parentPort!.postMessage({ type: "started", id: job.id });
+  const start = performance.now();
   try {
     if (job.type === "build") {
       parentPort!.postMessage(build(job));
@@ -172,7 +179,10 @@ function run(job: ScrubJob, since: bigint): void {
       }
       parentPort!.postMessage(scrub(job, since));
     }
+    logger.debug({ job: job.type, ...("index" in job ? { slot: job.index } : { slots: job.indices.length }), ms: performance.now() - start }, `${job.type} job done`);
   } catch (err) {
+    // The supervisor gets the message; the stack is only here.
+    logger.warn({ job: job.type, ...("index" in job ? { slot: job.index } : {}), err }, `${job.type} job failed: ${(err as Error).message}`);
     parentPort!.postMessage({ type: "failed", id: job.id, message: (err as Error).message });
   }
 }

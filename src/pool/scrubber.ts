@@ -3,11 +3,14 @@ import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
 import { formatCidr } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
+import type { LogOptions } from "../core/log.js";
 
 export interface WorkerInit {
   options: Omit<DataplaneOptions, "linkCidr"> & { linkCidr: string };
   stateDir: string;
   version: string;
+  /** The worker makes its own logger (a pino instance cannot cross threads) with these. */
+  log: Pick<LogOptions, "level" | "format">;
   /** inotify watches for sysctl change tracking (~35 per slot; 0: every proof reads every sysctl). */
   maxWatches?: number;
   /** Nice value of the scrub thread once it scrubs. */
@@ -68,6 +71,8 @@ const MAX_JOB_ATTEMPTS = 2;
 
 export interface SupervisionOptions {
   log?: (msg: string) => void;
+  /** Level and format of the worker thread's own logger. */
+  logOptions?: Pick<LogOptions, "level" | "format">;
   /** See WorkerInit. */
   maxWatches?: number;
   nice?: number;
@@ -109,6 +114,7 @@ export class Scrubber {
       options: { ...options, linkCidr: formatCidr(options.linkCidr) },
       stateDir,
       version,
+      log: supervision.logOptions ?? { level: "info" },
       ...(supervision.maxWatches !== undefined ? { maxWatches: supervision.maxWatches } : {}),
       ...(supervision.nice !== undefined ? { nice: supervision.nice } : {}),
     };

@@ -15,6 +15,7 @@ import { openApiDocument } from "../../src/api/openapi.js";
 import { raw, ResponseChecker, type RawOptions, type RawResult } from "../support/api-check.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
+import { createLogger } from "../../src/core/log.js";
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
@@ -25,10 +26,9 @@ const checker = new ResponseChecker(doc);
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-api-"));
-const logged: { message: string; fields?: Record<string, unknown> }[] = [];
-const logger = {
-  error: (message: string, fields?: Record<string, unknown>) => logged.push({ message, fields }),
-};
+/** The daemon's real logger, its JSON lines captured. */
+const logged: Record<string, unknown>[] = [];
+const logger = createLogger({ destination: { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) } });
 
 interface Fixture {
   service: FakeService;
@@ -351,7 +351,13 @@ describe("error codes", () => {
     const res = await f.call("POST", "/v1/leases", json({}));
     assertProblem(res, 500, "internal");
     assert.doesNotMatch(res.text, /cannot read properties/);
-    assert.ok(logged.some((l) => String(l.fields?.["error"]).includes("cannot read properties")));
+    const line = logged.find((l) => JSON.stringify(l["err"]).includes("cannot read properties"));
+    assert.ok(line, JSON.stringify(logged));
+    assert.equal(line["level"], "error");
+    assert.equal(line["msg"], "unexpected error while answering a request");
+    // The line names the request the client was answered for.
+    assert.equal(typeof res.headers["x-request-id"], "string");
+    assert.equal(line["reqId"], res.headers["x-request-id"]);
     f.service.failNext.set("health", "a thrown string");
     assertProblem(await f.call("GET", "/v1/health"), 500, "internal");
     assert.equal((await f.call("GET", "/v1/health")).status, 200);

@@ -42,8 +42,31 @@ test("a valid flag gets as far as the socket (exit 1, not 2)", () => {
   assert.match(r.stderr, /cannot reach netslot/);
 });
 
-test("the daemon's flags: an unknown one exits 2 before anything is built", () => {
+/** The daemon's stderr off a terminal: exactly one line, the fatal one, as JSON. */
+function fatalLine(stderr: string): Record<string, unknown> {
+  const lines = stderr.split("\n");
+  assert.equal(lines.length, 2, `one line and its newline: ${stderr}`);
+  assert.equal(lines[1], "");
+  const line = JSON.parse(lines[0]!) as Record<string, unknown>;
+  assert.equal(line["level"], "fatal");
+  assert.match(String(line["time"]), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  return line;
+}
+
+test("the daemon's flags: an unknown one exits 2 with one fatal JSON line, before anything is built", () => {
   const r = run("daemon", "--pool-sise", "8");
   assert.equal(r.status, 2);
-  assert.equal(r.stderr, "netslot: unknown flag --pool-sise\n");
+  const line = fatalLine(r.stderr);
+  assert.equal(line["msg"], "unknown flag --pool-sise");
+  assert.equal(line["exitCode"], 2);
+  assert.equal(r.stdout, "");
+});
+
+test("the daemon's log flags are checked like the others", () => {
+  const level = run("daemon", "--log-level", "loud");
+  assert.equal(level.status, 2);
+  assert.equal(fatalLine(level.stderr)["msg"], "--log-level: must be one of fatal, error, warn, info, debug, trace, silent");
+  const format = run("daemon", "--log-format", "xml");
+  assert.equal(format.status, 2);
+  assert.equal(fatalLine(format.stderr)["msg"], "--log-format: must be one of auto, json, pretty");
 });

@@ -13,6 +13,13 @@ import { DaemonConfigSchema, settingFlags } from "../../src/core/config-schema.j
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
 
+/** The daemon's one line on stderr (a fatal JSON line off a terminal): its message. */
+function fatalMessage(stderr: string): string {
+  const lines = stderr.split("\n");
+  assert.deepEqual(lines.length, 2, stderr);
+  return String((JSON.parse(lines[0]!) as { msg: unknown }).msg);
+}
+
 function refusal(fn: () => unknown): string {
   try {
     fn();
@@ -87,11 +94,11 @@ test("netslot daemon with a bad config file: one line, exit 2, before anything i
     fs.writeFileSync(file, JSON.stringify({ consumers: [{ name: "a", token: "t".repeat(16), quota: { reserved: -1 } }] }));
     const r = spawnSync(process.execPath, [CLI, "daemon", "--config", file, "--prefix", "zzcfg"], { encoding: "utf8" });
     assert.equal(r.status, 2, r.stderr);
-    assert.equal(r.stderr, `netslot: config file ${file}: consumers[0].quota.reserved: must be at least 0\n`);
+    assert.equal(fatalMessage(r.stderr), `config file ${file}: consumers[0].quota.reserved: must be at least 0`);
     fs.writeFileSync(file, "{ not json");
     const bad = spawnSync(process.execPath, [CLI, "daemon", "--config", file, "--prefix", "zzcfg"], { encoding: "utf8" });
     assert.equal(bad.status, 2, bad.stderr);
-    assert.match(bad.stderr, /^netslot: cannot read config file .*config\.json: .*JSON.*\n$/);
+    assert.match(fatalMessage(bad.stderr), /^cannot read config file .*config\.json: .*JSON/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,6 @@
 // The SDK (and the CLI's client commands) against the real API server and an in-memory
 // fake of the pool (not of the kernel).
+import { silentLogger } from "../../src/core/log.js";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -16,7 +17,7 @@ import { FakeAdmin, FakeService } from "../support/fake-service.js";
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-sdk-"));
-const quiet = { error: () => undefined };
+const quiet = silentLogger;
 const A = { name: "alice", token: "alice-token-0123456789" };
 const B = { name: "bob", token: "bob-token-0123456789ab" };
 
