@@ -14,17 +14,20 @@ import { createUpstream, REPO_ROOT, rootRuleCount, sh, sleep, waitFor, type Upst
 import { startGuestStandIn, type GuestStandIn } from "../test/support/guest.js";
 import { runBaseline } from "./lib/baselines.js";
 import { benchProfiles } from "./profiles.js";
+import { measureProof } from "./proof-cpu.js";
 import { buildRateFromProgress, buildRateFromTimeline, purgePrefix, startBenchDaemon, type BenchDaemon, type DaemonSpec, type StartResult } from "./lib/daemon.js";
 import { measureLeasePath } from "./lib/lease.js";
 import { measureRecycle } from "./lib/recycle.js";
 import { measureTenancyCost } from "./lib/tenancy.js";
 import { connectLatencyFrom, connectLatencyInterleaved, createPlainPath, iperf3, startTcpListener, type Listener } from "./lib/net.js";
-import { evaluateTargets, markdown, resultsFileName, writeCharts } from "./lib/report.js";
+import { evaluateTargets, markdown, resultsFileName, updateReadme, writeCharts } from "./lib/report.js";
 import type { BenchResults, BootRun, DatapathResult } from "./lib/types.js";
-import { benchPrefix, Cleanups, errorText, machineInfo, meminfo, now, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
+import { benchPrefix, Cleanups, errorText, KERNEL_MEMINFO_FIELDS, machineInfo, meminfo, now, openFiles, peakRssKb, round, rssKb, settle, summarize, percentile } from "./lib/util.js";
 
-const PARTS = ["baselines", "boot", "lease", "tenancy", "footprint", "datapath", "restart", "profiles"] as const;
+const PARTS = ["baselines", "proof", "boot", "lease", "tenancy", "footprint", "datapath", "restart", "profiles", "scale"] as const;
 type Part = (typeof PARTS)[number];
+
+const DEFAULT_OUT = path.join(REPO_ROOT, "bench", "results");
 
 interface Args {
   quick: boolean;
@@ -36,15 +39,18 @@ interface Args {
   sizes?: number[];
   /** Length of the recycle window instead of the mode's (60 s; quick: 10 s). */
   recycleSeconds?: number;
+  /** Test only: the scale part boots this many slots instead of 16,384 (then not judged). */
+  scaleSize?: number;
 }
 
 function parseArgs(argv: string[]): Args {
   let quick = false;
-  let only = new Set<Part>(PARTS);
-  let out = path.join(REPO_ROOT, "bench", "results");
+  let only: Set<Part> | undefined;
+  let out = DEFAULT_OUT;
   let render: string | undefined;
   let sizes: number[] | undefined;
   let recycleSeconds: number | undefined;
+  let scaleSize: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -64,6 +70,10 @@ function parseArgs(argv: string[]): Args {
       const v = Number(a.includes("=") ? a.slice(18) : argv[++i]);
       if (!(v > 0)) throw new Error("--recycle-seconds takes a number of seconds > 0");
       recycleSeconds = v;
+    } else if (a === "--scale-size" || a.startsWith("--scale-size=")) {
+      const v = Number(a.includes("=") ? a.slice(13) : argv[++i]);
+      if (!Number.isInteger(v) || v < 2 || v > 16384) throw new Error("--scale-size takes a whole number from 2 to 16,384");
+      scaleSize = v;
     } else if (a === "--render" || a.startsWith("--render=")) {
       render = path.resolve(a.includes("=") ? a.slice(9) : argv[++i]!);
     } else if (a === "--help" || a === "-h") {
@@ -71,7 +81,9 @@ function parseArgs(argv: string[]): Args {
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
-  return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}), ...(recycleSeconds ? { recycleSeconds } : {}) };
+  // The scale part (16,384 slots) runs in a full run, or when asked for by name.
+  only ??= new Set<Part>(PARTS.filter((p) => !(quick && p === "scale")));
+  return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}), ...(recycleSeconds ? { recycleSeconds } : {}), ...(scaleSize ? { scaleSize } : {}) };
 }
 
 /** How long to wait for a quiet CPU before a measurement (set from the mode in main). */
@@ -112,6 +124,7 @@ async function main(): Promise<number> {
     fs.writeFileSync(path.join(args.out, "latest.md"), markdown(results));
     writeCharts(results, args.out);
     log(`rendered latest.md and charts in ${args.out} from ${args.render}`);
+    writeReadme(results, args.out);
     return 0;
   }
   if (process.getuid?.() !== 0) {
@@ -179,6 +192,26 @@ async function main(): Promise<number> {
           results.baselines.push(r);
           log(r.skipped ? `  skipped: ${r.skipped.split("\n")[0]}` : `  setup ${round(r.setupMsPerVm!, 2)} ms/VM, teardown ${round(r.teardownMsPerVm!, 2)} ms/VM, +${r.rootRulesAdded} root rules`);
         }
+      }
+    }
+
+    // ── proof of a released slot: CPU per proof on a scratch slot (issue 15, goal 1) ──
+    if (args.only.has("proof")) {
+      const n = q ? 100 : 200;
+      const rebuilds = q ? 10 : 20;
+      await settle(0.15, settleMaxMs);
+      log(`proof of a released slot, ${n} proofs of each kind, ${rebuilds} rebuilds`);
+      results.proof = { n, rebuilds };
+      try {
+        const pr = measureProof({ n, rebuilds });
+        results.proof.result = pr;
+        log(
+          `  untouched: CPU median ${round(pr.untouched.median, 3)} ms, p99 ${round(pr.untouched.p99, 3)} ms (fast path ${pr.untouched.fastPaths}/${pr.untouched.n}); ` +
+            `batched ${round(pr.untouchedBatched.median, 3)} ms; reset ${round(pr.reset.median, 3)} ms; full ${round(pr.full.median, 2)} ms; rebuild ${round(pr.rebuild.cpu.median, 2)} ms CPU`,
+        );
+      } catch (err) {
+        results.proof.error = errorText(err);
+        fail("proof", err);
       }
     }
 
@@ -373,6 +406,14 @@ async function main(): Promise<number> {
         }
       }
     }
+
+    // ── the /16 maximum: 16,384 slots (issue 15, goal 4), last: nothing else runs then ──
+    if (args.only.has("scale")) {
+      const n = args.scaleSize ?? 16384;
+      log(`scale: a pool of ${n} slots${n === 16384 ? " (the /16 maximum)" : " (test size, not judged)"}`);
+      const r = await bootOne(n, up, false, cleanups, results, 900_000);
+      results.scale = r.run;
+    }
   } catch (err) {
     fail("run", err);
   } finally {
@@ -387,9 +428,17 @@ async function main(): Promise<number> {
   fs.writeFileSync(jsonFile, JSON.stringify(results, null, 2) + "\n");
   fs.writeFileSync(path.join(args.out, "latest.md"), markdown(results));
   const charts = writeCharts(results, args.out);
+  writeReadme(results, args.out);
   log(`wrote ${path.relative(process.cwd(), jsonFile)}, latest.md and ${charts.length} charts in ${path.relative(process.cwd(), args.out) || "."}`);
   for (const t of results.targets) log(`  ${t.id.padEnd(4)} ${t.pass === null ? "  —  " : t.pass ? "pass " : "MISS "} ${t.what}: ${t.measured} (goal ${t.target})`);
   return results.errors.length ? 1 : 0;
+}
+
+/** README's "Latest results" follow a full run written to the committed results directory. */
+function writeReadme(results: BenchResults, out: string): void {
+  if (results.mode !== "full" || path.resolve(out) !== DEFAULT_OUT) return;
+  const readme = path.join(REPO_ROOT, "README.md");
+  log(updateReadme(readme, results) ? "README.md: latest results rewritten" : "README.md: no bench:results markers; left alone");
 }
 
 /**
@@ -436,6 +485,7 @@ async function bootOne(
   keep: boolean,
   cleanups: Cleanups,
   results: BenchResults,
+  readyTimeoutMs?: number,
 ): Promise<{ run: BootRun; kept?: { daemon: BenchDaemon; unregister: () => void } }> {
   const prefix = benchPrefix();
   const run: BootRun = { n, prefix };
@@ -445,7 +495,7 @@ async function bootOne(
   run.settle = quiet;
   const memBefore = meminfo();
   let daemon: BenchDaemon;
-  const spec: DaemonSpec = { prefix, poolSize: n, uplink: up.uplink, vtepRemote: vtepAddress, sampleNetns: true };
+  const spec: DaemonSpec = { prefix, poolSize: n, uplink: up.uplink, vtepRemote: vtepAddress, sampleNetns: true, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) };
   try {
     daemon = await startBenchDaemon(spec);
   } catch (err) {
@@ -486,6 +536,7 @@ async function bootOne(
     results.errors.push(`root rules N=${n}: ${errorText(err)}`);
   }
   run.rssKbAtReady = rssKb(daemon.pid);
+  run.fds = openFiles(daemon.pid);
   await sleep(300);
   const memAfter = meminfo();
   const rss = rssKb(daemon.pid) ?? 0;
@@ -498,6 +549,8 @@ async function bootOne(
     daemonRssKb: rss,
     kernelKbPerSlot: (availDrop - rss) / n,
     slabKbPerSlot: slab / n,
+    // Where the kernel's share goes, per slot: the /proc/meminfo fields that hold it.
+    perSlotKb: Object.fromEntries(KERNEL_MEMINFO_FIELDS.filter((f) => f in memAfter).map((f) => [f, round(((memAfter[f] ?? 0) - (memBefore[f] ?? 0)) / n, 2)])),
   };
   const tl = run.perSlotBuild.timeline ?? run.perSlotBuild.progress;
   log(

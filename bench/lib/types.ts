@@ -7,6 +7,7 @@ import type { IperfResult } from "./net.js";
 import type { MachineInfo, Summary } from "./util.js";
 import type { PurgeResult, StartResult } from "./daemon.js";
 import type { ProfilesBenchResult } from "../profiles.js";
+import type { ProofResult } from "../proof-cpu.js";
 
 export interface BootRun {
   n: number;
@@ -30,6 +31,8 @@ export interface BootRun {
   };
   rootRules?: number;
   rssKbAtReady?: number;
+  /** The daemon's open files at ready, against its RLIMIT_NOFILE. */
+  fds?: { open: number; softLimit: number; hardLimit: number };
   memory?: {
     memAvailableDeltaKb: number;
     slabDeltaKb: number;
@@ -38,21 +41,20 @@ export interface BootRun {
     /** (MemAvailable drop − daemon RSS) / N */
     kernelKbPerSlot: number;
     slabKbPerSlot: number;
+    /** Growth of each of KERNEL_MEMINFO_FIELDS over the boot, ÷ N (absent in older runs). */
+    perSlotKb?: Record<string, number>;
   };
   stopMs?: number;
   purge?: PurgeResult;
   error?: string;
 }
 
-export interface ProofResult {
-  /** Proofs measured. */
+/** The proof part: bench/proof-cpu.ts measureProof on a scratch slot. */
+export interface ProofRun {
+  /** Proofs of each kind, and destroy + rebuild rounds. */
   n: number;
-  /** CPU (user + system) per proof, ms. */
-  cpuMs?: Summary;
-  /** Median per phase, as the measuring function names them (CPU and wall ms). */
-  phases?: Record<string, number>;
-  /** What the measuring function returned, as is. */
-  raw?: unknown;
+  rebuilds: number;
+  result?: ProofResult;
   error?: string;
 }
 
@@ -124,7 +126,7 @@ export interface BenchResults {
   boot: BootRun[];
   lease: { plain?: LeasePathResult; tenant?: LeasePathResult; error?: string };
   /** Proving an untouched released slot clean: CPU per proof (issue 15, goal 1). */
-  proof?: ProofResult;
+  proof?: ProofRun;
   /** A boot of the /16 maximum, 16,384 slots: ready time, per-slot build, memory, purge (issue 15, goal 4). */
   scale?: BootRun;
   /** The pool recycling under load: 8 clients, a probe client, daemon CPU and event-loop delay (issue 15, goals 2 and 3). */

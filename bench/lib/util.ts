@@ -105,6 +105,21 @@ export function rssKb(pid: number): number | undefined {
   }
 }
 
+/** /proc/meminfo fields where a slot's kernel memory shows (kB). */
+export const KERNEL_MEMINFO_FIELDS = ["MemAvailable", "MemFree", "Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "Percpu", "VmallocUsed", "Shmem", "Cached"];
+
+/** Open files of a process and its RLIMIT_NOFILE (soft and hard), or undefined when it is gone. */
+export function openFiles(pid: number): { open: number; softLimit: number; hardLimit: number } | undefined {
+  try {
+    const open = fs.readdirSync(`/proc/${pid}/fd`).length;
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, "utf8"));
+    const lim = (x: string | undefined) => (x === undefined || x === "unlimited" ? Infinity : Number(x));
+    return { open, softLimit: lim(m?.[1]), hardLimit: lim(m?.[2]) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** VmHWM (peak RSS) of a process in kB. */
 export function peakRssKb(pid: number): number | undefined {
   try {
