@@ -94,17 +94,20 @@ export function measureProof(opts: ProofOptions = {}): ProofResult {
     const untouched: number[] = [];
     const phases = new Map<string, number[]>();
     let fastPaths = 0;
+    const taps = (outcome: { tap?: Record<string, string> }) => (outcome.tap ? { taps: { tap0: outcome.tap } } : {});
     for (let i = 0; i < n; i++) {
-      reset.push(cpuMs(() => void slot.scrub(0, undefined)));
+      let outcome!: ReturnType<SlotDataplane["scrub"]>;
+      reset.push(cpuMs(() => void (outcome = slot.scrub(0, undefined))));
       let proof!: ReturnType<Prover["prove"]>;
-      untouched.push(cpuMs(() => (proof = p.prove(0, golden))));
+      untouched.push(cpuMs(() => (proof = p.prove(0, golden, taps(outcome)))));
       check(proof);
       if (proof.path === "fast") fastPaths++;
     }
     // Phases of the fast path (the prover's fingerprint call, timed from outside: a few runs).
     for (let i = 0; i < Math.min(n, 50); i++) {
       const timings: Record<string, number> = {};
-      slot.fingerprint(0, timings, { from: golden, noProbe: true, nftables: true, sysctls: true, processes: [] });
+      const outcome = slot.scrub(0, undefined);
+      slot.fingerprint(0, timings, { from: golden, noProbe: true, nftables: true, sysctls: true, processes: [], ...taps(outcome) });
       for (const [k, v] of Object.entries(timings)) if (k.startsWith("cpu ")) phases.set(k.slice(4), [...(phases.get(k.slice(4)) ?? []), v]);
     }
 
@@ -112,9 +115,9 @@ export function measureProof(opts: ProofOptions = {}): ProofResult {
     for (let i = 0; i < n; i += 8) {
       const since = process.hrtime.bigint();
       for (let j = 0; j < 8 && i + j < n; j++) {
-        slot.scrub(0, undefined);
+        const outcome = slot.scrub(0, undefined);
         let proof!: ReturnType<Prover["prove"]>;
-        batched.push(cpuMs(() => (proof = p.prove(0, golden, { since }))));
+        batched.push(cpuMs(() => (proof = p.prove(0, golden, { since, ...taps(outcome) }))));
         check(proof);
       }
     }

@@ -120,7 +120,18 @@ export const DaemonConfigSchema = Type.Object(
       Type.Integer({ minimum: 576, maximum: 65535, description: "MTU of tap0 and of the guest (lease.guest.mtu); default: the uplink's; a slot layout change" }),
     ),
     migrationRate: Type.Number({ exclusiveMinimum: 0, maximum: 10000, default: 20, description: "free slots of an older layout rebuilt per second, in the background" }),
-    migrationMinFree: Type.Number({ minimum: 0, maximum: 100, default: 25, description: "percent of the pool that layout migration always leaves free" }),
+    migrationMinFree: Type.Number({
+      minimum: 0,
+      maximum: 100,
+      default: 25,
+      description: "percent of the pool that layout migration (and the background audit) always leaves free",
+    }),
+    auditPeriod: Type.Number({
+      minimum: 0,
+      default: 3600,
+      description:
+        "seconds for the background audit to prove every free slot once with the full fingerprint (0: none); counted in netslot_audit_proofs_total, netslot_audit_dirty_total",
+    }),
     progress: Type.Boolean({ default: true, description: "print boot progress on stderr" }),
     logLevel: oneOf<LogLevel>(LOG_LEVELS, { default: "info", description: "least severe level logged on stderr" }),
     logFormat: oneOf<LogFormat>(LOG_FORMATS, { default: "auto", description: "auto: readable on a terminal, JSON lines otherwise" }),

@@ -80,6 +80,8 @@ export function createMetrics() {
     buildFailures: counter("netslot_slot_build_failures_total", "Slot builds that failed"),
     quarantineRetries: counter("netslot_quarantine_retries_total", "Automatic retries of quarantined slots"),
     goldenRetakes: counter("netslot_golden_retakes_total", "Golden fingerprints re-taken because the host changed"),
+    auditProofs: counter("netslot_audit_proofs_total", "Free slots proven again with the full fingerprint by the background audit"),
+    auditDirty: counter("netslot_audit_dirty_total", "Free slots the background audit found different from a fresh slot (then scrubbed, rebuilt or quarantined)"),
     buildSeconds: histogram("netslot_slot_build_seconds", "Time to build one slot", POOL_BUCKETS),
     acquireSeconds: histogram("netslot_acquire_seconds", "Time to grant a lease", POOL_BUCKETS),
     releaseSeconds: histogram("netslot_release_seconds", "Time to acknowledge a release", POOL_BUCKETS),

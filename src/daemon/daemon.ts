@@ -220,6 +220,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     metrics: metrics.pool,
     bootId: kernelBootId(),
     migration: { rate: config.migrationRate, minFree: config.migrationMinFree / 100 },
+    freeAudit: { periodMs: config.auditPeriod * 1000, minFree: config.migrationMinFree / 100 },
     size: config.poolSize,
     dataplane,
     scrubber,

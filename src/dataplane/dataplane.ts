@@ -75,6 +75,8 @@ export interface ScrubOutcome {
   ok: boolean;
   /** Why the slot cannot go back to the pool, when !ok. */
   reason?: string;
+  /** tap0's fd-only settings read back right after the reset (for the proof that follows). */
+  tap?: Record<string, string>;
 }
 
 export { bpfPinDir };
@@ -304,6 +306,10 @@ export class SlotDataplane {
         peerName: a.hostVeth,
         peerNetnsFd: homeNetnsFd(),
         peerMtu: this.uplinkMtu,
+        // One queue per end (the default is one per possible CPU): a queue is sysfs
+        // directories and per-queue state in the kernel, ~4 KiB each, for no throughput a
+        // single guest's link can use (the veth rx path runs on the sending CPU anyway).
+        queues: 1,
       });
       step("veth");
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
@@ -478,12 +484,13 @@ export class SlotDataplane {
         if (!tap) return { ok: false, reason: "tap0 is missing" };
         if (tap.lowerUp) return { ok: false, reason: "tap0 is still held open by a process" };
         // What the last VMM set through its fd outlives the fd: back to a fresh tap's.
-        if (!resetTap(TAP_NAME)) return { ok: false, reason: "tap0 is still held open by a process" };
+        const tapSettings = resetTap(TAP_NAME);
+        if (!tapSettings) return { ok: false, reason: "tap0 is still held open by a process" };
         const vx = rtnl.linkByName(VXLAN_NAME);
         if (tenant && vx) rtnl.deleteRoute({ dst: tenant.cidr, oif: vx.index });
         conntrackFlush();
         rtnl.flushNeighbours();
-        return { ok: true };
+        return { ok: true, tap: tapSettings };
       } finally {
         rtnl.close();
       }

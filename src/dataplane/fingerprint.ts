@@ -14,9 +14,9 @@
 import { createHash } from "node:crypto";
 import { withNetns } from "../kernel/netns.js";
 import { inspectNamespace } from "../kernel/netlink/inspect.js";
-import { conntrackEntries, type ConntrackEntry } from "../kernel/netlink/conntrack.js";
+import { conntrackEntries, conntrackTableCount, type ConntrackEntry } from "../kernel/netlink/conntrack.js";
 import { nftJson } from "../kernel/nft.js";
-import { dumpedSysctls, readAllNetSysctls, readSysctl } from "../kernel/sysctl.js";
+import { dumpedSysctls, readAllNetSysctls, type DeviceConf } from "../kernel/sysctl.js";
 import { xfrmPolicies, xfrmStates, type XfrmSelector } from "../kernel/xfrm.js";
 import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders, type NsProcess } from "../kernel/procfs.js";
@@ -69,6 +69,8 @@ export interface ProofShortcuts {
    * (resetTap: each with an ioctl that fails loudly), and its getters are still read.
    */
   noProbe?: boolean;
+  /** Tap name → its fd-only settings as the scrub's reset read them back a moment ago (no attach of our own). */
+  taps?: Readonly<Record<string, Record<string, string>>>;
   /** The namespace's processes from a scan of every namespace that started after the slot's release. */
   processes?: NsProcess[];
 }
@@ -207,17 +209,11 @@ function nftLines(): string[] {
 
 /**
  * The namespace's conntrack entries. A ctnetlink dump walks the host-wide table (about
- * 9 ms here), so the namespace's own count (net.netfilter.nf_conntrack_count, absent
- * while conntrack is not loaded) is read first and the dump skipped when it is zero.
+ * 9 ms here), so the namespace's own count (ctnetlink's statistics: one round trip, 0
+ * while conntrack is not loaded) is asked first and the dump skipped when it is zero.
  */
 function conntrackTuples(): ConntrackEntry[] {
-  let count: string;
-  try {
-    count = readSysctl("net.netfilter.nf_conntrack_count");
-  } catch {
-    return [];
-  }
-  return count === "0" ? [] : conntrackEntries();
+  return conntrackTableCount() === 0 ? [] : conntrackEntries();
 }
 
 function names(map: Record<number, string>, value: number, fallback = String(value)): string {
@@ -246,6 +242,14 @@ function sortedRecord(entries: Iterable<[string, string]>): Record<string, strin
 
 const sorted = (xs: string[]) => [...xs].sort();
 
+/** Per reference fingerprint: device configuration dumps (deviceSignature) whose values all equal its sysctls. */
+const matchingDumps = new WeakMap<Fingerprint, Set<string>>();
+const MATCHING_DUMPS_KEPT = 64;
+
+function deviceSignature(devices: ReadonlyMap<string, DeviceConf>): string {
+  return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6, d.arp && [...d.arp], d.ndisc && [...d.ndisc]]));
+}
+
 /** `base` itself when `values` agree with it, else a copy with them (so that a diff shows them). */
 function withValues(base: Record<string, string>, values: ReadonlyMap<string, string>): Record<string, string> {
   let out: Record<string, string> | undefined;
@@ -256,6 +260,14 @@ function withValues(base: Record<string, string>, values: ReadonlyMap<string, st
     out[k] = value;
   }
   return out ?? base;
+}
+
+/** Remembers that `signature`'s dumps gave `reference`'s values. */
+function rememberMatch(reference: Fingerprint, signature: string): void {
+  let set = matchingDumps.get(reference);
+  if (!set) matchingDumps.set(reference, (set = new Set()));
+  if (set.size >= MATCHING_DUMPS_KEPT) set.clear();
+  set.add(signature);
 }
 
 /**
@@ -293,7 +305,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
         continue;
       }
       try {
-        Object.assign(l.attrs, tapState(l.name, l.index, shortcuts?.noProbe ? undefined : ctx.tapProbe));
+        Object.assign(l.attrs, shortcuts?.taps?.[l.name] ?? tapState(l.name, l.index, shortcuts?.noProbe ? undefined : ctx.tapProbe));
       } catch (err) {
         l.attrs["tun.fd_state"] = (err as Error).message;
       }
@@ -310,8 +322,15 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     // Per-device IPv4/IPv6 settings come with the link dump above (one message per device
     // instead of ~90 files); the rest are files.
     const devices = new Map(links.map((l) => [l.name, l.devconf]));
-    // Files untouched: the per-device values that rtnetlink can also set are still compared, from the dumps.
-    const deviceSysctls = shortcuts?.sysctls ? dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices) : undefined;
+    // Files untouched: the per-device values that rtnetlink can also set are still compared,
+    // from the dumps; dumps identical to ones already found equal to the reference are not
+    // converted again.
+    let deviceSysctls: Map<string, string> | undefined;
+    let signature: string | undefined;
+    if (shortcuts?.sysctls) {
+      signature = deviceSignature(devices);
+      deviceSysctls = matchingDumps.get(shortcuts.from)?.has(signature) ? new Map() : dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices);
+    }
     const sysctls = shortcuts?.sysctls ? undefined : readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
     const states = xfrmStates().map(
@@ -337,7 +356,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${s.proto} ${s.local}${remote} ${s.state}`;
     });
     lap("sockets");
-    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, deviceSysctls, states, policies, sockets };
+    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, deviceSysctls, signature, states, policies, sockets };
   });
   t = performance.now();
   if (timings) cpu = process.cpuUsage();
@@ -396,6 +415,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     processes: sorted(processes.map(ph)),
     tapHolders: sorted(holders.map(ph)),
   };
+  if (shortcuts && inside.signature !== undefined && fp.sysctls === shortcuts.from.sysctls) rememberMatch(shortcuts.from, inside.signature);
   lap("canonicalise");
   return fp;
 }

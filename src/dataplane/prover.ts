@@ -13,7 +13,7 @@
 // id are bound to the namespace by its cookie: a rebuilt slot (a new namespace) has
 // neither until its next full proof. Anything unexpected falls back to the full proof.
 import { nftGeneration } from "../kernel/nftsets.js";
-import { netnsProcesses, nsIdOf, type NsProcess } from "../kernel/procfs.js";
+import { netnsKey, netnsProcesses, nsIdOf, type NsProcess } from "../kernel/procfs.js";
 import { SysctlWatches } from "../kernel/sysctlwatch.js";
 import type { SlotDataplane } from "./dataplane.js";
 import { diffFingerprints, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
@@ -55,8 +55,9 @@ export class Prover {
    * in the same namespace, else the full fingerprint. `since` (process.hrtime.bigint()):
    * when the slot was known released; a process scan started after it may be shared.
    * `full` forces the full fingerprint (the background audit, a dirty slot's re-check).
+   * `taps`: the tap settings the scrub's reset read back just before (ScrubOutcome.tap).
    */
-  prove(index: number, golden: Fingerprint, opts: { since?: bigint; full?: boolean } = {}): Proof {
+  prove(index: number, golden: Fingerprint, opts: { since?: bigint; full?: boolean; taps?: Record<string, Record<string, string>> } = {}): Proof {
     const { cookie, gen } = this.dataplane.inSlot(index, nftGeneration);
     const last = this.clean.get(index);
     const watched = this.watches?.armedIn(index, cookie) ?? false;
@@ -68,6 +69,7 @@ export class Prover {
         nftables: last.gen === gen,
         sysctls: watched && this.watches!.untouched(index),
         processes: this.processesOf(index, opts.since ?? process.hrtime.bigint()),
+        ...(opts.taps ? { taps: opts.taps } : {}),
       };
     }
     // Watches are taken before the reads, so that a change made after them shows next time.
@@ -106,7 +108,6 @@ export class Prover {
       const startedAt = process.hrtime.bigint();
       this.scan = { startedAt, byNs: netnsProcesses() };
     }
-    const ns = nsIdOf(this.dataplane.addressing(index).netnsPath);
-    return this.scan.byNs.get(`${ns.dev}:${ns.ino}`) ?? [];
+    return this.scan.byNs.get(netnsKey(nsIdOf(this.dataplane.addressing(index).netnsPath))) ?? [];
   }
 }

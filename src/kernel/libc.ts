@@ -68,6 +68,7 @@ const c = {
   poll: libc.func("poll", "int", [koffi.inout(koffi.pointer(koffi.struct("netslot_pollfd", { fd: "int", events: "short", revents: "short" }))), "unsigned long", "int"]),
   vsnprintf: libc.func("int vsnprintf(_Out_ uint8_t *buf, size_t n, const char *fmt, void *ap)"),
   inotifyInit1: libc.func("int inotify_init1(int flags)"),
+  readlink: libc.func("intptr_t readlink(const char *path, _Out_ uint8_t *buf, size_t len)"),
   inotifyAddWatch: libc.func("int inotify_add_watch(int fd, const char *path, uint32_t mask)"),
   inotifyRmWatch: libc.func("int inotify_rm_watch(int fd, int wd)"),
   setpriority: libc.func("int setpriority(int which, uint32_t who, int prio)"),
@@ -120,6 +121,34 @@ export function readRaw(fd: number, buf: Buffer): number {
 export function openRaw(path: string, flags: number): number {
   const fd = c.open(path, flags | O_CLOEXEC, 0);
   return fd < 0 ? -koffi.errno() : fd;
+}
+
+/** readlink(2) into `buf` without exceptions: the length, or -errno. */
+export function readlinkRaw(path: string, buf: Buffer): number {
+  const n = Number(c.readlink(path, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
+}
+
+/** A whole small file (a /proc table) read with plain open/read/close into `buf`, grown as needed; undefined when it cannot be opened. */
+export function readSmallFile(path: string, buf: { b: Buffer }): string | undefined {
+  const fd = openRaw(path, O_RDONLY);
+  if (fd < 0) return undefined;
+  try {
+    let len = 0;
+    for (;;) {
+      if (len === buf.b.length) {
+        const bigger = Buffer.allocUnsafe(buf.b.length * 2);
+        buf.b.copy(bigger, 0, 0, len);
+        buf.b = bigger;
+      }
+      const n = readRaw(fd, buf.b.subarray(len));
+      if (n <= 0) break;
+      len += n;
+    }
+    return buf.b.toString("latin1", 0, len);
+  } finally {
+    close(fd);
+  }
 }
 
 /** openat(2) without exceptions: `path` relative to directory `dirFd`; the fd, or -errno. */

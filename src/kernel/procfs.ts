@@ -129,28 +129,30 @@ export function processesInNetns(ns: NsId): NsProcess[] {
  */
 export function netnsProcesses(): Map<string, NsProcess[]> {
   const out = new Map<string, NsProcess[]>();
-  const key = (st: fs.Stats) => `${st.dev}:${st.ino}`;
+  // readlink of /proc/PID/ns/net ("net:[INODE]") through libc: a third of fs.statSync's cost,
+  // and there is one per thread on the host.
+  const buf = Buffer.allocUnsafe(64);
+  const nsOf = (path: string): string | undefined => {
+    const n = libc.readlinkRaw(path, buf);
+    return n < 0 ? undefined : buf.toString("latin1", 0, n);
+  };
   // Processes of our own (the host's) namespace are most of them and never a slot's: skipped.
-  const home = key(fs.statSync(`/proc/${process.pid}/ns/net`));
+  const home = nsOf(`/proc/${process.pid}/ns/net`);
   for (const pid of numericEntries("/proc")) {
-    let leader: string;
+    const leader = nsOf(`/proc/${pid}/ns/net`);
+    if (leader === undefined) continue; // gone, or a kernel thread without a namespace link we may read
     let threadCount: number;
     try {
-      leader = key(fs.statSync(`/proc/${pid}/ns/net`));
       threadCount = fs.statSync(`/proc/${pid}/task`).nlink - 2;
     } catch {
-      continue; // gone, or a kernel thread without a namespace link we may read
+      continue;
     }
     const others = new Map<string, number[]>();
     if (threadCount > 1) {
       for (const tid of numericEntries(`/proc/${pid}/task`)) {
         if (tid === pid) continue;
-        try {
-          const k = key(fs.statSync(`/proc/${pid}/task/${tid}/ns/net`));
-          if (k !== leader && k !== home) others.set(k, [...(others.get(k) ?? []), tid]);
-        } catch {
-          // thread exited
-        }
+        const k = nsOf(`/proc/${pid}/task/${tid}/ns/net`);
+        if (k !== undefined && k !== leader && k !== home) others.set(k, [...(others.get(k) ?? []), tid]);
       }
     }
     if (leader === home && others.size === 0) continue;
@@ -160,6 +162,11 @@ export function netnsProcesses(): Map<string, NsProcess[]> {
     for (const [k, threads] of others) add(k, { pid, comm, threads });
   }
   return out;
+}
+
+/** The key of namespace `ns` in netnsProcesses' answer. */
+export function netnsKey(ns: NsId): string {
+  return `net:[${ns.ino}]`;
 }
 
 export interface TunHolder {
@@ -274,12 +281,13 @@ function endpoint(text: string): string {
   return `${procAddress(addr!)}:${parseInt(port!, 16)}`;
 }
 
+const tableBuf = { b: Buffer.allocUnsafe(16 * 1024) };
+
 function readTable(name: string): string[] {
-  try {
-    return fs.readFileSync(`/proc/thread-self/net/${name}`, "latin1").split("\n").slice(1).filter((l) => l.trim() !== "");
-  } catch {
-    return []; // e.g. tcp6 without IPv6 support
-  }
+  // Plain open/read/close: several of these are read on every proof.
+  const text = libc.readSmallFile(`/proc/thread-self/net/${name}`, tableBuf);
+  if (text === undefined) return []; // e.g. tcp6 without IPv6 support
+  return text.split("\n").slice(1).filter((l) => l.trim() !== "");
 }
 
 /** /proc/net/sockstat{,6} of the calling thread's namespace: "TCP.inuse" → 3, "TCP.tw" → 0, … */
@@ -287,7 +295,9 @@ function sockstat(): Map<string, number> | undefined {
   const out = new Map<string, number>();
   try {
     for (const file of ["sockstat", "sockstat6"]) {
-      for (const line of fs.readFileSync(`/proc/thread-self/net/${file}`, "latin1").split("\n")) {
+      const text = libc.readSmallFile(`/proc/thread-self/net/${file}`, tableBuf);
+      if (text === undefined) return undefined;
+      for (const line of text.split("\n")) {
         const m = /^(\w+):\s+(.*)$/.exec(line);
         if (!m) continue;
         const f = m[2]!.split(/\s+/);

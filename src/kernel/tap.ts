@@ -90,11 +90,13 @@ function intArg(value: number): Buffer {
  * descriptor. Owner and group cannot be put back (TUNSETOWNER refuses "nobody", which a
  * fresh tap has): the fingerprint shows them (rtnetlink) and the slot is rebuilt. About 15 ioctls on one descriptor; no device change, so the
  * tap's firewall, address and routes stay as they are. Returns false when a process
- * still holds the tap (nothing is reset then).
+ * still holds the tap (nothing is reset then). Returns the fd-only settings read back
+ * after the reset (tapState's, without the probe), or undefined when a process still
+ * holds the tap (nothing is reset then).
  */
-export function resetTap(name: string): boolean {
+export function resetTap(name: string): Record<string, string> | undefined {
   const fd = attach(name);
-  if (fd === undefined) return false;
+  if (fd === undefined) return undefined;
   try {
     libc.ioctl(fd, TUNSETTXFILTER, Buffer.alloc(4)); // flags 0, count 0: no filter
     libc.ioctl(fd, TUNDETACHFILTER, Buffer.alloc(16));
@@ -109,10 +111,10 @@ export function resetTap(name: string): boolean {
     const be = libc.ioctlErrno(fd, TUNSETVNETBE, intArg(0)); // EINVAL: no cross-endian support built
     if (be < 0 && be !== -EINVAL) throw new libc.SyscallError("ioctl(TUNSETVNETBE)", -be, name);
     libc.ioctl(fd, TUNSETSNDBUF, intArg(INT_MAX));
+    return fdState(fd, name);
   } finally {
     libc.close(fd);
   }
-  return true;
 }
 
 /**
@@ -126,25 +128,29 @@ export function tapState(name: string, ifindex: number, probe: Buffer | undefine
   const fd = attach(name);
   if (fd === undefined) return { "tun.fd_state": "held" };
   try {
-    const int = (req: number): string => {
-      const b = Buffer.alloc(4);
-      const r = libc.ioctlErrno(fd, req, b);
-      return r < 0 ? `errno ${-r}` : String(b.readInt32LE(0));
-    };
-    const fprog = Buffer.alloc(16);
-    libc.ioctl(fd, TUNGETFILTER, fprog);
-    return {
-      "tun.vnet_hdr_sz": int(TUNGETVNETHDRSZ),
-      "tun.vnet_le": int(TUNGETVNETLE),
-      "tun.vnet_be": int(TUNGETVNETBE),
-      "tun.sndbuf": int(TUNGETSNDBUF),
-      "tun.socket_filter_len": String(fprog.readUInt16LE(0)),
-      "tun.features": activeFeatures(name),
-      ...(probe ? { "tun.delivers_to_guest": deliversFrame(fd, ifindex, probe) ? "yes" : "no" } : {}),
-    };
+    return { ...fdState(fd, name), ...(probe ? { "tun.delivers_to_guest": deliversFrame(fd, ifindex, probe) ? "yes" : "no" } : {}) };
   } finally {
     libc.close(fd);
   }
+}
+
+/** The getters of tapState on an attached fd. */
+function fdState(fd: number, name: string): Record<string, string> {
+  const int = (req: number): string => {
+    const b = Buffer.alloc(4);
+    const r = libc.ioctlErrno(fd, req, b);
+    return r < 0 ? `errno ${-r}` : String(b.readInt32LE(0));
+  };
+  const fprog = Buffer.alloc(16);
+  libc.ioctl(fd, TUNGETFILTER, fprog);
+  return {
+    "tun.vnet_hdr_sz": int(TUNGETVNETHDRSZ),
+    "tun.vnet_le": int(TUNGETVNETLE),
+    "tun.vnet_be": int(TUNGETVNETBE),
+    "tun.sndbuf": int(TUNGETSNDBUF),
+    "tun.socket_filter_len": String(fprog.readUInt16LE(0)),
+    "tun.features": activeFeatures(name),
+  };
 }
 
 /** The device's active features (ETHTOOL_GFEATURES), as hex words: offloads a VMM turned on show here. */

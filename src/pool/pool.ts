@@ -22,6 +22,7 @@ import type { Quotas } from "../tenancy/quotas.js";
 import { ProfileCatalog } from "../core/profiles.js";
 import { SlotLayouts } from "./layouts.js";
 import { Migrator } from "./migration.js";
+import { Auditor } from "./audit.js";
 
 export type { BootProgress } from "./boot.js";
 
@@ -43,9 +44,14 @@ export interface PoolOptions {
   bootId?: string;
   /** Background layout migration: slots per second, and the share of the pool (0–1) it leaves free. */
   migration?: { rate: number; minFree: number };
+  /** Background audit of free slots: the whole pool once per `periodMs` (0: none); `minFree` as for migration. */
+  freeAudit?: { periodMs: number; minFree: number };
   /** The daemon's metrics (core/metrics.ts); a registry of its own when absent. */
   metrics?: PoolMetrics;
 }
+
+/** The background audit covers the whole pool once an hour unless configured otherwise. */
+export const DEFAULT_AUDIT_PERIOD_MS = 3_600_000;
 
 const DRAINING = (): NetslotError =>
   new NetslotError("draining", "an operator is draining this daemon: no new leases until `netslot undrain`", { retryAfter: 30 });
@@ -65,6 +71,7 @@ export class Pool implements LeaseService {
   private readonly booter: PoolBoot;
   private readonly layouts: SlotLayouts;
   private readonly migrator: Migrator;
+  private readonly auditor: Auditor;
 
   constructor(private readonly options: PoolOptions) {
     const log = (msg: string) => this.options.log?.(msg);
@@ -78,6 +85,15 @@ export class Pool implements LeaseService {
     const metrics = options.metrics ?? createMetrics().pool;
     feedPoolGauges(metrics, slots, () => this.status === "ready");
     const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
+    this.auditor = new Auditor({
+      slots,
+      scrubber,
+      scrubs,
+      metrics,
+      periodMs: options.freeAudit?.periodMs ?? DEFAULT_AUDIT_PERIOD_MS,
+      minFree: options.freeAudit?.minFree ?? 0.25,
+      log,
+    });
     const profiles = (this.profiles = options.profiles ?? new ProfileCatalog());
     const leases = (this.leases = new LeaseLifecycle({
       slots,
@@ -115,6 +131,7 @@ export class Pool implements LeaseService {
     this.status = "ready";
     this.leases.start();
     this.migrator.start();
+    this.auditor.start();
     return progress;
   }
 
@@ -218,6 +235,7 @@ export class Pool implements LeaseService {
   async quiesce(): Promise<void> {
     this.leases.pause();
     await this.migrator.pause();
+    await this.auditor.pause();
     await this.scrubs.quiesce();
   }
 
@@ -242,6 +260,7 @@ export class Pool implements LeaseService {
     this.scrubs.resume();
     this.leases.resume();
     this.migrator.start();
+    this.auditor.start();
   }
 
   /** The lease on slot `index`, if any (the DNS forwarder's lookup). */
@@ -258,6 +277,7 @@ export class Pool implements LeaseService {
     this.closed = true;
     this.waiting.rejectAll(new NetslotError("booting", "the daemon is stopping", { retryAfter: 1 }));
     void this.migrator.pause();
+    void this.auditor.pause();
     this.leases.close();
     this.scrubs.close();
     void this.options.scrubber.close();

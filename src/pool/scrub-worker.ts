@@ -7,7 +7,7 @@ import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
-import { parseCidr } from "../dataplane/topology.js";
+import { parseCidr, TAP_NAME } from "../dataplane/topology.js";
 import { faultPoint, useFaultLogger } from "../core/faults.js";
 import { createLogger } from "../core/log.js";
 import { DEFAULT_MAX_WATCHES, DEFAULT_SCRUB_NICE, type BuildResult, type ScrubJob, type ScrubResult, type WorkerInit } from "./scrubber.js";
@@ -99,7 +99,7 @@ function scrub(job: Extract<ScrubJob, { type: "scrub" }>, since: bigint): ScrubR
     if (!summary.endsWith("(saved)")) return result("rebuilt");
   }
   // Only what may have changed since the slot's last clean proof is read (dataplane/prover.ts).
-  let proof1 = prover.prove(job.index, golden!, { since });
+  let proof1 = prover.prove(job.index, golden!, { since, ...(scrubbed.tap ? { taps: { [TAP_NAME]: scrubbed.tap } } : {}) });
   proof = proof1.path;
   if (proof1.diff.length === 0) return result("clean");
   // A difference: the full fingerprint decides what to do, as for any dirty slot.

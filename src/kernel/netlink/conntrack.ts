@@ -8,6 +8,8 @@ import { AF_UNSPEC, EOPNOTSUPP, fromAf } from "./rtnl.js";
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
+const IPCTNL_MSG_CT_GET_STATS = 5;
+const CTA_STATS_GLOBAL_ENTRIES = 1;
 const NFNETLINK_V0 = 0;
 
 const CTA_TUPLE_ORIG = 1;
@@ -81,9 +83,29 @@ export function conntrackEntries(): ConntrackEntry[] {
   });
 }
 
-/** `conntrack -F` for the current namespace; without conntrack it is a no-op. */
+/** Entries in the namespace's table, from the kernel's own count (no dump); 0 without conntrack. */
+function tableCount(sock: NetlinkSocket): number {
+  try {
+    const [reply] = sock.query(encodeMessage(ctType(IPCTNL_MSG_CT_GET_STATS), 0, [nfgenmsg()]), "IPCTNL_MSG_CT_GET_STATS");
+    return reply ? (new Attrs(reply.payload.subarray(4)).u32be(CTA_STATS_GLOBAL_ENTRIES) ?? 0) : 0;
+  } catch (err) {
+    if (isNetlinkErrno(err, ...ABSENT)) return 0;
+    throw err;
+  }
+}
+
+/** The namespace's entry count (`conntrack -C`) without a dump: one round trip. */
+export function conntrackTableCount(): number {
+  return withSocket(tableCount);
+}
+
+/**
+ * `conntrack -F` for the current namespace; without conntrack it is a no-op. An empty
+ * table is left alone: a flush walks the host-wide hash table, whatever the namespace.
+ */
 export function conntrackFlush(): void {
   withSocket((sock) => {
+    if (tableCount(sock) === 0) return;
     // A delete without a tuple flushes the whole table of the socket's namespace.
     sock.request(encodeMessage(ctType(IPCTNL_MSG_CT_DELETE), 0, [nfgenmsg()]), "IPCTNL_MSG_CT_DELETE flush", ABSENT);
   });

@@ -576,11 +576,17 @@ function dumpNeighbours(sock: NetlinkSocket, ref: (i: number) => string): string
   return out;
 }
 
-/** `tc qdisc show` with each qdisc's options (its statistics left out). */
-function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string): string[] {
+/**
+ * `tc qdisc show` with each qdisc's options (its statistics left out); `hooks` gets, per
+ * device, the clsact/ingress parents filters can hang from (only those are dumped).
+ */
+function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string, hooks: Map<number, Array<"ingress" | "egress">>): string[] {
   const out: string[] = [];
   for (const m of dumpQdiscMessages(sock)) {
     const a = m.attrs;
+    const kind = a.str(TCA_KIND);
+    if (kind === "clsact") hooks.set(m.index, ["ingress", "egress"]);
+    else if (kind === "ingress" && !hooks.has(m.index)) hooks.set(m.index, ["ingress"]);
     const parts = [`dev ${ref(m.index)}`, a.str(TCA_KIND) ?? "?", `handle ${tcHandle(m.handle)}`, `parent ${tcHandle(m.parent)}`];
     const options = a.get(TCA_OPTIONS);
     if (options && options.length > 0) parts.push(`options ${hex(options)}`);
@@ -645,10 +651,13 @@ export function inspectNamespace(): NamespaceInspection {
       return parts.join(" ");
     });
     const neighbours = dumpNeighbours(sock, ref);
-    const qdiscs = dumpQdiscs(sock, ref);
+    // Filters at the ingress and egress hooks need a clsact (or ingress) qdisc on the
+    // device, which the qdisc dump shows: other devices have none to dump.
+    const hooks = new Map<number, Array<"ingress" | "egress">>();
+    const qdiscs = dumpQdiscs(sock, ref, hooks);
     const tcFilters: string[] = [];
     for (const l of links) {
-      for (const dir of ["ingress", "egress"] as const) {
+      for (const dir of hooks.get(l.index) ?? []) {
         for (const f of listFilters(sock, l.index, dir)) {
           const parts = [`dev ${l.name} ${dir} prio ${f.priority} proto 0x${f.protocol.toString(16).padStart(4, "0")} handle 0x${f.handle.toString(16)} ${f.kind}`];
           if (f.chain) parts.push(`chain ${f.chain}`);

@@ -66,7 +66,8 @@ export class NetlinkSocket {
   readonly protocol: number;
   private fd: number;
   private seq: number;
-  private readonly buf = Buffer.alloc(RECV_BUFFER);
+  // Not zeroed (256 KiB per socket opened): only the bytes recv wrote are ever read.
+  private readonly buf = Buffer.allocUnsafe(RECV_BUFFER);
 
   private constructor(protocol: number, fd: number) {
     this.protocol = protocol;

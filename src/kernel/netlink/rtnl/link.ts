@@ -2,7 +2,7 @@
 import * as libc from "../../libc.js";
 import { NLM_F_CREATE, NLM_F_EXCL, attr, attrIp, attrNested, attrString, attrU16be, attrU32, attrU8, bytesToMac, encodeMessage, ipFamily, macToBytes } from "../codec.js";
 import { isNetlinkErrno, type NetlinkSocket } from "../socket.js";
-import { AF_INET, AF_INET6, RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK, IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_AF_SPEC, IFLA_INET_CONF, IFLA_INET6_ADDR_GEN_MODE, IPV4_DEVCONF_FORWARDING, IN6_ADDR_GEN_MODE_NONE, IFLA_EXT_MASK, IFLA_LINK_NETNSID, IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER, RTEXT_FILTER_SKIP_STATS, IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT, IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6, IFLA_GENEVE_ID, IFLA_GENEVE_REMOTE, IFLA_GENEVE_PORT, IFF_UP, IFF_LOWER_UP } from "./consts.js";
+import { AF_INET, AF_INET6, RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK, IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES, IFLA_AF_SPEC, IFLA_INET_CONF, IFLA_INET6_ADDR_GEN_MODE, IPV4_DEVCONF_FORWARDING, IN6_ADDR_GEN_MODE_NONE, IFLA_EXT_MASK, IFLA_LINK_NETNSID, IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER, RTEXT_FILTER_SKIP_STATS, IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT, IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6, IFLA_GENEVE_ID, IFLA_GENEVE_REMOTE, IFLA_GENEVE_PORT, IFF_UP, IFF_LOWER_UP } from "./consts.js";
 import { ifinfomsg, decodeIfinfomsg, type IfInfoMsg } from "./headers.js";
 
 export type OperState = "UNKNOWN" | "NOTPRESENT" | "DOWN" | "LOWERLAYERDOWN" | "TESTING" | "DORMANT" | "UP";
@@ -54,6 +54,11 @@ export interface VethSpec {
   peerMtu?: number;
   up?: boolean;
   peerUp?: boolean;
+  /**
+   * TX and RX queues of each end; the kernel's default for a veth is one per possible
+   * CPU, each with its own sysfs directory and per-queue state.
+   */
+  queues?: number;
 }
 
 /**
@@ -119,8 +124,8 @@ export function linkByName(sock: NetlinkSocket, name: string): Link | undefined 
  * by name. Without peerUp it is a single request.
  */
 export function createVeth(sock: NetlinkSocket, spec: VethSpec): void {
-  const local: VethEnd = { name: spec.name, mac: spec.mac, mtu: spec.mtu, up: spec.up ?? false };
-  const remote: VethEnd = { name: spec.peerName, mac: spec.peerMac, mtu: spec.peerMtu ?? spec.mtu, up: spec.peerUp ?? false, netnsFd: spec.peerNetnsFd };
+  const local: VethEnd = { name: spec.name, mac: spec.mac, mtu: spec.mtu, up: spec.up ?? false, queues: spec.queues };
+  const remote: VethEnd = { name: spec.peerName, mac: spec.peerMac, mtu: spec.peerMtu ?? spec.mtu, up: spec.peerUp ?? false, netnsFd: spec.peerNetnsFd, queues: spec.queues };
   const swap = remote.up && remote.netnsFd !== undefined;
   const primary = swap ? remote : local;
   const secondary = swap ? local : remote;
@@ -220,12 +225,14 @@ interface VethEnd {
   mtu: number | undefined;
   up: boolean;
   netnsFd?: number | undefined;
+  queues?: number | undefined;
 }
 
 function vethEndAttrs(end: VethEnd): Buffer[] {
   const attrs: Buffer[] = [attrString(IFLA_IFNAME, end.name)];
   if (end.mac) attrs.push(attr(IFLA_ADDRESS, macToBytes(end.mac)));
   if (end.mtu !== undefined) attrs.push(attrU32(IFLA_MTU, end.mtu));
+  if (end.queues !== undefined) attrs.push(attrU32(IFLA_NUM_TX_QUEUES, end.queues), attrU32(IFLA_NUM_RX_QUEUES, end.queues));
   if (end.netnsFd !== undefined) attrs.push(attrU32(IFLA_NET_NS_FD, end.netnsFd));
   return attrs;
 }
