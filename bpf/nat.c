@@ -23,6 +23,7 @@
 #include "lib/maps.h"
 #include "lib/csum.h"
 #include "lib/policy.h"
+#include "lib/nat6.h"
 
 _Static_assert(NETSLOT_VERDICT_OK == TC_ACT_OK, "verdict OK");
 _Static_assert(NETSLOT_VERDICT_DROP == TC_ACT_SHOT, "verdict DROP");
@@ -310,6 +311,83 @@ static __always_inline int swap_vni(struct __sk_buff *skb, const struct pkt *p,
 	return TC_ACT_OK;
 }
 
+/* ---- IPv6 (bpf/lib/nat6.h): the 1:1 translation of a lease with IPv6 ------------------- */
+
+static __always_inline int is_ipv6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	return (void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6);
+}
+
+/*
+ * A lease's egress policy for IPv6: its CIDR lists are IPv4, so under an allow-list (the
+ * RESTRICTED flag) only what DNS answers admitted passes (the slot's nftables marks it),
+ * and a deny-only policy leaves IPv6 alone.
+ */
+static __always_inline int egress_policy6(struct __sk_buff *skb, __be32 outside4)
+{
+	struct slot_policy *pol = bpf_map_lookup_elem(&policies, &outside4);
+
+	if (!pol || !(pol->flags & NETSLOT_POLICY_RESTRICTED))
+		return 0;
+	return skb->mark == NETSLOT_ADMITTED_MARK ? 0 : -1;
+}
+
+/* Out of the slot: guest address -> outside address; nothing else leaves (bar veth ND). */
+static __always_inline int nat6_egress(struct __sk_buff *skb)
+{
+	struct slot6_value *v;
+	struct pkt6 p = {};
+	__u8 outside[16];
+
+	if (parse6(skb, &p) < 0)
+		return drop(skb, NETSLOT_DROP_IPV6_REFUSED);
+	if (is_veth_nd(&p))
+		return TC_ACT_OK;
+	v = slot6_of(skb);
+	if (!v)
+		return drop(skb, NETSLOT_DROP_IPV6_OFF);
+	if (!addr6_eq(p.saddr, v->guest))
+		return drop(skb, NETSLOT_DROP_IPV6_REFUSED);
+	__builtin_memcpy(outside, v->outside, 16);
+	if (police(skb, v->outside4, 0) < 0)
+		return drop(skb, NETSLOT_DROP_RATE);
+	if (egress_policy6(skb, v->outside4) < 0)
+		return drop(skb, NETSLOT_DROP_POLICY);
+	if (rewrite6(skb, &p, ETH_HLEN + IP6_OFF_SADDR, p.saddr, outside) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	return TC_ACT_OK;
+}
+
+/* Into the slot: outside address -> guest address; nothing else enters (bar veth ND). */
+static __always_inline int nat6_ingress(struct __sk_buff *skb)
+{
+	struct slot6_value *v;
+	struct pkt6 p = {};
+	__u8 guest[16];
+
+	if (parse6(skb, &p) < 0)
+		return drop(skb, NETSLOT_DROP_IPV6_REFUSED);
+	if (is_veth_nd(&p))
+		return TC_ACT_OK;
+	v = slot6_of(skb);
+	if (!v)
+		return drop(skb, NETSLOT_DROP_IPV6_OFF);
+	if (!addr6_eq(p.daddr, v->outside))
+		return drop(skb, NETSLOT_DROP_IPV6_REFUSED);
+	__builtin_memcpy(guest, v->guest, 16);
+	if (police(skb, v->outside4, 1) < 0)
+		return drop(skb, NETSLOT_DROP_RATE);
+	if (rewrite6(skb, &p, ETH_HLEN + IP6_OFF_DADDR, p.daddr, guest) < 0)
+		return drop(skb, NETSLOT_DROP_REWRITE_FAILED);
+	return TC_ACT_OK;
+}
+
+/* ---- the programs ---------------------------------------------------------------------- */
+
 SEC("tc")
 int nat_egress(struct __sk_buff *skb)
 {
@@ -318,6 +396,8 @@ int nat_egress(struct __sk_buff *skb)
 	struct pkt p = {};
 	__be32 guest, outside;
 
+	if (is_ipv6(skb))
+		return nat6_egress(skb);
 	switch (lookup(skb, 1, &slot, &cfg, &p)) {
 	case -2:
 		return drop(skb, NETSLOT_DROP_UNATTRIBUTED);
@@ -359,6 +439,8 @@ int nat_ingress(struct __sk_buff *skb)
 	struct pkt p = {};
 	__be32 guest, outside;
 
+	if (is_ipv6(skb))
+		return nat6_ingress(skb);
 	switch (lookup(skb, 0, &slot, &cfg, &p)) {
 	case -2:
 		return drop(skb, NETSLOT_DROP_UNATTRIBUTED);

@@ -45,6 +45,13 @@ enum netslot_drop {
 	NETSLOT_DROP_UNATTRIBUTED = 7,
 	/* The guest's destination is not allowed by its lease's egress policy (lib/policy.h). */
 	NETSLOT_DROP_POLICY = 8,
+	/* IPv6 on an eth0 whose lease has no IPv6 (no `slots6` entry for its ifindex). */
+	NETSLOT_DROP_IPV6_OFF = 9,
+	/*
+	 * IPv6 the translation does not carry: out, not from the guest's address; in, not to
+	 * the outside address; or with extension headers (bar one fragment header).
+	 */
+	NETSLOT_DROP_IPV6_REFUSED = 10,
 };
 
 #define NETSLOT_NSEC_PER_SEC 1000000000ULL

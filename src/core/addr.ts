@@ -1,4 +1,5 @@
 // Address codecs shared by every layer: pure, no kernel access.
+import { isIPv6 } from "node:net";
 
 export function ipToInt(ip: string): number {
   const parts = ip.split(".");
@@ -25,4 +26,60 @@ export function macToBytes(mac: string): Buffer {
 
 export function bytesToMac(bytes: Uint8Array): string {
   return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** An IPv6 address as a 128-bit integer (any textual form node:net accepts, no zone). */
+export function ip6ToBigInt(ip: string): bigint {
+  if (!isIPv6(ip) || ip.includes("%")) throw new Error(`not an IPv6 address: ${ip}`);
+  let text = ip;
+  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hex groups.
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const n = ipToInt(v4[1]!);
+    text = `${text.slice(0, -v4[1]!.length)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
+  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/** The canonical (RFC 5952) text of a 128-bit integer. */
+export function bigIntToIp6(value: bigint): string {
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  // The longest run of two or more zero groups becomes "::" (the first on a tie).
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+}
+
+/** The 16 bytes of an IPv6 address, network order. */
+export function ip6ToBytes(ip: string): Buffer {
+  const v = ip6ToBigInt(ip);
+  const out = Buffer.alloc(16);
+  out.writeBigUInt64BE(v >> 64n, 0);
+  out.writeBigUInt64BE(v & 0xffffffffffffffffn, 8);
+  return out;
+}
+
+export function bytesToIp6(bytes: Uint8Array): string {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, 16);
+  return bigIntToIp6((b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8));
 }

@@ -56,6 +56,9 @@ export const ProfileSchema = Type.Object(
   {
     egress: Type.Optional(EgressPolicySchema),
     bandwidth: Type.Optional(BandwidthSchema),
+    ipv6: Type.Optional(
+      Type.Boolean({ description: "the guest gets IPv6 (lease.guest.ipv6), translated 1:1 to the slot's outside IPv6 address; needs linkCidr6" }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -104,6 +107,9 @@ export const DaemonConfigSchema = Type.Object(
     socket: Type.String({ minLength: 1, default: "/run/netslot/api.sock", description: "API socket" }),
     uplink: Type.Optional(Type.String({ minLength: 1, description: "where slot traffic leaves, masqueraded; default: the device of the default route" })),
     linkCidr: Type.String({ default: "10.200.0.0/16", description: "lower half: /31 link networks; upper half: outside addresses (at most /28)" }),
+    linkCidr6: Type.Optional(
+      Type.String({ description: "where the slots' outside IPv6 addresses come from (slot n: base + 1 + n); IPv6 profiles need it" }),
+    ),
     vtepRemote: Type.Optional(Type.String({ description: "remote VTEP (IPv4) for tenant tunnels (needed for `network` in leases)" })),
     vtepPort: Type.Integer({ minimum: 1, maximum: 65535, default: 4789, description: "VXLAN UDP port" }),
     dnsUpstream: Type.Optional(

@@ -88,6 +88,8 @@ export function parseProfiles(value: ProfilesConfig | undefined, field = "profil
       if (egress.allowDomains !== undefined) parsed.egress.allowDomains = domainList(egress.allowDomains, `${at}.egress.allowDomains`);
     }
     if (profile.bandwidth !== undefined) parsed.bandwidth = { ...profile.bandwidth };
+    // false is the same as absent.
+    if (profile.ipv6 === true) parsed.ipv6 = true;
     out[name] = parsed;
   }
   return out;
@@ -176,6 +178,7 @@ export class ProfileCatalog {
   private readonly policies = new Map<string, ProfilePolicy | undefined>();
   private readonly bandwidths = new Map<string, Bandwidth | undefined>();
   private readonly domainLists = new Map<string, string[]>();
+  private readonly withIpv6 = new Set<string>();
 
   constructor(
     profiles: ProfilesConfig = {},
@@ -193,6 +196,7 @@ export class ProfileCatalog {
       this.policies.set(name, policy && { ...policy, id });
       this.bandwidths.set(name, bandwidthOf(profile));
       if (profile.egress?.allowDomains) this.domainLists.set(name, profile.egress.allowDomains);
+      if (profile.ipv6) this.withIpv6.add(name);
     }
   }
 
@@ -228,6 +232,16 @@ export class ProfileCatalog {
   /** Whether any profile names domains (the daemon then runs its DNS forwarder). */
   get usesDomains(): boolean {
     return this.domainLists.size > 0;
+  }
+
+  /** Whether `profile` gives the guest IPv6. */
+  ipv6(profile: string | undefined): boolean {
+    return profile !== undefined && this.withIpv6.has(profile);
+  }
+
+  /** Whether any profile gives IPv6 (the daemon then needs --link-cidr6). */
+  get usesIpv6(): boolean {
+    return this.withIpv6.size > 0;
   }
 
   /** The bandwidth of `profile` as defined now; undefined for none. */

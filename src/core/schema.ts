@@ -109,6 +109,21 @@ export const SlotRef = Type.Object(
     netns: Type.String({ description: "Path of the slot's named network namespace, e.g. /run/netns/nsl-3." }),
     tap: Type.String(),
     outsideAddress: Type.String(),
+    outsideAddress6: Type.Optional(Type.String({ description: "The slot's outside IPv6 address (from --link-cidr6), when the lease has IPv6." })),
+  },
+  { additionalProperties: false },
+);
+
+/** The guest's IPv6, when the lease's profile has `ipv6: true`; identical in every slot. */
+export const GuestIpv6 = Type.Object(
+  {
+    ip: Type.String(),
+    prefixLength: Type.Integer({ minimum: 0, maximum: 128 }),
+    gateway: Type.String({ description: "tap0's link-local address: the guest's default route is via it on its interface." }),
+    networkConfig: Type.String({
+      description:
+        "cloud-init network config (version 2, YAML) for the guest's interface, IPv4 and IPv6; cloud-init also takes it base64-encoded as the network-config= kernel argument (the kernel's own ip= has no IPv6 form).",
+    }),
   },
   { additionalProperties: false },
 );
@@ -123,6 +138,7 @@ export const GuestConfig = Type.Object(
     mtu: Type.Integer({ minimum: 68 }),
     kernelIpArg: Type.String({ description: "The ip= kernel argument that configures the guest." }),
     dns: Type.Optional(Type.String({ description: "The DNS server the guest asks (the daemon's forwarder), when the lease's profile names egress.allowDomains." })),
+    ipv6: Type.Optional(GuestIpv6),
   },
   { additionalProperties: false },
 );
@@ -304,6 +320,7 @@ export const COMPONENTS = {
   RenewRequest,
   SlotRef,
   GuestConfig,
+  GuestIpv6,
   Lease,
   LeaseList,
   QuarantinedSlot,
@@ -328,6 +345,7 @@ export type LeaseRequest = Static<typeof LeaseRequest>;
 export type RenewRequest = Static<typeof RenewRequest>;
 export type SlotRef = Static<typeof SlotRef>;
 export type GuestConfig = Static<typeof GuestConfig>;
+export type GuestIpv6 = Static<typeof GuestIpv6>;
 export type Lease = Static<typeof Lease>;
 export type LeaseList = Static<typeof LeaseList>;
 export type SlotState = Static<typeof SlotState>;

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { Ajv, type ErrorObject } from "ajv";
 import type { TSchema } from "@sinclair/typebox";
-import { assertPrefix, formatCidr, maxSlots, parseCidr, ipToInt } from "../dataplane/topology.js";
+import { assertPrefix, formatCidr, formatCidr6, maxSlots, maxSlots6, parseCidr, parseCidr6, ipToInt } from "../dataplane/topology.js";
 import { parseConsumers } from "../tenancy/consumers.js";
 import { ProfileError, parseProfiles } from "../core/profiles.js";
 import { ConfigFileSchema, DaemonConfigSchema, MAX_POOL_SIZE, settingFlags, type DaemonConfig } from "../core/config-schema.js";
@@ -182,12 +182,27 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`${flag} must be an IPv4 address, not "${value}"`);
     }
   }
+  if (config.linkCidr6 !== undefined) {
+    let cidr6;
+    try {
+      cidr6 = parseCidr6(config.linkCidr6);
+    } catch (err) {
+      throw new ConfigError(`--link-cidr6: ${(err as Error).message}`);
+    }
+    if (config.poolSize > maxSlots6(cidr6)) {
+      throw new ConfigError(
+        `--pool-size ${config.poolSize} does not fit in --link-cidr6 ${formatCidr6(cidr6)} (at most ${maxSlots6(cidr6)} slots: one outside IPv6 address each, the network's own left out)`,
+      );
+    }
+  }
   try {
     config.profiles = parseProfiles(config.profiles);
   } catch (err) {
     if (err instanceof ProfileError) throw new ConfigError(`config file: ${err.message}`);
     throw err;
   }
+  const dual = Object.entries(config.profiles).find(([, p]) => p.ipv6);
+  if (dual && config.linkCidr6 === undefined) throw new ConfigError(`config file: profiles.${dual[0]}.ipv6 needs --link-cidr6 (where the slots' outside IPv6 addresses come from)`);
   let consumers;
   try {
     consumers = parseConsumers(config.consumers, config.poolSize);

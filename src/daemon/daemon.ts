@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createApiServer } from "../api/server.js";
 import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../dataplane/dataplane.js";
-import { parseCidr } from "../dataplane/topology.js";
+import { parseCidr, parseCidr6 } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
 import type { AuditEvent } from "../core/types.js";
@@ -197,6 +197,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     bpfObject: BPF_OBJECT,
     guestMtu: config.guestMtu,
     dnsPort,
+    linkCidr6: config.linkCidr6 === undefined ? undefined : parseCidr6(config.linkCidr6),
   };
   // Recorded before changing: purge puts back what was there before the first start.
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);

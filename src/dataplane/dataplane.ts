@@ -9,10 +9,17 @@ import * as fs from "node:fs";
 import { nftJson, nftRun, runRetryingEintr, withNft } from "../kernel/nft.js";
 import { loadDataplane, openPinnedDataplane, removePinned, type Dataplane as BpfDataplane } from "../kernel/bpf.js";
 import { addSetElements, NFPROTO_INET } from "../kernel/nftsets.js";
-import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset } from "./ruleset.js";
+import { admittedElements, type Admission, clearEgressPolicyScript, deleteRootScript, foreignTables, resetScript, rootRuleCount, rootRuleset, slotRuleset, type SlotRulesetOptions } from "./ruleset.js";
 import {
   GATEWAY_IP,
+  GATEWAY_IP6,
   GUEST_IP,
+  GUEST_IP6,
+  GUEST_NETWORK6,
+  HOST_LINK_IP6,
+  SLOT_LINK_IP6,
+  outsideAddress6,
+  type Cidr6,
   NETSLOT_RTPROT,
   SLOT_UPLINK_NAME,
   TAP_MAC,
@@ -23,6 +30,7 @@ import {
   cidrContains,
   cidrsOverlap,
   formatCidr,
+  formatCidr6,
   ipToInt,
   parseSlotName,
   slotAddressing,
@@ -38,6 +46,24 @@ import { slotFingerprint, type Fingerprint, type ProofShortcuts } from "./finger
 import { upgradeDataplane } from "./upgrade.js";
 
 const TAP_PROBE = tapProbeFrame();
+
+/** A slot without IPv6 (no --link-cidr6): off before any device exists, so no device gets IPv6 state. */
+const NO_IPV6_SLOT_SYSCTLS: Array<[string, number]> = [
+  ["conf/all/disable_ipv6", 1],
+  ["conf/default/disable_ipv6", 1],
+];
+/**
+ * A slot with IPv6: off on lo (writing "all" also sets "default"), then on for the devices
+ * created next (tap0, eth0), with no automatic link-local address (so no DAD, no router
+ * solicitation, nothing the kernel adds when a VMM first brings tap0's carrier up), and
+ * forwarding for the namespace.
+ */
+const IPV6_SLOT_SYSCTLS: Array<[string, number]> = [
+  ["conf/all/disable_ipv6", 1],
+  ["conf/default/disable_ipv6", 0],
+  ["conf/default/addr_gen_mode", 1],
+  ["conf/all/forwarding", 1],
+];
 
 /** Slot devices route IPv4 (IPv6 is off in the slot namespace). */
 const ROUTED_DEVICE = { ipv4Forwarding: true } as const;
@@ -56,6 +82,12 @@ export interface DataplaneOptions {
   bpfObject: string;
   /** MTU of tap0 (the guest's); the uplink's when not given. Part of the slot layout. */
   guestMtu?: number | undefined;
+  /**
+   * --link-cidr6: slots carry IPv6 for leases whose profile asks for it (outside address
+   * base + 1 + index). Part of the slot layout: every slot gets the IPv6 plumbing at build,
+   * a lease only its `slots6` map entry.
+   */
+  linkCidr6?: Cidr6 | undefined;
 }
 
 /**
@@ -154,9 +186,12 @@ export class SlotDataplane {
    * What `open` will change in the root namespace beyond its own objects (which purge
    * removes by name), with the current values: the caller records them before `open`.
    */
-  static rootChanges(options: Pick<DataplaneOptions, "uplink">): RootChange[] {
-    const setting = { kind: "interface-sysctl", family: "ipv4", device: options.uplink, name: "forwarding", after: "1" } as const;
-    return [{ ...setting, before: readInterfaceSysctl(setting.family, setting.device, setting.name) }];
+  static rootChanges(options: Pick<DataplaneOptions, "uplink" | "linkCidr6">): RootChange[] {
+    const settings: Array<Omit<RootChange, "before">> = [{ kind: "interface-sysctl", family: "ipv4", device: options.uplink, name: "forwarding", after: "1" }];
+    // IPv6 forwarding is decided by the input device too, but only through force_forwarding
+    // (net.ipv6.conf.all.forwarding would turn the whole host into a router).
+    if (options.linkCidr6 !== undefined) settings.push({ kind: "interface-sysctl", family: "ipv6", device: options.uplink, name: "force_forwarding", after: "1" });
+    return settings.map((setting) => ({ ...setting, before: readInterfaceSysctl(setting.family, setting.device, setting.name) }));
   }
 
   /**
@@ -219,10 +254,12 @@ export class SlotDataplane {
           vtepRemote: options.vtepRemote,
           vxlanPort: options.vtepPort,
           ...(options.dnsPort !== undefined ? { dnsPort: options.dnsPort } : {}),
+          ...(options.linkCidr6 !== undefined ? { linkCidr6: formatCidr6(options.linkCidr6) } : {}),
         }),
       );
       // Forwarding is decided per input device: the uplink for replies, each host veth for egress.
       writeInterfaceSysctl("ipv4", options.uplink, "forwarding", 1);
+      if (options.linkCidr6 !== undefined) writeInterfaceSysctl("ipv6", options.uplink, "force_forwarding", 1);
       return dataplane;
     } catch (err) {
       dataplane.close();
@@ -282,10 +319,10 @@ export class SlotDataplane {
     // IPv6 off before any device exists (no device gets IPv6 state). Forwarding is set per
     // device over netlink: each /proc/sys/net/<dir> lookup walks one dentry per namespace
     // on the host, so the one lookup here is all the build pays for.
-    writeNetSysctls("ipv6", [
-      ["conf/all/disable_ipv6", 1],
-      ["conf/default/disable_ipv6", 1],
-    ]);
+    // IPv6 state on devices: with --link-cidr6, only tap0 and eth0 (the devices that carry
+    // the guest's IPv6) have IPv6 on; lo and vx0 stay off as without it.
+    const v6 = this.options.linkCidr6 !== undefined;
+    writeNetSysctls("ipv6", v6 ? IPV6_SLOT_SYSCTLS : NO_IPV6_SLOT_SYSCTLS);
     step("sysctl");
     const rtnl = Rtnl.open();
     try {
@@ -295,6 +332,10 @@ export class SlotDataplane {
       const tap = rtnl.linkByName(TAP_NAME)!;
       rtnl.setLink(tap.index, { mac: TAP_MAC, mtu: this.tapMtu, up: true, ...ROUTED_DEVICE });
       rtnl.addAddress(tap.index, GATEWAY_IP, 30);
+      if (v6) {
+        rtnl.addAddress(tap.index, GATEWAY_IP6, 64, { nodad: true });
+        rtnl.addRoute({ dst: GUEST_NETWORK6, oif: tap.index });
+      }
       step("tap0");
       // eth0 stays down until its clsact qdisc and filters are in: grafting a qdisc on a
       // running device deactivates it and waits for an RCU grace period.
@@ -314,12 +355,15 @@ export class SlotDataplane {
       step("veth");
       const eth0 = rtnl.linkByName(SLOT_UPLINK_NAME)!;
       rtnl.addAddress(eth0.index, a.slotAddress, 31);
+      // IPv6 routes need an IPv6 next hop: fixed link-local addresses on the veth pair.
+      if (v6) rtnl.addAddress(eth0.index, SLOT_LINK_IP6, 64, { nodad: true });
       rtnl.addQdiscClsact(eth0.index);
       rtnl.addBpfFilter(eth0.index, "ingress", this.bpf.ingressProgFd, "nat_ingress");
       rtnl.addBpfFilter(eth0.index, "egress", this.bpf.egressProgFd, "nat_egress");
       step("eth0 tc");
       rtnl.setLink(eth0.index, { up: true, ...ROUTED_DEVICE });
       rtnl.addRoute({ dst: "default", gateway: a.hostAddress, oif: eth0.index });
+      if (v6) rtnl.addRoute({ dst: "::/0", gateway: HOST_LINK_IP6, oif: eth0.index });
       step("eth0 up");
       if (this.options.vtepRemote !== undefined) {
         rtnl.createVxlan({
@@ -333,9 +377,10 @@ export class SlotDataplane {
           mac: a.vxlanMac,
         });
         rtnl.setLink(rtnl.linkByName(VXLAN_NAME)!.index, { up: true, ...ROUTED_DEVICE });
+        if (v6) writeNetSysctls("ipv6", [[`conf/${VXLAN_NAME}/disable_ipv6`, 1]]);
         step("vx0");
       }
-      nftRun(slotRuleset({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress, fresh: true }));
+      nftRun(slotRuleset({ ...this.rulesetOptions(a), fresh: true }));
       step("nft");
       if (eth0.linkIndex === undefined) throw new Error(`eth0 of ${a.name} reports no peer`);
       return eth0.linkIndex;
@@ -353,12 +398,45 @@ export class SlotDataplane {
     // No IPv6 on the host end: brought up with IPv6 on, a device gets a multicast route
     // (ff00::/8) in the root's local table, inserted into a list of one per device, and
     // every IPv6 route of the root namespace is walked (rt6_sync_up): both grow with the pool.
-    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/disable_ipv6`, 1]]);
+    // With --link-cidr6 the host end carries the guests' IPv6 and pays that: IPv6 stays on,
+    // with forwarding (force_forwarding: per device as IPv4's; IPv6 has no netlink setter).
+    const cidr6 = this.options.linkCidr6;
+    writeNetSysctls("ipv6", [[`conf/${a.hostVeth}/${cidr6 === undefined ? "disable_ipv6" : "force_forwarding"}`, 1]]);
     // Forwarding on, and no IPv6 link-local (hence no DAD or router solicitation work under
     // the RTNL lock, which would grow with the pool), in the request that brings it up.
     this.root.setLink(hostIndex, { up: true, ...ROUTED_HOST_DEVICE });
     this.root.addAddress(hostIndex, a.hostAddress, 31);
     this.root.addRoute({ dst: `${a.outsideAddress}/32`, gateway: a.slotAddress, oif: hostIndex, protocol: NETSLOT_RTPROT });
+    if (cidr6 !== undefined) {
+      // A fixed link-local next hop (no DAD), the route to the slot's outside IPv6 address.
+      this.root.addAddress(hostIndex, HOST_LINK_IP6, 64, { nodad: true });
+      this.root.addRoute({ dst: `${outsideAddress6(cidr6, a.index)}/128`, gateway: SLOT_LINK_IP6, oif: hostIndex, protocol: NETSLOT_RTPROT });
+    }
+  }
+
+  /** What the slot's firewall is rendered from (build and reset alike). */
+  private rulesetOptions(a: SlotAddressing): SlotRulesetOptions {
+    return {
+      linkCidr: formatCidr(this.options.linkCidr),
+      hostAddress: a.hostAddress,
+      ...(this.options.linkCidr6 !== undefined ? { linkCidr6: formatCidr6(this.options.linkCidr6) } : {}),
+    };
+  }
+
+  /**
+   * Gives the lease on slot `index` IPv6 (one map update: the slot already has the
+   * plumbing), or takes it away. Refused on a daemon without --link-cidr6.
+   */
+  setIpv6(index: number, on: boolean): void {
+    const a = this.addressing(index);
+    const cidr6 = this.options.linkCidr6;
+    if (on && cidr6 === undefined) throw new Error("IPv6 needs --link-cidr6");
+    this.bpf.setSlot6(a.slotIfindex, on && cidr6 ? { outsideAddress6: outsideAddress6(cidr6, index), guestAddress6: GUEST_IP6, outsideAddress: a.outsideAddress } : undefined);
+  }
+
+  /** The slot's outside IPv6 address, undefined on a daemon without --link-cidr6. */
+  outsideAddress6(index: number): string | undefined {
+    return this.options.linkCidr6 === undefined ? undefined : outsideAddress6(this.options.linkCidr6, index);
   }
 
   /** Removes every kernel object of slot `index`; a missing object is success. */
@@ -475,6 +553,7 @@ export class SlotDataplane {
     // A missing entry is a no-op: a map lookup's cost, whatever the lease had.
     this.bpf.setRate(a.outsideAddress, undefined);
     this.bpf.setSlotPolicy(a.outsideAddress, undefined);
+    this.bpf.setSlot6(a.slotIfindex, undefined);
     return withNetns(a.netnsPath, () => {
       // Emptying the set deletes elements (kernel destroy work): only when a profile named domains.
       if (admissions) nftRun(clearEgressPolicyScript());
@@ -508,7 +587,7 @@ export class SlotDataplane {
       // One context for the listing and the reset: a second context would wait for the
       // first one's socket teardown under the commit lock.
       withNft((nft) =>
-        runRetryingEintr(nft, resetScript({ linkCidr: formatCidr(this.options.linkCidr), hostAddress: a.hostAddress }, foreignTables(nft.json("list tables")))),
+        runRetryingEintr(nft, resetScript(this.rulesetOptions(a), foreignTables(nft.json("list tables")))),
       );
     });
   }
@@ -529,6 +608,7 @@ export class SlotDataplane {
     const nat = this.bpf.getSlot(a.slotMac);
     const rate = this.bpf.getRate(a.outsideAddress);
     const policy = this.bpf.getSlotPolicy(a.outsideAddress);
+    const nat6 = this.bpf.getSlot6(a.slotIfindex);
     return slotFingerprint({
       netnsPath: a.netnsPath,
       addressing: a,
@@ -536,6 +616,7 @@ export class SlotDataplane {
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
       ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
+      ...(nat6 ? { ipv6Entry: JSON.stringify(nat6) } : {}),
     }, timings, shortcuts);
   }
 
@@ -664,6 +745,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
     const nat = bpf?.getSlot(a.slotMac);
     const rate = bpf?.getRate(a.outsideAddress);
     const policy = bpf?.getSlotPolicy(a.outsideAddress);
+    const nat6 = bpf?.getSlot6(a.slotIfindex);
     return slotFingerprint({
       netnsPath: a.netnsPath,
       addressing: a,
@@ -671,6 +753,7 @@ export function fingerprintOf(prefix: string, linkCidr: Cidr, index: number): Fi
       tapProbe: TAP_PROBE,
       ...(rate ? { rateEntry: JSON.stringify(rate) } : {}),
       ...(policy ? { policyEntry: JSON.stringify(policy) } : {}),
+      ...(nat6 ? { ipv6Entry: JSON.stringify(nat6) } : {}),
     });
   } finally {
     bpf?.close();

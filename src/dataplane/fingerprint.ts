@@ -34,6 +34,8 @@ export interface FingerprintContext {
   rateEntry?: string;
   /** The slot's entry in the eBPF `policies` map (a lease's egress policy), if any. */
   policyEntry?: string;
+  /** The slot's entry in the eBPF `slots6` map (a lease's IPv6 translation), if any: a fresh slot has none. */
+  ipv6Entry?: string;
   /**
    * Links whose MAC the kernel draws at random when the slot is built: recorded as
    * "<random-mac>". Default: the VXLAN device, which the dataplane creates without a MAC.
@@ -393,6 +395,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     : ["no map entry"];
   if (ctx.rateEntry !== undefined) bpf.push(`rate limit ${ctx.rateEntry}`);
   if (ctx.policyEntry !== undefined) bpf.push(`egress policy ${ctx.policyEntry}`);
+  if (ctx.ipv6Entry !== undefined) bpf.push(`ipv6 translation ${ctx.ipv6Entry}`);
   const conntrackList = list(inside.conntrack);
   const fp: Fingerprint = {
     version: FINGERPRINT_VERSION,

@@ -4,8 +4,10 @@
 // gives the same end state on a fresh namespace and on one a tenant has modified.
 import {
   GUEST_IP,
+  GUEST_IP6,
   GUEST_MAC,
   METADATA_IP,
+  METADATA_IP6,
   SLOT_TABLE,
   SLOT_UPLINK_NAME,
   TAP_NAME,
@@ -17,6 +19,8 @@ import {
   linkRange,
   outsideRange,
   parseCidr,
+  parseCidr6,
+  formatCidr6,
 } from "./topology.js";
 import { hostIntervalElements, type SetElements } from "../kernel/nftsets.js";
 import { ADMITTED_MARK } from "../kernel/bpfmaps.js";
@@ -50,6 +54,8 @@ export interface SlotRulesetOptions {
    * close and the next transaction in that namespace wait for an RCU grace period.
    */
   fresh?: boolean;
+  /** --link-cidr6: the slot carries the guest's IPv6 (rules below); without it IPv6 is dropped on tap0. */
+  linkCidr6?: string;
 }
 
 export interface RootRulesetOptions {
@@ -62,6 +68,8 @@ export interface RootRulesetOptions {
   vxlanPort: number;
   /** The daemon's DNS forwarder port, when it runs (see rootRuleset). */
   dnsPort?: number;
+  /** --link-cidr6: the slots' outside IPv6 addresses, masqueraded out of the uplink like the IPv4 ones. */
+  linkCidr6?: string;
 }
 
 /** Interface names go into quoted nft strings: no quotes, blanks, wildcards or slashes. */
@@ -101,6 +109,7 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   const host = opts.hostAddress
     ? `    iifname ${tap} ip daddr ${formatIp(opts.hostAddress)} accept ${c("answers to the host (root admits replies only)")}\n`
     : "";
+  const v6 = slotIpv6Rules(opts, c);
   return (
     tableHeader("netdev", SLOT_TABLE, opts.fresh) +
     tableHeader("inet", SLOT_TABLE, opts.fresh) +
@@ -108,7 +117,7 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
   chain ingress {
     type filter hook ingress device ${tap} priority -500; policy accept;
     ether saddr != ${GUEST_MAC} drop ${c("guest source MAC only")}
-    ether type != { ip, arp } drop ${c("IPv4 and ARP only")}
+    ether type != { ip, arp${v6.types} } drop ${c(v6.types ? "IPv4, ARP and IPv6 only" : "IPv4 and ARP only")}
     ether type arp arp htype != 1 drop ${c("ARP over Ethernet only")}
     ether type arp arp ptype != ip drop ${c("ARP for IPv4 only")}
     ether type arp arp hlen != 6 drop ${c("ARP Ethernet address length")}
@@ -116,8 +125,7 @@ export function slotRuleset(opts: SlotRulesetOptions): string {
     ether type arp arp saddr ether != ${GUEST_MAC} drop ${c("ARP sender MAC is the guest")}
     ether type arp arp saddr ip != ${GUEST_IP} drop ${c("ARP sender IP is the guest")}
     ether type ip ip saddr != ${GUEST_IP} drop ${c("guest source IP only")}
-    ether type ip6 drop ${c("no IPv6")}
-  }
+${v6.netdev}  }
 }
 table inet ${SLOT_TABLE} {
   set ${EGRESS_ADMIT_SET} {
@@ -132,12 +140,12 @@ table inet ${SLOT_TABLE} {
 ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link addresses")}
     iifname ${tap} ip daddr @${EGRESS_ADMIT_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS: the eBPF egress policy passes it")}
     iifname ${tap} ip6 daddr @${EGRESS_ADMIT6_SET} meta mark set ${hex(ADMITTED_MARK)} ${c("admitted by DNS (IPv6)")}
-    iifname ${tap} oifname ${out} accept ${c("guest egress")}
+${v6.forward}    iifname ${tap} oifname ${out} accept ${c("guest egress")}
     iifname ${out} oifname ${tap} accept ${c("guest ingress")}
   }
   chain input {
     type filter hook input priority 0; policy accept;
-    iifname ${tap} drop ${c("the guest talks to nothing in the slot namespace")}
+${v6.input}    iifname ${tap} drop ${c("the guest talks to nothing in the slot namespace")}
   }
   chain output {
     type filter hook output priority 0; policy accept;
@@ -145,6 +153,35 @@ ${host}    iifname ${tap} ip daddr ${link} drop ${c("no other slots or host link
 }
 `
   );
+}
+
+/**
+ * The IPv6 part of the slot's firewall (with --link-cidr6). On tap0: the guest's address
+ * or link-local sources only (link-local never leaves the link: the kernel does not forward
+ * it), no router advertisements, redirects or DHCPv6 answers from the guest. Neighbour
+ * discovery is link-scoped: it reaches tap0's own table (flushed at release) and nothing
+ * beyond; the slot's routed eth0 shares no link with the guest. Forwarded: not to the metadata address, not
+ * to any slot's outside IPv6 address (under an allow-list, only to egress_admit6: what
+ * AAAA answers admit, like every slot). Input: neighbour discovery only (the gateway is tap0's address).
+ * A lease without IPv6 has no `slots6` entry: eth0's eBPF drops what gets that far.
+ */
+function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): { types: string; netdev: string; forward: string; input: string } {
+  const tap = `"${TAP_NAME}"`;
+  if (opts.linkCidr6 === undefined) {
+    return { types: "", netdev: `    ether type ip6 drop ${c("no IPv6")}\n`, forward: "", input: "" };
+  }
+  const link6 = formatCidr6(parseCidr6(opts.linkCidr6));
+  return {
+    types: ", ip6",
+    netdev:
+      `    ether type ip6 ip6 saddr != { ${GUEST_IP6}, fe80::/10, :: } drop ${c("guest source IPv6 only (link-local for neighbour discovery)")}\n` +
+      `    ether type ip6 icmpv6 type { nd-router-advert, nd-redirect, 138 } drop ${c("no router advertisements, redirects or renumbering from the guest")}\n` +
+      `    ether type ip6 udp sport 547 drop ${c("no DHCPv6 server in the guest")}\n`,
+    forward:
+      `    iifname ${tap} ip6 daddr ${METADATA_IP6} drop ${c("no IPv6 metadata service")}\n` +
+      `    iifname ${tap} ip6 daddr ${link6} drop ${c("no slot's outside IPv6 address")}\n`,
+    input: `    iifname ${tap} icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept ${c("neighbour discovery with the gateway")}\n`,
+  };
 }
 
 /*
@@ -290,24 +327,32 @@ export function rootRuleset(opts: RootRulesetOptions): string {
 `;
   const dnsInput = opts.dnsPort === undefined ? "" : `    ${dnsFrom} meta l4proto { tcp, udp } th dport ${opts.dnsPort} ct status dnat accept ${c("guest DNS to the forwarder")}
 `;
+  // IPv6 as IPv4: the outside IPv6 addresses are masqueraded to the uplink's, so guests
+  // reach the internet on any host with an IPv6 address, routed prefix or not. The rest of
+  // the table (no slot to slot, host and inbound only as replies) matches both families.
+  const link6 = opts.linkCidr6 === undefined ? undefined : formatCidr6(parseCidr6(opts.linkCidr6));
+  const masquerade6 = link6 === undefined ? "" : `    oifname "${opts.uplink}" ip6 saddr ${link6} masquerade ${c("slot outside IPv6 addresses to the uplink")}\n`;
+  const metadata6 = link6 === undefined ? "" : `    iifname ${slots} ip6 daddr ${METADATA_IP6} drop ${c("no IPv6 metadata service")}\n`;
+  // Neighbour discovery across the veth pairs (the IPv6 routes' link-local next hops): conntrack leaves it untracked.
+  const nd6 = link6 === undefined ? "" : `    iifname ${slots} icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept ${c("neighbour discovery with the host ends")}\n`;
   return (
     idempotentTable("inet", p) +
     `table inet ${p} {
 ${dnsRedirect}  chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     oifname "${opts.uplink}" ip saddr ${outsideRange(link)} masquerade ${c("slot outside addresses to the uplink")}
-  }
+${masquerade6}  }
   chain forward {
     type filter hook forward priority filter; policy accept;
     iifname ${slots} oifname ${slots} drop ${c("no slot to slot")}
 ${guestToVtep}    oifname ${slots} ct state established,related accept ${c("replies to slots")}
 ${vtep}    oifname ${slots} drop ${c("nothing else to slots")}
     iifname ${slots} ip daddr ${METADATA_IP} drop ${c("no metadata service")}
-  }
+${metadata6}  }
   chain input {
     type filter hook input priority filter; policy accept;
     iifname ${slots} ct state established,related accept ${c("replies from slots")}
-${dnsInput}    iifname ${slots} drop ${c("slots reach the host only as replies")}
+${nd6}${dnsInput}    iifname ${slots} drop ${c("slots reach the host only as replies")}
   }
 }
 `

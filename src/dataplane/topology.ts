@@ -1,6 +1,6 @@
 // The slot topology as data: names and addresses derived from the slot index. Pure code,
 // no kernel access; docs/architecture.md draws the picture.
-import { bytesToMac, intToIp, ipToInt, macToBytes } from "../core/addr.js";
+import { bigIntToIp6, bytesToMac, intToIp, ip6ToBigInt, ipToInt, macToBytes } from "../core/addr.js";
 
 export { bytesToMac, intToIp, ipToInt, macToBytes };
 
@@ -24,6 +24,23 @@ export const VXLAN_NAME = "vx0";
 export const DUMMY_VNI = 0;
 export const VXLAN_OVERHEAD = 50;
 export const METADATA_IP = "169.254.169.254";
+
+// IPv6 (a lease whose profile has `ipv6: true`, on a daemon with --link-cidr6): like the
+// IPv4 guest link, the same in every slot; the eBPF NAT maps GUEST_IP6 1:1 to the slot's
+// outside IPv6 address. The gateway is tap0's link-local address: the kernel sends its
+// neighbour solicitations from a link-local address, so tap0 needs one anyway, and a
+// fixed one (rather than one derived when a VMM first brings the carrier up) keeps a used
+// slot identical to a fresh one.
+export const GUEST_IP6 = "fd00:a9fe::21";
+export const GUEST_PREFIX_LENGTH6 = 64;
+export const GATEWAY_IP6 = "fe80::1";
+/** The guest's on-link IPv6 network (tap0's route to the guest). */
+export const GUEST_NETWORK6 = "fd00:a9fe::/64";
+/** Link-local next hops of the IPv6 routes across the veth pair: the host end, eth0. */
+export const HOST_LINK_IP6 = "fe80::1";
+export const SLOT_LINK_IP6 = "fe80::2";
+/** The IPv6 metadata address of some clouds (EC2's IMDS): kept from guests like METADATA_IP. */
+export const METADATA_IP6 = "fd00:ec2::254";
 /** rtm_protocol on the routes netslot adds in the root namespace (unassigned in rt_protos). */
 export const NETSLOT_RTPROT = 222;
 /** Name of the nftables tables netslot creates inside each slot namespace. */
@@ -87,6 +104,43 @@ export function tenantCidrConflict(cidrText: string, linkCidr: Cidr, vtepRemote?
     if (cidrsOverlap(cidr, range)) return `${cidrText} overlaps ${what}`;
   }
   return undefined;
+}
+
+/** An IPv6 network: --link-cidr6, where the slots' outside IPv6 addresses live. */
+export interface Cidr6 {
+  base: bigint;
+  prefixLength: number;
+  size: bigint;
+}
+
+/** Parses "x:y::/n"; the address must be the network address (no host bits set). */
+export function parseCidr6(text: string): Cidr6 {
+  const match = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(text);
+  if (!match) throw new Error(`not an IPv6 CIDR: ${text}`);
+  const prefixLength = Number(match[2]);
+  if (prefixLength > 128) throw new Error(`prefix length over 128: ${text}`);
+  const base = ip6ToBigInt(match[1]!);
+  const size = 1n << BigInt(128 - prefixLength);
+  if (base % size !== 0n) throw new Error(`host bits set in ${text}`);
+  return { base, prefixLength, size };
+}
+
+export function formatCidr6(cidr: Cidr6): string {
+  return `${bigIntToIp6(cidr.base)}/${cidr.prefixLength}`;
+}
+
+/** Slots an IPv6 link CIDR can hold: every address but the network's own (the subnet-router anycast). */
+export function maxSlots6(cidr: Cidr6): number {
+  const n = cidr.size - 1n;
+  return n > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(n);
+}
+
+/** Slot `index`'s outside IPv6 address: base + 1 + index (as the IPv4 one, one address per slot). */
+export function outsideAddress6(cidr: Cidr6, index: number): string {
+  if (!Number.isInteger(index) || index < 0 || index >= maxSlots6(cidr)) {
+    throw new Error(`slot index ${index} does not fit in ${formatCidr6(cidr)}`);
+  }
+  return bigIntToIp6(cidr.base + 1n + BigInt(index));
 }
 
 /** Slots a link CIDR can hold: a /31 link network each in the lower half, an outside /32 in the upper. */
@@ -199,4 +253,26 @@ export function tapProbeFrame(): Buffer {
 /** The `ip=` kernel argument: ip=<client>::<gw>:<netmask>::<device>:off */
 export function kernelIpArg(): string {
   return `ip=${GUEST_IP}::${GATEWAY_IP}:255.255.255.252::eth0:off`;
+}
+
+/**
+ * cloud-init network config (version 2) for a guest with IPv6: both families on the
+ * interface with the guest's MAC (a network config replaces the whole configuration).
+ * The IPv6 default route is on-link via tap0's link-local address.
+ */
+export function guestNetworkConfig6(): string {
+  return [
+    "version: 2",
+    "ethernets:",
+    "  eth0:",
+    "    match:",
+    `      macaddress: "${GUEST_MAC}"`,
+    "    addresses:",
+    `      - ${GUEST_IP}/${GUEST_PREFIX_LENGTH}`,
+    `      - "${GUEST_IP6}/${GUEST_PREFIX_LENGTH6}"`,
+    "    routes:",
+    `      - { to: 0.0.0.0/0, via: ${GATEWAY_IP} }`,
+    `      - { to: "::/0", via: "${GATEWAY_IP6}", on-link: true }`,
+    "",
+  ].join("\n");
 }

@@ -29,6 +29,13 @@ import {
   encodeSlotPolicy,
   type PolicyCidr,
   type SlotPolicy,
+  MAP_SLOTS6,
+  SLOT6_KEY_SIZE,
+  SLOT6_VALUE_SIZE,
+  decodeSlot6Value,
+  encodeSlot6Key,
+  encodeSlot6Value,
+  type SlotNat6,
   RATE_KEY_SIZE,
   RATE_VALUE_SIZE,
   decodeRateValue,
@@ -182,13 +189,13 @@ export function ensureBpffs(): void {
 }
 
 /** The maps of bpf/nat.o, as pinned; the order of the descriptors PinnedDataplane takes. */
-const MAP_NAMES = [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES] as const;
+const MAP_NAMES = [MAP_SLOTS, MAP_CONFIG, MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES, MAP_SLOTS6] as const;
 const PIN_NAMES = [PROG_EGRESS, PROG_INGRESS, ...MAP_NAMES] as const;
 /**
  * Maps added after the first release: a pin directory of an older netslot lacks them, and
  * the in-place upgrade creates and pins them (upgradePrograms).
  */
-const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES]);
+const ADDED_MAPS: ReadonlySet<string> = new Set([MAP_RATES, MAP_UNATTRIBUTED, MAP_POLICY_CIDRS, MAP_POLICIES, MAP_SLOTS6]);
 const CORE_PINS = PIN_NAMES.filter((name) => !ADDED_MAPS.has(name));
 
 function pinsPresent(dir: string): number {
@@ -240,6 +247,10 @@ export interface Dataplane {
   setRate(outsideAddress: string, rate: SlotRate | undefined): void;
   /** The configured bandwidth of the slot, undefined when it has none. */
   getRate(outsideAddress: string): SlotRate | undefined;
+  /** Sets (or, with undefined, removes) the IPv6 translation of the slot whose eth0 has this ifindex. */
+  setSlot6(ifindex: number, nat: SlotNat6 | undefined): void;
+  /** The slot's IPv6 translation, undefined when its lease has no IPv6. */
+  getSlot6(ifindex: number): SlotNat6 | undefined;
   /** IPv4 frames the programs dropped because no slot owns them, summed over CPUs since load. */
   unattributedDrops(): bigint;
   /**
@@ -278,6 +289,7 @@ class PinnedDataplane implements Dataplane {
     private readonly unattributedFd: number,
     private readonly policyCidrsFd: number,
     private readonly policiesFd: number,
+    private readonly slots6Fd: number,
   ) {
     const egress = programInfo(egressProgFd);
     const ingress = programInfo(ingressProgFd);
@@ -373,6 +385,24 @@ class PinnedDataplane implements Dataplane {
     checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.ratesFd), key, encodeRateValue(rate), BPF_ANY) as number, MAP_RATES);
   }
 
+  setSlot6(ifindex: number, nat: SlotNat6 | undefined): void {
+    const key = encodeSlot6Key(ifindex);
+    if (nat === undefined) {
+      const ret = b.mapDelete(this.fd(this.slots6Fd), key) as number;
+      if (ret !== -libc.ENOENT) checkRet("bpf_map_delete_elem", ret, MAP_SLOTS6);
+      return;
+    }
+    checkRet("bpf_map_update_elem", b.mapUpdate(this.fd(this.slots6Fd), key, encodeSlot6Value(nat), BPF_ANY) as number, MAP_SLOTS6);
+  }
+
+  getSlot6(ifindex: number): SlotNat6 | undefined {
+    const value = Buffer.alloc(SLOT6_VALUE_SIZE);
+    const ret = b.mapLookup(this.fd(this.slots6Fd), encodeSlot6Key(ifindex), value) as number;
+    if (ret === -libc.ENOENT) return undefined;
+    checkRet("bpf_map_lookup_elem", ret, MAP_SLOTS6);
+    return decodeSlot6Value(value);
+  }
+
   unattributedDrops(): bigint {
     // A per-CPU value is read as one u64 per possible CPU.
     const value = Buffer.alloc(8 * possibleCpus());
@@ -450,7 +480,7 @@ class PinnedDataplane implements Dataplane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd, this.policyCidrsFd, this.policiesFd]) libc.close(fd);
+    for (const fd of [this.egressProgFd, this.ingressProgFd, this.slotsFd, this.configFd, this.ratesFd, this.unattributedFd, this.policyCidrsFd, this.policiesFd, this.slots6Fd]) libc.close(fd);
   }
 
   unpin(): void {
@@ -473,7 +503,7 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
       const file = path.join(pinDir, name);
       fds.push(checkRet("bpf_obj_get", b.objGet(file) as number, file));
     }
-    const [egress, ingress, slots, config, rates, unattributed, policyCidrs, policies] = fds as [number, number, number, number, number, number, number, number];
+    const [egress, ingress, slots, config, rates, unattributed, policyCidrs, policies, slots6] = fds as [number, number, number, number, number, number, number, number, number];
     for (const [fd, name] of [[egress, PROG_EGRESS], [ingress, PROG_INGRESS]] as const) {
       const info = programInfo(fd);
       if (info.type !== BPF_PROG_TYPE_SCHED_CLS) throw new Error(`${pinDir}/${name} is not a tc program (type ${info.type})`);
@@ -493,7 +523,8 @@ function adopt(pinDir: string, adopted: boolean): Dataplane {
     expect(unattributed, MAP_UNATTRIBUTED, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8);
     expect(policyCidrs, MAP_POLICY_CIDRS, BPF_MAP_TYPE_LPM_TRIE, POLICY_CIDR_KEY_SIZE, POLICY_CIDR_VALUE_SIZE);
     expect(policies, MAP_POLICIES, BPF_MAP_TYPE_HASH, POLICY_KEY_SIZE, POLICY_VALUE_SIZE);
-    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed, policyCidrs, policies);
+    expect(slots6, MAP_SLOTS6, BPF_MAP_TYPE_HASH, SLOT6_KEY_SIZE, SLOT6_VALUE_SIZE);
+    return new PinnedDataplane(pinDir, adopted, egress, ingress, slots, config, rates, unattributed, policyCidrs, policies, slots6);
   } catch (err) {
     for (const fd of fds) libc.close(fd);
     throw err;

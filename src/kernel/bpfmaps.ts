@@ -3,7 +3,7 @@
 // access; change it together with the C headers (the integration test loads the real
 // object and checks the map sizes against these).
 import * as os from "node:os";
-import { bytesToMac, intToIp, ipToInt, macToBytes } from "../core/addr.js";
+import { bytesToIp6, bytesToMac, intToIp, ip6ToBytes, ipToInt, macToBytes } from "../core/addr.js";
 
 /** Program and map names inside bpf/nat.o, also the file names under the pin directory. */
 export const PROG_EGRESS = "nat_egress";
@@ -14,6 +14,8 @@ export const MAP_RATES = "rates";
 export const MAP_UNATTRIBUTED = "unattributed";
 export const MAP_POLICY_CIDRS = "policy_cidrs";
 export const MAP_POLICIES = "policies";
+/** bpf/lib/nat6.h: eth0 ifindex → a lease's IPv6 translation. */
+export const MAP_SLOTS6 = "slots6";
 
 /** NETSLOT_MAX_SLOTS: entries of the `slots` hash map. */
 export const MAX_SLOTS = 65536;
@@ -44,6 +46,10 @@ export const DropReason = {
   unattributed: 7,
   /** The guest's destination is not allowed by its lease's egress policy (bpf/lib/policy.h). */
   policy: 8,
+  /** IPv6 on an eth0 whose lease has no IPv6 (no `slots6` entry). */
+  ipv6Off: 9,
+  /** IPv6 the translation does not carry (foreign source out, foreign destination in, extension headers). */
+  ipv6Refused: 10,
 } as const;
 export type DropReasonName = keyof typeof DropReason;
 
@@ -77,6 +83,37 @@ export interface RateBucket {
 export interface SlotRate {
   egress?: RateBucket;
   ingress?: RateBucket;
+}
+
+export const SLOT6_KEY_SIZE = 4;
+export const SLOT6_VALUE_SIZE = 40;
+
+/** A lease's IPv6 translation (struct slot6_value, bpf/lib/nat6.h). */
+export interface SlotNat6 {
+  outsideAddress6: string;
+  guestAddress6: string;
+  /** The slot's outside IPv4 address: the `rates` key, so one bandwidth covers both families. */
+  outsideAddress: string;
+}
+
+/** __u32 ifindex, host order: the `slots6` key. */
+export function encodeSlot6Key(ifindex: number): Buffer {
+  const key = Buffer.alloc(SLOT6_KEY_SIZE);
+  writeHostU32(key, ifindex, 0);
+  return key;
+}
+
+/** struct slot6_value { __u8 outside[16]; __u8 guest[16]; __be32 outside4; __u32 pad; } */
+export function encodeSlot6Value(v: SlotNat6): Buffer {
+  const value = Buffer.alloc(SLOT6_VALUE_SIZE);
+  ip6ToBytes(v.outsideAddress6).copy(value, 0);
+  ip6ToBytes(v.guestAddress6).copy(value, 16);
+  value.writeUInt32BE(ipToInt(v.outsideAddress), 32);
+  return value;
+}
+
+export function decodeSlot6Value(value: Buffer): SlotNat6 {
+  return { outsideAddress6: bytesToIp6(value.subarray(0, 16)), guestAddress6: bytesToIp6(value.subarray(16, 32)), outsideAddress: intToIp(value.readUInt32BE(32)) };
 }
 
 /** What the programs need to know about one slot. */

@@ -29,8 +29,8 @@ export interface BootDeps {
   leases: Pick<LeaseLifecycle, "adopt" | "drop" | "get" | "all">;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "ensureSlots" | "slots" | "listLeases" | "deleteLease" | "setSlotStates" | "bootId" | "setBootId">;
-  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy" | "setBandwidth">;
-  profiles: Pick<ProfileCatalog, "policy" | "bandwidth">;
+  dataplane: Pick<SlotDataplane, "kernelSlotIndices" | "intactSlots" | "destroySlot" | "buildSlot" | "setTenant" | "setEgressPolicy" | "setBandwidth" | "setIpv6">;
+  profiles: Pick<ProfileCatalog, "policy" | "bandwidth" | "ipv6">;
   scrubber: Pick<Scrubber, "build" | "golden">;
   metrics: Pick<PoolMetrics, "buildSeconds" | "buildFailures" | "voidedTotal">;
   /** The kernel's boot id: leases granted under another one name VMs that no longer exist. */
@@ -278,6 +278,7 @@ export class PoolBoot {
       if (policy) this.deps.dataplane.setEgressPolicy(index, policy);
       // A new bucket: a restart hands the lease a full burst, nothing more.
       if (bandwidth) this.deps.dataplane.setBandwidth(index, bandwidth);
+      if (this.deps.profiles.ipv6(lease.profile)) this.deps.dataplane.setIpv6(index, true);
     } catch (err) {
       this.deps.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
     }

@@ -20,7 +20,7 @@ export interface LeaseLifecycleDeps {
   slots: SlotTable;
   scrubs: ScrubQueue;
   store: Pick<LeaseStore, "insertLease" | "renewLease" | "deleteLease" | "endedLease">;
-  dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "setBandwidth" | "options">;
+  dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "setBandwidth" | "setIpv6" | "options">;
   profiles: ProfileCatalog;
   metrics: Pick<PoolMetrics, "leasesTotal" | "releasesTotal" | "acquireSeconds" | "releaseSeconds">;
   log: (msg: string) => void;
@@ -121,10 +121,13 @@ export class LeaseLifecycle {
     }
     const policy = this.deps.profiles.policy(request.profile);
     const bandwidth = this.deps.profiles.bandwidth(request.profile);
-    if (policy || bandwidth) {
+    const ipv6 = this.deps.profiles.ipv6(request.profile);
+    if (policy || bandwidth || ipv6) {
       try {
         if (policy) dataplane.setEgressPolicy(index, policy);
         if (bandwidth) dataplane.setBandwidth(index, bandwidth);
+        // One map update: every slot of a daemon with --link-cidr6 has the IPv6 plumbing.
+        if (ipv6) dataplane.setIpv6(index, true);
       } catch (err) {
         // Undo: the lease was never acknowledged; the scrub empties whatever got in.
         store.deleteLease(lease.id);

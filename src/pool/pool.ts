@@ -8,7 +8,7 @@
 import { NetslotError } from "../core/errors.js";
 import type { AuditEvent, Health, Lease, LeaseRequest, LeaseService, PoolCounts, SlotState } from "../core/types.js";
 import type { SlotDataplane } from "../dataplane/dataplane.js";
-import { GATEWAY_IP, GUEST_IP, GUEST_MAC, GUEST_PREFIX_LENGTH, TAP_NAME, guestMtu, kernelIpArg } from "../dataplane/topology.js";
+import { GATEWAY_IP, GATEWAY_IP6, GUEST_IP, GUEST_IP6, GUEST_MAC, GUEST_PREFIX_LENGTH, GUEST_PREFIX_LENGTH6, TAP_NAME, guestMtu, guestNetworkConfig6, kernelIpArg } from "../dataplane/topology.js";
 import type { LeaseStore, StoredLease } from "../store/store.js";
 import { SlotTable } from "./allocation.js";
 import { PoolBoot, type BootProgress } from "./boot.js";
@@ -285,10 +285,11 @@ export class Pool implements LeaseService {
 
   private toLease(l: StoredLease): Lease {
     const a = this.options.dataplane.addressing(l.slotIndex);
+    const outside6 = this.profiles.ipv6(l.profile) ? this.options.dataplane.outsideAddress6(l.slotIndex) : undefined;
     return {
       id: l.id,
       consumer: l.consumer,
-      slot: { index: l.slotIndex, netns: a.netnsPath, tap: TAP_NAME, outsideAddress: a.outsideAddress },
+      slot: { index: l.slotIndex, netns: a.netnsPath, tap: TAP_NAME, outsideAddress: a.outsideAddress, ...(outside6 !== undefined ? { outsideAddress6: outside6 } : {}) },
       guest: {
         ip: GUEST_IP,
         prefixLength: GUEST_PREFIX_LENGTH,
@@ -299,6 +300,7 @@ export class Pool implements LeaseService {
         kernelIpArg: kernelIpArg(),
         // The slot's host link address: the root table sends its port 53 to the DNS forwarder.
         ...(this.profiles.domains(l.profile) !== undefined ? { dns: a.hostAddress } : {}),
+        ...(outside6 !== undefined ? { ipv6: { ip: GUEST_IP6, prefixLength: GUEST_PREFIX_LENGTH6, gateway: GATEWAY_IP6, networkConfig: guestNetworkConfig6() } } : {}),
       },
       labels: l.labels,
       ...(l.network ? { network: l.network } : {}),

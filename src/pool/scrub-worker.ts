@@ -7,7 +7,7 @@ import { slotRuleset } from "../dataplane/ruleset.js";
 import { SlotDataplane, type DataplaneOptions } from "../dataplane/dataplane.js";
 import { loadGolden, saveGolden } from "../dataplane/golden.js";
 import { FINGERPRINT_VERSION, diffFingerprints, liveHolders, type Fingerprint } from "../dataplane/fingerprint.js";
-import { parseCidr, TAP_NAME } from "../dataplane/topology.js";
+import { parseCidr, parseCidr6, TAP_NAME } from "../dataplane/topology.js";
 import { faultPoint, useFaultLogger } from "../core/faults.js";
 import { createLogger } from "../core/log.js";
 import { DEFAULT_MAX_WATCHES, DEFAULT_SCRUB_NICE, type BuildResult, type ScrubJob, type ScrubResult, type WorkerInit } from "./scrubber.js";
@@ -21,7 +21,11 @@ const init = workerData as WorkerInit;
 // dies, which a message posted to the main thread would not be.
 const logger = createLogger({ ...init.log, bindings: { thread: "scrub" } });
 useFaultLogger(logger);
-const options: DataplaneOptions = { ...init.options, linkCidr: parseCidr(init.options.linkCidr) };
+const options: DataplaneOptions = {
+  ...init.options,
+  linkCidr: parseCidr(init.options.linkCidr),
+  linkCidr6: init.options.linkCidr6 === undefined ? undefined : parseCidr6(init.options.linkCidr6),
+};
 const dataplane = SlotDataplane.attach(options);
 const prover = new Prover(dataplane, { maxWatches: init.maxWatches ?? DEFAULT_MAX_WATCHES });
 let golden: Fingerprint | undefined;
@@ -52,10 +56,11 @@ const goldenKey = JSON.stringify({
   vtep: init.options.vtepRemote !== undefined,
   vtepPort: init.options.vtepPort,
   linkCidr: init.options.linkCidr,
+  linkCidr6: init.options.linkCidr6,
   mtu: dataplane.uplinkMtu,
   tapMtu: dataplane.tapMtu,
   // The slot's own ruleset (policy sets included): a new one makes the saved golden stale.
-  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr })).digest("hex"),
+  ruleset: createHash("sha256").update(slotRuleset({ linkCidr: init.options.linkCidr, ...(init.options.linkCidr6 !== undefined ? { linkCidr6: init.options.linkCidr6 } : {}) })).digest("hex"),
 });
 
 function describe(f: Fingerprint): string {

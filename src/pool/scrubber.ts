@@ -1,12 +1,13 @@
 // The pool's handle on the scrub worker: one job at a time per slot, answers as promises.
 import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
-import { formatCidr } from "../dataplane/topology.js";
+import { formatCidr, formatCidr6 } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
 import type { LogOptions } from "../core/log.js";
 
 export interface WorkerInit {
-  options: Omit<DataplaneOptions, "linkCidr"> & { linkCidr: string };
+  // Plain strings across the thread boundary (a parsed IPv6 CIDR holds bigints).
+  options: Omit<DataplaneOptions, "linkCidr" | "linkCidr6"> & { linkCidr: string; linkCidr6?: string | undefined };
   stateDir: string;
   version: string;
   /** The worker makes its own logger (a pino instance cannot cross threads) with these. */
@@ -111,7 +112,7 @@ export class Scrubber {
 
   constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
     this.init = {
-      options: { ...options, linkCidr: formatCidr(options.linkCidr) },
+      options: { ...options, linkCidr: formatCidr(options.linkCidr), linkCidr6: options.linkCidr6 === undefined ? undefined : formatCidr6(options.linkCidr6) },
       stateDir,
       version,
       log: supervision.logOptions ?? { level: "info" },

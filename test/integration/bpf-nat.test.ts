@@ -11,6 +11,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadDataplane, openPinnedDataplane, progTestRun, removePinned, type Dataplane } from "../../src/kernel/bpf.js";
 import { SyscallError } from "../../src/kernel/libc.js";
+import { ip6ToBytes } from "../../src/core/addr.js";
 import {
   ADMITTED_MARK,
   DEFAULT_VXLAN_PORT,
@@ -18,8 +19,8 @@ import {
   TC_ACT_OK,
   TC_ACT_SHOT,
 } from "../../src/kernel/bpfmaps.js";
-import { DUMMY_VNI, GUEST_IP, GUEST_MAC, TAP_MAC, slotMacFor } from "../../src/dataplane/topology.js";
-import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, checksum, ip4, pseudoSum, ether, type Ipv4Opts, ipv4, tcp, udp, icmp, vxlan, type Parsed, parse, assertIpCsum, assertL4Csum } from "../support/packets.js";
+import { DUMMY_VNI, GUEST_IP, GUEST_IP6, GUEST_MAC, HOST_LINK_IP6, SLOT_LINK_IP6, TAP_MAC, slotMacFor } from "../../src/dataplane/topology.js";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, checksum, ip4, pseudoSum, ether, type Ipv4Opts, ipv4, ipv6, parse6, assertL4Csum6, tcp, udp, icmp, vxlan, type Parsed, parse, assertIpCsum, assertL4Csum } from "../support/packets.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const OBJECT = path.join(ROOT, "bpf", "nat.o");
@@ -85,7 +86,7 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
 
   it("pins both programs and their maps, visible to bpftool", () => {
     assert.equal(dp.adopted, false);
-    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(PIN_DIR).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "slots6", "unattributed"]);
     const show = JSON.parse(execFileSync("bpftool", ["-j", "prog", "show", "pinned", `${PIN_DIR}/nat_egress`], { encoding: "utf8" })) as {
       id: number;
       tag: string;
@@ -309,11 +310,10 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
       }
     });
 
-    it("leaves frames of other sources and non-IPv4 untouched", () => {
+    it("leaves frames of other sources and non-IP untouched", () => {
       const cases = [
         Buffer.concat([ether(TAP_MAC, SLOT_MAC), ipv4({ src: SLOT_ADDR, dst: REMOTE, proto: IPPROTO_TCP, payload: tcp(SLOT_ADDR, REMOTE, 1, 2, Buffer.alloc(0)) })]),
         Buffer.concat([ether("ff:ff:ff:ff:ff:ff", SLOT_MAC, 0x0806), Buffer.alloc(28, 1)]),
-        Buffer.concat([ether(TAP_MAC, SLOT_MAC, 0x86dd), Buffer.alloc(40, 0x60)]), // IPv6
         // IPv4 ethertype, version 6: not parsed. (A frame shorter than an IPv4 header
         // cannot be tested: BPF_PROG_TEST_RUN refuses it with EINVAL.)
         Buffer.concat([ether(TAP_MAC, SLOT_MAC), Buffer.from([0x65]), Buffer.alloc(39)]),
@@ -543,6 +543,112 @@ describe("eBPF NAT programs (BPF_PROG_TEST_RUN)", () => {
         assert.equal(o.retval, TC_ACT_SHOT);
         assert.equal(o.cb[0], DropReason.noTenantNetwork);
       });
+    });
+  });
+
+  describe("IPv6 (slots6: a lease with the ipv6 profile)", () => {
+    const OUTSIDE6 = "fd00:77::8";
+    const REMOTE6 = "2001:db8::20";
+    const nat6 = { outsideAddress6: OUTSIDE6, guestAddress6: GUEST_IP6, outsideAddress: OUTSIDE };
+    const out6 = (src: string, dst: string, proto: number, payload: Buffer, csumAt?: number, ext?: { nextHeader: number; bytes: Buffer }) =>
+      Buffer.concat([ether(TAP_MAC, SLOT_MAC, 0x86dd), ipv6({ src, dst, proto, payload, ...(csumAt !== undefined ? { csumAt } : {}), ...(ext ? { ext } : {}) })]);
+    const in6 = (src: string, dst: string, proto: number, payload: Buffer, csumAt?: number) =>
+      Buffer.concat([ether(SLOT_MAC, "02:aa:00:00:00:01", 0x86dd), ipv6({ src, dst, proto, payload, ...(csumAt !== undefined ? { csumAt } : {}) })]);
+    const tcp6 = (data: string) => {
+      const t = Buffer.alloc(20 + data.length);
+      t.writeUInt16BE(40000, 0);
+      t.writeUInt16BE(443, 2);
+      t[12] = 0x50;
+      Buffer.from(data).copy(t, 20);
+      return t;
+    };
+    const udp6 = (data: string) => {
+      const u = Buffer.alloc(8 + data.length);
+      u.writeUInt16BE(5353, 0);
+      u.writeUInt16BE(53, 2);
+      u.writeUInt16BE(u.length, 4);
+      Buffer.from(data).copy(u, 8);
+      return u;
+    };
+    const echo6 = Buffer.concat([Buffer.from([128, 0, 0, 0, 0, 1, 0, 1]), Buffer.from("ping6")]);
+    /** A neighbour solicitation for `target`: ICMPv6 135, reserved, target address. */
+    const ns = (target: string) => {
+      const m = Buffer.alloc(24);
+      m[0] = 135;
+      ip6ToBytes(target).copy(m, 8);
+      return m;
+    };
+
+    before(() => dp.setSlot6(RUN_IFINDEX, nat6));
+    after(() => dp.setSlot6(RUN_IFINDEX, undefined));
+
+    it("out: the guest's address becomes the outside address, TCP, UDP and ICMPv6 checksums stay valid", () => {
+      for (const [proto, payload, csumAt] of [
+        [IPPROTO_TCP, tcp6("hello, world!"), 16],
+        [IPPROTO_UDP, udp6("query"), 6],
+        [IPPROTO_ICMPV6, echo6, 2],
+      ] as const) {
+        const r = egress(out6(GUEST_IP6, REMOTE6, proto, payload, csumAt));
+        assert.equal(r.retval, TC_ACT_OK, `proto ${proto}: drop reason ${r.cb[0]}`);
+        const p = parse6(r.packet);
+        assert.equal(p.src, OUTSIDE6);
+        assert.equal(p.dst, REMOTE6);
+        assertL4Csum6(p);
+      }
+    });
+
+    it("in: the outside address becomes the guest's, checksums stay valid", () => {
+      for (const [proto, payload, csumAt] of [
+        [IPPROTO_TCP, tcp6("reply"), 16],
+        [IPPROTO_UDP, udp6("answer"), 6],
+        [IPPROTO_ICMPV6, echo6, 2],
+      ] as const) {
+        const r = ingress(in6(REMOTE6, OUTSIDE6, proto, payload, csumAt));
+        assert.equal(r.retval, TC_ACT_OK, `proto ${proto}: drop reason ${r.cb[0]}`);
+        const p = parse6(r.packet);
+        assert.equal(p.src, REMOTE6);
+        assert.equal(p.dst, GUEST_IP6);
+        assertL4Csum6(p);
+      }
+    });
+
+    it("drops a foreign source out, a foreign destination in, and extension headers", () => {
+      const spoofed = egress(out6("fd00:a9fe::99", REMOTE6, IPPROTO_TCP, tcp6("x"), 16));
+      assert.equal(spoofed.retval, TC_ACT_SHOT);
+      assert.equal(spoofed.cb[0], DropReason.ipv6Refused);
+      const otherSlot = ingress(in6(REMOTE6, "fd00:77::9", IPPROTO_TCP, tcp6("x"), 16));
+      assert.equal(otherSlot.retval, TC_ACT_SHOT);
+      assert.equal(otherSlot.cb[0], DropReason.ipv6Refused);
+      // Hop-by-hop options (next header 0) ahead of TCP: the checksum is out of reach.
+      const hbh = Buffer.from([IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+      const ext = egress(out6(GUEST_IP6, REMOTE6, IPPROTO_TCP, tcp6("x"), 16, { nextHeader: 0, bytes: hbh }));
+      assert.equal(ext.retval, TC_ACT_SHOT);
+      assert.equal(ext.cb[0], DropReason.ipv6Refused);
+    });
+
+    it("passes neighbour discovery between the veth ends untouched, and nothing else link-local", () => {
+      const sol = ns(SLOT_LINK_IP6);
+      const fromHost = in6(HOST_LINK_IP6, "ff02::1:ff00:2", IPPROTO_ICMPV6, sol, 2);
+      const r = ingress(fromHost);
+      assert.equal(r.retval, TC_ACT_OK);
+      assert.deepEqual(r.packet, fromHost);
+      const fromSlot = out6(SLOT_LINK_IP6, HOST_LINK_IP6, IPPROTO_ICMPV6, Buffer.concat([Buffer.from([136]), sol.subarray(1)]), 2);
+      assert.deepEqual(egress(fromSlot).packet, fromSlot);
+      const ping = egress(out6(SLOT_LINK_IP6, HOST_LINK_IP6, IPPROTO_ICMPV6, echo6, 2));
+      assert.equal(ping.retval, TC_ACT_SHOT);
+    });
+
+    it("a slot whose lease has no IPv6 passes none", () => {
+      dp.setSlot6(RUN_IFINDEX, undefined);
+      try {
+        for (const r of [egress(out6(GUEST_IP6, REMOTE6, IPPROTO_TCP, tcp6("x"), 16)), ingress(in6(REMOTE6, OUTSIDE6, IPPROTO_TCP, tcp6("x"), 16))]) {
+          assert.equal(r.retval, TC_ACT_SHOT);
+          assert.equal(r.cb[0], DropReason.ipv6Off);
+        }
+      } finally {
+        dp.setSlot6(RUN_IFINDEX, nat6);
+      }
+      assert.deepEqual(dp.getSlot6(RUN_IFINDEX), nat6);
     });
   });
 });

@@ -161,12 +161,12 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     }
     assert.equal(pinnedTag("nat_egress"), newTags.egress);
     assert.equal(pinnedTag("nat_ingress"), newTags.ingress);
-    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(pinDir).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "slots6", "unattributed"]);
     // Same map objects, same contents; the new programs use them.
     assert.deepEqual({ slots: mapId("slots"), config: mapId("config") }, mapIds);
     assert.deepEqual(sortedEntries(), entriesBefore);
     const progMaps = bpftool(["prog", "show", "pinned", path.join(pinDir, "nat_egress")]).map_ids as number[];
-    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates"), mapId("unattributed"), mapId("policies"), mapId("policy_cidrs")].sort());
+    assert.deepEqual([...progMaps].sort(), [mapIds.slots, mapIds.config, mapId("rates"), mapId("unattributed"), mapId("policies"), mapId("policy_cidrs"), mapId("slots6")].sort());
     // The adopting path sees the new programs too.
     const adopted = loadDataplane(ORIGINAL, pinDir);
     try {
@@ -268,7 +268,7 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     assert.equal(tcFilters(ns, "ingress")[0]!.tag, oldTags.ingress);
   });
 
-  it("creates and pins maps the pin directory predates (rates, added with network profiles; unattributed; the egress policy maps)", () => {
+  it("creates and pins maps the pin directory predates (rates, added with network profiles; unattributed; the egress policy maps; slots6)", () => {
     removePinned(scratchPins);
     const dp2 = loadDataplane(ORIGINAL, scratchPins);
     dp2.close();
@@ -277,10 +277,11 @@ describe("in-place upgrade of the eBPF data path", { skip }, () => {
     fs.rmSync(path.join(scratchPins, "unattributed"));
     fs.rmSync(path.join(scratchPins, "policies"));
     fs.rmSync(path.join(scratchPins, "policy_cidrs"));
+    fs.rmSync(path.join(scratchPins, "slots6"));
     const up = upgradePrograms(changed, scratchPins);
     assert.ok(up, "the changed programs are an upgrade");
     up.commit();
-    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "unattributed"]);
+    assert.deepEqual(fs.readdirSync(scratchPins).sort(), ["config", "nat_egress", "nat_ingress", "policies", "policy_cidrs", "rates", "slots", "slots6", "unattributed"]);
     const dp3 = loadDataplane(ORIGINAL, scratchPins);
     try {
       assert.equal(dp3.adopted, true);

@@ -66,6 +66,9 @@ export interface Upstream {
   address: string;
   /** An address the upstream also owns that stands for the metadata service. */
   metadataRouted: boolean;
+  /** With `ipv6`: the root side's IPv6 address (what the upstream sees after masquerade) and the upstream's. */
+  hostAddress6?: string;
+  address6?: string;
   remove(): void;
 }
 
@@ -75,7 +78,7 @@ export interface Upstream {
  * With `routeMetadata`, 169.254.169.254 is routed to the upstream, which owns it: if the
  * firewall failed, a test would see the answer instead of packets leaving the machine.
  */
-export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; mtu?: number } = {}): Upstream {
+export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; mtu?: number; ipv6?: boolean } = {}): Upstream {
   const netns = `${prefix}-up`;
   const uplink = `${prefix}u`;
   const octet = 1 + Math.floor(Math.random() * 250);
@@ -83,6 +86,8 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
   const address = `198.18.${octet}.2`;
   const mtu = String(opts.mtu ?? 1400);
   let metadataRouted = false;
+  let hostAddress6: string | undefined;
+  let address6: string | undefined;
   const remove = () => {
     if (metadataRouted) sh("ip", ["route", "del", "169.254.169.254/32", "via", address, "dev", uplink], { allowFail: true });
     sh("ip", ["link", "del", uplink], { allowFail: true });
@@ -103,6 +108,15 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
       sh("ip", ["route", "replace", "169.254.169.254/32", "via", address, "dev", uplink]);
       metadataRouted = true;
     }
+    if (opts.ipv6) {
+      // A random ULA /64 of the test's own, on the veth only: the upstream routes back to the uplink's address.
+      const net = `fd${randomBytes(1).toString("hex")}:${randomBytes(2).toString("hex")}:${randomBytes(2).toString("hex")}:1`;
+      hostAddress6 = `${net}::1`;
+      address6 = `${net}::2`;
+      sh("ip", ["-6", "addr", "add", `${hostAddress6}/64`, "dev", uplink, "nodad"]);
+      nsExec(netns, ["ip", "-6", "addr", "add", `${address6}/64`, "dev", "eth0", "nodad"]);
+      nsExec(netns, ["ip", "-6", "route", "add", "default", "via", hostAddress6]);
+    }
   } catch (err) {
     remove(); // a half-made upstream would outlive the test that failed to make it
     throw err;
@@ -113,8 +127,15 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
     hostAddress,
     address,
     metadataRouted,
+    ...(hostAddress6 !== undefined && address6 !== undefined ? { hostAddress6, address6 } : {}),
     remove,
   };
+}
+
+/** A random ULA /112 for --link-cidr6 (test-owned: nothing else on the machine routes it). */
+export function freeLinkCidr6(): string {
+  const hex = () => randomBytes(2).toString("hex");
+  return `fd${randomBytes(1).toString("hex")}:${hex()}:${hex()}:${hex()}::/112`;
 }
 
 /** A line the daemon wrote (stdout or stderr), with the time it arrived. */

@@ -2,6 +2,7 @@
 // checked here, independently of the code under test.
 import assert from "node:assert/strict";
 import { ipToInt, macToBytes } from "../../src/dataplane/topology.js";
+import { bytesToIp6, ip6ToBytes } from "../../src/core/addr.js";
 
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;
@@ -139,4 +140,64 @@ export function assertL4Csum(p: Parsed): void {
   }
   if (p.proto === IPPROTO_UDP && p.l4.readUInt16BE(6) === 0) return; // no checksum
   assert.equal(sum16(p.l4, pseudoSum(src, dst, p.proto, p.l4.length)), 0xffff, `L4 (${p.proto}) checksum does not verify`);
+}
+
+// ---- IPv6 (bpf/lib/nat6.h) ----
+
+export const IPPROTO_ICMPV6 = 58;
+
+function ip6Bytes(addr: string): Buffer {
+  return ip6ToBytes(addr);
+}
+
+/** The IPv6 pseudo-header sum (RFC 8200 8.1): addresses, upper-layer length, next header. */
+export function pseudoSum6(src: string, dst: string, proto: number, length: number): number {
+  const ph = Buffer.alloc(40);
+  ip6Bytes(src).copy(ph, 0);
+  ip6Bytes(dst).copy(ph, 16);
+  ph.writeUInt32BE(length, 32);
+  ph[39] = proto;
+  return sum16(ph);
+}
+
+/**
+ * An IPv6 packet whose upper-layer payload (TCP/UDP/ICMPv6, checksum field at `csumAt`) gets
+ * a valid checksum; `nextHeader` other than `proto` puts that extension header's bytes first.
+ */
+export function ipv6(o: { src: string; dst: string; proto: number; payload: Buffer; csumAt?: number; hopLimit?: number; ext?: { nextHeader: number; bytes: Buffer } }): Buffer {
+  const payload = Buffer.from(o.payload);
+  if (o.csumAt !== undefined) {
+    payload.writeUInt16BE(0, o.csumAt);
+    let c = checksum(payload, pseudoSum6(o.src, o.dst, o.proto, payload.length));
+    if (o.proto === IPPROTO_UDP && c === 0) c = 0xffff;
+    payload.writeUInt16BE(c, o.csumAt);
+  }
+  const body = o.ext ? Buffer.concat([o.ext.bytes, payload]) : payload;
+  const h = Buffer.alloc(40);
+  h.writeUInt32BE(0x60000000, 0);
+  h.writeUInt16BE(body.length, 4);
+  h[6] = o.ext ? o.ext.nextHeader : o.proto;
+  h[7] = o.hopLimit ?? 64;
+  ip6Bytes(o.src).copy(h, 8);
+  ip6Bytes(o.dst).copy(h, 24);
+  return Buffer.concat([h, body]);
+}
+
+export interface Parsed6 {
+  src: string;
+  dst: string;
+  nextHeader: number;
+  payload: Buffer;
+}
+
+export function parse6(frame: Buffer): Parsed6 {
+  assert.equal(frame.readUInt16BE(12), 0x86dd, "not an IPv6 frame");
+  const ip = frame.subarray(14);
+  const len = ip.readUInt16BE(4);
+  return { src: bytesToIp6(ip.subarray(8, 24)), dst: bytesToIp6(ip.subarray(24, 40)), nextHeader: ip[6]!, payload: ip.subarray(40, 40 + len) };
+}
+
+/** The upper-layer checksum of an IPv6 frame (no extension headers) verifies. */
+export function assertL4Csum6(p: Parsed6): void {
+  assert.equal(sum16(p.payload, pseudoSum6(p.src, p.dst, p.nextHeader, p.payload.length)), 0xffff, `IPv6 ${p.nextHeader} checksum`);
 }

@@ -42,8 +42,9 @@ describe("profiles in the config file", () => {
     }
   });
 
-  it("keys this netslot does not know (features not implemented yet) are refused, not ignored", () => {
-    assert.throws(() => loadProfiles({ m: { ipv6: true } }), /profiles\.m\.ipv6: unknown key/);
+  it("ipv6 is a boolean; false is the same as absent", () => {
+    assert.throws(() => loadProfiles({ m: { ipv6: "yes" } }), /profiles\.m\.ipv6: must be true or false/);
+    assert.deepEqual(parseProfiles({ dual: { ipv6: true }, off: { ipv6: false } }), { dual: { ipv6: true }, off: {} });
   });
 
   it("a consumer's profiles must exist", () => {

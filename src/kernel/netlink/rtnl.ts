@@ -69,7 +69,7 @@ export class Rtnl {
   }
 
   // ── addresses (rtnl/addr.ts) ──
-  addAddress(index: number, ip: string, prefixLength: number, opts: { peer?: string; replace?: boolean } = {}): void {
+  addAddress(index: number, ip: string, prefixLength: number, opts: addr.AddressOptions = {}): void {
     addr.addAddress(this.sock, index, ip, prefixLength, opts);
   }
   deleteAddress(index: number, ip: string, prefixLength: number): void {

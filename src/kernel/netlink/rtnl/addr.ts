@@ -1,6 +1,6 @@
 // Addresses: `ip addr`.
 import * as libc from "../../libc.js";
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, attrIp, encodeMessage, ipFamily } from "../codec.js";
+import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, attrIp, attrU32, encodeMessage, ipFamily } from "../codec.js";
 import { type NetlinkSocket } from "../socket.js";
 import { AF_UNSPEC, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, RT_SCOPE_UNIVERSE, EADDRNOTAVAIL } from "./consts.js";
 import { ifaddrmsg, decodeIfaddrmsg, af, fromAf, type IfAddrMsg } from "./headers.js";
@@ -17,13 +17,24 @@ export interface Address {
   flags: number;
 }
 
-/** `ip addr add IP/LEN [peer PEER] dev INDEX` (`ip addr replace` with `replace`). */
-export function addAddress(sock: NetlinkSocket, index: number, ip: string, prefixLength: number, opts: { peer?: string; replace?: boolean } = {}): void {
+/** IFA_F_NODAD: an IPv6 address usable at once, without duplicate address detection. */
+const IFA_F_NODAD = 0x02;
+
+export interface AddressOptions {
+  peer?: string;
+  replace?: boolean;
+  /** IPv6: `nodad` (no DAD probe, never tentative). */
+  nodad?: boolean;
+}
+
+/** `ip addr add IP/LEN [peer PEER] dev INDEX [nodad]` (`ip addr replace` with `replace`). */
+export function addAddress(sock: NetlinkSocket, index: number, ip: string, prefixLength: number, opts: AddressOptions = {}): void {
   const family = ipFamily(ip);
   const msg = encodeMessage(RTM_NEWADDR, NLM_F_CREATE | (opts.replace ? NLM_F_REPLACE : NLM_F_EXCL), [
     ifaddrmsg(af(family), prefixLength, RT_SCOPE_UNIVERSE, index),
     attrIp(IFA_LOCAL, ip),
     attrIp(IFA_ADDRESS, opts.peer ?? ip),
+    ...(opts.nodad ? [attrU32(IFA_FLAGS, IFA_F_NODAD)] : []),
   ]);
   sock.request(msg, `RTM_NEWADDR ${ip}/${prefixLength} dev ${index}`);
 }
