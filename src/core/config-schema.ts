@@ -139,8 +139,8 @@ export const DaemonConfigSchema = Type.Object(
         "seconds for the background audit to prove every free slot once with the full fingerprint (0: none); counted in netslot_audit_proofs_total, netslot_audit_dirty_total",
     }),
     progress: Type.Boolean({ default: true, description: "print boot progress on stderr" }),
-    logLevel: oneOf<LogLevel>(LOG_LEVELS, { default: "info", description: "least severe level logged on stderr" }),
-    logFormat: oneOf<LogFormat>(LOG_FORMATS, { default: "auto", description: "auto: readable on a terminal, JSON lines otherwise" }),
+    logLevel: oneOf<LogLevel>(LOG_LEVELS, { default: "info", description: "least severe level logged on stderr (debug adds one line per scrub job, from the scrub thread)" }),
+    logFormat: oneOf<LogFormat>(LOG_FORMATS, { default: "auto", description: "json: one JSON object per line; pretty: readable; auto: pretty on a terminal, JSON otherwise" }),
     consumers: Type.Array(ConsumerSchema, { default: [], description: "who may call, with what rights (README, Many consumers)" }),
     profiles: Type.Record(Type.String({ pattern: NAME_PATTERN }), ProfileSchema, {
       default: {},

@@ -128,7 +128,6 @@ function notifySystemd(logger: Logger): void {
  * `handover`, this process takes the pool and the socket over from a running daemon.
  */
 async function serve(config: DaemonConfig, args: string[], handover: HandoverChild | undefined, logger: Logger): Promise<void> {
-  const log = logLine(logger);
   if (process.getuid?.() !== 0) throw new ConfigError("netslot daemon must run as root");
   if (!fs.existsSync(BPF_OBJECT)) throw new ConfigError(`eBPF object ${BPF_OBJECT} is missing: run npm run build`);
   const uplink = config.uplink ?? defaultRouteDevice();
@@ -186,7 +185,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
       log: logLine(logger.child({ component: "dns" }), "warn"),
     });
     dnsPort = await dns.start();
-    log(`dns forwarder on port ${dnsPort} (guests' port 53), upstream ${upstream}`);
+    logger.info({ port: dnsPort, upstream }, `dns forwarder on port ${dnsPort} (guests' port 53), upstream ${upstream}`);
   }
   const dataplaneOptions = {
     prefix: config.prefix,
@@ -203,15 +202,15 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   store.recordRootChanges(SlotDataplane.rootChanges(dataplaneOptions), (c) => `${c.family}/${c.device}/${c.name}`);
   // A new NAT map layout is filled from the store: each leased slot's tenant VNI.
   const tenantVnis = new Map(store.listLeases().flatMap((l) => (l.network ? [[l.slotIndex, l.network.vni] as const] : [])));
-  const dataplane = SlotDataplane.open(dataplaneOptions, log, (index) => tenantVnis.get(index) ?? 0);
+  const dataplane = SlotDataplane.open(dataplaneOptions, logLine(logger), (index) => tenantVnis.get(index) ?? 0);
   // Every profile's CIDRs, once, before any lease (adopted or new) names its profile.
   const policyCidrs = profiles.policyCidrs();
   const staleCidrs = dataplane.loadEgressPolicies(policyCidrs);
-  if (policyCidrs.length > 0 || staleCidrs > 0) log(`egress policies: ${policyCidrs.length} profile CIDRs in the eBPF trie (${staleCidrs} stale removed)`);
+  if (policyCidrs.length > 0 || staleCidrs > 0) logger.info(`egress policies: ${policyCidrs.length} profile CIDRs in the eBPF trie (${staleCidrs} stale removed)`);
   // NETSLOT_TEST_JOB_TIMEOUT_MS: test-only, like NETSLOT_TEST_FAULT (hung-worker tests).
   const jobTimeoutMs = Number(process.env.NETSLOT_TEST_JOB_TIMEOUT_MS) || undefined;
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), {
-    log: logLine(logger, "warn"),
+    logger,
     logOptions: { level: config.logLevel, format: config.logFormat },
     ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
   });
@@ -227,7 +226,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     scrubber,
     store,
     profiles,
-    log,
+    logger,
     audit: auditTo(logger),
     ...(consumers.configured ? { quotas: new Quotas(consumers) } : {}),
     onProgress: (p) => {
@@ -265,17 +264,17 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     logger: logger.child({ component: "api" }),
     ...(handover ? { trustRelayFrom: handover.parentPid } : {}),
   });
-  upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), log, exit: () => stop("handed over") });
+  upgrader.handover = new Handover({ api, pool, args, socket: config.socket, version: packageVersion(), logger, exit: () => stop("handed over") });
   if (!handover) {
     await api.listen(config.socket, { bindFd: listenUnix, ...(socketGroup === undefined ? {} : { group: socketGroup }) });
-    log(`listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
+    logger.info({ socket: config.socket, prefix: config.prefix, uplink, poolSize: config.poolSize }, `listening on ${config.socket}; prefix ${config.prefix}, uplink ${uplink}, pool ${config.poolSize}`);
   }
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: stopping; slots stay in place for the next start`);
+    logger.info({ signal }, `${signal}: stopping; slots stay in place for the next start`);
     faultPoint("shutdown.before-close");
     pool.close();
     dns?.close();
@@ -319,7 +318,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     api.adopt((await handover.next("socket")) as net.Server, config.socket);
     writePidFile(config.stateDir);
     handover.finish(process.pid, packageVersion());
-    log(`took over from pid ${handover.parentPid}: serving on ${config.socket}`);
+    logger.info({ oldPid: handover.parentPid }, `took over from pid ${handover.parentPid}: serving on ${config.socket}`);
   }
   notifySystemd(logger);
 

@@ -90,7 +90,7 @@ export interface HandoverOptions {
   args: string[];
   socket: string;
   version: string;
-  log: (msg: string) => void;
+  logger: Logger;
   /** Closes the pool, dataplane and store and exits: the new daemon serves. */
   exit: () => Promise<void>;
 }
@@ -107,8 +107,8 @@ export class Handover {
     const args = mergeDaemonArgs(this.options.args, overrides);
     this.running = true;
     const started = performance.now();
-    const { api, pool, log } = this.options;
-    log(`upgrade: starting a new daemon: ${args.join(" ")}`);
+    const { api, pool, logger } = this.options;
+    logger.info(`upgrade: starting a new daemon: ${args.join(" ")}`);
     const child = fork(process.argv[1]!, ["daemon", ...args], {
       env: { ...process.env, [HANDOVER_ENV]: "1" },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
@@ -127,7 +127,7 @@ export class Handover {
       await pool.quiesce();
       quiesced = true;
       if (TEST_HOLD_MS > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_HOLD_MS);
-      log("upgrade: requests held, pool quiesced; the new daemon adopts the pool");
+      logger.info("upgrade: requests held, pool quiesced; the new daemon adopts the pool");
       channel.send({ type: "adopt" });
       await channel.next("booted", BOOT_TIMEOUT_MS);
       channel.send({ type: "socket" }, api.listeningServer());
@@ -140,7 +140,7 @@ export class Handover {
       child.unref();
       const handoverMs = performance.now() - started;
       const heldMs = performance.now() - heldFrom;
-      log(`upgrade: pid ${serving.pid} (${serving.version}) serves after ${handoverMs.toFixed(0)} ms (requests held ${heldMs.toFixed(0)} ms); finishing open connections`);
+      logger.info({ newPid: serving.pid, version: serving.version, handoverMs: Math.round(handoverMs), heldMs: Math.round(heldMs) }, `upgrade: pid ${serving.pid} (${serving.version}) serves after ${handoverMs.toFixed(0)} ms (requests held ${heldMs.toFixed(0)} ms); finishing open connections`);
       void Promise.race([drained, new Promise((r) => setTimeout(r, DRAIN_TIMEOUT_MS).unref())]).then(() => this.options.exit());
       return { previous: { pid: process.pid, version: this.options.version }, current: { pid: serving.pid, version: serving.version }, handoverMs, heldMs };
     } catch (err) {
@@ -151,7 +151,7 @@ export class Handover {
       api.keepIdleConnections(false);
       this.running = false;
       const message = err instanceof Error ? err.message : String(err);
-      log(`upgrade failed, this daemon keeps serving: ${message}`);
+      logger.warn(`upgrade failed, this daemon keeps serving: ${message}`);
       throw new NetslotError("upgrade_failed", `the new daemon did not take over: ${message}`, { cause: err });
     }
   }

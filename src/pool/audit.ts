@@ -10,6 +10,7 @@ import type { PoolMetrics } from "../core/metrics.js";
 import type { SlotTable } from "./allocation.js";
 import type { Scrubber } from "./scrubber.js";
 import type { ScrubQueue } from "./scrubs.js";
+import type { Logger } from "../core/log.js";
 
 export interface AuditorDeps {
   slots: SlotTable;
@@ -20,7 +21,7 @@ export interface AuditorDeps {
   periodMs: number;
   /** Share of the pool (0–1) always left free: the audit never takes the last free slots. */
   minFree: number;
-  log: (msg: string) => void;
+  logger: Logger;
 }
 
 /** Never more often than this, whatever the period and pool size. */
@@ -75,7 +76,7 @@ export class Auditor {
       return index;
     }
     this.deps.metrics.auditDirty.inc();
-    this.deps.log(`audit: free slot ${index} differs from a fresh slot: ${diff.slice(0, 3).join("; ")}; scrubbing it`);
+    this.deps.logger.warn({ slot: index }, `audit: free slot ${index} differs from a fresh slot: ${diff.slice(0, 3).join("; ")}; scrubbing it`);
     this.deps.scrubs.schedule(index, undefined, performance.now());
     return index;
   }

@@ -11,6 +11,7 @@ import type { Scrubber } from "./scrubber.js";
 import type { ScrubQueue } from "./scrubs.js";
 import type { ProfileCatalog } from "../core/profiles.js";
 import type { StoredLease } from "../store/store.js";
+import type { Logger } from "../core/log.js";
 
 export interface BootProgress {
   built: number;
@@ -37,7 +38,7 @@ export interface BootDeps {
   bootId?: string;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
-  log: (msg: string) => void;
+  logger: Logger;
   /** True once the pool is closed: building stops between chunks. */
   closed: () => boolean;
 }
@@ -116,7 +117,7 @@ export class PoolBoot {
       const leases = store.listLeases();
       for (const lease of leases) store.deleteLease(lease.id);
       if (leases.length > 0) this.deps.metrics.voidedTotal.inc({ cause: "reboot" }, leases.length);
-      this.deps.log(`the host rebooted since the last start (boot id ${previous} → ${bootId}): ${leases.length} leases of the previous boot voided`);
+      this.deps.logger.warn({ previousBootId: previous, bootId, voided: leases.length }, `the host rebooted since the last start (boot id ${previous} → ${bootId}): ${leases.length} leases of the previous boot voided`);
     }
     if (previous !== bootId) store.setBootId(bootId);
   }
@@ -137,7 +138,7 @@ export class PoolBoot {
     }
     for (const lease of leases.all()) {
       if (lease.slotIndex >= size) {
-        this.deps.log(`lease ${lease.id} points at slot ${lease.slotIndex}, beyond the pool; dropping it`);
+        this.deps.logger.warn({ lease: lease.id, slot: lease.slotIndex }, `lease ${lease.id} points at slot ${lease.slotIndex}, beyond the pool; dropping it`);
         store.deleteLease(lease.id);
         leases.drop(lease);
       }
@@ -235,7 +236,7 @@ export class PoolBoot {
     const goldenIndex = fresh ?? this.deps.slots.peekFree();
     if (goldenIndex !== undefined) {
       const golden = await this.deps.scrubber.golden(goldenIndex, fresh === undefined);
-      this.deps.log(`golden fingerprint from slot ${goldenIndex}: ${golden.summary}; layout ${golden.layout}`);
+      this.deps.logger.info({ slot: goldenIndex, layout: golden.layout }, `golden fingerprint from slot ${goldenIndex}: ${golden.summary}; layout ${golden.layout}`);
       this.golden = { index: goldenIndex, layout: golden.layout, rebuilt: fresh === undefined && !golden.summary.endsWith("(saved)") };
     }
   }
@@ -259,14 +260,14 @@ export class PoolBoot {
     this.deps.metrics.buildFailures.inc();
     this.firstFailure ??= `slot ${index}: ${reason}`;
     this.deps.slots.markMissing(index, undefined, `build failed: ${reason}`);
-    this.deps.log(`slot ${index}: ${this.deps.slots.reasonOf(index)}`);
+    this.deps.logger.warn({ slot: index }, `slot ${index}: ${this.deps.slots.reasonOf(index)}`);
   }
 
   private tryApplyTenant(index: number, network: TenantNetwork): void {
     try {
       this.deps.dataplane.setTenant(index, network);
     } catch (err) {
-      this.deps.log(`slot ${index}: could not restore tenant network: ${(err as Error).message}`);
+      this.deps.logger.error({ slot: index, err }, `slot ${index}: could not restore tenant network: ${(err as Error).message}`);
     }
   }
 
@@ -280,7 +281,7 @@ export class PoolBoot {
       if (bandwidth) this.deps.dataplane.setBandwidth(index, bandwidth);
       if (this.deps.profiles.ipv6(lease.profile)) this.deps.dataplane.setIpv6(index, true);
     } catch (err) {
-      this.deps.log(`slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
+      this.deps.logger.error({ slot: index, lease: lease.id, err }, `slot ${index}: could not restore the egress policy of profile ${lease.profile}: ${(err as Error).message}`);
     }
   }
 }

@@ -13,6 +13,7 @@ import { OwnerWatcher } from "./owners.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { ScrubQueue } from "./scrubs.js";
 import type { ProfileCatalog } from "../core/profiles.js";
+import type { Logger } from "../core/log.js";
 
 export type { EndCause } from "../store/store.js";
 
@@ -23,7 +24,7 @@ export interface LeaseLifecycleDeps {
   dataplane: Pick<SlotDataplane, "setTenant" | "setEgressPolicy" | "setBandwidth" | "setIpv6" | "options">;
   profiles: ProfileCatalog;
   metrics: Pick<PoolMetrics, "leasesTotal" | "releasesTotal" | "acquireSeconds" | "releaseSeconds">;
-  log: (msg: string) => void;
+  logger: Logger;
   audit: (event: AuditEvent) => void;
   /** Per-consumer max and reservations; none: any consumer may take any free slot. */
   quotas?: Quotas;
@@ -94,7 +95,7 @@ export class LeaseLifecycle {
       } catch (err) {
         if (err instanceof SlotNotFreeError) {
           // Memory and store disagree: trust the store, leave this slot out and take another.
-          this.deps.log(`slot ${index} is free in memory but ${err.state ?? "unknown"} in the store; skipped`);
+          this.deps.logger.warn({ slot: index }, `slot ${index} is free in memory but ${err.state ?? "unknown"} in the store; skipped`);
           if (err.state === "quarantined") slots.markQuarantined(index);
           else {
             slots.markScrubbing(index);
@@ -322,7 +323,7 @@ export class LeaseLifecycle {
       this.end(id, cause);
       this.endRetries.delete(id);
     } catch (err) {
-      if (!this.endRetries.has(id)) this.deps.log(`could not end lease ${id} (${cause}): ${(err as Error).message}; retrying`);
+      if (!this.endRetries.has(id)) this.deps.logger.warn({ lease: id, cause, err }, `could not end lease ${id} (${cause}): ${(err as Error).message}; retrying`);
       this.endRetries.set(id, cause);
       if (!this.retryTimer && !this.closed) {
         this.retryTimer = setTimeout(() => {

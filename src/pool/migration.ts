@@ -6,6 +6,7 @@
 import type { SlotTable } from "./allocation.js";
 import type { SlotLayouts } from "./layouts.js";
 import type { Scrubber } from "./scrubber.js";
+import type { Logger } from "../core/log.js";
 
 export interface MigratorDeps {
   slots: SlotTable;
@@ -15,7 +16,7 @@ export interface MigratorDeps {
   rate: number;
   /** Share of the pool (0–1) always left free. */
   minFree: number;
-  log: (msg: string) => void;
+  logger: Logger;
 }
 
 /** Idle check interval when nothing is stale or the pool is too busy to give up a slot. */
@@ -60,7 +61,7 @@ export class Migrator {
     if (index === undefined || !slots.takeIndex(index)) {
       if (this.migrated > 0 && !slots.freeIndices().some((i) => layouts.isStale(i))) {
         const seconds = (performance.now() - this.startedAt) / 1000;
-        this.deps.log(`layout migration: ${this.migrated} free slots migrated to ${layouts.current} in ${seconds.toFixed(1)} s`);
+        this.deps.logger.info(`layout migration: ${this.migrated} free slots migrated to ${layouts.current} in ${seconds.toFixed(1)} s`);
         this.migrated = 0;
       }
       this.schedule(IDLE_MS);
@@ -78,11 +79,11 @@ export class Migrator {
       } else {
         const reason = result.failed[0]?.reason ?? "unknown";
         slots.markMissing(index, undefined, `layout migration failed: ${reason}`);
-        this.deps.log(`slot ${index}: layout migration failed: ${reason}`);
+        this.deps.logger.warn({ slot: index }, `slot ${index}: layout migration failed: ${reason}`);
       }
     } catch (err) {
       slots.markMissing(index, undefined, `layout migration failed: ${(err as Error).message}`);
-      this.deps.log(`slot ${index}: layout migration failed: ${(err as Error).message}`);
+      this.deps.logger.warn({ slot: index, err }, `slot ${index}: layout migration failed: ${(err as Error).message}`);
     }
     this.schedule(Math.max(0, 1000 / rate - (performance.now() - started)));
   }

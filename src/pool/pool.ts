@@ -22,6 +22,7 @@ import type { Quotas } from "../tenancy/quotas.js";
 import { ProfileCatalog } from "../core/profiles.js";
 import { SlotLayouts } from "./layouts.js";
 import { Migrator } from "./migration.js";
+import { silentLogger, type Logger } from "../core/log.js";
 import { Auditor } from "./audit.js";
 
 export type { BootProgress } from "./boot.js";
@@ -39,7 +40,8 @@ export interface PoolOptions {
   audit?: (event: AuditEvent) => void;
   /** Called during boot with progress; the daemon renders it. */
   onProgress?: (p: BootProgress) => void;
-  log?: (msg: string) => void;
+  /** Lines about slots and leases; silent when not given. */
+  logger?: Logger;
   /** The kernel's boot id: leases granted under another one are voided at boot. */
   bootId?: string;
   /** Background layout migration: slots per second, and the share of the pool (0–1) it leaves free. */
@@ -74,17 +76,17 @@ export class Pool implements LeaseService {
   private readonly auditor: Auditor;
 
   constructor(private readonly options: PoolOptions) {
-    const log = (msg: string) => this.options.log?.(msg);
+    const logger = options.logger ?? silentLogger;
     const audit = (this.audit = options.audit ?? (() => undefined));
     const { dataplane, scrubber, store } = options;
     const slots = (this.slots = new SlotTable(options.size));
     const waiting = (this.waiting = new WaitQueue<StoredLease>(() => slots.freeCount > 0));
     slots.onFreed = () => waiting.wake();
     const layouts = (this.layouts = new SlotLayouts(options.size, store));
-    this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, log });
+    this.migrator = new Migrator({ slots, layouts, scrubber, rate: options.migration?.rate ?? 20, minFree: options.migration?.minFree ?? 0.25, logger });
     const metrics = options.metrics ?? createMetrics().pool;
     feedPoolGauges(metrics, slots, () => this.status === "ready");
-    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, log, audit, layouts }));
+    const scrubs = (this.scrubs = new ScrubScheduler({ slots, store, scrubber, metrics, logger, audit, layouts }));
     this.auditor = new Auditor({
       slots,
       scrubber,
@@ -92,7 +94,7 @@ export class Pool implements LeaseService {
       metrics,
       periodMs: options.freeAudit?.periodMs ?? DEFAULT_AUDIT_PERIOD_MS,
       minFree: options.freeAudit?.minFree ?? 0.25,
-      log,
+      logger,
     });
     const profiles = (this.profiles = options.profiles ?? new ProfileCatalog());
     const leases = (this.leases = new LeaseLifecycle({
@@ -102,7 +104,7 @@ export class Pool implements LeaseService {
       dataplane,
       metrics,
       profiles,
-      log,
+      logger,
       audit,
       ...(options.quotas ? { quotas: options.quotas } : {}),
     }));
@@ -115,7 +117,7 @@ export class Pool implements LeaseService {
       scrubber,
       metrics,
       profiles,
-      log,
+      logger,
       closed: () => this.closed,
       ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -149,7 +151,7 @@ export class Pool implements LeaseService {
     this.layouts.markCurrent([...built, ...(golden.rebuilt ? [golden.index] : []), ...this.layouts.unrecorded()]);
     const stale = this.layouts.summary().filter((l) => !l.current && l.slots > 0);
     if (stale.length > 0) {
-      this.options.log?.(
+      (this.options.logger ?? silentLogger).info(
         `slot layout ${golden.layout} is current; ${stale.map((l) => `${l.slots} slots of layout ${l.id}`).join(", ")} migrate (free ones in the background, leased ones after release)`,
       );
     }

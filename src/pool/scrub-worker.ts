@@ -165,16 +165,17 @@ function run(job: ScrubJob, since: bigint): void {
   parentPort!.postMessage({ type: "started", id: job.id });
   const start = performance.now();
   try {
+    let reply: object;
     if (job.type === "build") {
-      parentPort!.postMessage(build(job));
+      reply = build(job);
     } else if (job.type === "golden") {
       const summary = goldenFrom(job.index, job.rebuild);
-      parentPort!.postMessage({ type: "golden", id: job.id, summary, layout: layoutId(golden!) });
+      reply = { type: "golden", id: job.id, summary, layout: layoutId(golden!) };
     } else if (job.type === "verify") {
       // The full fingerprint, always: the background audit and `netslot check` ask this.
       const fp = golden ? prover.prove(job.index, golden, { full: true }) : { fingerprint: dataplane.fingerprint(job.index), diff: [] };
       const live = liveHolders(fp.fingerprint);
-      parentPort!.postMessage({ type: "verified", id: job.id, diff: live ? [live, ...fp.diff] : fp.diff });
+      reply = { type: "verified", id: job.id, diff: live ? [live, ...fp.diff] : fp.diff };
     } else {
       if (!niced) {
         // Scrubs run beside the request path: below the main thread (nice is per thread on
@@ -182,9 +183,11 @@ function run(job: ScrubJob, since: bigint): void {
         niced = true;
         setThreadNice(gettid(), init.nice ?? DEFAULT_SCRUB_NICE);
       }
-      parentPort!.postMessage(scrub(job, since));
+      reply = scrub(job, since);
     }
+    // Before the reply: what the supervisor hears of has been logged.
     logger.debug({ job: job.type, ...("index" in job ? { slot: job.index } : { slots: job.indices.length }), ms: performance.now() - start }, `${job.type} job done`);
+    parentPort!.postMessage(reply);
   } catch (err) {
     // The supervisor gets the message; the stack is only here.
     logger.warn({ job: job.type, ...("index" in job ? { slot: job.index } : {}), err }, `${job.type} job failed: ${(err as Error).message}`);

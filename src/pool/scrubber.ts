@@ -3,7 +3,7 @@ import { SHARE_ENV, Worker } from "node:worker_threads";
 import type { TenantNetwork } from "../core/types.js";
 import { formatCidr, formatCidr6 } from "../dataplane/topology.js";
 import type { DataplaneOptions } from "../dataplane/dataplane.js";
-import type { LogOptions } from "../core/log.js";
+import { silentLogger, type Logger, type LogOptions } from "../core/log.js";
 
 export interface WorkerInit {
   // Plain strings across the thread boundary (a parsed IPv6 CIDR holds bigints).
@@ -71,7 +71,8 @@ export const DEFAULT_JOB_TIMEOUT_MS = 30_000;
 const MAX_JOB_ATTEMPTS = 2;
 
 export interface SupervisionOptions {
-  log?: (msg: string) => void;
+  /** The supervisor's lines (a worker replaced); silent when not given. */
+  logger?: Logger;
   /** Level and format of the worker thread's own logger. */
   logOptions?: Pick<LogOptions, "level" | "format">;
   /** See WorkerInit. */
@@ -107,7 +108,7 @@ export class Scrubber {
   /** Workers started after a death or a hang. */
   restarts = 0;
   private readonly init: WorkerInit;
-  private readonly log: (msg: string) => void;
+  private readonly logger: Logger;
   private readonly jobTimeoutMs: number;
 
   constructor(options: DataplaneOptions, stateDir: string, version: string, supervision: SupervisionOptions = {}) {
@@ -119,7 +120,7 @@ export class Scrubber {
       ...(supervision.maxWatches !== undefined ? { maxWatches: supervision.maxWatches } : {}),
       ...(supervision.nice !== undefined ? { nice: supervision.nice } : {}),
     };
-    this.log = supervision.log ?? (() => undefined);
+    this.logger = supervision.logger ?? silentLogger;
     this.jobTimeoutMs = supervision.jobTimeoutMs ?? DEFAULT_JOB_TIMEOUT_MS;
     this.start();
   }
@@ -187,7 +188,7 @@ export class Scrubber {
       culprit.reject(new Error(`scrub worker ${why}; ${describeJob(culprit.job)} failed ${culprit.attempts} times`));
     }
     this.restarts++;
-    this.log(`scrub worker ${why}; restarting it with ${this.pending.size} jobs re-queued`);
+    this.logger.warn({ restarts: this.restarts + 1 }, `scrub worker ${why}; restarting it with ${this.pending.size} jobs re-queued`);
     this.start();
   }
 

@@ -8,6 +8,7 @@ import type { SlotTable } from "./allocation.js";
 import type { SlotLayouts } from "./layouts.js";
 import type { PoolMetrics } from "./pool-metrics.js";
 import type { Scrubber, ScrubResult } from "./scrubber.js";
+import type { Logger } from "../core/log.js";
 
 /** What the rest of the pool may ask of scrubbing. */
 export interface ScrubQueue {
@@ -23,7 +24,7 @@ export interface ScrubSchedulerDeps {
   store: Pick<LeaseStore, "setSlotState">;
   scrubber: Pick<Scrubber, "scrub">;
   metrics: Pick<PoolMetrics, "scrubOutcomes" | "scrubProofs" | "scrubSeconds" | "reuseSeconds" | "quarantineRetries" | "goldenRetakes">;
-  log: (msg: string) => void;
+  logger: Logger;
   audit: (event: AuditEvent) => void;
   /** A scrubbed slot equals a fresh one of the current layout (or was rebuilt as one). */
   layouts?: Pick<SlotLayouts, "markCurrent">;
@@ -119,10 +120,11 @@ export class ScrubScheduler implements ScrubQueue {
         this.deps.layouts?.markCurrent([index]);
         slots.markFree(index);
         metrics.scrubOutcomes.inc({ outcome: result.outcome });
-        if (result.outcome === "rebuilt") this.deps.log(`slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
+        if (result.outcome === "rebuilt") this.deps.logger.info({ slot: index }, `slot ${index} rebuilt: ${(result.diff ?? []).slice(0, 3).join("; ") || "no golden fingerprint yet"}`);
         if (result.goldenRetaken) {
           metrics.goldenRetakes.inc();
-          this.deps.log(
+          this.deps.logger.warn(
+            { slot: index },
             `the host changed since the golden fingerprint was taken (two fresh builds of slot ${index} agree: ${result.goldenRetaken.slice(0, 3).join("; ")}); golden fingerprint re-taken`,
           );
         }
@@ -134,7 +136,7 @@ export class ScrubScheduler implements ScrubQueue {
     } catch (err) {
       // The store could not record the outcome: the slot stays out of the pool and the
       // whole scrub is tried again in a second (a restart would scrub it too).
-      this.deps.log(`slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
+      this.deps.logger.warn({ slot: index, err }, `slot ${index}: could not record scrub outcome: ${(err as Error).message}; retrying`);
       setTimeout(() => this.schedule(index, tenant, releasedAt, policy), 1000).unref();
     }
     slots.touch(index);
@@ -157,7 +159,7 @@ export class ScrubScheduler implements ScrubQueue {
     const retry = this.retries.get(index) ?? { attempts: 0 };
     const delay = Math.min(QUARANTINE_RETRY_FIRST_MS * 2 ** retry.attempts, QUARANTINE_RETRY_MAX_MS);
     retry.attempts++;
-    this.deps.log(`slot ${index} quarantined: ${reason}; automatic retry ${retry.attempts} in ${delay / 1000} s`);
+    this.deps.logger.warn({ slot: index }, `slot ${index} quarantined: ${reason}; automatic retry ${retry.attempts} in ${delay / 1000} s`);
     retry.timer = setTimeout(() => {
       retry.timer = undefined;
       if (this.closed || this.deps.slots.state(index) !== "quarantined") return;
