@@ -132,6 +132,12 @@ export const DaemonConfigSchema = Type.Object(
       default: 25,
       description: "percent of the pool that layout migration (and the background audit) always leaves free",
     }),
+    scrubNice: Type.Integer({
+      minimum: 0,
+      maximum: 19,
+      default: 5,
+      description: "nice value of the scrub worker thread (per thread on Linux): its CPU below the request path's",
+    }),
     auditPeriod: Type.Number({
       minimum: 0,
       default: 3600,

@@ -41,6 +41,9 @@ export interface PolicyCidr {
   deny: boolean;
 }
 
+/** Entries of the shared eBPF trie, every profile's lists together (NETSLOT_MAX_POLICY_CIDRS). */
+export const MAX_PROFILE_CIDRS = 262144;
+
 export class ProfileError extends Error {
   override name = "ProfileError";
   /** Where in the config file, e.g. `profiles.mirror.egress.allow[0]`. */
@@ -92,6 +95,8 @@ export function parseProfiles(value: ProfilesConfig | undefined, field = "profil
     if (profile.ipv6 === true) parsed.ipv6 = true;
     out[name] = parsed;
   }
+  const total = Object.values(out).reduce((n, p) => n + (p.egress?.allow?.length ?? 0) + (p.egress?.deny?.length ?? 0), 0);
+  if (total > MAX_PROFILE_CIDRS) throw new ProfileError(field, `${total} CIDRs in all profiles together; at most ${MAX_PROFILE_CIDRS} (one eBPF trie holds them all)`);
   return out;
 }
 
@@ -128,10 +133,7 @@ export function egressPolicy(profile: ProfileConfig | undefined): EgressPolicy |
   return { allow: allow === undefined ? undefined : normalise(allow), deny: normalise(deny) };
 }
 
-/**
- * Sorted, without entries covered by another: nftables refuses overlapping intervals in
- * one `add element`, and a covered entry adds nothing.
- */
+/** Sorted, without entries covered by another: a covered entry adds nothing to the trie. */
 export function normalise(cidrs: readonly string[]): string[] {
   const parsed: Cidr[] = [...new Set(cidrs)].map((c) => parseCidr(c));
   parsed.sort((a, b) => a.base - b.base || a.prefixLength - b.prefixLength);

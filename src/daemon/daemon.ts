@@ -212,6 +212,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   const scrubber = new Scrubber(dataplaneOptions, config.stateDir, packageVersion(), {
     logger,
     logOptions: { level: config.logLevel, format: config.logFormat },
+    nice: config.scrubNice,
     ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
   });
   let lastPrinted = 0;

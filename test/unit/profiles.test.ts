@@ -1,7 +1,8 @@
 // Profiles in the config file: validation names the field; the policy they compile to.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { BURST_SECONDS, ProfileCatalog, bandwidthOf, egressPolicy, normalise, parseProfiles, policyCidrs, profileId, rateLimit } from "../../src/core/profiles.js";
+import { BURST_SECONDS, MAX_PROFILE_CIDRS, ProfileCatalog, bandwidthOf, egressPolicy, normalise, parseProfiles, policyCidrs, profileId, rateLimit } from "../../src/core/profiles.js";
+import { MAX_POLICY_CIDRS } from "../../src/kernel/bpfmaps.js";
 import { ConfigError, DEFAULTS, checkConfigFile, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
 
 function config(extra: Partial<DaemonConfig>): DaemonConfig {
@@ -70,7 +71,7 @@ describe("egress policy", () => {
     assert.deepEqual(egressPolicy({ egress: { deny: ["10.0.0.0/8"] } }), { allow: undefined, deny: ["10.0.0.0/8"] });
   });
 
-  it("normalise drops duplicates and covered CIDRs (nftables refuses overlapping intervals)", () => {
+  it("normalise drops duplicates and covered CIDRs", () => {
     assert.deepEqual(normalise(["10.1.0.0/16", "10.0.0.0/8", "192.0.2.1/32", "10.0.0.0/8", "192.0.2.0/24"]), ["10.0.0.0/8", "192.0.2.0/24"]);
   });
 });
@@ -125,5 +126,16 @@ describe("profile CIDRs in the shared eBPF trie", () => {
         [profileId("b"), true],
       ],
     );
+  });
+});
+
+describe("the shared trie's bound", () => {
+  it("all profiles' CIDRs together fit in the trie, or the config is refused naming profiles", () => {
+    const list = Array.from({ length: 1024 }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`);
+    const many = Object.fromEntries(Array.from({ length: 129 }, (_, i) => [`p${i}`, { egress: { allow: list, deny: list } }]));
+    assert.throws(() => parseProfiles(many), /^ProfileError: profiles: 264192 CIDRs in all profiles together; at most 262144/);
+    delete many["p128"];
+    assert.equal(Object.keys(parseProfiles(many)).length, 128);
+    assert.equal(MAX_PROFILE_CIDRS, MAX_POLICY_CIDRS, "the config's bound is the map's size");
   });
 });
