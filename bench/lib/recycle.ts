@@ -56,8 +56,9 @@ export interface RecycleResult {
   /** Other errors. */
   errors: number;
   firstError?: string;
-  /** Free slots when the window started. */
+  /** Free and still scrubbing slots when the window started (the scrubs of earlier releases then count in the window). */
   freeAtStart: number;
+  scrubbingAtStart?: number;
   /** Quarantined slots before the window and once its scrubs were done. */
   quarantinedBefore: number;
   quarantinedAfter: number;
@@ -253,6 +254,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
       errors: errs.other,
       ...(errs.first ? { firstError: errs.first } : {}),
       freeAtStart: start.free,
+      scrubbingAtStart: start.scrubbing,
       quarantinedBefore: start.quarantined,
       quarantinedAfter: last.quarantined,
       requestMs: summarize(req),

@@ -52,7 +52,14 @@ function openNetTop(top: string): number {
     privateNet = undefined;
   }
   if (!privateNet) {
-    const root = libc.detachedMount("proc");
+    let root: number;
+    try {
+      root = libc.detachedMount("proc");
+    } catch {
+      // No procfs of our own (e.g. a user namespace without a fully visible /proc): the
+      // host's, slower as the pool grows, but right.
+      root = libc.open("/proc", libc.O_RDONLY | O_DIRECTORY);
+    }
     try {
       privateNet = { fd: libc.openAt(root, "sys/net", libc.O_RDONLY | O_DIRECTORY), lookups: 0 };
     } finally {

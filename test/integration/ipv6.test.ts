@@ -15,7 +15,8 @@ import { openPinnedDataplane } from "../../src/kernel/bpf.js";
 import { fingerprintOf } from "../../src/dataplane/dataplane.js";
 import { diffFingerprints } from "../../src/dataplane/fingerprint.js";
 import { loadGolden } from "../../src/dataplane/golden.js";
-import { GATEWAY_IP6, GUEST_IP6, bpfPinDir, outsideAddress6, parseCidr, parseCidr6, slotAddressing } from "../../src/dataplane/topology.js";
+import { startCapture } from "../support/isolation.js";
+import { GATEWAY_IP6, GUEST_IP6, HOST_LINK_IP6, SLOT_LINK_IP6, bpfPinDir, outsideAddress6, parseCidr, parseCidr6, slotAddressing } from "../../src/dataplane/topology.js";
 import { ip6ToBigInt } from "../../src/core/addr.js";
 import type { Lease } from "../../src/core/types.js";
 
@@ -156,5 +157,150 @@ describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
     const rules = sh("nft", ["list", "table", "inet", prefix]);
     assert.match(rules, /ip6 saddr [0-9a-f:]+\/112 masquerade/);
     assert.match(rules, /icmpv6 type \{ nd-neighbor-solicit, nd-neighbor-advert \} accept/);
+  });
+});
+
+/** Sends one ICMPv6 message (type, code, body hex) from the guest with a raw socket; the kernel fills the checksum. */
+const SEND_ICMP6 = `
+import socket, sys
+dst, ifname, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+# Not to the guest itself: its own stack would take the rogue prefix and gateway.
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+idx = socket.if_nametoindex(ifname)
+if kind == "ra":
+    # Router advertisement: lifetime 1800 s, with a prefix information option 2001:db8:bad::/64.
+    msg = bytes([134, 0, 0, 0, 64, 0, 0x07, 0x08]) + bytes(8)
+    msg += bytes([3, 4, 64, 0xc0]) + (86400).to_bytes(4, "big") * 2 + bytes(4) + socket.inet_pton(socket.AF_INET6, "2001:db8:bad::")
+else:
+    # Unsolicited neighbour advertisement (override) for the target given as kind, with the guest's MAC.
+    msg = bytes([136, 0, 0, 0, 0x20, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, kind) + bytes([2, 1, 2, 0, 0xa9, 0xfe, 0, 0x15])
+for _ in range(3):
+    s.sendto(msg, (dst, 0, 0, idx))
+`;
+
+/** One DHCPv6 "advertise" from port 547 to the all-DHCP-agents group, as a rogue server would send. */
+const SEND_DHCP6 = `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+s.bind(("::", 547))
+idx = socket.if_nametoindex(sys.argv[1])
+for _ in range(3):
+    s.sendto(bytes([2, 0, 0, 1]), ("ff02::1:2", 546, 0, idx))
+    s.sendto(bytes([2, 0, 0, 1]), ("ff02::1", 546, 0, idx))
+`;
+
+describe("IPv6 isolation from a guest stand-in (two dual leases)", { skip }, () => {
+  const prefix = testPrefix();
+  const linkCidr6 = freeLinkCidr6();
+  let dir: string;
+  let upstream: Upstream;
+  let server: ChildProcess | undefined;
+  let serverLog = "";
+  let daemon: DaemonHandle;
+  let a: Lease;
+  let b: Lease;
+  let ga: GuestStandIn;
+  let gb: GuestStandIn;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-ipv6-iso-${prefix}-`));
+    upstream = createUpstream(prefix, { ipv6: true });
+    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", SERVER6, String(PORT)], { stdio: ["ignore", "pipe", "inherit"] });
+    server.stdout!.on("data", (chunk: Buffer) => (serverLog += chunk.toString()));
+    await waitFor(() => serverLog.includes("listening"), 10_000);
+    const configFile = path.join(dir, "config.json");
+    fs.writeFileSync(configFile, JSON.stringify({ profiles: { dual: { ipv6: true } } }));
+    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, extraArgs: ["--config", configFile, "--link-cidr6", linkCidr6] });
+    a = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
+    b = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
+    ga = await startGuestStandIn({ slotNetnsPath: a.slot.netns, name: `${prefix}-ga`, mtu: a.guest.mtu });
+    gb = await startGuestStandIn({ slotNetnsPath: b.slot.netns, name: `${prefix}-gb`, mtu: b.guest.mtu });
+    await configureIpv6(ga, a);
+    await configureIpv6(gb, b);
+    // Guest B serves on [::]:PORT too: a reached probe would be logged there.
+    await gb.exec(["sh", "-c", `nohup ${process.execPath} -e '${SERVER6.replace(/'/g, "'\\''")}' ${PORT} > /dev/null 2>&1 &`]);
+  });
+
+  after(async () => {
+    await ga?.stop();
+    await gb?.stop();
+    server?.kill("SIGKILL");
+    await daemon?.cleanup();
+    upstream?.remove();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const ping6 = async (g: GuestStandIn, target: string, from?: string) =>
+    (await g.exec(["ping", "-6", "-c", "1", "-W", "2", ...(from ? ["-I", from] : []), target], { timeoutMs: 10_000 })).code === 0;
+
+  it("control: both guests reach the IPv6 upstream at once", async () => {
+    assert.ok((await curl6(ga, upstream.address6!, "/a")).ok);
+    assert.ok((await curl6(gb, upstream.address6!, "/b")).ok);
+  });
+
+  it("a guest cannot reach another slot's outside IPv6 address, nor its own", async () => {
+    for (const target of [b.slot.outsideAddress6!, a.slot.outsideAddress6!]) {
+      assert.equal(await ping6(ga, target), false, `guest A pinged ${target}`);
+      assert.equal((await curl6(ga, target, "/slot")).ok, false, `guest A reached ${target} over TCP`);
+    }
+  });
+
+  it("a guest cannot reach the host: the uplink's IPv6 address, nor the host end's link-local address", async () => {
+    // Positive control: the root namespace itself has the address.
+    assert.match(sh("ip", ["-6", "addr", "show", "dev", upstream.uplink]), new RegExp(upstream.hostAddress6!.replace(/:/g, ":")));
+    assert.equal(await ping6(ga, upstream.hostAddress6!), false, "guest A pinged the host's IPv6 address");
+    // fe80::1 is the gateway on tap0 (the slot's own address): answered by nothing either.
+    assert.equal(await ping6(ga, `${GATEWAY_IP6}%g0`), false, "guest A pinged its gateway's link-local address");
+  });
+
+  it("a spoofed IPv6 source is dropped before it leaves the slot", async () => {
+    const spoof = "fd00:a9fe::99";
+    const r = await ga.exec(["ip", "-6", "addr", "add", `${spoof}/128`, "dev", "g0", "nodad"]);
+    assert.equal(r.code, 0, r.stderr);
+    try {
+      const before = serverLog.length;
+      const got = await ga.exec(["curl", "-sS", "-g", "--max-time", "4", "--interface", spoof, `http://[${upstream.address6}]:${PORT}/spoof`], { timeoutMs: 10_000 });
+      assert.notEqual(got.code, 0, "the spoofed request was answered");
+      assert.ok(!serverLog.slice(before).includes("/spoof"), "the upstream logged the spoofed request");
+      // Another slot's outside address as the source: same.
+      assert.equal(await ping6(ga, upstream.address6!, b.slot.outsideAddress6).catch(() => false), false);
+    } finally {
+      await ga.exec(["ip", "-6", "addr", "del", `${spoof}/128`, "dev", "g0"]);
+    }
+    assert.ok((await curl6(ga, upstream.address6!, "/after-spoof")).ok, "control after the spoof");
+  });
+
+  it("router advertisements, DHCPv6 answers and neighbour advertisements from a guest reach nothing outside its slot", async () => {
+    const hostVeth = slotAddressing(prefix, parseCidr(daemon.linkCidr), a.slot.index).hostVeth;
+    const routesBefore = (await gb.exec(["ip", "-6", "route"])).stdout;
+    const neighBefore = sh("ip", ["-6", "neigh", "show", "dev", hostVeth]);
+    const slotNs = a.slot.netns.replace("/run/netns/", "");
+    const captures = await Promise.all([startCapture(slotNs, "eth0", ["ip6"]), startCapture(undefined, hostVeth, ["ip6"]), startCapture(slotNs, "tap0", ["ip6"])]);
+    const py = async (script: string, args: string[]) => {
+      const r = await ga.exec(["python3", "-c", script, ...args], { timeoutMs: 15_000 });
+      assert.equal(r.code, 0, r.stderr);
+    };
+    await py(SEND_ICMP6, ["ff02::1", "g0", "ra"]);
+    await py(SEND_DHCP6, ["g0"]);
+    for (const target of [GATEWAY_IP6, HOST_LINK_IP6, SLOT_LINK_IP6, "fd00:a9fe::1"]) await py(SEND_ICMP6, ["ff02::1", "g0", target]);
+    await new Promise((r) => setTimeout(r, 500));
+    const [eth0Lines, vethLines, tapLines] = await Promise.all(captures.map((c) => c.stop()));
+    // The guest really sent them: they are on its tap0.
+    assert.ok(tapLines!.some((l) => /router advertisement/.test(l)), `no RA on tap0: ${tapLines!.join("\n")}`);
+    assert.ok(tapLines!.some((l) => /neighbor advertisement/.test(l)), "no NA on tap0");
+    assert.ok(tapLines!.some((l) => /\.547 > ff02::1:2\.546/.test(l)), "no DHCPv6 answer on tap0");
+    const leaked = [...eth0Lines!, ...vethLines!].filter((l) => /router advertisement|neighbor advertisement|dhcp6|\.546:/.test(l) && !/fe80::2 > fe80::1|fe80::1 > fe80::2/.test(l));
+    assert.deepEqual(leaked, [], "the guest's RA/DHCPv6/NA left its slot");
+    assert.equal((await gb.exec(["ip", "-6", "route"])).stdout, routesBefore, "guest B's IPv6 routes changed");
+    assert.doesNotMatch((await gb.exec(["ip", "-6", "addr"])).stdout, /2001:db8:bad/, "guest B took the rogue prefix");
+    assert.equal(sh("ip", ["-6", "neigh", "show", "dev", hostVeth]), neighBefore, "the host end's neighbour table changed");
+    assert.doesNotMatch(sh("ip", ["-6", "neigh", "show"]), /02:00:a9:fe:00:15/, "a root neighbour entry points at the guest's MAC");
+    assert.ok((await curl6(gb, upstream.address6!, "/b-after")).ok, "guest B still works");
+    assert.ok((await curl6(ga, upstream.address6!, "/a-after")).ok, "guest A still works");
   });
 });

@@ -92,9 +92,10 @@ describe("nftRun / nftJson in a slot namespace", () => {
     assert.equal(hasKey(fresh, "ct"), false);
     assert.equal(hasKey(fresh, "masquerade") || hasKey(fresh, "snat") || hasKey(fresh, "dnat"), false);
     const inside = withNetns(netnsPath(ns), () => nftJson("list ruleset"));
-    // 15 rules of v0.1 plus the two egress-policy rules that judge the profile sets.
+    // 15 rules of v0.1 plus the two that mark frames to DNS-admitted addresses (IPv4, IPv6)
+    // for the eBPF egress policy.
     assert.equal(rootRuleCount(inside), 17);
-    assert.match(nsNft(ns, "list", "ruleset"), /comment "netslot: profile: egress\.deny"/);
+    assert.match(nsNft(ns, "list", "ruleset"), /ip daddr @egress_admit meta mark set 0x6e730001 comment "netslot: admitted by DNS/);
     assert.match(nsNft(ns, "list", "ruleset"), /ether saddr != 02:00:a9:fe:00:15 drop comment "netslot: /);
   });
 
