@@ -10,12 +10,12 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SlotDataplane } from "../src/dataplane/dataplane.js";
 import { parseCidr } from "../src/dataplane/topology.js";
+import { scratchUplink } from "./lib/util.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const N = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 1000);
 const vtep = !process.argv.includes("--no-vtep");
 const prefix = `bs${process.pid % 100000}`;
-const uplink = `${prefix}u`;
 
 const KERNEL_FIELDS = ["Slab", "KernelStack", "PageTables", "Percpu", "VmallocUsed"] as const;
 
@@ -38,15 +38,11 @@ function slabinfo(): Map<string, number> {
   return out;
 }
 
-const routes = execFileSync("ip", ["-4", "route", "show", "table", "all"], { encoding: "utf8" });
-const second = [...Array(150).keys()].map((i) => 100 + i).find((s) => !routes.includes(`10.${s}.`));
-if (second === undefined) throw new Error("no free 10.x.0.0/16");
-execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
-execFileSync("ip", ["link", "set", uplink, "up"]);
+const scratch = scratchUplink(prefix);
 const dp = SlotDataplane.open({
   prefix,
-  linkCidr: parseCidr(`10.${second}.0.0/16`),
-  uplink,
+  linkCidr: parseCidr(scratch.linkCidr),
+  uplink: scratch.uplink,
   vtepRemote: vtep ? "198.18.0.1" : undefined,
   vtepPort: 4789,
   bpfObject: path.join(root, "bpf", "nat.o"),
@@ -97,5 +93,5 @@ try {
   const t = performance.now();
   SlotDataplane.purge(prefix);
   process.stdout.write(`purged in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);
-  execFileSync("ip", ["link", "del", uplink]);
+  scratch.remove();
 }

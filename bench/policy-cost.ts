@@ -6,7 +6,6 @@
 // entry); beside it, what a request did before (the same CIDRs as nftables set elements in
 // one nfnetlink transaction into the slot's set, encoding and commit timed apart, then
 // flushed as the scrub did).
-import { execFileSync } from "node:child_process";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SlotDataplane } from "../src/dataplane/dataplane.js";
@@ -15,20 +14,16 @@ import { egressPolicy, policyCidrs, profileId } from "../src/core/profiles.js";
 import { addSetElements, ipv4IntervalElements, NFPROTO_INET } from "../src/kernel/nftsets.js";
 import { withNetns } from "../src/kernel/netns.js";
 import { nftRun } from "../src/kernel/nft.js";
+import { scratchUplink } from "./lib/util.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const N = Number(process.argv[2] ?? 100);
 const prefix = `pk${process.pid % 100000}`;
-const uplink = `${prefix}u`;
-const routes = execFileSync("ip", ["-4", "route", "show", "table", "all"], { encoding: "utf8" });
-const second = [...Array(150).keys()].map((i) => 100 + i).find((s) => !routes.includes(`10.${s}.`));
-if (second === undefined) throw new Error("no free 10.x.0.0/16");
-execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
-execFileSync("ip", ["link", "set", uplink, "up"]);
+const scratch = scratchUplink(prefix);
 const dp = SlotDataplane.open({
   prefix,
-  linkCidr: parseCidr(`10.${second}.0.0/16`),
-  uplink,
+  linkCidr: parseCidr(scratch.linkCidr),
+  uplink: scratch.uplink,
   vtepRemote: undefined,
   vtepPort: 4789,
   bpfObject: path.join(root, "bpf", "nat.o"),
@@ -87,5 +82,5 @@ try {
 } finally {
   dp.close();
   SlotDataplane.purge(prefix);
-  execFileSync("ip", ["link", "del", uplink]);
+  scratch.remove();
 }

@@ -9,7 +9,6 @@
 // - dirty: a sysctl changed while leased, caught, then the full proof of the slot;
 // - rebuild: destroying the slot and building it again instead of proving it (process CPU
 //   and wall; the kernel frees the old namespace later on its workqueue, not counted).
-import { execFileSync } from "node:child_process";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SlotDataplane } from "../src/dataplane/dataplane.js";
@@ -18,6 +17,7 @@ import { Prover } from "../src/dataplane/prover.js";
 import { parseCidr } from "../src/dataplane/topology.js";
 import { withNetns } from "../src/kernel/netns.js";
 import { writeSysctl } from "../src/kernel/sysctl.js";
+import { scratchUplink } from "./lib/util.js";
 
 export interface ProofOptions {
   /** Proofs of each kind (default 200). */
@@ -63,19 +63,14 @@ export function measureProof(opts: ProofOptions = {}): ProofResult {
   const rebuilds = opts.rebuilds ?? 20;
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
   const prefix = `pc${process.pid % 100000}`;
-  const uplink = `${prefix}u`;
-  const routes = execFileSync("ip", ["-4", "route", "show", "table", "all"], { encoding: "utf8" });
-  const second = [...Array(150).keys()].map((i) => 100 + i).find((s) => !routes.includes(`10.${s}.`));
-  if (second === undefined) throw new Error("no free 10.x.0.0/16");
-  execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
-  execFileSync("ip", ["link", "set", uplink, "up"]);
+  const scratch = scratchUplink(prefix);
   let dp: SlotDataplane | undefined;
   let prover: Prover | undefined;
   try {
     dp = SlotDataplane.open({
       prefix,
-      linkCidr: parseCidr(`10.${second}.0.0/16`),
-      uplink,
+      linkCidr: parseCidr(scratch.linkCidr),
+      uplink: scratch.uplink,
       vtepRemote: undefined,
       vtepPort: 4789,
       bpfObject: path.join(root, "bpf", "nat.o"),
@@ -177,7 +172,7 @@ export function measureProof(opts: ProofOptions = {}): ProofResult {
     prover?.close();
     dp?.close();
     SlotDataplane.purge(prefix);
-    execFileSync("ip", ["link", "del", uplink]);
+    scratch.remove();
   }
 }
 

@@ -1,7 +1,7 @@
 // Small helpers of the benchmark suite: timing, statistics, host facts. Running commands,
 // waiting and daemons come from test/support/env.ts, shared with the tests.
 // Benchmark support, not the request path: spawning ip/nft/iperf3 here is fine.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -223,4 +223,19 @@ export async function settle(threshold = 0.15, maxMs = 60_000): Promise<{ waited
 
 export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * A scratch uplink for the small cases (boot-steps, policy-cost, proof-cpu): a veth named
+ * `${prefix}u` (its peer `${prefix}v` left down) and a 10.x.0.0/16 no route on the host
+ * uses. `remove()` deletes the pair.
+ */
+export function scratchUplink(prefix: string): { uplink: string; linkCidr: string; remove(): void } {
+  const uplink = `${prefix}u`;
+  const routes = execFileSync("ip", ["-4", "route", "show", "table", "all"], { encoding: "utf8" });
+  const second = [...Array(150).keys()].map((i) => 100 + i).find((s) => !routes.includes(`10.${s}.`));
+  if (second === undefined) throw new Error("no free 10.x.0.0/16");
+  execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
+  execFileSync("ip", ["link", "set", uplink, "up"]);
+  return { uplink, linkCidr: `10.${second}.0.0/16`, remove: () => execFileSync("ip", ["link", "del", uplink]) };
 }

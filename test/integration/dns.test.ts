@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
-import { CLI, REPO_ROOT, createUpstream, isRoot, nsExec, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { cleanupServing, CLI, REPO_ROOT, createUpstream, isRoot, nsExec, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startDnsServer, type DnsServer } from "../support/dns-server.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
@@ -21,7 +21,6 @@ import { addSetElements, NFPROTO_INET } from "../../src/kernel/nftsets.js";
 import { withNetns } from "../../src/kernel/netns.js";
 import { run } from "../support/guest.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
-import { pidFilePath } from "../../src/daemon/pidfile.js";
 import type { UpgradeResult } from "../../src/core/types.js";
 
 const skip = skipUnless(isRoot(), "needs root");
@@ -270,16 +269,7 @@ describe("DNS admissions across a live handover (netslot upgrade)", { skip }, ()
 
   after(async () => {
     client?.close();
-    if (daemon) {
-      // The daemon serving now is the handover's, not the one the test started.
-      try {
-        const pid = Number(fs.readFileSync(pidFilePath(daemon.stateDir), "utf8").trim());
-        if (pid !== daemon.process.pid) process.kill(pid, "SIGKILL");
-      } catch {
-        // no pid file or no such process: nothing else runs
-      }
-      await daemon.cleanup();
-    }
+    await cleanupServing(daemon);
     httpServer?.kill("SIGKILL");
     dnsServer?.stop();
     upstream?.remove();

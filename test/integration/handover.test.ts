@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
-import { CLI, REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { cleanupServing, CLI, REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { run, startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { Lease, UpgradeResult } from "../../src/core/types.js";
@@ -31,18 +31,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** Cleans up after a suite; the daemon serving now may be a process the test did not start (a handover's). */
-async function cleanupServing(daemon: DaemonHandle | undefined): Promise<void> {
-  if (!daemon) return;
-  try {
-    const pid = daemonPid(daemon.stateDir);
-    if (pid !== daemon.process.pid && alive(pid)) process.kill(pid, "SIGKILL");
-  } catch {
-    // No pid file: nothing else runs.
-  }
-  await daemon.cleanup();
 }
 
 /** Identity of a slot's kernel objects: the namespace's inode and tap0's ifindex change when it is rebuilt. */

@@ -5,11 +5,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { cleanupServing, CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
 import { run } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { SlotLayout } from "../../src/core/schema.js";
-import { pidFilePath } from "../../src/daemon/pidfile.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
@@ -33,15 +32,7 @@ describe("slot layouts: --guest-mtu changed by an upgrade", { skip }, () => {
 
   after(async () => {
     client?.close();
-    if (daemon) {
-      try {
-        const pid = Number(fs.readFileSync(pidFilePath(daemon.stateDir), "utf8").trim());
-        if (pid !== daemon.process.pid) process.kill(pid, "SIGKILL");
-      } catch {
-        // not running
-      }
-      await daemon.cleanup();
-    }
+    await cleanupServing(daemon);
     upstream?.remove();
   });
 

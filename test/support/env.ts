@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { before, after } from "node:test";
 import { NetslotClient } from "../../src/sdk/index.js";
+import { pidFilePath } from "../../src/daemon/pidfile.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const CLI = path.join(REPO_ROOT, "dist", "src", "cli", "main.js");
@@ -416,4 +417,19 @@ export function suiteFixture(prefix: string): { readonly upstream: Upstream; rea
     },
     daemons,
   };
+}
+
+/**
+ * Cleans up after a suite whose daemon may have handed over (`netslot upgrade`): the daemon
+ * serving now, named by the pid file, may be a process the test did not start.
+ */
+export async function cleanupServing(daemon: DaemonHandle | undefined): Promise<void> {
+  if (!daemon) return;
+  try {
+    const pid = Number(fs.readFileSync(pidFilePath(daemon.stateDir), "utf8").trim());
+    if (pid !== daemon.process.pid) process.kill(pid, "SIGKILL");
+  } catch {
+    // No pid file, or no such process: nothing else runs.
+  }
+  await daemon.cleanup();
 }
