@@ -1,10 +1,12 @@
-// `npm run generate`: writes the files derived from core/schema.ts and core/errors.ts
-// (src/api/openapi.json, the table of docs/errors.md). test/unit/api-contract.test.ts fails
+// `npm run generate`: writes the files derived from core/schema.ts, core/errors.ts and
+// core/config-schema.ts (src/api/openapi.json, the tables of docs/errors.md and
+// docs/configuration.md). test/unit/api-contract.test.ts fails
 // when the committed files differ from what this writes.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { openApiText, withErrorsTable } from "./openapi.js";
+import { withConfigTable } from "../core/config-doc.js";
 
 export const GENERATE_COMMAND = "npm run generate";
 
@@ -28,9 +30,11 @@ export function repositoryRoot(): string {
 
 export function generatedFiles(root = repositoryRoot()): GeneratedFile[] {
   const errorsDoc = "docs/errors.md";
+  const configDoc = "docs/configuration.md";
   return [
     { path: "src/api/openapi.json", expected: openApiText() },
     { path: errorsDoc, expected: withErrorsTable(fs.readFileSync(path.join(root, errorsDoc), "utf8")) },
+    { path: configDoc, expected: withConfigTable(fs.readFileSync(path.join(root, configDoc), "utf8")) },
   ];
 }
 

@@ -6,32 +6,9 @@ import { createHash } from "node:crypto";
 import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
 import { NetslotError } from "./errors.js";
 import { canonicalDomain } from "./dnsmsg.js";
+import type { ProfileConfig, ProfilesConfig } from "./config-schema.js";
 
-export interface EgressPolicyConfig {
-  /** CIDRs the guest may open connections to; absent = anywhere, [] = nowhere. */
-  allow?: string[];
-  /** CIDRs the guest may not reach; wins over `allow`. */
-  deny?: string[];
-  /**
-   * Names (and `*.suffix`) the guest may reach: their A addresses, as the lease's DNS
-   * forwarder (guest.dns) answers them, for the answer's TTL. Implies an allow-list.
-   */
-  allowDomains?: string[];
-}
-
-export interface BandwidthConfig {
-  /** The guest's uploads (frames leaving the slot), megabits (10^6 bits of IP packets) per second. */
-  egressMbit?: number;
-  /** The guest's downloads. */
-  ingressMbit?: number;
-}
-
-export interface ProfileConfig {
-  egress?: EgressPolicyConfig;
-  bandwidth?: BandwidthConfig;
-  /** The guest gets IPv6 (lease.guest.ipv6), translated 1:1 to the slot's outside IPv6 address; needs --link-cidr6. */
-  ipv6?: boolean;
-}
+export type { BandwidthConfig, EgressPolicyConfig, ProfileConfig, ProfilesConfig } from "./config-schema.js";
 
 /** One direction of a bandwidth as the eBPF token bucket takes it (src/kernel/bpfmaps.ts SlotRate). */
 export interface RateLimit {
@@ -43,10 +20,6 @@ export interface Bandwidth {
   egress?: RateLimit;
   ingress?: RateLimit;
 }
-
-export const MAX_MBIT = 100_000;
-
-export type ProfilesConfig = Record<string, ProfileConfig>;
 
 /** A profile's egress policy in canonical form. */
 export interface EgressPolicy {
@@ -68,14 +41,8 @@ export interface PolicyCidr {
   deny: boolean;
 }
 
-export const PROFILE_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-/** Entries per list: the lists are small by design (the contract is "name a profile"). */
-export const MAX_CIDRS = 1024;
 /** Entries of the shared eBPF trie, every profile's lists together (NETSLOT_MAX_POLICY_CIDRS). */
 export const MAX_PROFILE_CIDRS = 262144;
-
-/** Features the issue lists that this netslot does not implement yet: refused, never ignored. */
-const NOT_YET: Record<string, string> = {};
 
 export class ProfileError extends Error {
   override name = "ProfileError";
@@ -87,23 +54,8 @@ export class ProfileError extends Error {
   }
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function checkKeys(obj: Record<string, unknown>, field: string, known: readonly string[]): void {
-  for (const key of Object.keys(obj)) {
-    if (known.includes(key)) continue;
-    if (key in NOT_YET) throw new ProfileError(`${field}.${key}`, NOT_YET[key]!);
-    throw new ProfileError(`${field}.${key}`, `unknown key; expected one of ${known.join(", ")}`);
-  }
-}
-
-function cidrList(value: unknown, field: string): string[] {
-  if (!Array.isArray(value)) throw new ProfileError(field, "must be a list of IPv4 CIDRs such as 203.0.113.0/24");
-  if (value.length > MAX_CIDRS) throw new ProfileError(field, `at most ${MAX_CIDRS} entries`);
+function cidrList(value: readonly string[], field: string): string[] {
   return value.map((item, i) => {
-    if (typeof item !== "string") throw new ProfileError(`${field}[${i}]`, "must be a string such as 203.0.113.0/24");
     // A bare address is a /32.
     const text = item.includes("/") ? item : `${item}/32`;
     try {
@@ -114,54 +66,33 @@ function cidrList(value: unknown, field: string): string[] {
   });
 }
 
-function domainList(value: unknown, field: string): string[] {
-  if (!Array.isArray(value)) throw new ProfileError(field, "must be a list of names such as deb.example.org or *.pkg.example.org");
-  if (value.length > MAX_CIDRS) throw new ProfileError(field, `at most ${MAX_CIDRS} entries`);
+function domainList(value: readonly string[], field: string): string[] {
   return value.map((item, i) => {
-    const d = typeof item === "string" ? canonicalDomain(item) : new Error("must be a string such as deb.example.org");
+    const d = canonicalDomain(item);
     if (d instanceof Error) throw new ProfileError(`${field}[${i}]`, d.message);
     return d;
   });
 }
 
-/** Validates the `profiles` object of the config file; returns it in canonical form. */
-export function parseProfiles(value: unknown, field = "profiles"): ProfilesConfig {
-  if (value === undefined) return {};
-  if (!isObject(value)) throw new ProfileError(field, "must be an object of named profiles");
+/**
+ * The `profiles` of a config file the schema (core/config-schema.ts) accepted, checked for
+ * what it cannot say (CIDRs, names) and in canonical form. Throws ProfileError naming the field.
+ */
+export function parseProfiles(value: ProfilesConfig | undefined, field = "profiles"): ProfilesConfig {
   const out: ProfilesConfig = {};
-  for (const [name, profile] of Object.entries(value)) {
+  for (const [name, profile] of Object.entries(value ?? {})) {
     const at = `${field}.${name}`;
-    if (!PROFILE_NAME_PATTERN.test(name)) throw new ProfileError(at, "a profile name is 1-64 characters of [A-Za-z0-9_.-]");
-    if (!isObject(profile)) throw new ProfileError(at, "must be an object");
-    checkKeys(profile, at, ["egress", "bandwidth", "ipv6"]);
     const parsed: ProfileConfig = {};
-    if (profile["ipv6"] !== undefined) {
-      if (typeof profile["ipv6"] !== "boolean") throw new ProfileError(`${at}.ipv6`, "must be true or false");
-      if (profile["ipv6"]) parsed.ipv6 = true;
-    }
-    if (profile["egress"] !== undefined) {
-      const egress = profile["egress"];
-      if (!isObject(egress)) throw new ProfileError(`${at}.egress`, "must be an object with allow and/or deny");
-      checkKeys(egress, `${at}.egress`, ["allow", "deny", "allowDomains"]);
+    const egress = profile.egress;
+    if (egress !== undefined) {
       parsed.egress = {};
-      if (egress["allow"] !== undefined) parsed.egress.allow = cidrList(egress["allow"], `${at}.egress.allow`);
-      if (egress["deny"] !== undefined) parsed.egress.deny = cidrList(egress["deny"], `${at}.egress.deny`);
-      if (egress["allowDomains"] !== undefined) parsed.egress.allowDomains = domainList(egress["allowDomains"], `${at}.egress.allowDomains`);
+      if (egress.allow !== undefined) parsed.egress.allow = cidrList(egress.allow, `${at}.egress.allow`);
+      if (egress.deny !== undefined) parsed.egress.deny = cidrList(egress.deny, `${at}.egress.deny`);
+      if (egress.allowDomains !== undefined) parsed.egress.allowDomains = domainList(egress.allowDomains, `${at}.egress.allowDomains`);
     }
-    if (profile["bandwidth"] !== undefined) {
-      const bw = profile["bandwidth"];
-      if (!isObject(bw)) throw new ProfileError(`${at}.bandwidth`, "must be an object with egressMbit and/or ingressMbit");
-      checkKeys(bw, `${at}.bandwidth`, ["egressMbit", "ingressMbit"]);
-      parsed.bandwidth = {};
-      for (const key of ["egressMbit", "ingressMbit"] as const) {
-        const v = bw[key];
-        if (v === undefined) continue;
-        if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > MAX_MBIT) {
-          throw new ProfileError(`${at}.bandwidth.${key}`, `must be a number of megabits per second, more than 0 and at most ${MAX_MBIT}`);
-        }
-        parsed.bandwidth[key] = v;
-      }
-    }
+    if (profile.bandwidth !== undefined) parsed.bandwidth = { ...profile.bandwidth };
+    // false is the same as absent.
+    if (profile.ipv6 === true) parsed.ipv6 = true;
     out[name] = parsed;
   }
   const total = Object.values(out).reduce((n, p) => n + (p.egress?.allow?.length ?? 0) + (p.egress?.deny?.length ?? 0), 0);

@@ -1,107 +1,114 @@
-// Daemon configuration: defaults, an optional JSON file, then flags (flags win).
+// Daemon configuration: defaults, an optional JSON file, then flags (flags win). What the
+// keys are, their types, limits, defaults and flags is core/config-schema.ts; this module
+// reads the file and the flags, validates both with that schema (ajv, compiled once), and
+// runs the checks a schema cannot say.
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
+import { Ajv, type ErrorObject } from "ajv";
+import type { TSchema } from "@sinclair/typebox";
 import { assertPrefix, formatCidr, formatCidr6, maxSlots, maxSlots6, parseCidr, parseCidr6, ipToInt } from "../dataplane/topology.js";
-import { parseConsumers, type ConsumerConfig } from "../tenancy/consumers.js";
-import { ProfileError, parseProfiles, type ProfilesConfig } from "../core/profiles.js";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.js";
+import { parseConsumers } from "../tenancy/consumers.js";
+import { ProfileError, parseProfiles } from "../core/profiles.js";
+import { ConfigFileSchema, DaemonConfigSchema, MAX_POOL_SIZE, settingFlags, type DaemonConfig } from "../core/config-schema.js";
 
-export type { ConsumerConfig } from "../tenancy/consumers.js";
+export type { ConsumerConfig, DaemonConfig } from "../core/config-schema.js";
+export { MAX_POOL_SIZE };
 
-export interface DaemonConfig {
-  poolSize: number;
-  prefix: string;
-  stateDir: string;
-  socket: string;
-  /** Device of the default route when not given. */
-  uplink: string | undefined;
-  linkCidr: string;
-  /** Where the slots' outside IPv6 addresses come from (slot n: base + 1 + n); IPv6 profiles need it. */
-  linkCidr6: string | undefined;
-  vtepRemote: string | undefined;
-  vtepPort: number;
-  /** Where the DNS forwarder (egress.allowDomains) asks; the first nameserver of /etc/resolv.conf when not given. */
-  dnsUpstream: string | undefined;
-  /** Group (name or gid) given the API socket, mode 0660, so its members may connect. */
-  socketGroup: string | undefined;
-  consumers: ConsumerConfig[];
-  /** Network profiles a lease request may name (src/core/profiles.ts). */
-  profiles: ProfilesConfig;
-  /** MTU of tap0 and of the guest (lease.guest.mtu); the uplink's when not given. A slot layout change. */
-  guestMtu: number | undefined;
-  /** Free slots of an older layout rebuilt per second, in the background. */
-  migrationRate: number;
-  /** Share of the pool (percent) that migration always leaves free for requests. */
-  migrationMinFree: number;
-  /** Seconds for the background audit to prove every free slot once with the full fingerprint (0: no audit). */
-  auditPeriod: number;
-  /** Nice value of the scrub worker thread (per thread on Linux): below the request path's main thread. */
-  scrubNice: number;
-  /** Seconds between TTL sweeps are not configurable: expiry uses one timer. */
-  progress: boolean;
-  /** Least severe level logged on stderr. */
-  logLevel: LogLevel;
-  /** auto: readable on a terminal, JSON lines otherwise. */
-  logFormat: LogFormat;
-}
+/** Every setting's `default` in the schema. */
+export const DEFAULTS = Object.fromEntries(
+  Object.entries(DaemonConfigSchema.properties).flatMap(([key, schema]) => ((schema as TSchema).default === undefined ? [] : [[key, (schema as TSchema).default as unknown]])),
+) as DaemonConfig;
 
-export const DEFAULTS: DaemonConfig = {
-  poolSize: 256,
-  prefix: "nsl",
-  stateDir: "/var/lib/netslot",
-  socket: "/run/netslot/api.sock",
-  uplink: undefined,
-  linkCidr: "10.200.0.0/16",
-  linkCidr6: undefined,
-  vtepRemote: undefined,
-  vtepPort: 4789,
-  dnsUpstream: undefined,
-  socketGroup: undefined,
-  consumers: [],
-  profiles: {},
-  guestMtu: undefined,
-  migrationRate: 20,
-  migrationMinFree: 25,
-  auditPeriod: 3600,
-  scrubNice: 5,
-  progress: true,
-  logLevel: "info",
-  logFormat: "auto",
-};
-
-const FLAGS: Record<string, keyof DaemonConfig> = {
-  "--pool-size": "poolSize",
-  "--prefix": "prefix",
-  "--state-dir": "stateDir",
-  "--socket": "socket",
-  "--uplink": "uplink",
-  "--link-cidr": "linkCidr",
-  "--link-cidr6": "linkCidr6",
-  "--vtep-remote": "vtepRemote",
-  "--vtep-port": "vtepPort",
-  "--dns-upstream": "dnsUpstream",
-  "--socket-group": "socketGroup",
-  "--guest-mtu": "guestMtu",
-  "--migration-rate": "migrationRate",
-  "--migration-min-free": "migrationMinFree",
-  "--audit-period": "auditPeriod",
-  "--scrub-nice": "scrubNice",
-  "--log-level": "logLevel",
-  "--log-format": "logFormat",
-};
-
-const NUMERIC = new Set<keyof DaemonConfig>(["poolSize", "vtepPort", "guestMtu", "migrationRate", "migrationMinFree", "auditPeriod", "scrubNice"]);
-
-export const MAX_POOL_SIZE = 65536;
+const FLAGS = settingFlags();
 
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+const ajv = new Ajv({ allErrors: false, verbose: true, strict: true });
+// Our annotation for error messages (core/config-schema.ts).
+ajv.addKeyword({ keyword: "expected", schemaType: "string" });
+const validateFile = ajv.compile<Partial<DaemonConfig>>(ConfigFileSchema);
+const validateSetting = new Map(FLAGS.map(({ key, schema }) => [key, ajv.compile(schema)]));
+
+/** `/consumers/0/quota/max` → `consumers[0].quota.max`. */
+function dotted(pointer: string): string {
+  return pointer
+    .split("/")
+    .slice(1)
+    .map((part) => part.replace(/~1/g, "/").replace(/~0/g, "~"))
+    .reduce((path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path === "" ? part : `${path}.${part}`), "");
+}
+
+/** What a value of `schema` is, in words; by its type alone for a type error. */
+function describe(schema: TSchema, typeOnly = false): string {
+  if (typeof schema["expected"] === "string" && !typeOnly) return schema["expected"];
+  if ("const" in schema) return JSON.stringify(schema["const"]);
+  if (Array.isArray(schema["enum"])) return `one of ${(schema["enum"] as unknown[]).join(", ")}`;
+  if (Array.isArray(schema["anyOf"])) return (schema["anyOf"] as TSchema[]).map((s) => describe(s)).join(" or ");
+  switch (schema["type"]) {
+    case "integer":
+      return "a whole number";
+    case "number":
+      return "a number";
+    case "string":
+      return schema["pattern"] ? `a string matching ${schema["pattern"]}` : "a string";
+    case "boolean":
+      return "true or false";
+    case "array":
+      return "a list";
+    case "object":
+      return "an object";
+    default:
+      return "something else";
+  }
+}
+
+/** One line: where (a dotted JSON path) and what was expected. */
+export function explain(errors: readonly ErrorObject[], root = ""): string {
+  // A union's branches each fail first; the union's own error says what any of them takes.
+  const e = errors.find((x) => x.keyword === "anyOf") ?? errors[0]!;
+  const at = [root, dotted(e.instancePath)].filter((x) => x !== "").join(".");
+  const schema = e.parentSchema as TSchema;
+  const p = e.params as Record<string, unknown>;
+  let what: string;
+  switch (e.keyword) {
+    case "additionalProperties": {
+      const key = String(p["additionalProperty"]);
+      const where = [at, key].filter((x) => x !== "").join(".");
+      if (schema["patternProperties"]) return `${where}: a name is ${String(schema["expected"] ?? Object.keys(schema["patternProperties"] as object)[0])}`;
+      return `${where}: unknown key; expected one of ${Object.keys((schema["properties"] as object | undefined) ?? {}).join(", ")}`;
+    }
+    case "required":
+      return `${at === "" ? "" : `${at}: `}needs ${String(p["missingProperty"])}`;
+    case "minimum":
+      what = `must be at least ${String(p["limit"])}`;
+      break;
+    case "maximum":
+      what = `must be at most ${String(p["limit"])}`;
+      break;
+    case "exclusiveMinimum":
+      what = `must be more than ${String(p["limit"])}`;
+      break;
+    case "minItems":
+      what = `must list at least ${String(p["limit"])} ${p["limit"] === 1 ? "entry" : "entries"}`;
+      break;
+    case "maxItems":
+      what = `must list at most ${String(p["limit"])} entries`;
+      break;
+    case "minLength":
+      what = "must not be empty";
+      break;
+    default:
+      what = `must be ${describe(schema, e.keyword === "type")}`;
+  }
+  return `${at}: ${what}`;
+}
+
 /** Parses `netslot daemon` arguments (node:util parseArgs, strict): `--flag value` or `--flag=value`, plus `--config FILE`, `--no-progress`. */
 export function parseDaemonArgs(argv: string[]): DaemonConfig {
-  const options: Record<string, { type: "string" | "boolean" }> = { config: { type: "string" }, "no-progress": { type: "boolean" } };
-  for (const flag of Object.keys(FLAGS)) options[flag.slice(2)] = { type: "string" };
+  const options: Record<string, { type: "string" | "boolean" }> = { config: { type: "string" } };
+  for (const { flag, schema } of FLAGS) options[flag.slice(2)] = { type: schema["type"] === "boolean" ? "boolean" : "string" };
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
@@ -113,40 +120,41 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig {
     throw new ConfigError(e.message.split("\n")[0], { cause: err });
   }
   const configFile = typeof values["config"] === "string" ? values["config"] : undefined;
-  const progress = values["no-progress"] === true ? false : undefined;
-  const given: Record<string, string> = {};
-  for (const flag of Object.keys(FLAGS)) {
-    const value = values[flag.slice(2)];
-    if (typeof value === "string") given[flag] = value;
+  const merged: DaemonConfig = { ...DEFAULTS, ...(configFile ? readConfigFile(configFile) : {}) };
+  for (const { key, flag, schema } of FLAGS) {
+    const given = values[flag.slice(2)];
+    if (given === undefined) continue;
+    let value: unknown = given;
+    if (schema["type"] === "boolean") value = !flag.startsWith("--no-");
+    // A flag's text becomes a number when the setting is one; else ajv says what it must be.
+    else if ((schema["type"] === "integer" || schema["type"] === "number") && given !== "" && Number.isFinite(Number(given))) value = Number(given);
+    const validate = validateSetting.get(key)!;
+    if (!validate(value)) throw new ConfigError(explain(validate.errors ?? [], flag));
+    (merged as Record<string, unknown>)[key] = value;
   }
-  const fromFile = configFile ? readConfigFile(configFile) : {};
-  const merged: DaemonConfig = { ...DEFAULTS, ...fromFile };
-  for (const [flag, value] of Object.entries(given)) {
-    const key = FLAGS[flag]!;
-    (merged as unknown as Record<string, unknown>)[key] = NUMERIC.has(key) ? Number(value) : value;
-  }
-  if (progress !== undefined) merged.progress = progress;
   validateConfig(merged);
   return merged;
 }
 
-function readConfigFile(path: string): Partial<DaemonConfig> {
+/** Reads and validates the config file against the schema: one line naming the key at fault. */
+export function readConfigFile(path: string): Partial<DaemonConfig> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(fs.readFileSync(path, "utf8"));
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new ConfigError(`config file ${path} must hold a JSON object`);
-  }
-  const known = new Set<string>(Object.keys(DEFAULTS));
-  for (const key of Object.keys(parsed)) {
-    if (!known.has(key)) throw new ConfigError(`config file ${path}: unknown key "${key}"`);
-  }
+  return checkConfigFile(parsed, `config file ${path}`);
+}
+
+/** Validates a config file's parsed JSON; `where` starts the error message. */
+export function checkConfigFile(parsed: unknown, where = "config file"): Partial<DaemonConfig> {
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`${where} must hold a JSON object`);
+  if (!validateFile(parsed)) throw new ConfigError(`${where}: ${explain(validateFile.errors ?? [])}`);
   return parsed;
 }
 
+/** The checks the schema cannot make (addresses, sizes that depend on each other, consumers against profiles). */
 export function validateConfig(config: DaemonConfig): void {
   try {
     assertPrefix(config.prefix);
@@ -160,50 +168,19 @@ export function validateConfig(config: DaemonConfig): void {
     throw new ConfigError(`--link-cidr: ${(err as Error).message}`);
   }
   if (cidr.prefixLength > 28) throw new ConfigError(`--link-cidr ${formatCidr(cidr)} is too small (at most /28)`);
-  if (!Number.isInteger(config.poolSize) || config.poolSize < 1) {
-    throw new ConfigError("--pool-size must be a whole number of at least 1");
-  }
   if (config.poolSize > maxSlots(cidr)) {
     throw new ConfigError(`--pool-size ${config.poolSize} does not fit in ${config.linkCidr} (at most ${maxSlots(cidr)} slots)`);
   }
-  // 8-character prefix + "-" + 5 digits stays within the kernel's 15-character names.
-  if (config.poolSize > MAX_POOL_SIZE) throw new ConfigError(`--pool-size is at most ${MAX_POOL_SIZE}`);
-  if (config.guestMtu !== undefined && (!Number.isInteger(config.guestMtu) || config.guestMtu < 576 || config.guestMtu > 65535)) {
-    throw new ConfigError("--guest-mtu must be a whole number from 576 to 65535");
-  }
-  if (!Number.isFinite(config.migrationRate) || config.migrationRate <= 0 || config.migrationRate > 10000) {
-    throw new ConfigError("--migration-rate must be a number of slots per second above 0 (at most 10000)");
-  }
-  if (!Number.isFinite(config.migrationMinFree) || config.migrationMinFree < 0 || config.migrationMinFree > 100) {
-    throw new ConfigError("--migration-min-free must be a percentage from 0 to 100");
-  }
-  if (!Number.isInteger(config.scrubNice) || config.scrubNice < 0 || config.scrubNice > 19) {
-    throw new ConfigError("--scrub-nice must be a whole number from 0 to 19");
-  }
-  if (!Number.isFinite(config.auditPeriod) || config.auditPeriod < 0) {
-    throw new ConfigError("--audit-period must be a number of seconds (0: no background audit)");
-  }
-  if (!Number.isInteger(config.vtepPort) || config.vtepPort < 1 || config.vtepPort > 65535) {
-    throw new ConfigError("--vtep-port must be 1..65535");
-  }
-  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
-  if (!(LOG_FORMATS as readonly string[]).includes(config.logFormat)) throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}`);
-  if (config.dnsUpstream !== undefined) {
+  for (const [flag, value] of [
+    ["--dns-upstream", config.dnsUpstream],
+    ["--vtep-remote", config.vtepRemote],
+  ] as const) {
+    if (value === undefined) continue;
     try {
-      ipToInt(config.dnsUpstream);
+      ipToInt(value);
     } catch {
-      throw new ConfigError(`--dns-upstream must be an IPv4 address, not "${config.dnsUpstream}"`);
+      throw new ConfigError(`${flag} must be an IPv4 address, not "${value}"`);
     }
-  }
-  if (config.vtepRemote !== undefined) {
-    try {
-      ipToInt(config.vtepRemote);
-    } catch {
-      throw new ConfigError(`--vtep-remote must be an IPv4 address, not "${config.vtepRemote}"`);
-    }
-  }
-  if (config.socketGroup !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/.test(config.socketGroup)) {
-    throw new ConfigError(`--socket-group "${config.socketGroup}" is not a group name or gid`);
   }
   if (config.linkCidr6 !== undefined) {
     let cidr6;
@@ -213,7 +190,9 @@ export function validateConfig(config: DaemonConfig): void {
       throw new ConfigError(`--link-cidr6: ${(err as Error).message}`);
     }
     if (config.poolSize > maxSlots6(cidr6)) {
-      throw new ConfigError(`--pool-size ${config.poolSize} does not fit in --link-cidr6 ${formatCidr6(cidr6)} (at most ${maxSlots6(cidr6)} slots: one outside IPv6 address each, the network's own left out)`);
+      throw new ConfigError(
+        `--pool-size ${config.poolSize} does not fit in --link-cidr6 ${formatCidr6(cidr6)} (at most ${maxSlots6(cidr6)} slots: one outside IPv6 address each, the network's own left out)`,
+      );
     }
   }
   try {

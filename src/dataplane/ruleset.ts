@@ -193,8 +193,7 @@ function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): {
  * the forward chain marks the guest's frames to them, and the program lets marked frames
  * pass a restricted policy. The sets are empty in a fresh slot; the scrub flushes them.
  *
-
- * Addresses DNS answers admitted (egress.allowDomains), IPv4 and IPv6, each with a kernel
+ * Admitted addresses (egress.allowDomains), IPv4 and IPv6, each carry a kernel
  * timeout of TTL + grace: expiry needs no timer in the daemon, survives its crash and a
  * live handover, and the state is the kernel's. Interval sets (rbtree) because the kernel
  * collects their expired elements on the next change, with no periodic work per slot
@@ -203,8 +202,8 @@ function slotIpv6Rules(opts: SlotRulesetOptions, c: (what: string) => string): {
  */
 export const EGRESS_ADMIT_SET = "egress_admit";
 export const EGRESS_ADMIT6_SET = "egress_admit6";
-/** Elements per admission set (a host is an interval: two elements), a hostile guest's bound. */
-export const ADMIT_SET_SIZE = 8192;
+/** Addresses per admission set (a host interval counts once; measured), a hostile guest's bound. */
+export const ADMIT_SET_SIZE = 4096;
 
 /** A host address a DNS answer admitted: its bytes (4 or 16) and for how long. */
 export interface Admission {
@@ -225,7 +224,7 @@ export function admittedElements(admissions: readonly Admission[]): SetElements[
   return out;
 }
 
-/** Empties the admissions set: the slot is back to no admitted address. */
+/** Empties the admission sets: the slot is back to no admitted address. */
 export function clearEgressPolicyScript(): string {
   return [EGRESS_ADMIT_SET, EGRESS_ADMIT6_SET].map((name) => `flush set inet ${SLOT_TABLE} ${name}\n`).join("");
 }

@@ -5,27 +5,12 @@
 // operator actions (whoever can open the socket is trusted, as before).
 import { createHash, timingSafeEqual } from "node:crypto";
 import { NetslotError } from "../core/errors.js";
+import type { ConsumerConfig } from "../core/config-schema.js";
 
 export type Role = "consumer" | "operator";
 
-/** One entry of the config file's `consumers`. */
-export interface ConsumerConfig {
-  name: string;
-  /** Bearer token; an entry needs a token, uids or gids (or several). */
-  token?: string;
-  /** Callers whose uid (SO_PEERCRED) is listed are this consumer when they send no token. */
-  uids?: number[];
-  /** Likewise by primary gid. */
-  gids?: number[];
-  /** VNIs this consumer may attach: numbers, "N" or "A-B". Without it: none. */
-  vnis?: (string | number)[];
-  quota?: { reserved?: number; max?: number };
-  /** Who is served first among waiting requests (higher first; default 0). */
-  priority?: number;
-  role?: Role;
-  /** Network profiles this consumer may name in a lease request. Without it: every profile. */
-  profiles?: string[];
-}
+/** One entry of the config file's `consumers` (its schema: core/config-schema.ts). */
+export type { ConsumerConfig } from "../core/config-schema.js";
 
 /** A consumer as the daemon uses it: parsed, with defaults filled in. */
 export interface Consumer {
@@ -53,23 +38,11 @@ export interface PeerCredentials {
   gid: number;
 }
 
-const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-// Visible ASCII: anything else cannot be sent in an Authorization header as one token.
-const TOKEN_PATTERN = /^[\x21-\x7e]{16,4096}$/;
 const MAX_VNI = 16_777_215;
-const MAX_ID = 4_294_967_294;
-
-function isCount(value: unknown): value is number {
-  return typeof value === "number" && Number.isInteger(value) && value >= 0;
-}
 
 /** "100-199", "4242" or 4242 → [from, to]; throws a readable message. */
-function parseVniRange(value: unknown, who: string): [number, number] {
-  const text = typeof value === "number" ? String(value) : value;
-  const m = typeof text === "string" ? /^([0-9]{1,8})(?:-([0-9]{1,8}))?$/.exec(text) : null;
-  if (!m) throw new Error(`${who}: vnis entry ${JSON.stringify(value)} must be a VNI or a range "A-B"`);
-  const from = Number(m[1]);
-  const to = m[2] === undefined ? from : Number(m[2]);
+function parseVniRange(value: string | number, who: string): [number, number] {
+  const [from, to = from] = String(value).split("-").map(Number) as [number, number?];
   if (from < 1 || to > MAX_VNI || from > to) {
     throw new Error(`${who}: vnis entry ${JSON.stringify(value)} must lie within 1-${MAX_VNI}, low end first`);
   }
@@ -87,92 +60,47 @@ function mergeRanges(ranges: [number, number][]): [number, number][] {
   return out;
 }
 
-function idList(value: unknown, key: string, who: string): number[] {
-  if (!Array.isArray(value) || value.length === 0 || !value.every((v) => isCount(v) && v <= MAX_ID)) {
-    throw new Error(`${who}: ${key} must be a non-empty list of numeric ids`);
-  }
-  return value as number[];
-}
-
-const KNOWN_KEYS = new Set(["name", "token", "uids", "gids", "vnis", "quota", "priority", "role", "profiles"]);
-
 /**
- * Checks the `consumers` entries against each other and the pool size and returns them
- * parsed. Throws an Error whose message is one line naming the entry at fault.
+ * Checks the `consumers` entries the schema (core/config-schema.ts) accepted against each
+ * other and the pool size, and returns them parsed. Throws an Error whose message is one
+ * line naming the entry at fault.
  */
-export function parseConsumers(entries: readonly unknown[], poolSize: number): Consumer[] {
-  if (!Array.isArray(entries)) throw new Error("consumers must be a list");
+export function parseConsumers(entries: readonly ConsumerConfig[], poolSize: number): Consumer[] {
   const names = new Set<string>();
   const tokens = new Set<string>();
   const uids = new Map<number, string>();
   const gids = new Map<number, string>();
   const out: Consumer[] = [];
   let reservedTotal = 0;
-  entries.forEach((entry, i) => {
-    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) throw new Error(`consumers[${i}] must be an object`);
-    const c = entry as Record<string, unknown>;
-    if (typeof c["name"] !== "string" || !NAME_PATTERN.test(c["name"])) {
-      throw new Error(`consumers[${i}]: name ${JSON.stringify(c["name"])} must be 1-64 characters of [A-Za-z0-9_.-]`);
-    }
-    const name = c["name"];
+  for (const c of entries) {
+    const name = c.name;
     const who = `consumer "${name}"`;
-    for (const key of Object.keys(c)) {
-      if (!KNOWN_KEYS.has(key)) throw new Error(`${who}: unknown key "${key}" (known: ${[...KNOWN_KEYS].join(", ")})`);
-    }
     if (names.has(name)) throw new Error(`${who} is configured twice`);
     names.add(name);
-    if (c["token"] !== undefined) {
-      if (typeof c["token"] !== "string" || !TOKEN_PATTERN.test(c["token"])) {
-        throw new Error(`${who}: the token must be 16-4096 characters of visible ASCII without spaces`);
-      }
-      if (tokens.has(c["token"])) throw new Error(`${who} shares its token with another consumer`);
-      tokens.add(c["token"]);
+    if (c.token !== undefined) {
+      if (tokens.has(c.token)) throw new Error(`${who} shares its token with another consumer`);
+      tokens.add(c.token);
     }
     for (const [key, seen] of [
       ["uids", uids],
       ["gids", gids],
     ] as const) {
-      if (c[key] === undefined) continue;
-      for (const id of idList(c[key], key, who)) {
+      for (const id of c[key] ?? []) {
         const other = seen.get(id);
         if (other !== undefined) throw new Error(`${who}: ${key.slice(0, 3)} ${id} also names consumer "${other}"`);
         seen.set(id, name);
       }
     }
-    if (c["token"] === undefined && c["uids"] === undefined && c["gids"] === undefined) {
+    if (c.token === undefined && c.uids === undefined && c.gids === undefined) {
       throw new Error(`${who} needs a token, uids or gids to be recognised by`);
     }
-    let vnis: [number, number][] = [];
-    if (c["vnis"] !== undefined) {
-      if (!Array.isArray(c["vnis"])) throw new Error(`${who}: vnis must be a list such as ["100-199", "4242"]`);
-      vnis = mergeRanges(c["vnis"].map((v) => parseVniRange(v, who)));
-    }
-    const quota = c["quota"] ?? {};
-    if (typeof quota !== "object" || Array.isArray(quota)) throw new Error(`${who}: quota must be an object`);
-    const q = quota as Record<string, unknown>;
-    for (const key of Object.keys(q)) if (key !== "reserved" && key !== "max") throw new Error(`${who}: unknown quota key "${key}"`);
-    if (q["reserved"] !== undefined && !isCount(q["reserved"])) throw new Error(`${who}: quota.reserved must be a whole number >= 0`);
-    if (q["max"] !== undefined && !(isCount(q["max"]) && q["max"] >= 1)) throw new Error(`${who}: quota.max must be a whole number >= 1`);
-    const reserved = (q["reserved"]) ?? 0;
-    const max = (q["max"]) ?? null;
+    const vnis = mergeRanges((c.vnis ?? []).map((v) => parseVniRange(v, who)));
+    const reserved = c.quota?.reserved ?? 0;
+    const max = c.quota?.max ?? null;
     if (max !== null && reserved > max) throw new Error(`${who}: quota.reserved ${reserved} is larger than quota.max ${max}`);
     reservedTotal += reserved;
-    const priority = c["priority"] ?? 0;
-    if (typeof priority !== "number" || !Number.isInteger(priority) || Math.abs(priority) > 1000) {
-      throw new Error(`${who}: priority must be a whole number from -1000 to 1000`);
-    }
-    const role = c["role"] ?? "consumer";
-    if (role !== "consumer" && role !== "operator") throw new Error(`${who}: role must be "consumer" or "operator"`);
-    let profiles: string[] | null = null;
-    if (c["profiles"] !== undefined) {
-      const list = c["profiles"];
-      if (!Array.isArray(list) || !list.every((p) => typeof p === "string" && NAME_PATTERN.test(p))) {
-        throw new Error(`${who}: profiles must be a list of profile names`);
-      }
-      profiles = list as string[];
-    }
-    out.push({ name, role, vnis, reserved, max, priority, profiles });
-  });
+    out.push({ name, role: c.role ?? "consumer", vnis, reserved, max, priority: c.priority ?? 0, profiles: c.profiles ?? null });
+  }
   if (reservedTotal > poolSize) {
     throw new Error(`consumers reserve ${reservedTotal} slots in total, more than the pool's ${poolSize}`);
   }

@@ -469,12 +469,11 @@ describe("consumers", () => {
     const service = new FakeService(3);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
     assert.throws(() => createApiServer({ service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
-    assert.throws(() => createApiServer({ service, consumers: [{ name: "dave", token: "has space" }] }), /token/);
     assert.throws(() => createApiServer({ service, consumers: [{ name: "erin" }] }), /needs a token, uids or gids/);
     assert.throws(() => createApiServer({ service, consumers: [{ ...A, vnis: ["9-3"] }] }), /low end first/);
     assert.throws(() => createApiServer({ service, consumers: [{ ...A, quota: { reserved: 5, max: 2 } }] }), /larger than quota.max/);
     assert.throws(() => createApiServer({ service, consumers: [{ ...A, uids: [1000] }, { ...B, uids: [1000] }] }), /also names consumer/);
-    assert.throws(() => createApiServer({ service, consumers: [{ ...A, role: "root" as "operator" }] }), /role/);
+    // The shape of an entry (token characters, role names) is the config schema's: config.test.ts.
   });
 });
 

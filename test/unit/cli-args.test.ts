@@ -65,8 +65,8 @@ test("the daemon's flags: an unknown one exits 2 with one fatal JSON line, befor
 test("the daemon's log flags are checked like the others", () => {
   const level = run("daemon", "--log-level", "loud");
   assert.equal(level.status, 2);
-  assert.equal(fatalLine(level.stderr)["msg"], "--log-level must be one of fatal, error, warn, info, debug, trace, silent");
+  assert.equal(fatalLine(level.stderr)["msg"], "--log-level: must be one of fatal, error, warn, info, debug, trace, silent");
   const format = run("daemon", "--log-format", "xml");
   assert.equal(format.status, 2);
-  assert.equal(fatalLine(format.stderr)["msg"], "--log-format must be one of auto, json, pretty");
+  assert.equal(fatalLine(format.stderr)["msg"], "--log-format: must be one of auto, json, pretty");
 });

@@ -3,10 +3,15 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { BURST_SECONDS, MAX_PROFILE_CIDRS, ProfileCatalog, bandwidthOf, egressPolicy, normalise, parseProfiles, policyCidrs, profileId, rateLimit } from "../../src/core/profiles.js";
 import { MAX_POLICY_CIDRS } from "../../src/kernel/bpfmaps.js";
-import { ConfigError, DEFAULTS, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
+import { ConfigError, DEFAULTS, checkConfigFile, validateConfig, type DaemonConfig } from "../../src/daemon/config.js";
 
 function config(extra: Partial<DaemonConfig>): DaemonConfig {
   return { ...DEFAULTS, ...extra };
+}
+
+/** `profiles` as the daemon reads it: the schema (structure), then parseProfiles (CIDRs, names). */
+function loadProfiles(value: unknown) {
+  return parseProfiles(checkConfigFile({ profiles: value }).profiles);
 }
 
 describe("profiles in the config file", () => {
@@ -17,16 +22,16 @@ describe("profiles in the config file", () => {
 
   it("errors name the field", () => {
     const cases: Array<[unknown, RegExp]> = [
-      [{ m: { egress: { allow: ["203.0.113.1/24"] } } }, /ProfileError: profiles\.m\.egress\.allow\[0\]: .*host bits/],
-      [{ m: { egress: { allow: "203.0.113.0/24" } } }, /ProfileError: profiles\.m\.egress\.allow: must be a list/],
-      [{ m: { egress: { deny: [42] } } }, /ProfileError: profiles\.m\.egress\.deny\[0\]: must be a string/],
-      [{ m: { egress: { alow: [] } } }, /ProfileError: profiles\.m\.egress\.alow: unknown key/],
-      [{ m: { speed: 1 } }, /ProfileError: profiles\.m\.speed: unknown key/],
-      [{ "bad name": {} }, /ProfileError: profiles\.bad name: a profile name/],
-      [{ m: [] }, /ProfileError: profiles\.m: must be an object/],
-      [[], /ProfileError: profiles: must be an object/],
+      [{ m: { egress: { allow: ["203.0.113.1/24"] } } }, /^ProfileError: profiles\.m\.egress\.allow\[0\]: .*host bits/],
+      [{ m: { egress: { allow: "203.0.113.0/24" } } }, /^ConfigError: config file: profiles\.m\.egress\.allow: must be a list$/],
+      [{ m: { egress: { deny: [42] } } }, /^ConfigError: config file: profiles\.m\.egress\.deny\[0\]: must be a string$/],
+      [{ m: { egress: { alow: [] } } }, /^ConfigError: config file: profiles\.m\.egress\.alow: unknown key; expected one of allow, deny, allowDomains$/],
+      [{ m: { speed: 1 } }, /^ConfigError: config file: profiles\.m\.speed: unknown key/],
+      [{ "bad name": {} }, /^ConfigError: config file: profiles\.bad name: a name is 1-64 characters of \[A-Za-z0-9_.-\]$/],
+      [{ m: [] }, /^ConfigError: config file: profiles\.m: must be an object$/],
+      [[], /^ConfigError: config file: profiles: must be an object$/],
     ];
-    for (const [value, pattern] of cases) assert.throws(() => parseProfiles(value), pattern);
+    for (const [value, pattern] of cases) assert.throws(() => loadProfiles(value), pattern);
   });
 
   it("allowDomains: names and *.suffix, canonical; they make an allow-list", () => {
@@ -34,12 +39,12 @@ describe("profiles in the config file", () => {
     assert.deepEqual(p["m"]!.egress!.allowDomains, ["deb.example.org", "*.pkg.example.org"]);
     assert.deepEqual(egressPolicy(p["m"]), { allow: [], deny: [] });
     for (const bad of ["", "a..b", "*", "x.*.org", "-a.org", 3]) {
-      assert.throws(() => parseProfiles({ m: { egress: { allowDomains: [bad] } } }), /profiles\.m\.egress\.allowDomains\[0\]/);
+      assert.throws(() => loadProfiles({ m: { egress: { allowDomains: [bad] } } }), /profiles\.m\.egress\.allowDomains\[0\]/);
     }
   });
 
   it("ipv6 is a boolean; false is the same as absent", () => {
-    assert.throws(() => parseProfiles({ m: { ipv6: "yes" } }), /profiles\.m\.ipv6: must be true or false/);
+    assert.throws(() => loadProfiles({ m: { ipv6: "yes" } }), /profiles\.m\.ipv6: must be true or false/);
     assert.deepEqual(parseProfiles({ dual: { ipv6: true }, off: { ipv6: false } }), { dual: { ipv6: true }, off: {} });
   });
 
@@ -74,9 +79,10 @@ describe("egress policy", () => {
 describe("bandwidth", () => {
   it("accepts egressMbit/ingressMbit and names a bad one", () => {
     assert.deepEqual(parseProfiles({ m: { bandwidth: { egressMbit: 50, ingressMbit: 200 } } }), { m: { bandwidth: { egressMbit: 50, ingressMbit: 200 } } });
-    assert.throws(() => parseProfiles({ m: { bandwidth: { egressMbit: 0 } } }), /profiles\.m\.bandwidth\.egressMbit: must be a number/);
-    assert.throws(() => parseProfiles({ m: { bandwidth: { ingressMbit: "fast" } } }), /profiles\.m\.bandwidth\.ingressMbit: must be a number/);
-    assert.throws(() => parseProfiles({ m: { bandwidth: { uplinkMbit: 5 } } }), /profiles\.m\.bandwidth\.uplinkMbit: unknown key/);
+    assert.throws(() => loadProfiles({ m: { bandwidth: { egressMbit: 0 } } }), /profiles\.m\.bandwidth\.egressMbit: must be more than 0$/);
+    assert.throws(() => loadProfiles({ m: { bandwidth: { egressMbit: 100_001 } } }), /profiles\.m\.bandwidth\.egressMbit: must be at most 100000$/);
+    assert.throws(() => loadProfiles({ m: { bandwidth: { ingressMbit: "fast" } } }), /profiles\.m\.bandwidth\.ingressMbit: must be a number$/);
+    assert.throws(() => loadProfiles({ m: { bandwidth: { uplinkMbit: 5 } } }), /profiles\.m\.bandwidth\.uplinkMbit: unknown key/);
   });
 
   it("compiles to IP bytes per second with a bucket of 250 ms, at least 128 KiB", () => {
