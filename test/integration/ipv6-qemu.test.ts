@@ -128,7 +128,7 @@ describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => 
     try {
       guest = await runGuest({
         slotNetnsPath: a.slot.netns,
-        script: guestScript(a, { up6: upstream.address6!, host6: upstream.hostAddress6!, outsideA6: a.slot.outsideAddress6!, outsideB6: b.slot.outsideAddress6! }),
+        script: guestScript(a, { up6: upstream.address6!, host6: upstream.hostAddress6!, outsideA6: a.slot.outsideAddress6, outsideB6: b.slot.outsideAddress6 }),
         mtu: a.guest.mtu,
         image,
         timeoutMs: 120_000,
