@@ -5,6 +5,24 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
+const ALL_LAYERS = ["api", "cli", "core", "daemon", "dataplane", "deviceplugin", "kernel", "pool", "sdk", "store", "tenancy"];
+/** What each layer may import besides itself. */
+const LAYERS = {
+  core: [],
+  kernel: ["core"],
+  store: ["core"],
+  tenancy: ["core"],
+  dataplane: ["kernel", "core"],
+  // kernel/ for process ownership (pidfds, /proc) and the scrub thread's priority.
+  pool: ["dataplane", "store", "tenancy", "kernel", "core"],
+  // kernel/libc.ts only, for SO_PEERCRED on the API's own connections (see EXCEPT).
+  api: ["tenancy", "kernel", "core"],
+  sdk: ["core"],
+  deviceplugin: ["sdk", "core"],
+};
+/** Narrower than a whole layer: the api may use kernel/libc.ts and nothing else of kernel/. */
+const EXCEPT = { api: ["**/kernel/**", "!**/kernel/libc.js"] };
+
 export default tseslint.config(
   { ignores: ["dist/", "node_modules/", ".cache/", "bench/results/", "scratch/"] },
   js.configs.recommended,
@@ -48,6 +66,19 @@ export default tseslint.config(
       "@typescript-eslint/no-unsafe-member-access": "off",
     },
   },
+  // The layers (docs/architecture.md): each src/ directory may import only the ones below
+  // it. cli/ and daemon/ compose everything and are not restricted.
+  ...Object.entries(LAYERS).map(([layer, allowed]) => ({
+    files: [`src/${layer}/**/*.ts`],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: [...ALL_LAYERS.filter((l) => l !== layer && !allowed.includes(l)).map((l) => `**/${l}/**`), ...(EXCEPT[layer] ?? [])],
+          message: `${layer}/ imports only from ${[layer, ...allowed].join(", ")} (docs/architecture.md, "Layers").`,
+        }],
+      }],
+    },
+  })),
   {
     // Tests declare `let daemon: Daemon;`, assign it in before() and clean up with
     // `daemon?.cleanup()` in after(), which runs even when before() failed: the optional

@@ -5,10 +5,9 @@
 // is decided here.
 import { NetslotError } from "../core/errors.js";
 import { pathOf, type OperationId, type OPERATIONS, type ParamsOf, type RequestOf, type ResponseOf } from "../core/schema.js";
-import type { LeaseRequest, LeaseService, PoolCounts, SlotState, UpgradeResult } from "../core/types.js";
+import type { LeaseRequest, LeaseService, PoolCounts, ProcessTree, SlotState, UpgradeResult } from "../core/types.js";
 import type { Metrics } from "../core/metrics.js";
 import type { PeerCred } from "../kernel/libc.js";
-import { isSelfOrDescendant, parentPid } from "../kernel/procfs.js";
 import { checkNetwork, requireOperator, type Consumer } from "../tenancy/consumers.js";
 
 /** Operator actions on the pool (not scoped to a consumer); `by` names the operator for the audit log. */
@@ -57,6 +56,8 @@ export interface HandlerDependencies {
   document: object;
   /** The daemon's metrics registry, which /metrics renders. */
   metrics: Pick<Metrics, "render" | "contentType">;
+  /** Where an explicit ownerPid is checked against the caller. */
+  processes: ProcessTree;
 }
 
 /**
@@ -64,7 +65,7 @@ export interface HandlerDependencies {
  * as the kernel names it (right across PID namespaces); an explicit ownerPid must be the
  * caller or a descendant, so a consumer cannot tie a lease to a process it does not run.
  */
-function authorise(consumer: Consumer, peer: PeerCred | undefined, request: LeaseRequest): LeaseRequest {
+function authorise(processes: ProcessTree, consumer: Consumer, peer: PeerCred | undefined, request: LeaseRequest): LeaseRequest {
   if (request.network) checkNetwork(consumer, request.network.vni);
   if (request.owner === undefined && request.ownerPid === undefined) return request;
   const { owner, ...rest } = request;
@@ -73,8 +74,8 @@ function authorise(consumer: Consumer, peer: PeerCred | undefined, request: Leas
   }
   if (owner === "caller") return { ...rest, ownerPid: peer.pid };
   const pid = request.ownerPid!;
-  if (parentPid(pid) === undefined) throw new NetslotError("invalid_request", `process ${pid} does not exist`, { field: "/ownerPid" });
-  if (!isSelfOrDescendant(pid, peer.pid)) {
+  if (!processes.exists(pid)) throw new NetslotError("invalid_request", `process ${pid} does not exist`, { field: "/ownerPid" });
+  if (!processes.isSelfOrDescendant(pid, peer.pid)) {
     throw new NetslotError("owner_forbidden", `process ${pid} is neither the caller (pid ${peer.pid}) nor one of its descendants; send owner: "caller" instead`);
   }
   return rest;
@@ -103,7 +104,7 @@ export function createHandlers(deps: HandlerDependencies): Handlers {
       return { body: { leases: service.list(consumer.name, { all }) } };
     },
     acquireLease: async ({ consumer, peer, body, gone }) => {
-      const lease = await service.acquire(consumer.name, authorise(consumer, peer, body));
+      const lease = await service.acquire(consumer.name, authorise(deps.processes, consumer, peer, body));
       // The client gave up while the request waited for a slot (waitSeconds): nobody will use the lease.
       if (gone()) {
         await service.release(consumer.name, lease.id);

@@ -7,7 +7,7 @@ import * as http from "node:http";
 import type * as net from "node:net";
 import { NetslotError } from "../core/errors.js";
 import { OPERATIONS, type Operation, type OperationId } from "../core/schema.js";
-import type { LeaseService } from "../core/types.js";
+import type { LeaseService, ProcessTree } from "../core/types.js";
 import { ConsumerDirectory, type ConsumerConfig } from "../tenancy/consumers.js";
 import { packageVersion } from "../core/version.js";
 import { announcesBody, ANSWERED, readJsonBody } from "./body.js";
@@ -31,6 +31,8 @@ export { MAX_BODY_BYTES } from "./body.js";
 
 export interface ApiServerOptions {
   service: LeaseService;
+  /** The host's process tree, for explicit ownerPid checks (kernel/procfs.ts processTree in the daemon). */
+  processes: ProcessTree;
   /** Enables POST /v1/pool/quarantined/{index}/release (and /v1/pool/drain when it can drain). */
   admin?: PoolAdmin;
   /** The configured consumers: entries, or the daemon's parsed directory (shared with the pool's quotas). */
@@ -126,6 +128,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     version,
     document: openApiDocument(),
     metrics,
+    processes: options.processes,
   });
   const handlerOf = (id: OperationId): Handler<OperationId> | undefined => handlers[id];
   const router = new Router(openApiDocument(), (id) => handlerOf(id) !== undefined);

@@ -83,3 +83,57 @@ export function bytesToIp6(bytes: Uint8Array): string {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, 16);
   return bigIntToIp6((b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8));
 }
+
+export interface Cidr {
+  /** Network address as an unsigned 32-bit integer. */
+  base: number;
+  prefixLength: number;
+  size: number;
+}
+
+/** Parses "a.b.c.d/n"; the address must be the network address (no host bits set). */
+export function parseCidr(text: string): Cidr {
+  const match = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
+  if (!match) throw new Error(`not an IPv4 CIDR: ${text}`);
+  const prefixLength = Number(match[2]);
+  if (prefixLength > 32) throw new Error(`prefix length over 32: ${text}`);
+  const base = ipToInt(match[1]!);
+  const size = 2 ** (32 - prefixLength);
+  if (base % size !== 0) throw new Error(`host bits set in ${text}`);
+  return { base, prefixLength, size };
+}
+
+export function formatCidr(cidr: Cidr): string {
+  return `${intToIp(cidr.base)}/${cidr.prefixLength}`;
+}
+
+export function cidrContains(cidr: Cidr, ip: number): boolean {
+  return ip >= cidr.base && ip < cidr.base + cidr.size;
+}
+
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  return a.base < b.base + b.size && b.base < a.base + a.size;
+}
+
+/** An IPv6 network: --link-cidr6, where the slots' outside IPv6 addresses live. */
+export interface Cidr6 {
+  base: bigint;
+  prefixLength: number;
+  size: bigint;
+}
+
+/** Parses "x:y::/n"; the address must be the network address (no host bits set). */
+export function parseCidr6(text: string): Cidr6 {
+  const match = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(text);
+  if (!match) throw new Error(`not an IPv6 CIDR: ${text}`);
+  const prefixLength = Number(match[2]);
+  if (prefixLength > 128) throw new Error(`prefix length over 128: ${text}`);
+  const base = ip6ToBigInt(match[1]!);
+  const size = 1n << BigInt(128 - prefixLength);
+  if (base % size !== 0n) throw new Error(`host bits set in ${text}`);
+  return { base, prefixLength, size };
+}
+
+export function formatCidr6(cidr: Cidr6): string {
+  return `${bigIntToIp6(cidr.base)}/${cidr.prefixLength}`;
+}

@@ -3,7 +3,7 @@
 // profile compiles to. The kernel side is one eBPF trie of every profile's CIDRs, shared
 // by all slots, and a per-slot entry naming the lease's profile (bpf/lib/policy.h).
 import { createHash } from "node:crypto";
-import { formatCidr, parseCidr, type Cidr } from "../dataplane/topology.js";
+import { formatCidr, parseCidr, type Cidr } from "./addr.js";
 import { NetslotError } from "./errors.js";
 import { canonicalDomain } from "./dnsmsg.js";
 import type { ProfileConfig, ProfilesConfig } from "./config-schema.js";

@@ -46,3 +46,10 @@ export interface LeaseService {
   /** `operator`: another consumer's lease is force-released. */
   release(consumer: string, id: string, opts?: { operator?: boolean }): Promise<void>;
 }
+
+/** The host's process tree, as the API needs it to check a lease's owner (kernel/procfs.ts implements it). */
+export interface ProcessTree {
+  exists(pid: number): boolean;
+  /** Whether `pid` is `ancestor` or one of its descendants. */
+  isSelfOrDescendant(pid: number, ancestor: number): boolean;
+}

@@ -16,7 +16,7 @@ import { ConfigError, parseDaemonArgs, type DaemonConfig } from "./config.js";
 import { createLogger, logLine, type Logger } from "../core/log.js";
 import { removePidFile, runningDaemon, writePidFile } from "./pidfile.js";
 import { faultPoint, useFaultLogger } from "../core/faults.js";
-import { kernelBootId } from "../kernel/procfs.js";
+import { kernelBootId, processTree } from "../kernel/procfs.js";
 import { PACKAGE_ROOT, packageVersion } from "../core/version.js";
 import { sdNotify } from "../kernel/sdnotify.js";
 import { listenUnix } from "../kernel/unixsocket.js";
@@ -254,6 +254,7 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
   const upgrader: { handover?: Handover } = {};
   const api = createApiServer({
     service: pool,
+    processes: processTree,
     metrics,
     consumers,
     admin: {

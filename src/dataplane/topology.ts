@@ -1,6 +1,9 @@
 // The slot topology as data: names and addresses derived from the slot index. Pure code,
 // no kernel access; docs/architecture.md draws the picture.
-import { bigIntToIp6, bytesToMac, intToIp, ip6ToBigInt, ipToInt, macToBytes } from "../core/addr.js";
+import { bigIntToIp6, bytesToMac, cidrsOverlap, formatCidr, formatCidr6, intToIp, ipToInt, macToBytes, parseCidr, type Cidr, type Cidr6 } from "../core/addr.js";
+
+// The CIDR codecs live in core/addr.ts (pure, every layer uses them); re-exported for the data plane's users.
+export { cidrContains, cidrsOverlap, formatCidr, formatCidr6, parseCidr, parseCidr6, type Cidr, type Cidr6 } from "../core/addr.js";
 
 export { bytesToMac, intToIp, ipToInt, macToBytes };
 
@@ -54,37 +57,6 @@ export function assertPrefix(prefix: string): void {
   }
 }
 
-export interface Cidr {
-  /** Network address as an unsigned 32-bit integer. */
-  base: number;
-  prefixLength: number;
-  size: number;
-}
-
-/** Parses "a.b.c.d/n"; the address must be the network address (no host bits set). */
-export function parseCidr(text: string): Cidr {
-  const match = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
-  if (!match) throw new Error(`not an IPv4 CIDR: ${text}`);
-  const prefixLength = Number(match[2]);
-  if (prefixLength > 32) throw new Error(`prefix length over 32: ${text}`);
-  const base = ipToInt(match[1]!);
-  const size = 2 ** (32 - prefixLength);
-  if (base % size !== 0) throw new Error(`host bits set in ${text}`);
-  return { base, prefixLength, size };
-}
-
-export function formatCidr(cidr: Cidr): string {
-  return `${intToIp(cidr.base)}/${cidr.prefixLength}`;
-}
-
-export function cidrContains(cidr: Cidr, ip: number): boolean {
-  return ip >= cidr.base && ip < cidr.base + cidr.size;
-}
-
-export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
-  return a.base < b.base + b.size && b.base < a.base + a.size;
-}
-
 /**
  * Why a tenant network's CIDR cannot be routed into vx0 in a slot, or undefined when it
  * can: its route would take over (or shadow part of) what the slot itself routes, the
@@ -104,29 +76,6 @@ export function tenantCidrConflict(cidrText: string, linkCidr: Cidr, vtepRemote?
     if (cidrsOverlap(cidr, range)) return `${cidrText} overlaps ${what}`;
   }
   return undefined;
-}
-
-/** An IPv6 network: --link-cidr6, where the slots' outside IPv6 addresses live. */
-export interface Cidr6 {
-  base: bigint;
-  prefixLength: number;
-  size: bigint;
-}
-
-/** Parses "x:y::/n"; the address must be the network address (no host bits set). */
-export function parseCidr6(text: string): Cidr6 {
-  const match = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(text);
-  if (!match) throw new Error(`not an IPv6 CIDR: ${text}`);
-  const prefixLength = Number(match[2]);
-  if (prefixLength > 128) throw new Error(`prefix length over 128: ${text}`);
-  const base = ip6ToBigInt(match[1]!);
-  const size = 1n << BigInt(128 - prefixLength);
-  if (base % size !== 0n) throw new Error(`host bits set in ${text}`);
-  return { base, prefixLength, size };
-}
-
-export function formatCidr6(cidr: Cidr6): string {
-  return `${bigIntToIp6(cidr.base)}/${cidr.prefixLength}`;
 }
 
 /** Slots an IPv6 link CIDR can hold: every address but the network's own (the subnet-router anycast). */

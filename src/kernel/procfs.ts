@@ -6,6 +6,7 @@
 import * as fs from "node:fs";
 import * as libc from "./libc.js";
 import { bytesToIpv6 } from "./netlink/codec.js";
+import type { ProcessTree } from "../core/types.js";
 
 /** TUNGETDEVNETNS, _IO('T', 227): a new descriptor of the namespace the tun device lives in (Linux 5.2+). */
 const TUNGETDEVNETNS = 0x54e3;
@@ -80,6 +81,12 @@ export function isSelfOrDescendant(pid: number, ancestor: number): boolean {
   }
   return false;
 }
+
+/** The process tree as the API's owner checks see it. */
+export const processTree: ProcessTree = {
+  exists: (pid) => parentPid(pid) !== undefined,
+  isSelfOrDescendant,
+};
 
 export interface NsProcess {
   pid: number;

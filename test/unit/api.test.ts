@@ -16,6 +16,7 @@ import { raw, ResponseChecker, type RawOptions, type RawResult } from "../suppor
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
 import { packageVersion } from "../../src/core/version.js";
 import { createLogger } from "../../src/core/log.js";
+import { processTree } from "../../src/kernel/procfs.js";
 
 // ── response schemas from openapi.json ───────────────────────────────────────────────
 
@@ -43,7 +44,7 @@ async function startFixture(name: string, consumers?: ConsumerConfig[]): Promise
   const service = new FakeService(3);
   const admin = new FakeAdmin(3);
   const socket = path.join(tmp, `${name}.sock`);
-  const server = createApiServer({ service, admin, logger, ...(consumers ? { consumers } : {}) });
+  const server = createApiServer({ processes: processTree, service, admin, logger, ...(consumers ? { consumers } : {}) });
   await server.listen(socket);
   return {
     service,
@@ -467,12 +468,12 @@ describe("consumers", () => {
 
   test("invalid consumer config is refused", () => {
     const service = new FakeService(3);
-    assert.throws(() => createApiServer({ service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
-    assert.throws(() => createApiServer({ service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
-    assert.throws(() => createApiServer({ service, consumers: [{ name: "erin" }] }), /needs a token, uids or gids/);
-    assert.throws(() => createApiServer({ service, consumers: [{ ...A, vnis: ["9-3"] }] }), /low end first/);
-    assert.throws(() => createApiServer({ service, consumers: [{ ...A, quota: { reserved: 5, max: 2 } }] }), /larger than quota.max/);
-    assert.throws(() => createApiServer({ service, consumers: [{ ...A, uids: [1000] }, { ...B, uids: [1000] }] }), /also names consumer/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [A, { name: "alice", token: "another-token-123456" }] }), /twice/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [A, { name: "carol", token: A.token }] }), /shares its token/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [{ name: "erin" }] }), /needs a token, uids or gids/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [{ ...A, vnis: ["9-3"] }] }), /low end first/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [{ ...A, quota: { reserved: 5, max: 2 } }] }), /larger than quota.max/);
+    assert.throws(() => createApiServer({ processes: processTree, service, consumers: [{ ...A, uids: [1000] }, { ...B, uids: [1000] }] }), /also names consumer/);
     // The shape of an entry (token characters, role names) is the config schema's: config.test.ts.
   });
 });
@@ -483,11 +484,11 @@ describe("socket file", () => {
     // A process that dies while listening leaves its socket file behind.
     spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`]);
     assert.ok(fs.statSync(stale).isSocket());
-    const s = createApiServer({ service: new FakeService(3), logger });
+    const s = createApiServer({ processes: processTree, service: new FakeService(3), logger });
     await s.listen(stale);
     assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
 
-    const second = createApiServer({ service: new FakeService(3), logger });
+    const second = createApiServer({ processes: processTree, service: new FakeService(3), logger });
     await assert.rejects(second.listen(stale), /another process/);
     assert.equal((await raw(stale, "GET", "/v1/health")).status, 200);
     await s.close();
@@ -495,7 +496,7 @@ describe("socket file", () => {
 
     const file = path.join(tmp, "file.sock");
     fs.writeFileSync(file, "keep me");
-    await assert.rejects(createApiServer({ service: new FakeService(3), logger }).listen(file), /not a socket/);
+    await assert.rejects(createApiServer({ processes: processTree, service: new FakeService(3), logger }).listen(file), /not a socket/);
     assert.equal(fs.readFileSync(file, "utf8"), "keep me");
   });
 });

@@ -13,6 +13,7 @@ import { createApiServer, type ApiServer } from "../../src/api/server.js";
 import { NetslotApiError, NetslotClient, NetslotConnectionError } from "../../src/sdk/index.js";
 import { cmdExec, cmdLease, cmdQuarantineRelease, cmdRelease, cmdStatus } from "../../src/cli/client-commands.js";
 import { FakeAdmin, FakeService } from "../support/fake-service.js";
+import { processTree } from "../../src/kernel/procfs.js";
 
 // ── fixtures ──────────────────────────────────────────────────────────────────────────
 
@@ -32,12 +33,12 @@ let authSocket: string;
 before(async () => {
   service = new FakeService(2);
   socket = path.join(tmp, "api.sock");
-  server = createApiServer({ service, admin: new FakeAdmin(2), logger: quiet });
+  server = createApiServer({ processes: processTree, service, admin: new FakeAdmin(2), logger: quiet });
   await server.listen(socket);
   client = new NetslotClient({ socketPath: socket });
   authService = new FakeService(2);
   authSocket = path.join(tmp, "auth.sock");
-  authServer = createApiServer({ service: authService, consumers: [A, B], logger: quiet });
+  authServer = createApiServer({ processes: processTree, service: authService, consumers: [A, B], logger: quiet });
   await authServer.listen(authSocket);
 });
 
