@@ -213,6 +213,8 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     logger,
     logOptions: { level: config.logLevel, format: config.logFormat },
     nice: config.scrubNice,
+    // No watches: every proof reads the sysctls (prover.ts).
+    ...(config.watchSysctls ? {} : { maxWatches: 0 }),
     ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
   });
   let lastPrinted = 0;

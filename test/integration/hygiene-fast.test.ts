@@ -62,7 +62,7 @@ function setup(extraArgs: string[]) {
 }
 
 describe("fast proof: a change made while leased is caught before the slot is leased again", { skip }, () => {
-  const t = setup(["--audit-period", "0"]);
+  const t = setup(["--audit-period", "0", "--watch-sysctls"]);
 
   async function caught(
     tamper: (lease: Lease, netns: string) => void,
@@ -190,5 +190,27 @@ describe("background audit: a change made to a free slot is caught before it is 
     await waitFor(async () => counter(await t.d().client.metrics(), "netslot_audit_dirty_total") >= 1, 30_000);
     await t.settled();
     await waitFor(async () => diffFingerprints(t.golden(), t.fingerprintOf(0)).length === 0, 30_000);
+  });
+});
+
+describe("by default (no --watch-sysctls) a sysctl written through a procfs instance of the tenant's own is caught", { skip }, () => {
+  // The inotify watch sees only the inodes of the procfs it watches; a VMM with
+  // CAP_SYS_ADMIN can mount another instance and write through it (with --watch-sysctls
+  // this test fails: the fast path passes the slot as clean). Without the watch every
+  // proof reads the sysctls, so the change shows (on the fast path, then the full proof).
+  const t = setup(["--audit-period", "0"]);
+
+  it("a non-device sysctl written through a private procfs mount", async () => {
+    await t.warm();
+    const before = await t.proofs("fast-dirty");
+    const lease = await t.acquire();
+    const ns = lease.slot.netns.split("/").pop()!;
+    nsExec(ns, ["unshare", "-m", "sh", "-c", "d=$(mktemp -d) && mount -t proc proc $d && echo 3 > $d/sys/net/ipv4/tcp_syn_retries && umount $d && rmdir $d"]);
+    assert.notDeepEqual(diffFingerprints(t.golden(), t.fingerprintOf(lease.slot.index)), [], "the change shows in the full fingerprint");
+    await t.d().client.release(lease.id);
+    await t.settled();
+    assert.equal(await t.proofs("fast-dirty"), before + 1, "the fast path read the sysctls and found the change");
+    assert.equal((await t.d().client.pool()).quarantinedSlots.length, 0);
+    assert.deepEqual(diffFingerprints(t.golden(), t.fingerprintOf(lease.slot.index)), [], "the slot is back to a fresh one's state");
   });
 });
