@@ -111,7 +111,9 @@ export function createUpstream(prefix: string, opts: { routeMetadata?: boolean; 
     }
     if (opts.ipv6) {
       // A random ULA /64 of the test's own, on the veth only: the upstream routes back to the uplink's address.
-      const net = `fd${randomBytes(1).toString("hex")}:${randomBytes(2).toString("hex")}:${randomBytes(2).toString("hex")}:1`;
+      // Groups without leading zeros: the form tcpdump and servers print, which tests compare.
+      const group = () => randomBytes(2).readUInt16BE(0).toString(16);
+      const net = `fd${randomBytes(1).toString("hex")}:${group()}:${group()}:1`;
       hostAddress6 = `${net}::1`;
       address6 = `${net}::2`;
       sh("ip", ["-6", "addr", "add", `${hostAddress6}/64`, "dev", uplink, "nodad"]);
