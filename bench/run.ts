@@ -4,8 +4,10 @@
 // bench/results/<date>.json, latest.md and SVG charts. Every daemon gets its own prefix and
 // is purged afterwards; every namespace created here is deleted, also on failure.
 //
-//   node dist/bench/run.js [--quick] [--only boot,lease,tenancy,baselines,footprint,datapath,restart,profiles]
+//   node dist/bench/run.js [--quick] [--only boot,lease,tenancy,baselines,footprint,datapath,restart,profiles,proof,scale]
 //                          [--out DIR]
+//   node dist/bench/run.js --merge PART.json --only PARTS [--into FULL.json]
+//     (puts the named parts of a partial run into a full run's results and re-renders)
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { NetslotApiError } from "../src/sdk/index.js";
@@ -41,7 +43,24 @@ interface Args {
   recycleSeconds?: number;
   /** Test only: the scale part boots this many slots instead of 16,384 (then not judged). */
   scaleSize?: number;
+  /** A partial run's results whose `only` parts replace those of a full run (`into`). */
+  merge?: string;
+  into?: string;
 }
+
+/** The results fields each part writes (what --merge replaces). */
+const PART_FIELDS: Record<Part, Array<keyof BenchResults>> = {
+  baselines: ["baselines"],
+  proof: ["proof"],
+  boot: ["boot", "memory"],
+  lease: ["lease", "recycle", "refills"],
+  tenancy: ["tenancy"],
+  footprint: ["footprint"],
+  datapath: ["datapath"],
+  restart: ["restart"],
+  profiles: ["profiles"],
+  scale: ["scale"],
+};
 
 function parseArgs(argv: string[]): Args {
   let quick = false;
@@ -51,6 +70,9 @@ function parseArgs(argv: string[]): Args {
   let sizes: number[] | undefined;
   let recycleSeconds: number | undefined;
   let scaleSize: number | undefined;
+  let merge: string | undefined;
+  let into: string | undefined;
+  let onlyGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -59,6 +81,7 @@ function parseArgs(argv: string[]): Args {
       const parts = (v ?? "").split(",").filter(Boolean);
       for (const p of parts) if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only: unknown part "${p}" (${PARTS.join(", ")})`);
       only = new Set(parts as Part[]);
+      onlyGiven = true;
     } else if (a === "--out" || a.startsWith("--out=")) {
       out = path.resolve(a.includes("=") ? a.slice(6) : argv[++i]!);
     } else if (a === "--sizes" || a.startsWith("--sizes=")) {
@@ -76,14 +99,67 @@ function parseArgs(argv: string[]): Args {
       scaleSize = v;
     } else if (a === "--render" || a.startsWith("--render=")) {
       render = path.resolve(a.includes("=") ? a.slice(9) : argv[++i]!);
+    } else if (a === "--merge" || a.startsWith("--merge=")) {
+      merge = path.resolve(a.includes("=") ? a.slice(8) : argv[++i]!);
+    } else if (a === "--into" || a.startsWith("--into=")) {
+      into = path.resolve(a.includes("=") ? a.slice(7) : argv[++i]!);
     } else if (a === "--help" || a === "-h") {
-      process.stdout.write("usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--sizes N,N,…] [--out DIR] [--render RESULTS.json]\n");
+      process.stdout.write(
+        "usage: node dist/bench/run.js [--quick] [--only " + PARTS.join(",") + "] [--sizes N,N,…] [--out DIR] [--render RESULTS.json]\n" +
+          "       node dist/bench/run.js --merge PART.json --only PARTS [--into FULL.json]\n",
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
+  if (merge && !onlyGiven) throw new Error("--merge needs --only: the parts to take from the partial run");
+  if (into && !merge) throw new Error("--into goes with --merge");
   // The scale part (16,384 slots) runs in a full run, or when asked for by name.
   only ??= new Set<Part>(PARTS.filter((p) => !(quick && p === "scale")));
-  return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}), ...(recycleSeconds ? { recycleSeconds } : {}), ...(scaleSize ? { scaleSize } : {}) };
+  return { quick, only, out, ...(render ? { render } : {}), ...(sizes ? { sizes } : {}), ...(recycleSeconds ? { recycleSeconds } : {}), ...(scaleSize ? { scaleSize } : {}), ...(merge ? { merge } : {}), ...(into ? { into } : {}) };
+}
+
+/** The newest full run's results in `dir` (file names sort by start time). */
+function newestFullRun(dir: string): string {
+  const files = fs.readdirSync(dir).filter((f) => /^\d{4}-.*\.json$/.test(f)).sort().reverse();
+  for (const f of files) {
+    const file = path.join(dir, f);
+    if ((JSON.parse(fs.readFileSync(file, "utf8")) as BenchResults).mode === "full") return file;
+  }
+  throw new Error(`no full run's results in ${dir}`);
+}
+
+/**
+ * Puts the named parts of a partial run into a full run's results (rewritten in place,
+ * with a note of what was re-run, when, at which commit) and re-renders latest.md, the
+ * charts and the README table from them.
+ */
+function mergeRun(args: Args & { merge: string }): number {
+  const into = args.into ?? newestFullRun(args.out);
+  const full = JSON.parse(fs.readFileSync(into, "utf8")) as BenchResults;
+  const part = JSON.parse(fs.readFileSync(args.merge, "utf8")) as BenchResults;
+  const parts = [...args.only];
+  const target = full as unknown as Record<string, unknown>;
+  const source = part as unknown as Record<string, unknown>;
+  for (const p of parts) for (const field of PART_FIELDS[p]) target[field] = source[field];
+  full.errors = [...full.errors, ...part.errors.map((e) => `(re-run of ${parts.join(", ")}) ${e}`)];
+  full.reruns = [
+    // Merging the same partial run again replaces its note.
+    ...(full.reruns ?? []).filter((x) => x.startedAt !== part.startedAt),
+    {
+      parts,
+      startedAt: part.startedAt,
+      durationSeconds: part.durationSeconds ?? NaN,
+      ...(part.git ? { git: part.git } : {}),
+      ...(part.machine.loadAverageAtStart ? { loadAverageAtStart: part.machine.loadAverageAtStart } : {}),
+    },
+  ];
+  full.targets = evaluateTargets(full);
+  fs.writeFileSync(into, JSON.stringify(full, null, 2) + "\n");
+  fs.writeFileSync(path.join(args.out, "latest.md"), markdown(full));
+  writeCharts(full, args.out);
+  writeReadme(full, args.out);
+  log(`merged ${parts.join(", ")} of ${path.basename(args.merge)} into ${path.basename(into)}; rendered latest.md and charts`);
+  return 0;
 }
 
 /** How long to wait for a quiet CPU before a measurement (set from the mode in main). */
@@ -117,6 +193,7 @@ function gitInfo(): { commit: string; dirty: boolean } | undefined {
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.merge) return mergeRun({ ...args, merge: args.merge });
   if (args.render) {
     const results = JSON.parse(fs.readFileSync(args.render, "utf8")) as BenchResults;
     results.targets = evaluateTargets(results);

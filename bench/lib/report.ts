@@ -434,6 +434,15 @@ export function markdown(r: BenchResults): string {
       (m.loadAverageAtStart ? ` Load average at start ${m.loadAverageAtStart.join(" ")} (other work on the machine shows up in the figures).` : "") +
       ` Run took ${round(r.durationSeconds ?? NaN, 0)} s. Raw figures: \`${path.basename(resultsFileName(r))}\`.`,
   );
+  for (const x of r.reruns ?? []) {
+    out.push("");
+    out.push(
+      `Re-run later and merged here: **${x.parts.join(", ")}**, ${x.startedAt.slice(0, 19).replace("T", " ")} UTC` +
+        (x.git ? `, commit ${x.git.commit.slice(0, 12)}${x.git.dirty ? " (uncommitted changes)" : ""}` : "") +
+        (x.loadAverageAtStart ? `, load average at start ${x.loadAverageAtStart.join(" ")}` : "") +
+        `, ${round(x.durationSeconds, 0)} s.`,
+    );
+  }
   out.push("");
   out.push("| # | target | goal | measured | ratio | result |");
   out.push("|---|---|---|---|---|---|");
@@ -769,6 +778,7 @@ export function readmeResults(r: BenchResults): string {
   const out = [
     `Full run of ${r.startedAt.slice(0, 16).replace("T", " ")} UTC. Machine: ${m.cpuModel}, ${m.cores} cores, ${round(m.memoryMiB / 1024, 1)} GiB, kernel ${m.kernel}, Node ${m.node}, ${m.os}.` +
       (m.loadAverageAtStart ? ` Load average at start ${m.loadAverageAtStart.join(" ")}.` : "") +
+      (r.reruns?.length ? ` Re-run later and merged: ${r.reruns.map((x) => `${x.parts.join(", ")} (${x.startedAt.slice(0, 16).replace("T", " ")} UTC)`).join("; ")}.` : "") +
       ` Raw figures and every table: [bench/results/latest.md](bench/results/latest.md).`,
     "",
     "| # | target | goal | measured | ratio | result |",

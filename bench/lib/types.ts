@@ -143,4 +143,6 @@ export interface BenchResults {
   refills: Array<{ when: string; seconds: number; ok: boolean; pool?: string }>;
   targets: TargetRow[];
   errors: string[];
+  /** Parts re-run after this run and merged into it (`--merge`): when, at which commit. */
+  reruns?: Array<{ parts: string[]; startedAt: string; durationSeconds: number; git?: { commit: string; dirty: boolean }; loadAverageAtStart?: number[] }>;
 }
