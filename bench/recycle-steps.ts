@@ -18,17 +18,12 @@
 // machine's CPU from /proc/stat (kernel work on workqueues and softirqs shows there, in
 // no thread of the daemon), per cycle.
 import * as fs from "node:fs";
-import * as path from "node:path";
-import { fileURLToPath } from "node:url";
-import { SlotDataplane } from "../src/dataplane/dataplane.js";
 import { Prover } from "../src/dataplane/prover.js";
-import { parseCidr } from "../src/dataplane/topology.js";
 import { threadCpuMs } from "../src/kernel/libc.js";
 import { NetslotApiError, NetslotClient } from "../src/sdk/index.js";
 import { startDaemon, sleep, sh, CLI } from "../test/support/env.js";
-import { scratchUplink } from "./lib/util.js";
+import { scratchDataplane, scratchUplink } from "./lib/util.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const argv = process.argv.slice(2);
 const flag = (name: string, dflt: number) => {
   const i = argv.indexOf(name);
@@ -55,18 +50,10 @@ function report(title: string, rounds: Array<Record<string, number>>, totals: { 
 }
 
 function inProcess(): void {
-  const scratch = scratchUplink(prefix);
-  let dp: SlotDataplane | undefined;
+  const scratch = scratchDataplane(prefix, { vtepRemote: "198.18.0.1" });
   let prover: Prover | undefined;
   try {
-    dp = SlotDataplane.open({
-      prefix,
-      linkCidr: parseCidr(scratch.linkCidr),
-      uplink: scratch.uplink,
-      vtepRemote: "198.18.0.1",
-      vtepPort: 4789,
-      bpfObject: path.join(root, "bpf", "nat.o"),
-    });
+    const dp = scratch.dp;
     const slots = dp;
     const t0 = performance.now();
     for (let i = 0; i < N; i++) slots.buildSlot(i);
@@ -103,8 +90,6 @@ function inProcess(): void {
     round("released again, batches of 64", 64);
   } finally {
     prover?.close();
-    dp?.close();
-    SlotDataplane.purge(prefix);
     scratch.remove();
   }
 }
