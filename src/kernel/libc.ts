@@ -289,6 +289,14 @@ export function errno(): number {
   return koffi.errno();
 }
 
+const SYS_getdents64 = process.arch === "arm64" ? 61 : 217;
+
+/** getdents64(2) into `buf` without exceptions: bytes of struct linux_dirent64 records, 0 at the end, or -errno. */
+export function getdents64Raw(fd: number, buf: Buffer): number {
+  const n = Number(c.syscallPtr(SYS_getdents64, fd, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
+}
+
 const SYS_bpf = process.arch === "arm64" ? 280 : 321;
 
 /** bpf(2): `cmd` with its `union bpf_attr` (pointers in it from addressOf); returns the result (an fd for loads). */
