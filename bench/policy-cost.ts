@@ -6,28 +6,16 @@
 // entry); beside it, what a request did before (the same CIDRs as nftables set elements in
 // one nfnetlink transaction into the slot's set, encoding and commit timed apart, then
 // flushed as the scrub did).
-import * as path from "node:path";
-import { fileURLToPath } from "node:url";
-import { SlotDataplane } from "../src/dataplane/dataplane.js";
 import { SLOT_TABLE, parseCidr } from "../src/dataplane/topology.js";
 import { egressPolicy, policyCidrs, profileId } from "../src/core/profiles.js";
 import { addSetElements, ipv4IntervalElements, NFPROTO_INET } from "../src/kernel/nftsets.js";
 import { withNetns } from "../src/kernel/netns.js";
 import { nftRun } from "../src/kernel/nft.js";
-import { scratchUplink } from "./lib/util.js";
+import { scratchDataplane } from "./lib/util.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const N = Number(process.argv[2] ?? 100);
-const prefix = `pk${process.pid % 100000}`;
-const scratch = scratchUplink(prefix);
-const dp = SlotDataplane.open({
-  prefix,
-  linkCidr: parseCidr(scratch.linkCidr),
-  uplink: scratch.uplink,
-  vtepRemote: undefined,
-  vtepPort: 4789,
-  bpfObject: path.join(root, "bpf", "nat.o"),
-});
+const scratch = scratchDataplane(`pk${process.pid % 100000}`);
+const { dp } = scratch;
 const BEFORE_SET = "policy_cost_before";
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 const fmt = (xs: number[]) => `median ${pct(xs, 0.5).toFixed(3)} p99 ${pct(xs, 0.99).toFixed(3)}`;
@@ -80,7 +68,5 @@ try {
   }
   dp.loadEgressPolicies([]);
 } finally {
-  dp.close();
-  SlotDataplane.purge(prefix);
   scratch.remove();
 }

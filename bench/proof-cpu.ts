@@ -11,13 +11,12 @@
 //   and wall; the kernel frees the old namespace later on its workqueue, not counted).
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { SlotDataplane } from "../src/dataplane/dataplane.js";
+import type { SlotDataplane } from "../src/dataplane/dataplane.js";
 import { diffFingerprints } from "../src/dataplane/fingerprint.js";
 import { Prover } from "../src/dataplane/prover.js";
-import { parseCidr } from "../src/dataplane/topology.js";
 import { withNetns } from "../src/kernel/netns.js";
 import { writeSysctl } from "../src/kernel/sysctl.js";
-import { scratchUplink } from "./lib/util.js";
+import { scratchDataplane } from "./lib/util.js";
 
 export interface ProofOptions {
   /** Proofs of each kind (default 200). */
@@ -61,21 +60,10 @@ function cpuMs(fn: () => void): number {
 export function measureProof(opts: ProofOptions = {}): ProofResult {
   const n = opts.n ?? 200;
   const rebuilds = opts.rebuilds ?? 20;
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-  const prefix = `pc${process.pid % 100000}`;
-  const scratch = scratchUplink(prefix);
-  let dp: SlotDataplane | undefined;
+  const scratch = scratchDataplane(`pc${process.pid % 100000}`);
+  const slot = scratch.dp;
   let prover: Prover | undefined;
   try {
-    dp = SlotDataplane.open({
-      prefix,
-      linkCidr: parseCidr(scratch.linkCidr),
-      uplink: scratch.uplink,
-      vtepRemote: undefined,
-      vtepPort: 4789,
-      bpfObject: path.join(root, "bpf", "nat.o"),
-    });
-    const slot = dp;
     slot.buildSlot(0);
     const golden = slot.fingerprint(0);
     prover = new Prover(slot, { maxWatches: 1000 });
@@ -170,8 +158,6 @@ export function measureProof(opts: ProofOptions = {}): ProofResult {
     };
   } finally {
     prover?.close();
-    dp?.close();
-    SlotDataplane.purge(prefix);
     scratch.remove();
   }
 }

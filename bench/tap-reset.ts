@@ -5,27 +5,17 @@
 import { execFileSync } from "node:child_process";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { SlotDataplane } from "../src/dataplane/dataplane.js";
 import { diffFingerprints } from "../src/dataplane/fingerprint.js";
-import { GATEWAY_IP, TAP_MAC, TAP_NAME, parseCidr } from "../src/dataplane/topology.js";
+import { GATEWAY_IP, TAP_MAC, TAP_NAME } from "../src/dataplane/topology.js";
 import { withNetns } from "../src/kernel/netns.js";
 import { Rtnl } from "../src/kernel/netlink/rtnl.js";
 import { createPersistentTap, resetTap } from "../src/kernel/tap.js";
+import { scratchDataplane } from "./lib/util.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const N = Number(process.argv[2] ?? 200);
-const prefix = `tr${process.pid % 100000}`;
-const uplink = `${prefix}u`;
-execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
-execFileSync("ip", ["link", "set", uplink, "up"]);
-const dp = SlotDataplane.open({
-  prefix,
-  linkCidr: parseCidr("10.252.0.0/16"),
-  uplink,
-  vtepRemote: undefined,
-  vtepPort: 4789,
-  bpfObject: path.join(root, "bpf", "nat.o"),
-});
+const scratch = scratchDataplane(`tr${process.pid % 100000}`);
+const { dp } = scratch;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 try {
   dp.buildSlot(0);
@@ -67,7 +57,5 @@ try {
     `tap reset: median ${(median(reset) * 1000).toFixed(0)} µs per scrub; re-create + firewall: median ${median(recreate).toFixed(2)} ms (N=${N})\n`,
   );
 } finally {
-  dp.close();
-  SlotDataplane.purge(prefix);
-  execFileSync("ip", ["link", "del", uplink]);
+  scratch.remove();
 }

@@ -5,7 +5,10 @@ import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { sleep } from "../../test/support/env.js";
+import * as path from "node:path";
+import { SlotDataplane } from "../../src/dataplane/dataplane.js";
+import { parseCidr } from "../../src/dataplane/topology.js";
+import { REPO_ROOT, sleep } from "../../test/support/env.js";
 
 /** Milliseconds since an arbitrary origin, sub-millisecond resolution. */
 export const now = (): number => performance.now();
@@ -226,7 +229,7 @@ export function errorText(err: unknown): string {
 }
 
 /**
- * A scratch uplink for the small cases (boot-steps, policy-cost, proof-cpu): a veth named
+ * A scratch uplink for the small cases (boot-steps, and scratchDataplane): a veth named
  * `${prefix}u` (its peer `${prefix}v` left down) and a 10.x.0.0/16 no route on the host
  * uses. `remove()` deletes the pair.
  */
@@ -238,4 +241,39 @@ export function scratchUplink(prefix: string): { uplink: string; linkCidr: strin
   execFileSync("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `${prefix}v`]);
   execFileSync("ip", ["link", "set", uplink, "up"]);
   return { uplink, linkCidr: `10.${second}.0.0/16`, remove: () => execFileSync("ip", ["link", "del", uplink]) };
+}
+
+/**
+ * A dataplane on a scratch uplink for the small cases that build slots themselves
+ * (policy-cost, proof-cpu, tap-reset): no slot built yet. `remove()` closes it, purges
+ * the prefix and deletes the uplink.
+ */
+export function scratchDataplane(prefix: string, opts: { vtepRemote?: string } = {}): { dp: SlotDataplane; remove(): void } {
+  const scratch = scratchUplink(prefix);
+  let dp: SlotDataplane;
+  try {
+    dp = SlotDataplane.open({
+      prefix,
+      linkCidr: parseCidr(scratch.linkCidr),
+      uplink: scratch.uplink,
+      vtepRemote: opts.vtepRemote,
+      vtepPort: 4789,
+      bpfObject: path.join(REPO_ROOT, "bpf", "nat.o"),
+    });
+  } catch (err) {
+    SlotDataplane.purge(prefix);
+    scratch.remove();
+    throw err;
+  }
+  return {
+    dp,
+    remove() {
+      try {
+        dp.close();
+      } finally {
+        SlotDataplane.purge(prefix);
+        scratch.remove();
+      }
+    },
+  };
 }

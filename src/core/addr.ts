@@ -134,6 +134,19 @@ export function parseCidr6(text: string): Cidr6 {
   return { base, prefixLength, size };
 }
 
+export function cidrs6Overlap(a: Cidr6, b: Cidr6): boolean {
+  return a.base < b.base + b.size && b.base < a.base + a.size;
+}
+
+/** "x::/n" or "x::" (host bits allowed) as a network. */
+export function parseCidr6Loose(text: string): Cidr6 {
+  const [ip, len] = text.split("/");
+  const prefixLength = len === undefined ? 128 : Number(len);
+  const size = 1n << BigInt(128 - prefixLength);
+  const addr = ip6ToBigInt(ip!);
+  return { base: addr - (addr % size), prefixLength, size };
+}
+
 export function formatCidr6(cidr: Cidr6): string {
   return `${bigIntToIp6(cidr.base)}/${cidr.prefixLength}`;
 }

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createApiServer } from "../api/server.js";
-import { SlotDataplane, defaultRouteDevice, linkCidrConflicts } from "../dataplane/dataplane.js";
+import { SlotDataplane, defaultRouteDevice, linkCidrConflicts, linkCidr6Conflicts } from "../dataplane/dataplane.js";
 import { parseCidr, parseCidr6 } from "../dataplane/topology.js";
 import { Pool, type BootProgress } from "../pool/pool.js";
 import { Scrubber } from "../pool/scrubber.js";
@@ -137,12 +137,14 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
 
   const other = runningDaemon(config.stateDir);
   if (other !== undefined && other !== handover?.parentPid) throw new ConfigError(`another daemon (pid ${other}) runs on ${config.stateDir}`);
-  const conflicts = linkCidrConflicts(config.prefix, parseCidr(config.linkCidr));
-  if (conflicts.length > 0) {
+  const taken = (flag: string, cidr: string, conflicts: string[]) => {
+    if (conflicts.length === 0) return;
     throw new ConfigError(
-      `--link-cidr ${config.linkCidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
+      `${flag} ${cidr} is already routed on this host (${conflicts.slice(0, 3).join("; ")}${conflicts.length > 3 ? `; ${conflicts.length - 3} more` : ""}); pick a free range`,
     );
-  }
+  };
+  taken("--link-cidr", config.linkCidr, linkCidrConflicts(config.prefix, parseCidr(config.linkCidr)));
+  if (config.linkCidr6 !== undefined) taken("--link-cidr6", config.linkCidr6, linkCidr6Conflicts(config.prefix, parseCidr6(config.linkCidr6)));
   if (handover) {
     // The old daemon holds requests and stops changing the pool once it hears this; then
     // the store and the slots are this daemon's.

@@ -27,8 +27,9 @@ import {
   VXLAN_NAME,
   DUMMY_VNI,
   PREFIX_PATTERN,
-  cidrContains,
   cidrsOverlap,
+  cidrs6Overlap,
+  parseCidr6Loose,
   formatCidr,
   formatCidr6,
   ipToInt,
@@ -126,27 +127,41 @@ export function defaultRouteDevice(): string | undefined {
 }
 
 /**
- * Routes and addresses of the root namespace inside `linkCidr` that are not this prefix's
- * own (`ip route show table all`, `ip addr`): another daemon's slots, or the host's own
- * networks. A daemon started on such a CIDR would fail every build (`File exists`) or,
- * worse, shadow a host network. Covering routes (the default route, a /8 a VPN adds) are
- * fine: the slots' more specific routes win. Empty when the CIDR is free.
+ * Routes and addresses of the root namespace inside `linkCidr` (or, given `family` 6,
+ * `--link-cidr6`) that are not this prefix's own (`ip route show table all`, `ip addr`):
+ * another daemon's slots, or the host's own networks. A daemon started on such a CIDR would
+ * fail every build (`File exists`) or, worse, shadow a host network. Covering routes (the
+ * default route, a /8 a VPN adds) are fine: the slots' more specific routes win. Empty when
+ * the CIDR is free.
  */
 export function linkCidrConflicts(prefix: string, linkCidr: Cidr): string[] {
+  return rootConflicts(prefix, 4, (text) => {
+    const dst = parseCidrLoose(text);
+    return dst.prefixLength >= linkCidr.prefixLength && cidrsOverlap(dst, linkCidr);
+  });
+}
+
+export function linkCidr6Conflicts(prefix: string, linkCidr6: Cidr6): string[] {
+  return rootConflicts(prefix, 6, (text) => {
+    const dst = parseCidr6Loose(text);
+    return dst.prefixLength >= linkCidr6.prefixLength && cidrs6Overlap(dst, linkCidr6);
+  });
+}
+
+/** `inside(dst)`: whether a route to `dst` (or an address, as a host route) is in the link CIDR. */
+function rootConflicts(prefix: string, family: 4 | 6, inside: (dst: string) => boolean): string[] {
   const root = Rtnl.open();
   try {
     const links = root.links();
     const ours = new Set(links.filter((l) => parseSlotName(prefix, l.name) !== undefined).map((l) => l.index));
     const nameOf = (index: number | undefined) => (index === undefined ? "no device" : (links.find((l) => l.index === index)?.name ?? `ifindex ${index}`));
     const conflicts: string[] = [];
-    for (const r of root.routes(4)) {
-      if (r.dst === "default" || (r.oif !== undefined && ours.has(r.oif))) continue;
-      const dst = parseCidrLoose(r.dst);
-      if (dst.prefixLength < linkCidr.prefixLength || !cidrsOverlap(dst, linkCidr)) continue;
+    for (const r of root.routes(family)) {
+      if (r.dst === "default" || (r.oif !== undefined && ours.has(r.oif)) || !inside(r.dst)) continue;
       conflicts.push(`route ${r.dst} (table ${r.table}, ${nameOf(r.oif)})`);
     }
     for (const a of root.addresses()) {
-      if (a.family !== 4 || ours.has(a.index) || !cidrContains(linkCidr, ipToInt(a.address))) continue;
+      if (a.family !== family || ours.has(a.index) || !inside(a.address)) continue;
       conflicts.push(`address ${a.address}/${a.prefixLength} on ${nameOf(a.index)}`);
     }
     return conflicts;

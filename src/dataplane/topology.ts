@@ -3,7 +3,7 @@
 import { bigIntToIp6, bytesToMac, cidrsOverlap, formatCidr, formatCidr6, intToIp, ipToInt, macToBytes, parseCidr, type Cidr, type Cidr6 } from "../core/addr.js";
 
 // The CIDR codecs live in core/addr.ts (pure, every layer uses them); re-exported for the data plane's users.
-export { cidrContains, cidrsOverlap, formatCidr, formatCidr6, parseCidr, parseCidr6, type Cidr, type Cidr6 } from "../core/addr.js";
+export { cidrContains, cidrsOverlap, cidrs6Overlap, formatCidr, formatCidr6, parseCidr, parseCidr6, parseCidr6Loose, type Cidr, type Cidr6 } from "../core/addr.js";
 
 export { bytesToMac, intToIp, ipToInt, macToBytes };
 

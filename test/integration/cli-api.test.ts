@@ -1,9 +1,9 @@
 // The CLI and the API's error contract against a real daemon on real slots.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as http from "node:http";
 import { spawnSync } from "node:child_process";
-import { CLI, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { CLI, daemonSuite, isRoot, waitFor, skipUnless } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
@@ -37,19 +37,7 @@ function problem(r: Raw): { code: string; field?: string; status: number } {
 }
 
 describe("CLI and API against a real daemon", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2 });
-  });
-
-  after(async () => {
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  const { prefix, daemon } = daemonSuite({ poolSize: 2 });
 
   it("status, lease --json, exec in the slot, release", () => {
     const status = cli(["status", "--socket", daemon.socket]);

@@ -1,9 +1,9 @@
 // The core end to end on real kernel objects: a daemon builds a pool, slots are checked
 // through the kernel, a guest stand-in on a leased slot sends real traffic.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, isRoot, nsExec, nftJsonIn, rootRuleCount, sh, waitFor, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { GATEWAY_IP, GUEST_MAC, TAP_MAC, slotAddressing, parseCidr } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
@@ -24,21 +24,14 @@ function linksIn(netns: string): IpLink[] {
 }
 
 describe("core: pool of real slots", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   const guests: GuestStandIn[] = [];
   const POOL = 4;
-
-  before(async () => {
-    upstream = createUpstream(prefix, { routeMetadata: true });
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
-  });
-
-  after(async () => {
-    for (const g of guests) await g.stop();
-    await daemon?.cleanup();
-    upstream?.remove();
+  const { prefix, upstream, daemon } = daemonSuite({
+    poolSize: POOL,
+    upstream: { routeMetadata: true },
+    teardown: async () => {
+      for (const g of guests) await g.stop();
+    },
   });
 
   it("reports a ready pool of the configured size", async () => {

@@ -2,7 +2,7 @@
 // reports it, instead of answering "ready" with an empty pool.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { isRoot, startDaemon, testPrefix, waitFor, skipUnless, suiteFixture, type DaemonHandle } from "../support/env.js";
+import { freeLinkCidr6, isRoot, sh, startDaemon, testPrefix, waitFor, skipUnless, suiteFixture, type DaemonHandle } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
@@ -41,6 +41,23 @@ describe("a daemon that cannot serve exits non-zero with one clear line", { skip
     assert.match(fatal, new RegExp(`^--link-cidr ${first.linkCidr.replace(/\./g, "\\.")} is already routed on this host \\(route `));
     assert.equal((await first.client.health()).status, "ready");
     assert.equal((await first.client.pool()).free, 2);
+  });
+
+  it("refuses a --link-cidr6 the host already routes", async () => {
+    const linkCidr6 = freeLinkCidr6();
+    // An address of ours (the test upstream's root-side device) inside the range.
+    const taken = linkCidr6.replace(/::\/112$/, "::1");
+    sh("ip", ["-6", "addr", "add", `${taken}/112`, "dev", fixture.upstream.uplink, "nodad"]);
+    try {
+      const d = await startDaemon({ prefix: testPrefix(), uplink: fixture.upstream.uplink, poolSize: 2, extraArgs: ["--link-cidr6", linkCidr6], waitReady: false });
+      daemons.push(d);
+      const { code, fatal } = await exitOf(d);
+      assert.equal(code, 2, d.output());
+      assert.match(fatal, new RegExp(`^--link-cidr6 ${linkCidr6} is already routed on this host \\((route|address) `));
+      assert.match(fatal, new RegExp(fixture.upstream.uplink));
+    } finally {
+      sh("ip", ["-6", "addr", "del", `${taken}/112`, "dev", fixture.upstream.uplink]);
+    }
   });
 
   it("exits 1 when every slot fails to build", async () => {

@@ -2,12 +2,12 @@
 // Values a slot only mirrors from the host are not the tenant's; values new namespaces
 // inherit make fresh slots differ from the golden one, which is then re-taken; and a slot
 // that was quarantined comes back on its own once its cause is gone.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, isRoot, nsExec, waitFor, skipUnless } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
@@ -24,21 +24,8 @@ async function withHostSysctl(key: string, value: (old: string) => string, fn: (
 }
 
 describe("host tuning during service", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   const children: ChildProcess[] = [];
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 3 });
-  });
-
-  after(async () => {
-    for (const c of children) c.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  const { daemon } = daemonSuite({ poolSize: 3, teardown: () => children.forEach((c) => c.kill("SIGKILL")) });
 
   const acquire = () => daemon.client.acquire({ bindToProcess: false, autoRenew: false });
   const settled = () => waitFor(async () => (await daemon.client.pool()).scrubbing === 0, 30_000);

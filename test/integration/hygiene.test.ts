@@ -1,11 +1,11 @@
 // The adversarial tenant: while holding a lease, something inside the slot changes one
 // item of the fingerprint. After release the slot is either identical to a fresh slot
 // again (scrubbed, or rebuilt) or quarantined when it cannot be (a live process, a held tap).
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
-import { REPO_ROOT, createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, REPO_ROOT, isRoot, nsExec, sh, waitFor, skipUnless } from "../support/env.js";
 import { diffFingerprints, type Fingerprint } from "../../src/dataplane/fingerprint.js";
 import { fingerprintOf as slotFingerprintOf } from "../../src/dataplane/dataplane.js";
 import { loadGolden } from "../../src/dataplane/golden.js";
@@ -15,22 +15,9 @@ import type { Lease } from "../../src/core/types.js";
 const skip = skipUnless(isRoot(), "needs root");
 
 describe("hygiene: what a tenant leaves behind does not reach the next tenant", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   const children: ChildProcess[] = [];
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    // With a VTEP configured, slots carry vx0 too (its route and MAC are in the fingerprint).
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, vtepRemote: "198.18.0.9" });
-  });
-
-  after(async () => {
-    for (const c of children) c.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  // With a VTEP configured, slots carry vx0 too (its route and MAC are in the fingerprint).
+  const { prefix, daemon } = daemonSuite({ poolSize: 2, vtepRemote: "198.18.0.9", teardown: () => children.forEach((c) => c.kill("SIGKILL")) });
 
   function golden(): Fingerprint {
     const saved = loadGolden(daemon.stateDir);

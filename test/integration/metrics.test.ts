@@ -1,23 +1,19 @@
 // A real daemon's GET /metrics, after leases and releases: `promtool check metrics` (the
 // exposition format and Prometheus' naming lints) accepts it, and every metric family that
 // deploy/prometheus and deploy/grafana use is in it.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { CLI, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, CLI, isRoot, waitFor, skipUnless } from "../support/env.js";
 import { promtool, referencedMetrics } from "../support/monitoring.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
 describe("metrics of a real daemon", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
+  const { daemon } = daemonSuite({ poolSize: 3 });
   let text = "";
 
   before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 3 });
     // Exercise every path that feeds a metric: grants, releases, scrubs, an API error.
     for (let i = 0; i < 3; i++) {
       const lease = await daemon.client.acquire({ bindToProcess: false });
@@ -26,11 +22,6 @@ describe("metrics of a real daemon", { skip }, () => {
     await daemon.client.get("no-such-lease").catch(() => undefined);
     await waitFor(async () => (await daemon.client.pool()).free === 3, 30_000);
     text = await daemon.client.metrics();
-  });
-
-  after(async () => {
-    await daemon?.cleanup();
-    upstream?.remove();
   });
 
   it("promtool check metrics accepts the exposition", () => {

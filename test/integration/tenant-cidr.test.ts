@@ -1,27 +1,15 @@
 // A tenant network's CIDR is routed into vx0 inside the slot: one that would replace or
 // shadow the slot's own routes is refused with a clear error, and nothing changes.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createUpstream, isRoot, nsExec, startDaemon, testPrefix, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, isRoot, nsExec, skipUnless } from "../support/env.js";
 import { NetslotApiError } from "../../src/sdk/index.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
 describe("tenant CIDRs that overlap the slot's own routes are refused", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   const vtep = "198.18.0.9";
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, vtepRemote: vtep });
-  });
-
-  after(async () => {
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  const { prefix, daemon } = daemonSuite({ poolSize: 2, vtepRemote: vtep });
 
   // "linkdown" follows tap0's carrier (the scrub worker attaches to the tap to read it), not the routes.
   const routesOf = (index: number) => nsExec(`${prefix}-${index}`, ["ip", "-4", "route", "show", "table", "all"]).replace(/ linkdown/g, "");

@@ -421,6 +421,101 @@ export function suiteFixture(prefix: string): { readonly upstream: Upstream; rea
   };
 }
 
+export interface DaemonSuiteOptions extends Omit<DaemonOptions, "prefix" | "uplink"> {
+  /** createUpstream's options. */
+  upstream?: { routeMetadata?: boolean; mtu?: number; ipv6?: boolean };
+  /**
+   * A config file for the daemon (`--config`), written to a temp dir of the suite's: the
+   * document, or a function of the upstream that makes it.
+   */
+  config?: object | ((upstream: Upstream) => object);
+  /** Runs after the suite, before the daemon's cleanup: stop what the suite started on its leases. */
+  teardown?: () => unknown;
+  /** The daemon may hand over (`netslot upgrade`): clean up whichever serves (cleanupServing). */
+  handover?: boolean;
+}
+
+export interface DaemonSuite {
+  prefix: string;
+  /** The suite's upstream and daemon: usable in tests and hooks, once the suite's before hook made them. */
+  upstream: Upstream;
+  daemon: DaemonHandle;
+  /** The daemon's config file (with `config`). */
+  configFile: string;
+}
+
+/**
+ * The usual suite of one daemon: registers a before hook that creates an upstream for a fresh
+ * prefix and starts a daemon on it, and an after hook that runs `teardown`, then cleans up
+ * the daemon and the upstream, each even when the one before failed. Register the suite's
+ * own before hooks after calling this (they run in order); its cleanup goes in `teardown`,
+ * since an after hook that throws stops the ones registered after it.
+ */
+export function daemonSuite(opts: DaemonSuiteOptions): DaemonSuite {
+  const { upstream: upstreamOptions, config, teardown, handover, ...daemonOptions } = opts;
+  const prefix = testPrefix();
+  let upstream: Upstream | undefined;
+  let daemon: DaemonHandle | undefined;
+  let dir: string | undefined;
+  const configFile = () => (dir ? path.join(dir, "config.json") : fail("configFile: the suite has no config"));
+  before(async () => {
+    upstream = createUpstream(prefix, upstreamOptions);
+    const extraArgs = [...(daemonOptions.extraArgs ?? [])];
+    if (config !== undefined) {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-config-`));
+      fs.writeFileSync(configFile(), JSON.stringify(typeof config === "function" ? config(upstream) : config));
+      extraArgs.unshift("--config", configFile());
+    }
+    daemon = await startDaemon({ ...daemonOptions, prefix, uplink: upstream.uplink, extraArgs });
+  });
+  after(async () => {
+    try {
+      await teardown?.();
+    } finally {
+      try {
+        await (handover ? cleanupServing(daemon) : daemon?.cleanup());
+      } finally {
+        upstream?.remove();
+        if (dir) fs.rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  });
+  return {
+    prefix,
+    upstream: once(() => upstream, "daemonSuite's upstream"),
+    daemon: once(() => daemon, "daemonSuite's daemon"),
+    get configFile() {
+      return configFile();
+    },
+  };
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+/**
+ * Stands for the object `get()` returns once a before hook made it, so that a suite's body
+ * can name it before it exists (as `const`, without a `let` and a hook of its own). Reads
+ * before then fail with a clear error.
+ */
+function once<T extends object>(get: () => T | undefined, what: string): T {
+  const target = (): T => get() ?? fail(`${what} exists only once the suite has started (see its before hook)`);
+  return new Proxy({} as T, {
+    get(_, key) {
+      const obj = target();
+      const value: unknown = Reflect.get(obj, key);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(obj) : value;
+    },
+    has: (_, key) => Reflect.has(target(), key),
+    ownKeys: () => Reflect.ownKeys(target()),
+    getOwnPropertyDescriptor(_, key) {
+      const d = Reflect.getOwnPropertyDescriptor(target(), key);
+      return d && { ...d, configurable: true };
+    },
+  });
+}
+
 /**
  * Cleans up after a suite whose daemon may have handed over (`netslot upgrade`): the daemon
  * serving now, named by the pid file, may be a process the test did not start.
