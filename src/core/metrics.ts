@@ -26,9 +26,9 @@ export interface ScrapedGauge<L extends string> {
   readFrom(source: () => Iterable<Sample<L>>): void;
 }
 
-/** A counter kept elsewhere (e.g. in an eBPF map), read when scraped. */
-export interface ScrapedCounter {
-  readFrom(source: () => number): void;
+/** A counter kept elsewhere (an eBPF map, the DNS forwarder), read when scraped. */
+export interface ScrapedCounter<L extends string = never> {
+  readFrom(source: () => Iterable<Sample<L>>): void;
 }
 
 export function createMetrics() {
@@ -53,15 +53,16 @@ export function createMetrics() {
     });
     return { readFrom: (read) => void (source = read) };
   };
-  const scrapedCounter = (name: string, help: string): ScrapedCounter => {
-    let source: () => number = () => 0;
-    new Counter({
+  const scrapedCounter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): ScrapedCounter<L> => {
+    let source: () => Iterable<Sample<L>> = () => [];
+    new Counter<L>({
       name,
       help,
+      labelNames,
       registers,
       collect() {
         this.reset();
-        this.inc(source());
+        for (const { labels, value } of source()) this.inc(labels, value);
       },
     });
     return { readFrom: (read) => void (source = read) };
@@ -110,6 +111,17 @@ export function createMetrics() {
     natUnattributedDrops: scrapedCounter(
       "netslot_nat_unattributed_drops_total",
       "IPv4 frames the eBPF NAT dropped because no slot owns them (a MAC of no slot, or another slot's MAC)",
+    ),
+    dnsQueries: scrapedCounter(
+      "netslot_dns_queries_total",
+      "Guests' DNS queries the forwarder answered (profiles with egress.allowDomains), by outcome: forwarded upstream, refused (a name the lease's profile does not allow), malformed (answered FORMERR)",
+      ["outcome"],
+    ),
+    dnsAdmitted: scrapedCounter("netslot_dns_admitted_addresses_total", "Addresses admitted to a lease's egress by DNS answers to allowed names"),
+    dnsTcpConnections: scrapedCounter(
+      "netslot_dns_tcp_connections_total",
+      "Guests' DNS-over-TCP connections, by result (rejected: over the per-slot or total bound, or from no leased slot)",
+      ["result"],
     ),
     eventLoopDelay: scrapedGauge(
       "netslot_event_loop_delay_seconds",

@@ -242,7 +242,20 @@ async function serve(config: DaemonConfig, args: string[], handover: HandoverChi
     },
   });
   poolRef.pool = pool;
-  metrics.daemon.natUnattributedDrops.readFrom(() => Number(dataplane.unattributedDrops()));
+  metrics.daemon.natUnattributedDrops.readFrom(() => [{ labels: {}, value: Number(dataplane.unattributedDrops()) }]);
+  if (dns) {
+    const stats = dns.stats;
+    metrics.daemon.dnsQueries.readFrom(() => [
+      { labels: { outcome: "forwarded" }, value: stats.forwarded },
+      { labels: { outcome: "refused" }, value: stats.refused },
+      { labels: { outcome: "malformed" }, value: stats.queries - stats.forwarded - stats.refused },
+    ]);
+    metrics.daemon.dnsAdmitted.readFrom(() => [{ labels: {}, value: stats.admitted }]);
+    metrics.daemon.dnsTcpConnections.readFrom(() => [
+      { labels: { result: "accepted" }, value: stats.tcpConnections },
+      { labels: { result: "rejected" }, value: stats.tcpRejected },
+    ]);
+  }
   // Node's monitor records the time between its timer's runs (period + delay): the period
   // is taken off. Read and reset at each scrape, like prom-client's nodejs_eventloop_lag_*.
   const loopDelay = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });

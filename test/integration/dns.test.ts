@@ -150,6 +150,15 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
       assert.equal(whole.addresses?.length, 60);
       assert.equal(admitted(netns).filter((a) => a.startsWith('"198.51.100.')).length, 60, "the TCP answer's 60 addresses are admitted");
       assert.ok(dnsServer!.queries().includes("tcp big.example.test 1"), "upstream asked over TCP when the guest did");
+      // The forwarder's counters, as Prometheus scrapes them: 3 names refused, 8 forwarded
+      // (A, AAAA, *.suffix, 3 over one TCP connection, big over UDP and TCP).
+      const metrics = await client.metrics();
+      const sample = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, "\\$&")} (\\d+)$`, "m").exec(metrics)?.[1]);
+      assert.equal(sample('netslot_dns_queries_total{outcome="refused"}'), 3, metrics);
+      assert.equal(sample('netslot_dns_queries_total{outcome="forwarded"}'), 8, metrics);
+      assert.equal(sample('netslot_dns_queries_total{outcome="malformed"}'), 0, metrics);
+      assert.equal(sample('netslot_dns_tcp_connections_total{result="accepted"}'), 3, metrics);
+      assert.ok(sample("netslot_dns_admitted_addresses_total") >= 62, metrics);
 
       // The admission ends TTL + grace seconds after the last answer.
       const start = Date.now();

@@ -5,33 +5,20 @@
 // capture in the upstream namespace (spoofed sources must never arrive there) and captures on
 // slot A's tap0 and eth0 and the host end of its veth (the guest's own neighbour discovery and
 // router solicitations must stay on tap0). The stand-in rows are in ipv6.test.ts.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createUpstream, freeLinkCidr6, isRoot, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { isRoot, skipUnless } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
+import { SERVER6_PORT as PORT, configureIpv6, ipv6Suite, serveIpv6In } from "../support/ipv6.js";
 import { ensureGuestImage, qemuAvailable, runGuest, type GuestRun } from "../support/qemu.js";
 import { startCapture } from "../support/isolation.js";
 import { GATEWAY_IP6, GUEST_IP6, GUEST_MAC, parseCidr, slotAddressing } from "../../src/dataplane/topology.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = skipUnless(isRoot(), "needs root") || skipUnless(qemuAvailable(), "qemu-system-x86_64 is not installed");
-const PORT = 8086;
 const SPOOF6 = "fd00:a9fe::99";
 /** ping6 payload sizes: each probe is recognisable at the upstream by its ICMPv6 length (size + 8). */
 const SIZE = { control: 201, spoofUla: 203, spoofNeighbour: 205 } as const;
-
-/** Answers "v6 <remote address>" on [::]:PORT and logs each request as a JSON line. */
-const SERVER6 = `
-const http = require("http");
-http.createServer((q, s) => {
-  console.log(JSON.stringify({ url: q.url, remote: q.socket.remoteAddress }));
-  s.end("v6 " + q.socket.remoteAddress + "\\n");
-}).listen(Number(process.argv[1]), "::", () => console.log("listening"));
-`;
 
 interface ScriptParams {
   up6: string;
@@ -80,13 +67,6 @@ exit 0
 }
 
 describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => {
-  const prefix = testPrefix();
-  const linkCidr6 = freeLinkCidr6();
-  let dir: string | undefined;
-  let upstream: Upstream | undefined;
-  let server: ChildProcess | undefined;
-  let serverLog = "";
-  let daemon: DaemonHandle | undefined;
   let a: Lease;
   let b: Lease;
   let gb: GuestStandIn | undefined;
@@ -95,27 +75,18 @@ describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => 
   let upLines: string[] = [];
   let tapLines: string[] = [];
   let outLines: string[] = [];
+  const { prefix, upstream, daemon, serverLog } = ipv6Suite({ poolSize: 2, teardown: () => gb?.stop() });
 
   before(async () => {
     const image = await ensureGuestImage();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-ipv6-qemu-${prefix}-`));
-    upstream = createUpstream(prefix, { ipv6: true });
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", SERVER6, String(PORT)], { stdio: ["ignore", "pipe", "inherit"] });
-    server.stdout!.on("data", (chunk: Buffer) => (serverLog += chunk.toString()));
-    await waitFor(() => serverLog.includes("listening"), 10_000);
-    const configFile = path.join(dir, "config.json");
-    fs.writeFileSync(configFile, JSON.stringify({ profiles: { dual: { ipv6: true } } }));
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, extraArgs: ["--config", configFile, "--link-cidr6", linkCidr6] });
     a = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
     b = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
     assert.ok(a.guest.ipv6 && a.slot.outsideAddress6 && b.slot.outsideAddress6, "dual leases carry IPv6");
 
     // Slot B: a stand-in on the same guest address, serving on [::]:PORT (a reached probe answers "v6 …").
     gb = await startGuestStandIn({ slotNetnsPath: b.slot.netns, name: `${prefix}-gb`, mtu: b.guest.mtu });
-    const v6 = b.guest.ipv6!;
-    const cfg = await gb.exec(["sh", "-c", `sysctl -qw net.ipv6.conf.g0.disable_ipv6=0 net.ipv6.conf.g0.accept_dad=0 && ip -6 addr add ${v6.ip}/${v6.prefixLength} dev g0 nodad && ip -6 route add default via ${v6.gateway} dev g0`]);
-    assert.equal(cfg.code, 0, cfg.stderr);
-    await gb.exec(["sh", "-c", `nohup ${process.execPath} -e '${SERVER6.replace(/'/g, "'\\''")}' ${PORT} > /dev/null 2>&1 &`]);
+    await configureIpv6(gb, b);
+    await serveIpv6In(gb);
 
     const hostVeth = slotAddressing(prefix, parseCidr(daemon.linkCidr), a.slot.index).hostVeth;
     const slotNs = a.slot.netns.replace("/run/netns/", "");
@@ -143,14 +114,6 @@ describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => 
     process.stderr.write(`# [${prefix}] qemu guest (IPv6): boot ${Math.round(guest.bootMs)} ms, total ${Math.round(guest.totalMs)} ms; ${JSON.stringify(m)}\n`);
   });
 
-  after(async () => {
-    await gb?.stop();
-    server?.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
-
   const ran = () => {
     if (!guest) throw new Error("the guest did not run (see before hook)");
     assert.equal(m["kernel_ipv6"], "yes", "the guest kernel has no IPv6");
@@ -160,9 +123,9 @@ describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => 
     ran();
     assert.equal(m["addr6"], "ok");
     assert.equal(m["route6"], "ok");
-    assert.equal(m["control6"], `v6_${upstream!.hostAddress6}`, "the upstream answers, seeing the uplink's IPv6 address (masquerade)");
+    assert.equal(m["control6"], `v6_${upstream.hostAddress6}`, "the upstream answers, seeing the uplink's IPv6 address (masquerade)");
     assert.equal(m["ping_up6"], "reached");
-    assert.ok(serverLog.includes('"url":"/qemu-control"'), "the upstream logged the guest's request");
+    assert.ok(serverLog().includes('"url":"/qemu-control"'), "the upstream logged the guest's request");
     assert.ok(upLines.some((l) => l.includes(`length ${SIZE.control + 8}`) && l.includes("echo request")), "the capture saw the control ping");
   });
 
@@ -191,13 +154,13 @@ describe("IPv6 isolation from a real QEMU guest (dual leases)", { skip }, () => 
     assert.equal(m["spoof_neigh"], "blocked");
     // The guest really sent them (they are on its tap0) ...
     for (const source of [SPOOF6, b.slot.outsideAddress6!]) {
-      assert.ok(tapLines.some((l) => l.includes(`${source} > ${upstream!.address6}: ICMP6, echo request`)), `no packet from ${source} on tap0:\n${tapLines.join("\n")}`);
+      assert.ok(tapLines.some((l) => l.includes(`${source} > ${upstream.address6}: ICMP6, echo request`)), `no packet from ${source} on tap0:\n${tapLines.join("\n")}`);
     }
     // ... and none arrived, whatever their source became on the way.
     const arrived = upLines.filter((l) => l.includes(`length ${SIZE.spoofUla + 8}`) || l.includes(`length ${SIZE.spoofNeighbour + 8}`) || l.includes(SPOOF6));
     assert.deepEqual(arrived, [], "a spoofed packet reached the upstream");
-    assert.ok(!serverLog.includes("fd00:a9fe"), "the upstream saw the guest's untranslated address");
-    assert.equal(m["control6_after"], `v6_${upstream!.hostAddress6}`, "control after the spoof");
+    assert.ok(!serverLog().includes("fd00:a9fe"), "the upstream saw the guest's untranslated address");
+    assert.equal(m["control6_after"], `v6_${upstream.hostAddress6}`, "control after the spoof");
   });
 
   it("the guest's own neighbour discovery and router solicitations stay in its slot", () => {

@@ -3,14 +3,11 @@
 // through the eBPF 1:1 translation and the root table's masquerade; a lease without the
 // profile gets no IPv6 through; release removes the translation, so the next lease on the
 // same slot (a one-slot pool reuses it) has none, and the slot is back to its golden state.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createUpstream, freeLinkCidr6, isRoot, sh, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { isRoot, sh, skipUnless, waitFor } from "../support/env.js";
 import { run, startGuestStandIn, type GuestStandIn } from "../support/guest.js";
+import { SERVER6_PORT as PORT, configureIpv6, ipv6Suite, serveIpv6In } from "../support/ipv6.js";
 import { openPinnedDataplane } from "../../src/kernel/bpf.js";
 import { fingerprintOf } from "../../src/dataplane/dataplane.js";
 import { diffFingerprints } from "../../src/dataplane/fingerprint.js";
@@ -21,27 +18,6 @@ import { ip6ToBigInt } from "../../src/core/addr.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = skipUnless(isRoot(), "needs root");
-const PORT = 8086;
-
-/** Answers "v6 <remote address>" on [::]:PORT and logs each request as a JSON line. */
-const SERVER6 = `
-const http = require("http");
-http.createServer((q, s) => {
-  console.log(JSON.stringify({ url: q.url, remote: q.socket.remoteAddress }));
-  s.end("v6 " + q.socket.remoteAddress + "\\n");
-}).listen(Number(process.argv[1]), "::", () => console.log("listening"));
-`;
-
-/** Gives a stand-in guest the lease's IPv6 as a VM would configure it (address, on-link default route). */
-async function configureIpv6(guest: GuestStandIn, lease: Lease): Promise<void> {
-  const v6 = lease.guest.ipv6 ?? { ip: GUEST_IP6, prefixLength: 64, gateway: GATEWAY_IP6 };
-  const r = await guest.exec([
-    "sh",
-    "-c",
-    `sysctl -qw net.ipv6.conf.g0.disable_ipv6=0 net.ipv6.conf.g0.accept_dad=0 && ip -6 addr add ${v6.ip}/${v6.prefixLength} dev g0 nodad && ip -6 route add default via ${v6.gateway} dev g0`,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-}
 
 async function curl6(guest: GuestStandIn, address: string, pathname: string): Promise<{ ok: boolean; body: string }> {
   const r = await guest.exec(["curl", "-sS", "-g", "--max-time", "4", `http://[${address}]:${PORT}${pathname}`], { timeoutMs: 10_000 });
@@ -49,32 +25,13 @@ async function curl6(guest: GuestStandIn, address: string, pathname: string): Pr
 }
 
 describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
-  const prefix = testPrefix();
-  const linkCidr6 = freeLinkCidr6();
-  let dir: string;
-  let upstream: Upstream;
-  let server: ChildProcess | undefined;
-  let serverLog = "";
-  let daemon: DaemonHandle;
   const guests: GuestStandIn[] = [];
-
-  before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-ipv6-${prefix}-`));
-    upstream = createUpstream(prefix, { ipv6: true });
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", SERVER6, String(PORT)], { stdio: ["ignore", "pipe", "inherit"] });
-    server.stdout!.on("data", (b: Buffer) => (serverLog += b.toString()));
-    await waitFor(() => serverLog.includes("listening"), 10_000);
-    const configFile = path.join(dir, "config.json");
-    fs.writeFileSync(configFile, JSON.stringify({ profiles: { dual: { ipv6: true }, plain: {} } }));
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 1, extraArgs: ["--config", configFile, "--link-cidr6", linkCidr6] });
-  });
-
-  after(async () => {
-    for (const g of guests) await g.stop();
-    server?.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-    fs.rmSync(dir, { recursive: true, force: true });
+  const { prefix, linkCidr6, upstream, daemon, serverLog } = ipv6Suite({
+    poolSize: 1,
+    profiles: { plain: {} },
+    teardown: async () => {
+      for (const g of guests) await g.stop();
+    },
   });
 
   async function guestOn(lease: Lease): Promise<GuestStandIn> {
@@ -142,10 +99,10 @@ describe("IPv6 for guests (profile ipv6, --link-cidr6)", { skip }, () => {
     const guest = await guestOn(lease);
     // The guest configures IPv6 anyway, as a hostile guest would.
     await configureIpv6(guest, lease);
-    const before = serverLog;
+    const before = serverLog();
     const got = await curl6(guest, upstream.address6!, "/plain");
     assert.ok(!got.ok, `a lease without ipv6 reached the IPv6 upstream: ${got.body}`);
-    assert.ok(!serverLog.slice(before.length).includes("/plain"), "the upstream logged the request");
+    assert.ok(!serverLog().slice(before.length).includes("/plain"), "the upstream logged the request");
     // IPv4 works as ever on the same lease.
     const v4 = await run(["ip", "netns", "exec", guest.netns, "ping", "-c", "1", "-W", "2", upstream.address]);
     assert.equal(v4.code, 0, `IPv4 from the same guest: ${v4.stdout}${v4.stderr}`);
@@ -195,27 +152,19 @@ for _ in range(3):
 `;
 
 describe("IPv6 isolation from a guest stand-in (two dual leases)", { skip }, () => {
-  const prefix = testPrefix();
-  const linkCidr6 = freeLinkCidr6();
-  let dir: string;
-  let upstream: Upstream;
-  let server: ChildProcess | undefined;
-  let serverLog = "";
-  let daemon: DaemonHandle;
   let a: Lease;
   let b: Lease;
   let ga: GuestStandIn;
   let gb: GuestStandIn;
+  const { prefix, upstream, daemon, serverLog } = ipv6Suite({
+    poolSize: 2,
+    teardown: async () => {
+      await ga?.stop();
+      await gb?.stop();
+    },
+  });
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-ipv6-iso-${prefix}-`));
-    upstream = createUpstream(prefix, { ipv6: true });
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", SERVER6, String(PORT)], { stdio: ["ignore", "pipe", "inherit"] });
-    server.stdout!.on("data", (chunk: Buffer) => (serverLog += chunk.toString()));
-    await waitFor(() => serverLog.includes("listening"), 10_000);
-    const configFile = path.join(dir, "config.json");
-    fs.writeFileSync(configFile, JSON.stringify({ profiles: { dual: { ipv6: true } } }));
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 2, extraArgs: ["--config", configFile, "--link-cidr6", linkCidr6] });
     a = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
     b = await daemon.client.acquire({ profile: "dual", bindToProcess: false, autoRenew: false });
     ga = await startGuestStandIn({ slotNetnsPath: a.slot.netns, name: `${prefix}-ga`, mtu: a.guest.mtu });
@@ -223,16 +172,7 @@ describe("IPv6 isolation from a guest stand-in (two dual leases)", { skip }, () 
     await configureIpv6(ga, a);
     await configureIpv6(gb, b);
     // Guest B serves on [::]:PORT too: a reached probe would be logged there.
-    await gb.exec(["sh", "-c", `nohup ${process.execPath} -e '${SERVER6.replace(/'/g, "'\\''")}' ${PORT} > /dev/null 2>&1 &`]);
-  });
-
-  after(async () => {
-    await ga?.stop();
-    await gb?.stop();
-    server?.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await serveIpv6In(gb);
   });
 
   const ping6 = async (g: GuestStandIn, target: string, from?: string) =>
@@ -263,10 +203,10 @@ describe("IPv6 isolation from a guest stand-in (two dual leases)", { skip }, () 
     const r = await ga.exec(["ip", "-6", "addr", "add", `${spoof}/128`, "dev", "g0", "nodad"]);
     assert.equal(r.code, 0, r.stderr);
     try {
-      const before = serverLog.length;
+      const before = serverLog().length;
       const got = await ga.exec(["curl", "-sS", "-g", "--max-time", "4", "--interface", spoof, `http://[${upstream.address6}]:${PORT}/spoof`], { timeoutMs: 10_000 });
       assert.notEqual(got.code, 0, "the spoofed request was answered");
-      assert.ok(!serverLog.slice(before).includes("/spoof"), "the upstream logged the spoofed request");
+      assert.ok(!serverLog().slice(before).includes("/spoof"), "the upstream logged the spoofed request");
       // Another slot's outside address as the source: same.
       assert.equal(await ping6(ga, upstream.address6!, b.slot.outsideAddress6).catch(() => false), false);
     } finally {

@@ -440,7 +440,7 @@ export interface DaemonSuite {
   /** The suite's upstream and daemon: usable in tests and hooks, once the suite's before hook made them. */
   upstream: Upstream;
   daemon: DaemonHandle;
-  /** The daemon's config file (with `config`). */
+  /** Where the daemon's config file goes (with `config`). */
   configFile: string;
 }
 
@@ -454,17 +454,15 @@ export interface DaemonSuite {
 export function daemonSuite(opts: DaemonSuiteOptions): DaemonSuite {
   const { upstream: upstreamOptions, config, teardown, handover, ...daemonOptions } = opts;
   const prefix = testPrefix();
+  const configFile = path.join(os.tmpdir(), `netslot-${prefix}-config.json`);
   let upstream: Upstream | undefined;
   let daemon: DaemonHandle | undefined;
-  let dir: string | undefined;
-  const configFile = () => (dir ? path.join(dir, "config.json") : fail("configFile: the suite has no config"));
   before(async () => {
     upstream = createUpstream(prefix, upstreamOptions);
     const extraArgs = [...(daemonOptions.extraArgs ?? [])];
     if (config !== undefined) {
-      dir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-config-`));
-      fs.writeFileSync(configFile(), JSON.stringify(typeof config === "function" ? config(upstream) : config));
-      extraArgs.unshift("--config", configFile());
+      fs.writeFileSync(configFile, JSON.stringify(typeof config === "function" ? config(upstream) : config));
+      extraArgs.unshift("--config", configFile);
     }
     daemon = await startDaemon({ ...daemonOptions, prefix, uplink: upstream.uplink, extraArgs });
   });
@@ -476,18 +474,33 @@ export function daemonSuite(opts: DaemonSuiteOptions): DaemonSuite {
         await (handover ? cleanupServing(daemon) : daemon?.cleanup());
       } finally {
         upstream?.remove();
-        if (dir) fs.rmSync(dir, { recursive: true, force: true });
+        fs.rmSync(configFile, { force: true });
       }
     }
   });
-  return {
-    prefix,
-    upstream: once(() => upstream, "daemonSuite's upstream"),
-    daemon: once(() => daemon, "daemonSuite's daemon"),
-    get configFile() {
-      return configFile();
-    },
-  };
+  return { prefix, upstream: once(() => upstream, "daemonSuite's upstream"), daemon: once(() => daemon, "daemonSuite's daemon"), configFile };
+}
+
+/** A server spawned in a namespace: its stdout so far (stderr goes to the test's). */
+export interface NetnsServer {
+  child: ChildProcess;
+  output(): string;
+  stop(): void;
+}
+
+/** Spawns `argv` in `netns` and waits (10 s at most) until its stdout says `ready`; kills it if it does not. */
+export async function startServerIn(netns: string, argv: string[], ready: string): Promise<NetnsServer> {
+  const child = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  const server = { child, output: () => out, stop: () => void child.kill("SIGKILL") };
+  try {
+    await waitFor(() => out.includes(ready), 10_000, { abort: () => exited(child) });
+  } catch (err) {
+    server.stop();
+    throw new Error(`${argv.join(" ").slice(0, 80)} in ${netns}: no "${ready}": ${(err as Error).message}`, { cause: err });
+  }
+  return server;
 }
 
 function fail(message: string): never {
