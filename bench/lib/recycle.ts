@@ -85,8 +85,28 @@ export interface RecycleResult {
     untilDrainedMs: number;
     drainedAfterSeconds: number;
     drained: boolean;
-    /** untilDrainedMs ÷ (cycles of the 8 clients + the probe's): request + release + scrub. */
+    /**
+     * untilDrainedMs ÷ (cycles of the 8 clients + the probe's): request + release + scrub.
+     * The same population on both sides: the window starts with no scrub pending
+     * (scrubbingAtStart), and the drain runs exactly the scrubs of the window's releases.
+     * It includes the answers to rejected requests (`rejectedRequests`) and the
+     * benchmark's own `/v1/pool` polls, which the main thread serves.
+     */
     msPerCycle: number;
+    /** `pool_exhausted` answers served meanwhile (8 clients + probe): main-thread work that is in msPerCycle but no cycle. */
+    rejectedRequests?: number;
+    /**
+     * Per thread of the daemon (/proc/PID/task/TID/stat), window and until drained: the main
+     * thread (API, pool, store), the scrub worker (the thread at a nice value other than the
+     * main thread's: it renices itself), and the others (V8 and libuv helpers).
+     */
+    threads?: Record<"main" | "scrub" | "other", { windowMs: number; untilDrainedMs: number }>;
+    /** Scrub worker CPU until drained ÷ cycles: the scrub's share of a cycle. */
+    scrubMsPerCycle?: number;
+    /** Main thread CPU until drained ÷ every API request it answered (served cycles × 2 + rejected). */
+    mainMsPerRequest?: number;
+    /** msPerCycle without the main thread's share spent on rejected requests (at mainMsPerRequest each). */
+    msPerServedCycle?: number;
   };
   series: RecycleSecond[];
 }
@@ -113,6 +133,33 @@ export function processCpuMs(pid: number): number {
   return (ticks * 1000) / ticksPerSecond();
 }
 
+type ThreadGroup = "main" | "scrub" | "other";
+
+/** utime + stime (ms) of a process's threads, grouped: main thread, scrub worker (reniced), the rest. */
+export function threadCpuMs(pid: number): Record<ThreadGroup, number> {
+  const out: Record<ThreadGroup, number> = { main: 0, scrub: 0, other: 0 };
+  const stats: Array<{ tid: number; nice: number; ms: number }> = [];
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // f[0] is field 3; utime 14, stime 15, nice 19.
+      stats.push({ tid: Number(tid), nice: Number(f[16]), ms: ((Number(f[11]) + Number(f[12])) * 1000) / ticksPerSecond() });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  const mainNice = stats.find((t) => t.tid === pid)?.nice ?? 0;
+  for (const t of stats) out[t.tid === pid ? "main" : t.nice !== mainNice ? "scrub" : "other"] += t.ms;
+  return out;
+}
+
 async function metricsText(client: NetslotClient): Promise<string> {
   try {
     return await client.metrics();
@@ -136,6 +183,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
     }
     const before = await metricsText(monitor); // also starts the event-loop delay window
     const cpu0 = processCpuMs(opts.pid);
+    const threads0 = threadCpuMs(opts.pid);
 
     const req: number[] = [];
     const rel: number[] = [];
@@ -221,6 +269,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
     await Promise.all([...cs.map(loop), probeLoop(), sampler]);
     const wall = now() - t0;
     const cpuWindow = processCpuMs(opts.pid) - cpu0;
+    const threadsWindow = threadCpuMs(opts.pid);
     const after = await metricsText(monitor);
 
     // The scrubs of the window's releases: wait until nothing is scrubbing any more.
@@ -236,6 +285,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
       last = await monitor.pool();
     }
     const cpuDrained = processCpuMs(opts.pid) - cpu0;
+    const threadsDrained = threadCpuMs(opts.pid);
     const drainedMetrics = await metricsText(monitor);
 
     const pick = (name: string, text = after) => {
@@ -244,6 +294,11 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
     };
     const eld = parsePercentiles(after, "netslot_event_loop_delay_seconds");
     const allCycles = cycles + probeRun.cycles;
+    const rejected = errs.exhausted + probeRun.exhausted;
+    const threads = Object.fromEntries(
+      (["main", "scrub", "other"] as const).map((g) => [g, { windowMs: threadsWindow[g] - threads0[g], untilDrainedMs: threadsDrained[g] - threads0[g] }]),
+    ) as Record<ThreadGroup, { windowMs: number; untilDrainedMs: number }>;
+    const mainMsPerRequest = threads.main.untilDrainedMs / Math.max(1, 2 * allCycles + rejected);
     const result: RecycleResult = {
       poolSize: opts.poolSize,
       clients: opts.clients,
@@ -284,6 +339,11 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
         drainedAfterSeconds: (now() - drainStart) / 1000,
         drained,
         msPerCycle: allCycles > 0 ? cpuDrained / allCycles : NaN,
+        rejectedRequests: rejected,
+        threads,
+        scrubMsPerCycle: allCycles > 0 ? threads.scrub.untilDrainedMs / allCycles : NaN,
+        mainMsPerRequest,
+        msPerServedCycle: allCycles > 0 ? (cpuDrained - mainMsPerRequest * rejected) / allCycles : NaN,
       },
       series,
     };
@@ -293,6 +353,7 @@ export async function measureRecycle(opts: RecycleOptions): Promise<RecycleResul
         `${result.exhausted} pool_exhausted, quarantined ${result.quarantinedBefore} → ${result.quarantinedAfter}` +
         (result.errors ? `, ${result.errors} errors (${result.firstError})` : "") +
         `; release → reusable p99 ≤ ${r2u ? round(r2u.upperBoundMs, 2) : "?"} ms; daemon CPU ${round(result.cpu.msPerCycle, 3)} ms/cycle` +
+        ` (scrub thread ${round(result.cpu.scrubMsPerCycle!, 3)}, main ${round(mainMsPerRequest, 3)} per request of ${2 * allCycles + rejected}; ${round(result.cpu.msPerServedCycle!, 3)} without rejected requests)` +
         `; probe request p99 ${round(result.probe.requestMs.p99)} ms (${result.probe.cycles} cycles)` +
         `; event-loop delay p99 ${result.eventLoopDelayMs?.p99 !== undefined ? `${round(result.eventLoopDelayMs.p99)} ms` : "not exposed"}` +
         (drained ? "" : `; scrubs not drained after ${opts.settleSeconds} s (${last.scrubbing} scrubbing)`),

@@ -270,7 +270,27 @@ const matchingDumps = new WeakMap<Fingerprint, Set<string>>();
 const MATCHING_DUMPS_KEPT = 64;
 
 function deviceSignature(devices: ReadonlyMap<string, DeviceConf>): string {
-  return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6, d.arp && [...d.arp], d.ndisc && [...d.ndisc]]));
+  return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6]));
+}
+
+/** net.ipv{4,6}.neigh.* and the directories above it: the neighbour parameters, which RTM_SETNEIGHTBL also sets. */
+const NEIGH_PATH = /^net(\.ipv[46](\.neigh(\..*)?)?)?$/;
+
+/**
+ * The canonical sysctls from `values` (as read), or `reference` itself when they are the
+ * same, which spares a sorted copy and lets the comparison skip the section.
+ */
+function canonicalSysctls(values: ReadonlyMap<string, string>, reference: Record<string, string> | undefined): Record<string, string> {
+  if (reference) {
+    let same = 0;
+    for (const [k, v] of values) {
+      const r = reference[k];
+      if (r === undefined || (r !== v && r !== sysctlValue(k, v))) break;
+      same++;
+    }
+    if (same === values.size && same === Object.keys(reference).length) return reference;
+  }
+  return sortedRecord([...values].map(([k, v]): [string, string] => [k, sysctlValue(k, v)]));
 }
 
 /** `base` itself when `values` agree with it, else a copy with them (so that a diff shows them). */
@@ -347,14 +367,15 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     // Per-device IPv4/IPv6 settings come with the link dump above (one message per device
     // instead of ~90 files); the rest are files.
     const devices = new Map(links.map((l) => [l.name, l.devconf]));
-    // Files untouched: the per-device values that rtnetlink can also set are still compared,
-    // from the dumps; dumps identical to ones already found equal to the reference are not
-    // converted again.
+    // Files untouched: the per-device values that rtnetlink can also set are still compared:
+    // the conf arrays from the dump (dumps identical to ones already found equal to the
+    // reference are not converted again), the neighbour parameters from their files.
     let deviceSysctls: Map<string, string> | undefined;
     let signature: string | undefined;
     if (shortcuts?.sysctls) {
       signature = deviceSignature(devices);
       deviceSysctls = matchingDumps.get(shortcuts.from)?.has(signature) ? new Map() : dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices);
+      for (const [k, v] of readAllNetSysctls((key) => !NEIGH_PATH.test(key))) deviceSysctls.set(k, v);
     }
     const sysctls = shortcuts?.sysctls ? undefined : readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
@@ -435,7 +456,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     bpfAttachments: list(inside.attachments),
     conntrack: { count: conntrackList.length, entries: conntrackList },
     sysctls: inside.sysctls
-      ? sortedRecord([...inside.sysctls].map(([k, v]): [string, string] => [k, sysctlValue(k, v)]))
+      ? canonicalSysctls(inside.sysctls, shortcuts?.from.sysctls)
       : withValues(shortcuts!.from.sysctls, inside.deviceSysctls!),
     xfrm: { states: list(inside.states), policies: list(inside.policies) },
     sockets: list(inside.sockets),

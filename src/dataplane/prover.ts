@@ -15,6 +15,7 @@
 import { nftGeneration } from "../kernel/nftsets.js";
 import { netnsKey, netnsProcesses, nsIdOf, type NsProcess } from "../kernel/procfs.js";
 import { SysctlWatches } from "../kernel/sysctlwatch.js";
+import { threadCpuMs } from "../kernel/libc.js";
 import type { SlotDataplane } from "./dataplane.js";
 import { diffFingerprints, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
 
@@ -56,9 +57,28 @@ export class Prover {
    * when the slot was known released; a process scan started after it may be shared.
    * `full` forces the full fingerprint (the background audit, a dirty slot's re-check).
    * `taps`: the tap settings the scrub's reset read back just before (ScrubOutcome.tap).
+   * `timings`: receives the wall ms of its steps and of the fingerprint's phases (and their
+   * CPU, "cpu STEP"), for bench/recycle-steps.ts.
    */
-  prove(index: number, golden: Fingerprint, opts: { since?: bigint; full?: boolean; taps?: Record<string, Record<string, string>> } = {}): Proof {
+  prove(
+    index: number,
+    golden: Fingerprint,
+    opts: { since?: bigint; full?: boolean; taps?: Record<string, Record<string, string>>; timings?: Record<string, number> } = {},
+  ): Proof {
+    const timings = opts.timings;
+    let t = timings ? performance.now() : 0;
+    let cpu = timings ? threadCpuMs() : 0;
+    const lap = (name: string) => {
+      if (!timings) return;
+      const now = performance.now();
+      const nowCpu = threadCpuMs();
+      timings[name] = (timings[name] ?? 0) + (now - t);
+      timings[`cpu ${name}`] = (timings[`cpu ${name}`] ?? 0) + (nowCpu - cpu);
+      t = now;
+      cpu = nowCpu;
+    };
     const { cookie, gen } = this.dataplane.inSlot(index, nftGeneration);
+    lap("nft generation");
     const last = this.clean.get(index);
     const watched = this.watches?.armedIn(index, cookie) ?? false;
     let shortcuts: ProofShortcuts | undefined;
@@ -72,12 +92,25 @@ export class Prover {
         ...(opts.taps ? { taps: opts.taps } : {}),
       };
     }
+    lap("process scan (shared)");
     // Watches are taken before the reads, so that a change made after them shows next time.
     if (!watched && this.watches) this.dataplane.inSlot(index, () => this.watches!.arm(index, cookie));
-    const fingerprint = this.dataplane.fingerprint(index, undefined, shortcuts);
+    lap("watches");
+    const phases: Record<string, number> | undefined = timings ? {} : undefined;
+    const fingerprint = this.dataplane.fingerprint(index, phases, shortcuts);
+    // The fingerprint's own phases (process CPU: the caller runs them on one thread).
+    if (phases && timings) {
+      for (const [k, v] of Object.entries(phases)) {
+        const key = k.startsWith("cpu ") ? `cpu fp ${k.slice(4)}` : `fp ${k}`;
+        timings[key] = (timings[key] ?? 0) + v;
+      }
+      t = performance.now();
+      cpu = threadCpuMs();
+    }
     // Our own reads opened sysctl files too.
     this.watches?.settle(index);
     const diff = diffFingerprints(golden, fingerprint);
+    lap("diff");
     if (diff.length === 0) this.clean.set(index, { cookie, gen });
     else this.clean.delete(index);
     return { fingerprint, diff, path: shortcuts ? "fast" : "full" };

@@ -72,6 +72,7 @@ const c = {
   inotifyAddWatch: libc.func("int inotify_add_watch(int fd, const char *path, uint32_t mask)"),
   inotifyRmWatch: libc.func("int inotify_rm_watch(int fd, int wd)"),
   setpriority: libc.func("int setpriority(int which, uint32_t who, int prio)"),
+  clockGettime: libc.func("int clock_gettime(int clk, _Out_ void *ts)"),
 };
 
 /** An errno from a failed system call, with the call's name: `setns: Invalid argument`. */
@@ -288,6 +289,14 @@ export function errno(): number {
   return koffi.errno();
 }
 
+const SYS_getdents64 = process.arch === "arm64" ? 61 : 217;
+
+/** getdents64(2) into `buf` without exceptions: bytes of struct linux_dirent64 records, 0 at the end, or -errno. */
+export function getdents64Raw(fd: number, buf: Buffer): number {
+  const n = Number(c.syscallPtr(SYS_getdents64, fd, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
+}
+
 const SYS_bpf = process.arch === "arm64" ? 280 : 321;
 
 /** bpf(2): `cmd` with its `union bpf_attr` (pointers in it from addressOf); returns the result (an fd for loads). */
@@ -470,4 +479,17 @@ const PRIO_PROCESS = 0;
 /** setpriority(2) of one thread (Linux: a tid is a PRIO_PROCESS target and nice is per thread). */
 export function setThreadNice(tid: number, nice: number): void {
   check("setpriority", c.setpriority(PRIO_PROCESS, tid, nice));
+}
+
+const CLOCK_THREAD_CPUTIME_ID = 3;
+const timespec = Buffer.alloc(16);
+
+/**
+ * CPU time of the calling thread (user + system), in ms: process.cpuUsage() counts every
+ * thread, so it cannot tell the scrub worker's share from the API's (Node 20 has no
+ * process.threadCpuUsage()). For step timings only.
+ */
+export function threadCpuMs(): number {
+  check("clock_gettime", c.clockGettime(CLOCK_THREAD_CPUTIME_ID, timespec));
+  return Number(timespec.readBigInt64LE(0)) * 1000 + Number(timespec.readBigInt64LE(8)) / 1e6;
 }

@@ -213,4 +213,28 @@ describe("by default (no --watch-sysctls) a sysctl written through a procfs inst
     assert.equal((await t.d().client.pool()).quarantinedSlots.length, 0);
     assert.deepEqual(diffFingerprints(t.golden(), t.fingerprintOf(lease.slot.index)), [], "the slot is back to a fresh one's state");
   });
+
+  it("device settings the proof takes from the link dump and a neighbour parameter, written through a private procfs mount", async () => {
+    // tap0's ipv6 accept_ra and ipv4 proxy_arp come with the link dump (IFLA_INET6_CONF,
+    // IFLA_INET_CONF), eth0's ARP base_reachable_time_ms from its file.
+    await t.warm();
+    const before = await t.proofs("fast-dirty");
+    const lease = await t.acquire();
+    const ns = lease.slot.netns.split("/").pop()!;
+    const writes = ["ipv6/conf/tap0/accept_ra", "ipv4/conf/tap0/proxy_arp", "ipv4/neigh/eth0/base_reachable_time_ms"];
+    const now = writes.map((w) => nsExec(ns, ["cat", `/proc/sys/net/${w}`]).trim());
+    const next = now.map((v) => String(v === "0" ? 1 : v === "1" ? 0 : Number(v) * 2));
+    const script = writes.map((w, i) => `echo ${next[i]} > $d/sys/net/${w}`).join(" && ");
+    nsExec(ns, ["unshare", "-m", "sh", "-c", `d=$(mktemp -d) && mount -t proc proc $d && ${script} && umount $d && rmdir $d`]);
+    const diff = diffFingerprints(t.golden(), t.fingerprintOf(lease.slot.index));
+    for (const [i, w] of writes.entries()) {
+      const key = `net.${w.replace(/\//g, ".")}`;
+      assert.ok(diff.includes(`sysctl ${key}: ${now[i]} → ${next[i]}`), `${key} shows in the full fingerprint:\n${diff.join("\n")}`);
+    }
+    await t.d().client.release(lease.id);
+    await t.settled();
+    assert.equal(await t.proofs("fast-dirty"), before + 1, "the fast path read the settings and found the change");
+    assert.equal((await t.d().client.pool()).quarantinedSlots.length, 0);
+    assert.deepEqual(diffFingerprints(t.golden(), t.fingerprintOf(lease.slot.index)), [], "the slot is back to a fresh one's state");
+  });
 });
