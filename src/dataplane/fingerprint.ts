@@ -13,7 +13,8 @@
 // composes them with the other sections, puts in the placeholders, and compares.
 import { createHash } from "node:crypto";
 import { withNetns } from "../kernel/netns.js";
-import { inspectNamespace } from "../kernel/netlink/inspect.js";
+import { inspectNamespace, type InspectedLink } from "../kernel/netlink/inspect.js";
+import { bpfAttachments } from "../kernel/bpfattach.js";
 import { conntrackEntries, conntrackTableCount, type ConntrackEntry } from "../kernel/netlink/conntrack.js";
 import { nftJson } from "../kernel/nft.js";
 import { dumpedSysctls, readAllNetSysctls, type DeviceConf } from "../kernel/sysctl.js";
@@ -22,7 +23,7 @@ import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders, type NsProcess } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 4;
+export const FINGERPRINT_VERSION = 5;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -92,6 +93,12 @@ export interface Fingerprint {
   /** `nft -j list ruleset`, one object per line, in kernel order. */
   nftables: string[];
   bpf: string[];
+  /**
+   * eBPF programs at hooks no rtnetlink dump shows: tcx (and netkit) on every device, the
+   * flow dissector and sk_lookup on the namespace; a hook's revision once attachments
+   * came and went. Empty in a fresh slot (see bpfAttachmentLines).
+   */
+  bpfAttachments: string[];
   conntrack: { count: number; entries: string[] };
   /** net.* sysctl → value, volatile ones excluded (SYSCTL_EXCLUSIONS). */
   sysctls: Record<string, string>;
@@ -207,6 +214,20 @@ function nftLines(): string[] {
   return out;
 }
 
+// ───────────────────────────── eBPF attachments ─────────────────────────────
+
+/**
+ * What a VMM (root in the slot) can attach with bpf(2) that outlives it and that neither
+ * the link dump (XDP) nor the tc filter dump (cls_bpf at clsact) shows: programs at the tcx
+ * hooks of any device (BPF_PROG_ATTACH needs no fd to stay), netkit hooks, the namespace's
+ * flow dissector, and sk_lookup links (kept by a bpffs pin). Read on every proof, full or
+ * fast: one BPF_PROG_QUERY per device and hook and per namespace hook (tens of µs).
+ * Called inside the slot's namespace (device hooks are looked up by ifindex there).
+ */
+function bpfAttachmentLines(links: readonly InspectedLink[], netnsPath: string): string[] {
+  return bpfAttachments(links, netnsPath);
+}
+
 // ───────────────────────────── the rest ─────────────────────────────
 
 /**
@@ -252,8 +273,8 @@ function deviceSignature(devices: ReadonlyMap<string, DeviceConf>): string {
   return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6]));
 }
 
-/** net.ipv{4,6}.neigh.* and the directories above it: the neighbour parameters, which RTM_SETNEIGHTBL also sets. */
-const NEIGH_PATH = /^net(\.ipv[46](\.neigh(\..*)?)?)?$/;
+/** The neighbour parameters' directories: RTM_SETNEIGHTBL sets them too. */
+const NEIGH_DIRS = ["ipv4/neigh", "ipv6/neigh"];
 
 /**
  * The canonical sysctls from `values` (as read), or `reference` itself when they are the
@@ -317,6 +338,8 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   const inside = withNetns(ctx.netnsPath, () => {
     const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters } = inspectNamespace();
     lap("rtnetlink");
+    const attachments = bpfAttachmentLines(links, ctx.netnsPath);
+    lap("bpfAttachments");
     // Settings only a tap's fd shows (read after rtnetlink: attaching turns carrier on).
     for (const l of links) {
       if (l.kind !== "tun" || l.attrs["tun.type"] !== "2") continue;
@@ -352,7 +375,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     if (shortcuts?.sysctls) {
       signature = deviceSignature(devices);
       deviceSysctls = matchingDumps.get(shortcuts.from)?.has(signature) ? new Map() : dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices);
-      for (const [k, v] of readAllNetSysctls((key) => !NEIGH_PATH.test(key))) deviceSysctls.set(k, v);
+      for (const [k, v] of readAllNetSysctls(sysctlExcluded, { only: NEIGH_DIRS })) deviceSysctls.set(k, v);
     }
     const sysctls = shortcuts?.sysctls ? undefined : readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");
@@ -379,7 +402,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${s.proto} ${s.local}${remote} ${s.state}`;
     });
     lap("sockets");
-    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, nftables, conntrack, sysctls, deviceSysctls, signature, states, policies, sockets };
+    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, attachments, nftables, conntrack, sysctls, deviceSysctls, signature, states, policies, sockets };
   });
   t = performance.now();
   if (timings) cpu = process.cpuUsage();
@@ -430,6 +453,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     tcFilters: list(inside.tcFilters),
     nftables: inside.nftables?.map(ph) ?? shortcuts!.from.nftables,
     bpf,
+    bpfAttachments: list(inside.attachments),
     conntrack: { count: conntrackList.length, entries: conntrackList },
     sysctls: inside.sysctls
       ? canonicalSysctls(inside.sysctls, shortcuts?.from.sysctls)
@@ -521,6 +545,7 @@ export function diffFingerprints(a: Fingerprint, b: Fingerprint): string[] {
   listDiff("tc filters", a.tcFilters, b.tcFilters, out);
   listDiff("nftables", a.nftables, b.nftables, out);
   listDiff("bpf", a.bpf, b.bpf, out);
+  listDiff("bpf attachments", a.bpfAttachments, b.bpfAttachments, out);
   if (a.conntrack.count !== b.conntrack.count) out.push(`conntrack count: ${a.conntrack.count} → ${b.conntrack.count}`);
   listDiff("conntrack", a.conntrack.entries, b.conntrack.entries, out);
   if (a.sysctls !== b.sysctls) recordDiff((k) => `sysctl ${k}`, a.sysctls, b.sysctls, out);

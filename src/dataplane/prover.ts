@@ -9,9 +9,9 @@
 // - processes: one scan of every namespace serves every slot released before it started;
 // - the tap probe frame: the scrub's reset has just cleared every filter it looks for.
 // Everything else (rtnetlink dumps, per-device settings from them, tap getters, conntrack,
-// xfrm, sockets, the eBPF entries) is read every time. Both the watch and the generation
-// id are bound to the namespace by its cookie: a rebuilt slot (a new namespace) has
-// neither until its next full proof. Anything unexpected falls back to the full proof.
+// xfrm, sockets, the eBPF entries, programs at tcx and namespace hooks) is read every
+// time. Both the watch and the generation id are bound to the namespace by its cookie: a
+// rebuilt slot (a new namespace) has neither until its next full proof. Anything unexpected falls back to the full proof.
 import { nftGeneration } from "../kernel/nftsets.js";
 import { netnsKey, netnsProcesses, nsIdOf, type NsProcess } from "../kernel/procfs.js";
 import { SysctlWatches } from "../kernel/sysctlwatch.js";

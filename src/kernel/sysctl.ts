@@ -246,6 +246,7 @@ export function deviceConfNames(family: "ipv4" | "ipv6"): string[] {
 const dents = Buffer.allocUnsafe(32 * 1024);
 const value = Buffer.allocUnsafe(256);
 const DT_DIR = 4;
+const CONF_DIR = /^net\.ipv[46]\.conf$/;
 
 /** The entries of the open directory `fd` (getdents64: no per-entry stat, no path walk), as [name, is a directory]. */
 function listDir(fd: number): Array<[string, boolean]> {
@@ -302,21 +303,37 @@ export interface SysctlReadStats {
  */
 export function readAllNetSysctls(
   skip: (key: string) => boolean = () => false,
-  opts: { readOnly?: (key: string) => boolean; devices?: ReadonlyMap<string, DeviceConf>; stats?: SysctlReadStats } = {},
+  opts: {
+    readOnly?: (key: string) => boolean;
+    devices?: ReadonlyMap<string, DeviceConf>;
+    stats?: SysctlReadStats;
+    /** Directories to read (top/sub, e.g. "ipv4/neigh") instead of the whole tree. */
+    only?: readonly string[];
+  } = {},
 ): Map<string, string> {
   const out = new Map<string, string>();
   const stats = opts.stats;
-  const walk = (dirFd: number, key: string) => {
+  // net.ipv{4,6}.conf → the entries of its "all" directory. Every directory under conf is
+  // the same kernel table (devinet_sysctl, addrconf_sysctl), so the directory of a device
+  // whose values come with the link dump is not listed again: its names are these (the
+  // test comparing the dump with the files checks it on the host's kernel).
+  const confTable = new Map<string, Array<[string, boolean]>>();
+  const walk = (dirFd: number, key: string, entries: Array<[string, boolean]>) => {
     // net.ipv{4,6}.conf.DEV of a device whose settings came with the link dump.
     const fromDump = opts.devices && dumpedValues(key, opts.devices);
-    for (const [name, isDir] of listDir(dirFd)) {
+    const isConf = CONF_DIR.test(key);
+    if (isConf) entries.sort(([a], [b]) => (a === "all" ? -1 : b === "all" ? 1 : 0));
+    for (const [name, isDir] of entries) {
       const childKey = `${key}.${name}`;
       if (skip(childKey)) continue;
       if (isDir) {
         const sub = libc.openAtRaw(dirFd, name, libc.O_RDONLY | O_DIRECTORY);
         if (sub < 0) continue; // gone since the listing (a device deleted meanwhile)
         try {
-          walk(sub, childKey);
+          const table = isConf && name !== "all" && name !== "default" && opts.devices && dumpedValues(childKey, opts.devices) ? confTable.get(key) : undefined;
+          const listed = table ?? listDir(sub);
+          if (isConf && name === "all") confTable.set(key, listed);
+          walk(sub, childKey, listed);
         } finally {
           libc.close(sub);
         }
@@ -337,6 +354,24 @@ export function readAllNetSysctls(
       if (stats) stats.files++;
     }
   };
+  if (opts.only) {
+    for (const subtree of opts.only) {
+      const [top, rel] = subtree.split("/", 2) as [string, string];
+      const topFd = openNetTop(top);
+      try {
+        const dirFd = libc.openAtRaw(topFd, rel, libc.O_RDONLY | O_DIRECTORY);
+        if (dirFd < 0) continue;
+        try {
+          walk(dirFd, `net.${top}.${rel}`, listDir(dirFd));
+        } finally {
+          libc.close(dirFd);
+        }
+      } finally {
+        libc.close(topFd);
+      }
+    }
+    return out;
+  }
   for (const top of fs.readdirSync("/proc/sys/net", { withFileTypes: true })) {
     const key = `net.${top.name}`;
     if (skip(key)) continue;
@@ -348,7 +383,7 @@ export function readAllNetSysctls(
       continue;
     }
     try {
-      walk(dirFd, key);
+      walk(dirFd, key, listDir(dirFd));
     } finally {
       libc.close(dirFd);
     }

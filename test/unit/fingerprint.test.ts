@@ -21,6 +21,7 @@ function baseline(): Fingerprint {
     tcFilters: ["dev eth0 ingress prio 1 proto 0x0003 handle 0x1 bpf nat_ingress tag aa direct-action"],
     nftables: ['table {"family":"inet","name":"netslot"}', 'chain {"family":"inet","name":"forward","table":"netslot"}', 'rule {"chain":"forward","expr":[1]}', 'rule {"chain":"forward","expr":[2]}'],
     bpf: ["<slot-mac> outside <outside-addr> vni 0 bound to eth0"],
+    bpfAttachments: [],
     conntrack: { count: 0, entries: [] },
     sysctls: { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.disable_ipv6": "1" },
     xfrm: { states: [], policies: [] },
@@ -127,8 +128,11 @@ describe("diffFingerprints", () => {
     b.conntrack = { count: 1, entries: ["udp 10.0.0.1:1000 → 10.0.0.2:2000"] };
     b.xfrm.policies.push("dir out allow");
     b.tapHolders.push("tap0: held by 77 firecracker");
+    b.bpfAttachments.push("tcx ingress eth0: tenant tag 59f4a931744dcdc6 type 3", "tcx ingress eth0: revision 2");
     const d = diffFingerprints(baseline(), b);
     for (const line of [
+      "bpf attachments: + tcx ingress eth0: tenant tag 59f4a931744dcdc6 type 3",
+      "bpf attachments: + tcx ingress eth0: revision 2",
       "routes: + 10.9.0.0/16 dev eth0 table main proto boot scope link",
       "routes: - default via <host-addr> dev eth0 table main proto boot scope global",
       "sysctl net.ipv4.ip_forward: 1 → 0",
