@@ -279,8 +279,8 @@ function deviceSignature(devices: ReadonlyMap<string, DeviceConf>): string {
   return JSON.stringify([...devices].map(([name, d]) => [name, d.ipv4, d.ipv6]));
 }
 
-/** net.ipv{4,6}.neigh.* and the directories above it: the neighbour parameters, which RTM_SETNEIGHTBL also sets. */
-const NEIGH_PATH = /^net(\.ipv[46](\.neigh(\..*)?)?)?$/;
+/** The neighbour parameters' directories: RTM_SETNEIGHTBL sets them too. */
+const NEIGH_DIRS = ["ipv4/neigh", "ipv6/neigh"];
 
 /**
  * The canonical sysctls from `values` (as read), or `reference` itself when they are the
@@ -381,7 +381,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     if (shortcuts?.sysctls) {
       signature = deviceSignature(devices);
       deviceSysctls = matchingDumps.get(shortcuts.from)?.has(signature) ? new Map() : dumpedSysctls(Object.keys(shortcuts.from.sysctls), devices);
-      for (const [k, v] of readAllNetSysctls((key) => !NEIGH_PATH.test(key))) deviceSysctls.set(k, v);
+      for (const [k, v] of readAllNetSysctls(sysctlExcluded, { only: NEIGH_DIRS })) deviceSysctls.set(k, v);
     }
     const sysctls = shortcuts?.sysctls ? undefined : readAllNetSysctls(sysctlExcluded, { readOnly: (key) => NAMESPACE_READ_ONLY.test(key), devices });
     lap("sysctls");

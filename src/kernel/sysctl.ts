@@ -303,7 +303,13 @@ export interface SysctlReadStats {
  */
 export function readAllNetSysctls(
   skip: (key: string) => boolean = () => false,
-  opts: { readOnly?: (key: string) => boolean; devices?: ReadonlyMap<string, DeviceConf>; stats?: SysctlReadStats } = {},
+  opts: {
+    readOnly?: (key: string) => boolean;
+    devices?: ReadonlyMap<string, DeviceConf>;
+    stats?: SysctlReadStats;
+    /** Directories to read (top/sub, e.g. "ipv4/neigh") instead of the whole tree. */
+    only?: readonly string[];
+  } = {},
 ): Map<string, string> {
   const out = new Map<string, string>();
   const stats = opts.stats;
@@ -348,6 +354,24 @@ export function readAllNetSysctls(
       if (stats) stats.files++;
     }
   };
+  if (opts.only) {
+    for (const subtree of opts.only) {
+      const [top, rel] = subtree.split("/", 2) as [string, string];
+      const topFd = openNetTop(top);
+      try {
+        const dirFd = libc.openAtRaw(topFd, rel, libc.O_RDONLY | O_DIRECTORY);
+        if (dirFd < 0) continue;
+        try {
+          walk(dirFd, `net.${top}.${rel}`, listDir(dirFd));
+        } finally {
+          libc.close(dirFd);
+        }
+      } finally {
+        libc.close(topFd);
+      }
+    }
+    return out;
+  }
   for (const top of fs.readdirSync("/proc/sys/net", { withFileTypes: true })) {
     const key = `net.${top.name}`;
     if (skip(key)) continue;
