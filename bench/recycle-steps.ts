@@ -1,5 +1,5 @@
 // Where the recycle cycle's time and CPU go (issue 15, goals 2 and 3):
-// `node dist/bench/recycle-steps.js [N=300] [--watch] [--daemon [--seconds S=20] [--clients C=8]]`.
+// `node dist/bench/recycle-steps.js [N=300] [--watch] [--daemon [--seconds S=20] [--clients C=8] [--nice K]]`.
 //
 // Part 1, on one thread in this process (N scratch slots on a scratch uplink, with vx0):
 // the scrub worker's job for an untouched released slot, step by step — the reset
@@ -16,7 +16,8 @@
 // to back for S seconds; CPU per thread of the daemon from /proc/PID/task/TID/stat (the
 // main thread, the scrub worker — the thread at nice 5 —, the rest by name), and the
 // machine's CPU from /proc/stat (kernel work on workqueues and softirqs shows there, in
-// no thread of the daemon), per cycle.
+// no thread of the daemon), per cycle; and how long each thread was runnable but waiting
+// for a CPU (/proc/PID/task/TID/schedstat). `--nice K`: the daemon's --scrub-nice.
 import * as fs from "node:fs";
 import { Prover } from "../src/dataplane/prover.js";
 import { threadCpuMs } from "../src/kernel/libc.js";
@@ -94,16 +95,17 @@ function inProcess(): void {
   }
 }
 
-/** utime, stime (ms), nice and name of every thread of `pid`. */
-function threads(pid: number): Map<number, { name: string; nice: number; ms: number }> {
-  const outMap = new Map<number, { name: string; nice: number; ms: number }>();
+/** utime + stime (ms), time spent runnable but waiting for a CPU (ms, schedstat), nice and name of every thread of `pid`. */
+function threads(pid: number): Map<number, { name: string; nice: number; ms: number; waitMs: number }> {
+  const outMap = new Map<number, { name: string; nice: number; ms: number; waitMs: number }>();
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       // f[0] is field 3; utime 14, stime 15, nice 19 (clock ticks of 10 ms).
-      outMap.set(Number(tid), { name, nice: Number(f[16]), ms: (Number(f[11]) + Number(f[12])) * 10 });
+      const sched = fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "latin1").split(" ");
+      outMap.set(Number(tid), { name, nice: Number(f[16]), ms: (Number(f[11]) + Number(f[12])) * 10, waitMs: Number(sched[1]) / 1e6 });
     } catch {
       // thread gone
     }
@@ -122,7 +124,8 @@ async function withDaemon(): Promise<void> {
   const seconds = flag("--seconds", 20);
   const clients = flag("--clients", 8);
   const scratch = scratchUplink(prefix);
-  const daemon = await startDaemon({ prefix, poolSize: N, uplink: scratch.uplink, vtepRemote: "198.18.0.1", extraArgs: argv.includes("--watch") ? ["--watch-sysctls"] : [] });
+  const extraArgs = [...(argv.includes("--watch") ? ["--watch-sysctls"] : []), ...(argv.includes("--nice") ? ["--scrub-nice", String(flag("--nice", 5))] : [])];
+  const daemon = await startDaemon({ prefix, poolSize: N, uplink: scratch.uplink, vtepRemote: "198.18.0.1", extraArgs });
   const pid = daemon.process.pid!;
   const cs = Array.from({ length: clients }, () => new NetslotClient({ socketPath: daemon.socket }));
   try {
@@ -159,20 +162,22 @@ async function withDaemon(): Promise<void> {
     const t1 = threads(pid);
     const m1 = machineCpu();
     out(`${cycles} cycles (${(cycles / seconds).toFixed(0)}/s), ${exhausted} pool_exhausted; drained in ${((performance.now() - drainStart) / 1000).toFixed(1)} s`);
-    out(`  ${"thread".padEnd(28)} ${"window ms".padStart(10)} ${"+drain ms".padStart(10)} ${"ms/cycle".padStart(9)}`);
-    const groups = new Map<string, [number, number]>();
+    out(`  ${"thread".padEnd(28)} ${"window ms".padStart(10)} ${"+drain ms".padStart(10)} ${"ms/cycle".padStart(9)} ${"runnable, waiting for a CPU in the window (ms)".padStart(12)}`);
+    const groups = new Map<string, [number, number, number]>();
+    const mainNice = t1.get(pid)?.nice ?? 0;
     for (const [tid, after] of t1) {
-      const before = t0.get(tid)?.ms ?? 0;
-      const group = tid === pid ? "main (API, pool, store)" : after.nice === 5 ? "scrub worker (nice 5)" : after.name;
-      const g = groups.get(group) ?? [0, 0];
-      g[0] += (windowThreads.get(tid)?.ms ?? after.ms) - before;
-      g[1] += after.ms - before;
+      const before = t0.get(tid);
+      const group = tid === pid ? "main (API, pool, store)" : after.nice !== mainNice ? `scrub worker (nice ${after.nice})` : after.name;
+      const g = groups.get(group) ?? [0, 0, 0];
+      g[0] += (windowThreads.get(tid)?.ms ?? after.ms) - (before?.ms ?? 0);
+      g[1] += after.ms - (before?.ms ?? 0);
+      g[2] += (windowThreads.get(tid)?.waitMs ?? after.waitMs) - (before?.waitMs ?? 0);
       groups.set(group, g);
     }
     let daemonTotal = 0;
-    for (const [name, [w, d]] of [...groups].sort((a, b) => b[1][1] - a[1][1])) {
+    for (const [name, [w, d, wait]] of [...groups].sort((a, b) => b[1][1] - a[1][1])) {
       daemonTotal += d;
-      out(`  ${name.padEnd(28)} ${w.toFixed(0).padStart(10)} ${d.toFixed(0).padStart(10)} ${(d / cycles).toFixed(3).padStart(9)}`);
+      out(`  ${name.padEnd(28)} ${w.toFixed(0).padStart(10)} ${d.toFixed(0).padStart(10)} ${(d / cycles).toFixed(3).padStart(9)} ${wait.toFixed(0).padStart(12)}`);
     }
     out(`  ${"daemon, all threads".padEnd(28)} ${"".padStart(10)} ${daemonTotal.toFixed(0).padStart(10)} ${(daemonTotal / cycles).toFixed(3).padStart(9)}`);
     out(`machine busy in the window ${(windowMachine.busy - m0.busy).toFixed(0)} ms of ${(seconds * 2000).toFixed(0)} (softirq ${(windowMachine.softirq - m0.softirq).toFixed(0)}); with the drain ${(m1.busy - m0.busy).toFixed(0)} ms (${((m1.busy - m0.busy) / cycles).toFixed(3)} ms/cycle; includes this client and anything else running)`);

@@ -52,8 +52,9 @@ export class Prover {
   }
 
   /**
-   * Proves slot `index` against `golden`: the fast path when its last proof was clean and
-   * in the same namespace, else the full fingerprint. `since` (process.hrtime.bigint()):
+   * Proves slot `index` against `golden`: the fast path (what its last clean proof in the
+   * same namespace vouches for taken from the reference; without one, only the nftables
+   * listing and the sysctl files are read in full), or with `full` the full fingerprint. `since` (process.hrtime.bigint()):
    * when the slot was known released; a process scan started after it may be shared.
    * `full` forces the full fingerprint (the background audit, a dirty slot's re-check).
    * `taps`: the tap settings the scrub's reset read back just before (ScrubOutcome.tap).
@@ -82,12 +83,18 @@ export class Prover {
     const last = this.clean.get(index);
     const watched = this.watches?.armedIn(index, cookie) ?? false;
     let shortcuts: ProofShortcuts | undefined;
-    if (!opts.full && last?.cookie === cookie) {
+    if (!opts.full) {
+      // Taken from the slot's history, so only after a clean proof in this namespace: the
+      // nftables listing and the sysctl files. The rest holds for any released slot, its
+      // first release after boot or a rebuild included: the scrub's reset has just cleared
+      // every filter the probe frame looks for (and read the tap back), and a process scan
+      // started after the release sees what is in the namespace now.
+      const known = last !== undefined && last.cookie === cookie;
       shortcuts = {
         from: golden,
         noProbe: true,
-        nftables: last.gen === gen,
-        sysctls: watched && this.watches!.untouched(index),
+        nftables: known && last.gen === gen,
+        sysctls: known && watched && this.watches!.untouched(index),
         processes: this.processesOf(index, opts.since ?? process.hrtime.bigint()),
         ...(opts.taps ? { taps: opts.taps } : {}),
       };
