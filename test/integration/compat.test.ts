@@ -1,13 +1,13 @@
 // The previous release's SDK against this daemon: /v1 only grows, so a consumer that never
 // upgraded its SDK keeps working. The SDK is the npm pack of 0.1.0 (test/fixtures/README.md),
 // unpacked as an installed package and loaded by its name, not this tree's src/sdk.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
-import { REPO_ROOT, createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, REPO_ROOT, isRoot, sh, waitFor, skipUnless } from "../support/env.js";
 import { packageVersion } from "../../src/core/version.js";
 
 const skip = skipUnless(isRoot(), "needs root");
@@ -43,13 +43,17 @@ interface OldSdk {
 }
 
 describe("compat: the 0.1.0 SDK against this daemon", { skip }, () => {
-  const prefix = testPrefix();
   const POOL = 3;
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   let dir: string;
   let sdk: OldSdk;
   let client: OldClient;
+  const { daemon } = daemonSuite({
+    poolSize: POOL,
+    teardown: () => {
+      client?.close();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  });
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-compat-"));
@@ -59,16 +63,7 @@ describe("compat: the 0.1.0 SDK against this daemon", { skip }, () => {
     // Resolved by package name from a consumer module, through the old package's "exports".
     fs.writeFileSync(path.join(dir, "consumer.mjs"), 'export * from "netslot";\n');
     sdk = (await import(pathToFileURL(path.join(dir, "consumer.mjs")).href)) as OldSdk;
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
     client = new sdk.NetslotClient({ socketPath: daemon.socket });
-  });
-
-  after(async () => {
-    client?.close();
-    await daemon?.cleanup();
-    upstream?.remove();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it("is the 0.1.0 package, talking to a newer daemon", async () => {

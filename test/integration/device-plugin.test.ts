@@ -2,13 +2,13 @@
 // vendored protos: registration, ListAndWatch of the pool with health and prompt updates,
 // Allocate of a slot whose namespace exists (envs, mount), idempotence, release once
 // PodResources stops listing the device, and registration again after a kubelet restart.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, CLI, isRoot, nsExec, waitFor, skipUnless } from "../support/env.js";
 import { KubeletStandIn, type PluginClient } from "../support/kubelet.js";
 import { DEVICE_LABEL } from "../../src/deviceplugin/plugin.js";
 
@@ -16,19 +16,24 @@ const skip = skipUnless(isRoot(), "needs root");
 const POOL = 3;
 
 describe("Kubernetes device plugin", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   let kubelet: KubeletStandIn;
   let plugin: ChildProcess;
   let pluginLog = "";
   let client: PluginClient;
   let dir = "";
   const holders: ChildProcess[] = [];
+  const { daemon } = daemonSuite({
+    poolSize: POOL,
+    teardown: async () => {
+      for (const h of holders) h.kill("SIGKILL");
+      client?.close();
+      plugin?.kill("SIGTERM");
+      await kubelet?.stop();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  });
 
   before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-kubelet-"));
     kubelet = await KubeletStandIn.start(dir);
     plugin = spawn(process.execPath, [CLI, "device-plugin", "--kubelet-dir", dir, "--socket", daemon.socket, "--reconcile-seconds", "1"], {
@@ -42,16 +47,6 @@ describe("Kubernetes device plugin", { skip }, () => {
     client = kubelet.plugin(kubelet.registrations[0]!.endpoint);
     client.watch();
     await waitFor(() => client.updates.length > 0, 5000);
-  });
-
-  after(async () => {
-    for (const h of holders) h.kill("SIGKILL");
-    client?.close();
-    plugin?.kill("SIGTERM");
-    await kubelet?.stop();
-    await daemon?.cleanup();
-    upstream?.remove();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it("registers with the kubelet: v1beta1, netslot.sock, netslot.dev/slot", () => {

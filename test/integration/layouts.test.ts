@@ -2,10 +2,10 @@
 // migrates every free slot in the background while the pool serves; a leased slot keeps
 // its MTU until released, then migrates too; GET /v1/pool reports both layouts, then one.
 // Going back to the previous MTU is going back to the previous layout (same id).
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { cleanupServing, CLI, createUpstream, isRoot, nsExec, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, CLI, isRoot, nsExec, waitFor, skipUnless } from "../support/env.js";
 import { run } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
 import type { SlotLayout } from "../../src/core/schema.js";
@@ -18,22 +18,13 @@ function tapMtu(netns: string): number {
 }
 
 describe("slot layouts: --guest-mtu changed by an upgrade", { skip }, () => {
-  const prefix = testPrefix();
   const POOL = 8;
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
   let client: NetslotClient;
+  // The upstream's uplink has MTU 1400.
+  const { daemon } = daemonSuite({ poolSize: POOL, handover: true, teardown: () => client?.close() });
 
-  before(async () => {
-    upstream = createUpstream(prefix); // uplink MTU 1400
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
+  before(() => {
     client = new NetslotClient({ socketPath: daemon.socket });
-  });
-
-  after(async () => {
-    client?.close();
-    await cleanupServing(daemon);
-    upstream?.remove();
   });
 
   const layouts = async (): Promise<SlotLayout[]> => (await client.pool()).layouts ?? [];

@@ -1,30 +1,18 @@
 // Leases do not survive a host reboot: every VM they were granted to died with the host.
 // The store remembers the kernel's boot id; a start under another one voids the leases,
 // counts and logs them, and the slots return to the pool.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Database from "better-sqlite3";
-import { createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, isRoot, waitFor, skipUnless } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 
 describe("a host reboot voids the leases of the previous boot", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 3 });
-  });
-
-  after(async () => {
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  const { daemon, restart } = daemonSuite({ poolSize: 3 });
 
   const bootId = () => fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
 
@@ -42,7 +30,7 @@ describe("a host reboot voids the leases of the previous boot", { skip }, () => 
     const lease = await daemon.client.acquire({ bindToProcess: false, autoRenew: false });
     await daemon.stop();
     assert.equal(storedBootId(), bootId());
-    daemon = await daemon.restart();
+    await restart();
     assert.deepEqual((await daemon.client.list()).map((l) => l.id), [lease.id]);
     await daemon.client.release(lease.id);
   });
@@ -53,7 +41,7 @@ describe("a host reboot voids the leases of the previous boot", { skip }, () => 
     // The state as the previous boot left it: the same store, another kernel boot id.
     const previous = randomUUID();
     storedBootId(previous);
-    daemon = await daemon.restart();
+    await restart();
     assert.deepEqual(await daemon.client.list(), []);
     assert.match(daemon.output(), new RegExp(`host rebooted since the last start \\(boot id ${previous} → ${bootId()}\\): 2 leases of the previous boot voided`));
     assert.match(await daemon.client.metrics(), /netslot_leases_voided_total\{cause="reboot"\} 2/);

@@ -1,9 +1,9 @@
 // A daemon that dies (kill -9) or stops (SIGTERM) comes back with every acknowledged lease
 // and adopts its slots as they are: same namespaces, same devices, nothing rebuilt.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { createUpstream, isRoot, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, isRoot, sh, waitFor, skipUnless } from "../support/env.js";
 import type { Lease } from "../../src/core/types.js";
 
 const skip = skipUnless(isRoot(), "needs root");
@@ -21,19 +21,7 @@ function slotIdentity(prefix: string): Map<string, string> {
 }
 
 describe("restart", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
-  });
-
-  after(async () => {
-    await daemon?.cleanup();
-    upstream?.remove();
-  });
+  const { prefix, daemon, restart } = daemonSuite({ poolSize: POOL });
 
   it("kill -9 with leases held: same leases after restart, no slot rebuilt", async () => {
     const leases: Lease[] = [];
@@ -42,7 +30,7 @@ describe("restart", { skip }, () => {
     }
     const before = slotIdentity(prefix);
     await daemon.kill9();
-    daemon = await daemon.restart();
+    await restart();
     assert.match(daemon.output(), new RegExp(`ready: ${POOL}/${POOL} slots \\(${POOL} adopted, 0 built\\)`));
     assert.deepEqual(slotIdentity(prefix), before, "namespaces and host veths are the same objects");
     const after = await daemon.client.list();
@@ -61,7 +49,7 @@ describe("restart", { skip }, () => {
     await daemon.stop();
     assert.equal(daemon.process.exitCode, 0, daemon.output());
     assert.deepEqual(slotIdentity(prefix), before);
-    daemon = await daemon.restart();
+    await restart();
     assert.match(daemon.output(), new RegExp(`\\(${POOL} adopted, 0 built\\)`));
   });
 
@@ -70,7 +58,7 @@ describe("restart", { skip }, () => {
     // Break slot 2 (its namespace goes) and plant an object of the prefix beyond the pool.
     sh("ip", ["netns", "del", `${prefix}-2`]);
     sh("ip", ["netns", "add", `${prefix}-${POOL + 3}`]);
-    daemon = await daemon.restart();
+    await restart();
     assert.match(daemon.output(), new RegExp(`\\(${POOL - 1} adopted, 1 built\\)`));
     assert.ok(fs.existsSync(`/run/netns/${prefix}-2`));
     assert.ok(!fs.existsSync(`/run/netns/${prefix}-${POOL + 3}`), "the stranger was removed");

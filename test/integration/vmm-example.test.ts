@@ -2,13 +2,13 @@
 // VMM helpers; the guest fetches a page from the upstream through the slot, is seen there
 // under the host's uplink address, got the lease's MTU from the virtio device and the lease's
 // ip= boot argument, and the lease is released when QEMU exits.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, startServerIn, type NetnsServer, REPO_ROOT, isRoot, skipUnless } from "../support/env.js";
 import { checkArchive, ensureGuestImage, parseMarkers } from "../support/qemu.js";
 import { GUEST_MAC, kernelIpArg } from "../../src/dataplane/topology.js";
 
@@ -26,29 +26,21 @@ http.createServer((req, res) => {
 `;
 
 describe("examples/qemu-guest.mjs boots a guest on a lease", { skip }, () => {
-  const prefix = testPrefix();
   const token = `vmm-${process.pid}-${Date.now()}`;
   const port = 18080;
-  let upstream: Upstream;
-  let daemon: DaemonHandle;
-  let server: ChildProcess;
-  let serverLog = "";
+  let server: NetnsServer | undefined;
   let dir = "";
-
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: 1 });
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", SERVER, token, String(port)], { stdio: ["ignore", "pipe", "inherit"] });
-    server.stdout!.on("data", (b: Buffer) => (serverLog += b.toString()));
-    await waitFor(() => serverLog.includes("LISTENING"), 10_000);
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-vmm-"));
+  const { upstream, daemon } = daemonSuite({
+    poolSize: 1,
+    teardown: () => {
+      server?.stop();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
   });
 
-  after(async () => {
-    server?.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  before(async () => {
+    server = await startServerIn(upstream.netns, [process.execPath, "-e", SERVER, token, String(port)], "LISTENING");
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "netslot-vmm-"));
   });
 
   it("the guest reaches the upstream with the lease's MTU and boot argument; the lease ends with QEMU", async () => {
@@ -83,7 +75,7 @@ describe("examples/qemu-guest.mjs boots a guest on a lease", { skip }, () => {
     const markers = parseMarkers(console);
     assert.equal(markers.body, token, `guest did not get the upstream's page\n${console.slice(-3000)}`);
     assert.equal(markers.exit, "0");
-    assert.match(serverLog, new RegExp(`FROM (::ffff:)?${upstream.hostAddress.replaceAll(".", "\\.")} /from-guest`), serverLog);
+    assert.match(server!.output(), new RegExp(`FROM (::ffff:)?${upstream.hostAddress.replaceAll(".", "\\.")} /from-guest`), server!.output());
     assert.equal(markers.mtu, "1400", "the virtio device advertises the lease's MTU (the upstream's 1400)");
     assert.equal(markers.mac, GUEST_MAC);
     assert.equal(markers.ip_arg, kernelIpArg(), "the lease's boot argument reached the guest kernel");

@@ -442,6 +442,8 @@ export interface DaemonSuite {
   daemon: DaemonHandle;
   /** Where the daemon's config file goes (with `config`). */
   configFile: string;
+  /** Starts the daemon again with the same options and state (DaemonHandle.restart); `daemon` stands for the new one from then on. */
+  restart: (extraArgs?: string[]) => Promise<DaemonHandle>;
 }
 
 /**
@@ -478,7 +480,13 @@ export function daemonSuite(opts: DaemonSuiteOptions): DaemonSuite {
       }
     }
   });
-  return { prefix, upstream: once(() => upstream, "daemonSuite's upstream"), daemon: once(() => daemon, "daemonSuite's daemon"), configFile };
+  return {
+    prefix,
+    upstream: once(() => upstream, "daemonSuite's upstream"),
+    daemon: once(() => daemon, "daemonSuite's daemon"),
+    configFile,
+    restart: async (extraArgs) => (daemon = await (daemon ?? fail("daemonSuite: no daemon to restart")).restart(extraArgs)),
+  };
 }
 
 /** A server spawned in a namespace: its stdout so far (stderr goes to the test's). */
