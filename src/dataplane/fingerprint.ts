@@ -23,7 +23,7 @@ import { tapState } from "../kernel/tap.js";
 import { namespaceSockets, nsIdOf, processesInNetns, tunHolders, type NsProcess } from "../kernel/procfs.js";
 import { ipToInt, type SlotAddressing } from "./topology.js";
 
-export const FINGERPRINT_VERSION = 5;
+export const FINGERPRINT_VERSION = 6;
 
 export interface FingerprintContext {
   /** The slot namespace, /run/netns/P-n. */
@@ -90,6 +90,12 @@ export interface Fingerprint {
   neighbours: string[];
   qdiscs: string[];
   tcFilters: string[];
+  /**
+   * tc actions in the namespace's tables (`tc actions ls`), standalone ones included: bound
+   * to no filter they act on nothing, but stay, cookie and all, for the next root in the
+   * namespace to read. None in a fresh slot (netslot's filters are direct-action).
+   */
+  tcActions: string[];
   /** `nft -j list ruleset`, one object per line, in kernel order. */
   nftables: string[];
   bpf: string[];
@@ -336,7 +342,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
   };
   const ns = nsIdOf(ctx.netnsPath);
   const inside = withNetns(ctx.netnsPath, () => {
-    const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters } = inspectNamespace();
+    const { links, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, tcActions } = inspectNamespace();
     lap("rtnetlink");
     const attachments = bpfAttachmentLines(links, ctx.netnsPath);
     lap("bpfAttachments");
@@ -402,7 +408,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
       return `${s.proto} ${s.local}${remote} ${s.state}`;
     });
     lap("sockets");
-    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, attachments, nftables, conntrack, sysctls, deviceSysctls, signature, states, policies, sockets };
+    return { links, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, tcActions, attachments, nftables, conntrack, sysctls, deviceSysctls, signature, states, policies, sockets };
   });
   t = performance.now();
   if (timings) cpu = process.cpuUsage();
@@ -451,6 +457,7 @@ export function slotFingerprint(ctx: FingerprintContext, timings?: Record<string
     neighbours: list(inside.neighbours),
     qdiscs: list(inside.qdiscs),
     tcFilters: list(inside.tcFilters),
+    tcActions: list(inside.tcActions),
     nftables: inside.nftables?.map(ph) ?? shortcuts!.from.nftables,
     bpf,
     bpfAttachments: list(inside.attachments),
@@ -543,6 +550,7 @@ export function diffFingerprints(a: Fingerprint, b: Fingerprint): string[] {
   listDiff("neighbours", a.neighbours, b.neighbours, out);
   listDiff("qdiscs", a.qdiscs, b.qdiscs, out);
   listDiff("tc filters", a.tcFilters, b.tcFilters, out);
+  listDiff("tc actions", a.tcActions, b.tcActions, out);
   listDiff("nftables", a.nftables, b.nftables, out);
   listDiff("bpf", a.bpf, b.bpf, out);
   listDiff("bpf attachments", a.bpfAttachments, b.bpfAttachments, out);

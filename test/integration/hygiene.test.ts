@@ -64,6 +64,8 @@ describe("hygiene: what a tenant leaves behind does not reach the next tenant", 
     ["an address", (_l, ns) => nsExec(ns, ["ip", "addr", "add", "169.254.0.26/30", "dev", "tap0"])],
     ["a neighbour", (_l, ns) => nsExec(ns, ["ip", "neigh", "add", "169.254.0.21", "lladdr", "02:00:00:00:00:99", "dev", "tap0", "nud", "permanent"])],
     ["a qdisc", (_l, ns) => nsExec(ns, ["tc", "qdisc", "add", "dev", "tap0", "root", "pfifo"])],
+    // Bound to no filter: no qdisc or filter dump shows it, yet its cookie stays for the next tenant to read.
+    ["a standalone tc action with a cookie", (_l, ns) => nsExec(ns, ["tc", "actions", "add", "action", "mirred", "egress", "redirect", "dev", "lo", "index", "7", "cookie", "0123456789abcdef"])],
     ["a sysctl", (_l, ns) => nsExec(ns, ["sysctl", "-qw", "net.ipv4.conf.tap0.rp_filter=2"])],
     ["the MTU", (_l, ns) => nsExec(ns, ["ip", "link", "set", "tap0", "mtu", "1280"])],
     ["the tap's MAC", (_l, ns) => nsExec(ns, ["ip", "link", "set", "tap0", "address", "02:00:00:00:00:42"])],

@@ -19,6 +19,7 @@ function baseline(): Fingerprint {
     neighbours: [],
     qdiscs: ["dev eth0 clsact handle ffff:0 parent ffff:fff1"],
     tcFilters: ["dev eth0 ingress prio 1 proto 0x0003 handle 0x1 bpf nat_ingress tag aa direct-action"],
+    tcActions: [],
     nftables: ['table {"family":"inet","name":"netslot"}', 'chain {"family":"inet","name":"forward","table":"netslot"}', 'rule {"chain":"forward","expr":[1]}', 'rule {"chain":"forward","expr":[2]}'],
     bpf: ["<slot-mac> outside <outside-addr> vni 0 bound to eth0"],
     bpfAttachments: [],

@@ -50,6 +50,7 @@ import { dumpNeighbours as dumpNeighbourMessages } from "./rtnl/neigh.js";
 import { dumpRoutes as dumpRouteMessages, nexthops as listNexthops } from "./rtnl/route.js";
 import { dumpRules as dumpRuleMessages } from "./rtnl/rule.js";
 import { dumpQdiscs as dumpQdiscMessages, filters as listFilters } from "./rtnl/tc.js";
+import { listActions } from "./rtnl/actions.js";
 
 // ───────────────────────────── small decoders ─────────────────────────────
 
@@ -610,7 +611,7 @@ function dumpQdiscs(sock: NetlinkSocket, ref: (i: number) => string, hooks: Map<
  * The rendered sections, one line per object, in kernel order (not sorted); routes and
  * rules IPv4 then IPv6; neighbours are ARP/ND entries, proxy entries and the bridge FDB.
  */
-export type InspectedSection = "addresses" | "routes" | "rules" | "nexthops" | "neighbours" | "qdiscs" | "tcFilters";
+export type InspectedSection = "addresses" | "routes" | "rules" | "nexthops" | "neighbours" | "qdiscs" | "tcFilters" | "tcActions";
 
 /** The rtnetlink part of a slot fingerprint. */
 export interface NamespaceInspection extends Record<InspectedSection, string[]> {
@@ -625,7 +626,7 @@ export interface NamespaceInspection extends Record<InspectedSection, string[]> 
  * Dumps the calling thread's current network namespace: `ip -d link show`, `ip addr show`,
  * `ip [-6] route show table all`, `ip [-6] rule show`, `ip nexthop show`, `ip neigh show`,
  * `ip neigh show proxy`, `bridge fdb show`, `tc qdisc show`, `tc filter show dev D
- * ingress|egress` for every link.
+ * ingress|egress` for every link, `tc actions ls action K` for every action kind.
  */
 export function inspectNamespace(): NamespaceInspection {
   const sock = NetlinkSocket.open(NETLINK_ROUTE, { strict: true });
@@ -664,7 +665,9 @@ export function inspectNamespace(): NamespaceInspection {
         }
       }
     }
-    return { links, byIndex, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters };
+    // Actions in the namespace's tables, standalone ones included (bound to no filter).
+    const tcActions = listActions(sock);
+    return { links, byIndex, ref, addresses, routes, rules, nexthops, neighbours, qdiscs, tcFilters, tcActions };
   } finally {
     sock.close();
   }
