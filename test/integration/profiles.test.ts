@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { spawn } from "node:child_process";
+import { createUpstream, isRoot, nsExec, sh, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless, startServerIn, type NetnsServer } from "../support/env.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { ensureGuestImage, qemuAvailable, runGuest } from "../support/qemu.js";
 import { NetslotApiError, NetslotClient } from "../../src/sdk/index.js";
@@ -72,8 +72,7 @@ describe("network profiles", { skip }, () => {
   let other: string;
   /** A third address: in the large profile's allowed /24 only. */
   let third: string;
-  let server: ChildProcess | undefined;
-  let serverLog = "";
+  let server: NetnsServer | undefined;
   let daemon: DaemonHandle;
   let sandbox: NetslotClient;
   let plain: NetslotClient;
@@ -86,9 +85,7 @@ describe("network profiles", { skip }, () => {
     nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
     third = upstream.address.replace(/\.2$/, ".4");
     nsExec(upstream.netns, ["ip", "addr", "add", `${third}/32`, "dev", "lo"]);
-    server = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", UPSTREAM_SERVER, String(HTTP_PORT)], { stdio: ["ignore", "pipe", "inherit"] });
-    server.stdout!.on("data", (b: Buffer) => (serverLog += b.toString()));
-    await waitFor(() => serverLog.includes("listening"), 10_000);
+    server = await startServerIn(upstream.netns, [process.execPath, "-e", UPSTREAM_SERVER, String(HTTP_PORT)], "listening");
     const configFile = path.join(dir, "config.json");
     fs.writeFileSync(
       configFile,
@@ -117,7 +114,7 @@ describe("network profiles", { skip }, () => {
     sandbox?.close();
     plain?.close();
     await daemon?.cleanup();
-    server?.kill("SIGKILL");
+    server?.stop();
     upstream?.remove();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
