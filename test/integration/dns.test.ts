@@ -6,8 +6,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
-import { cleanupServing, CLI, REPO_ROOT, createUpstream, isRoot, nsExec, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
+import { cleanupServing, CLI, REPO_ROOT, createUpstream, startServerIn, type NetnsServer, isRoot, nsExec, skipUnless, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream } from "../support/env.js";
 import { startDnsServer, type DnsServer } from "../support/dns-server.js";
 import { startGuestStandIn, type GuestStandIn } from "../support/guest.js";
 import { NetslotClient } from "../../src/sdk/index.js";
@@ -35,6 +34,8 @@ function tcpQueryOctal(name: string): string {
   return [...Buffer.concat([Buffer.from([0, q.length]), q])].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("");
 }
 const HTTP_PORT = 8080;
+/** Answers "upstream" on HTTP_PORT. */
+const HTTP_SERVER = `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, () => console.log("listening"))`;
 const TOKEN = "sandbox-token-0123456789";
 const TTL = 1;
 
@@ -73,7 +74,7 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
   const prefix = testPrefix();
   let upstream: Upstream;
   let other: string;
-  let procs: ChildProcess[] = [];
+  let httpServer: NetnsServer | undefined;
   let dnsServer: DnsServer | undefined;
   let daemon: DaemonHandle;
   let client: NetslotClient;
@@ -84,13 +85,7 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
     upstream = createUpstream(prefix);
     other = upstream.address.replace(/\.2$/, ".3");
     nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
-    const http = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
-    procs = [http];
-    for (const p of procs) {
-      let out = "";
-      p.stdout!.on("data", (b: Buffer) => (out += b.toString()));
-      await waitFor(() => out.includes("listening"), 10_000);
-    }
+    httpServer = await startServerIn(upstream.netns, [process.execPath, "-e", HTTP_SERVER], "listening");
     const big = Array.from({ length: 60 }, (_, i) => `198.51.100.${i + 1}`);
     const records = { "deb.example.test": [other, V6], "a.pkg.example.test": [other], "blocked.example.test": [upstream.address], "big.example.test": big };
     dnsServer = await startDnsServer(upstream.netns, upstream.address, records, TTL);
@@ -103,7 +98,7 @@ describe("egress.allowDomains through the lease's DNS forwarder", { skip }, () =
   after(async () => {
     client?.close();
     await daemon?.cleanup();
-    for (const p of procs) p.kill("SIGKILL");
+    httpServer?.stop();
     dnsServer?.stop();
     upstream?.remove();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -254,7 +249,7 @@ describe("DNS admissions across a live handover (netslot upgrade)", { skip }, ()
   const LONG_TTL = 20;
   let upstream: Upstream;
   let other: string;
-  let httpServer: ChildProcess | undefined;
+  let httpServer: NetnsServer | undefined;
   let dnsServer: DnsServer | undefined;
   let daemon: DaemonHandle;
   let client: NetslotClient;
@@ -265,10 +260,7 @@ describe("DNS admissions across a live handover (netslot upgrade)", { skip }, ()
     upstream = createUpstream(prefix);
     other = upstream.address.replace(/\.2$/, ".3");
     nsExec(upstream.netns, ["ip", "addr", "add", `${other}/32`, "dev", "lo"]);
-    httpServer = spawn("ip", ["netns", "exec", upstream.netns, process.execPath, "-e", `require("http").createServer((q, s) => s.end("upstream\\n")).listen(${HTTP_PORT}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    httpServer.stdout!.on("data", (b: Buffer) => (out += b.toString()));
-    await waitFor(() => out.includes("listening"), 10_000);
+    httpServer = await startServerIn(upstream.netns, [process.execPath, "-e", HTTP_SERVER], "listening");
     dnsServer = await startDnsServer(upstream.netns, upstream.address, { "deb.example.test": [other], "blocked.example.test": [upstream.address] }, LONG_TTL);
     const configFile = path.join(dir, "config.json");
     fs.writeFileSync(configFile, JSON.stringify({ profiles: { names: { egress: { allowDomains: ["deb.example.test"] } } } }));
@@ -279,7 +271,7 @@ describe("DNS admissions across a live handover (netslot upgrade)", { skip }, ()
   after(async () => {
     client?.close();
     await cleanupServing(daemon);
-    httpServer?.kill("SIGKILL");
+    httpServer?.stop();
     dnsServer?.stop();
     upstream?.remove();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
