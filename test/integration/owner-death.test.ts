@@ -1,13 +1,13 @@
 // Leases bound to a process (ownerPid) end when that process dies: while the daemon runs
 // (within a second, via pidfd), and when it died while the daemon was down (at restart).
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { NetslotApiError } from "../../src/sdk/index.js";
-import { REPO_ROOT, createUpstream, isRoot, startDaemon, testPrefix, waitFor, type DaemonHandle, type Upstream, skipUnless } from "../support/env.js";
+import { daemonSuite, REPO_ROOT, isRoot, waitFor, skipUnless } from "../support/env.js";
 
 const skip = skipUnless(isRoot(), "needs root");
 const POOL = 4;
@@ -19,16 +19,18 @@ interface Owner {
 }
 
 describe("owner death", { skip }, () => {
-  const prefix = testPrefix();
-  let upstream: Upstream | undefined;
-  let daemon: DaemonHandle | undefined;
   let scriptDir = "";
   let script = "";
   const owners: Owner[] = [];
+  const { prefix, daemon, restart } = daemonSuite({
+    poolSize: POOL,
+    teardown: () => {
+      for (const o of owners) o.child.kill("SIGKILL");
+      if (scriptDir) fs.rmSync(scriptDir, { recursive: true, force: true });
+    },
+  });
 
-  before(async () => {
-    upstream = createUpstream(prefix);
-    daemon = await startDaemon({ prefix, uplink: upstream.uplink, poolSize: POOL });
+  before(() => {
     scriptDir = fs.mkdtempSync(path.join(os.tmpdir(), `netslot-${prefix}-owner-`));
     script = path.join(scriptDir, "owner.mjs");
     // The consumer: two leases bound to its own pid (the SDK's default), ids on stdout, then sleep.
@@ -44,16 +46,9 @@ setInterval(() => {}, 1 << 30);
     );
   });
 
-  after(async () => {
-    for (const o of owners) o.child.kill("SIGKILL");
-    await daemon?.cleanup();
-    upstream?.remove();
-    if (scriptDir) fs.rmSync(scriptDir, { recursive: true, force: true });
-  });
-
   /** Starts an owner process and waits for its two lease ids. */
   async function startOwner(): Promise<Owner> {
-    const child = spawn(process.execPath, [script, daemon!.socket], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [script, daemon.socket], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -77,7 +72,7 @@ setInterval(() => {}, 1 << 30);
 
   async function isGone(id: string): Promise<boolean> {
     try {
-      await daemon!.client.get(id);
+      await daemon.client.get(id);
       return false;
     } catch (err) {
       if (err instanceof NetslotApiError && err.status === 404) return true;
@@ -86,17 +81,17 @@ setInterval(() => {}, 1 << 30);
   }
 
   async function allFree(): Promise<boolean> {
-    const pool = await daemon!.client.pool();
+    const pool = await daemon.client.pool();
     return pool.free === POOL && pool.scrubbing === 0 && pool.leased === 0;
   }
 
   it("SIGKILL of the owner: its leases are gone and the slots free again within 1 s", async () => {
     const owner = await startOwner();
     for (const id of owner.ids) {
-      const lease = await daemon!.client.get(id);
+      const lease = await daemon.client.get(id);
       assert.equal(lease.ownerPid, owner.pid);
     }
-    assert.equal((await daemon!.client.pool()).leased, 2);
+    assert.equal((await daemon.client.pool()).leased, 2);
     const killedAt = await killOwner(owner);
     await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000).catch((err: unknown) => {
       throw new Error(`leases of the dead owner still there after 1 s: ${(err as Error).message}`);
@@ -111,7 +106,7 @@ setInterval(() => {}, 1 << 30);
     let pid = pidMax - 1;
     while (fs.existsSync(`/proc/${pid}`)) pid--;
     await assert.rejects(
-      daemon!.client.acquire({ ownerPid: pid, autoRenew: false }),
+      daemon.client.acquire({ ownerPid: pid, autoRenew: false }),
       (err: unknown) => err instanceof NetslotApiError && err.status === 400 && err.code === "invalid_request" && err.field === "/ownerPid",
     );
     assert.ok(await allFree(), "nothing was leased");
@@ -119,12 +114,12 @@ setInterval(() => {}, 1 << 30);
 
   it("a daemon restart while the owner lives keeps its leases; its death afterwards still ends them", async () => {
     const owner = await startOwner();
-    await daemon!.kill9();
-    daemon = await daemon!.restart();
+    await daemon.kill9();
+    await restart();
     for (const id of owner.ids) assert.equal((await daemon.client.get(id)).ownerPid, owner.pid, `lease ${id} kept`);
     // And once more with a clean stop.
     await daemon.stop();
-    daemon = await daemon.restart();
+    await restart();
     for (const id of owner.ids) assert.equal((await daemon.client.get(id)).ownerPid, owner.pid, `lease ${id} kept`);
     const killedAt = await killOwner(owner);
     await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000);
@@ -133,9 +128,9 @@ setInterval(() => {}, 1 << 30);
 
   it("the owner dies while the daemon is down: the restarted daemon ends its leases", async () => {
     const owner = await startOwner();
-    await daemon!.kill9();
+    await daemon.kill9();
     await killOwner(owner);
-    daemon = await daemon!.restart();
+    await restart();
     const readyAt = performance.now();
     await waitFor(async () => (await isGone(owner.ids[0]!)) && (await isGone(owner.ids[1]!)) && (await allFree()), 1000);
     process.stdout.write(`dead owner's leases ended ${(performance.now() - readyAt).toFixed(0)} ms after ready\n`);
