@@ -135,14 +135,18 @@ describe("hygiene: eBPF attached where no rtnetlink dump shows it does not reach
     const dirty = await metric("netslot_scrub_proofs_total", '{path="fast-dirty"}');
     const rebuilt = await metric("netslot_scrub_outcomes_total", '{outcome="rebuilt"}');
     const lease = await acquire();
-    tenant(lease.slot.netns, ...args(lease));
-    // The process is gone; what it attached is not.
-    const left = attached(lease.slot.netns);
-    assert.ok(left.some((x) => expectAttached.test(x)), `the kernel shows the attachment: ${left.join("; ")}`);
-    const diff = diffFingerprints(golden(), fingerprintOf(lease.slot.index));
-    assert.ok(diff.some((x) => expectShown.test(x)), `the fingerprint shows it:\n${diff.join("\n")}`);
-    await daemon.client.release(lease.id);
-    await settled();
+    try {
+      tenant(lease.slot.netns, ...args(lease));
+      // The process is gone; what it attached is not.
+      const left = attached(lease.slot.netns);
+      assert.ok(left.some((x) => expectAttached.test(x)), `the kernel shows the attachment: ${left.join("; ")}`);
+      const diff = diffFingerprints(golden(), fingerprintOf(lease.slot.index));
+      assert.ok(diff.some((x) => expectShown.test(x)), `the fingerprint shows it:\n${diff.join("\n")}`);
+    } finally {
+      // Released whatever happened: a failed case must not leave the next one without a slot.
+      await daemon.client.release(lease.id);
+      await settled();
+    }
     assert.equal(await metric("netslot_scrub_proofs_total", '{path="fast-dirty"}'), dirty + 1, "the fast proof caught it");
     assert.equal(await metric("netslot_scrub_outcomes_total", '{outcome="rebuilt"}'), rebuilt + 1, "the slot was rebuilt");
     const q = (await daemon.client.pool()).quarantinedSlots.find((s) => s.index === lease.slot.index);
