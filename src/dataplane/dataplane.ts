@@ -701,17 +701,20 @@ export class SlotDataplane {
 
 /**
  * Adds the time since the previous call to `timings[name]` (ms, wall) and this thread's CPU
- * time to `timings["cpu " + name]`; a no-op without `timings`.
+ * time to `timings["cpu " + name]`; without a name, only restarts the clock (time accounted
+ * elsewhere); a no-op without `timings`.
  */
-function stepTimer(timings: Record<string, number> | undefined): (name: string) => void {
+export function stepTimer(timings: Record<string, number> | undefined): (name?: string) => void {
   if (!timings) return () => undefined;
   let t = performance.now();
   let cpu = threadCpuMs();
   return (name) => {
     const now = performance.now();
     const nowCpu = threadCpuMs();
-    timings[name] = (timings[name] ?? 0) + (now - t);
-    timings[`cpu ${name}`] = (timings[`cpu ${name}`] ?? 0) + (nowCpu - cpu);
+    if (name !== undefined) {
+      timings[name] = (timings[name] ?? 0) + (now - t);
+      timings[`cpu ${name}`] = (timings[`cpu ${name}`] ?? 0) + (nowCpu - cpu);
+    }
     t = now;
     cpu = nowCpu;
   };

@@ -15,8 +15,7 @@
 import { nftGeneration } from "../kernel/nftsets.js";
 import { netnsKey, netnsProcesses, nsIdOf, type NsProcess } from "../kernel/procfs.js";
 import { SysctlWatches } from "../kernel/sysctlwatch.js";
-import { threadCpuMs } from "../kernel/libc.js";
-import type { SlotDataplane } from "./dataplane.js";
+import { stepTimer, type SlotDataplane } from "./dataplane.js";
 import { diffFingerprints, type Fingerprint, type ProofShortcuts } from "./fingerprint.js";
 
 export interface ProverOptions {
@@ -67,17 +66,7 @@ export class Prover {
     opts: { since?: bigint; full?: boolean; taps?: Record<string, Record<string, string>>; timings?: Record<string, number> } = {},
   ): Proof {
     const timings = opts.timings;
-    let t = timings ? performance.now() : 0;
-    let cpu = timings ? threadCpuMs() : 0;
-    const lap = (name: string) => {
-      if (!timings) return;
-      const now = performance.now();
-      const nowCpu = threadCpuMs();
-      timings[name] = (timings[name] ?? 0) + (now - t);
-      timings[`cpu ${name}`] = (timings[`cpu ${name}`] ?? 0) + (nowCpu - cpu);
-      t = now;
-      cpu = nowCpu;
-    };
+    const lap = stepTimer(timings);
     const { cookie, gen } = this.dataplane.inSlot(index, nftGeneration);
     lap("nft generation");
     const last = this.clean.get(index);
@@ -111,9 +100,9 @@ export class Prover {
         const key = k.startsWith("cpu ") ? `cpu fp ${k.slice(4)}` : `fp ${k}`;
         timings[key] = (timings[key] ?? 0) + v;
       }
-      t = performance.now();
-      cpu = threadCpuMs();
     }
+    // The fingerprint's time is in its phases.
+    lap();
     // Our own reads opened sysctl files too.
     this.watches?.settle(index);
     const diff = diffFingerprints(golden, fingerprint);

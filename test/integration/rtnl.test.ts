@@ -9,6 +9,7 @@ import * as libc from "../../src/kernel/libc.js";
 import { NUD_NOARP, NUD_PERMANENT, Rtnl, RT_SCOPE_LINK, type Link } from "../../src/kernel/netlink/rtnl.js";
 import { NetlinkError } from "../../src/kernel/netlink/socket.js";
 import { conntrackCount, conntrackEntries, conntrackFlush } from "../../src/kernel/netlink/conntrack.js";
+import { BPF_PROG_TYPE_SCHED_CLS, loadTrivialProgram } from "../support/bpf-prog.js";
 
 const prefix = `t${Math.random().toString(36).slice(2, 7).padEnd(5, "0")}`;
 const NS_A = `${prefix}a`;
@@ -43,23 +44,6 @@ function linkNamed(rtnl: Rtnl, name: string): Link {
   const l = rtnl.linkByName(name);
   assert.ok(l, `link ${name} exists`);
   return l;
-}
-
-// BPF_PROG_LOAD of `r0 = TC_ACT_OK; exit` as BPF_PROG_TYPE_SCHED_CLS, by the raw bpf(2) call.
-
-function loadTrivialTcProgram(name: string, retval = 0): number {
-  const insns = Buffer.alloc(16);
-  insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
-  insns.writeInt32LE(retval, 4);
-  insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
-  const license = Buffer.from("GPL\0");
-  const attr = Buffer.alloc(128);
-  attr.writeUInt32LE(3, 0); // BPF_PROG_TYPE_SCHED_CLS
-  attr.writeUInt32LE(2, 4);
-  attr.writeBigUInt64LE(libc.addressOf(insns), 8);
-  attr.writeBigUInt64LE(libc.addressOf(license), 16);
-  attr.write(name.slice(0, 15), 48, "ascii");
-  return libc.bpf(5 /* BPF_PROG_LOAD */, attr, "bpf(BPF_PROG_LOAD)");
 }
 
 // ── fixtures ──
@@ -316,8 +300,8 @@ describe("rtnl (integration)", () => {
     assert.ok(rtA.qdiscs().some((q) => q.index === va.index && q.kind === "clsact" && q.handle === 0xffff0000 && q.parent === 0xfffffff1));
     assert.ok(tcj(NS_A, ["qdisc", "show", "dev", "va0"]).some((q) => q.kind === "clsact"));
 
-    const p1 = loadTrivialTcProgram("tc_ok");
-    const p2 = loadTrivialTcProgram("tc_ok2");
+    const p1 = loadTrivialProgram(BPF_PROG_TYPE_SCHED_CLS, "tc_ok");
+    const p2 = loadTrivialProgram(BPF_PROG_TYPE_SCHED_CLS, "tc_ok2");
     progFds.push(p1, p2);
     rtA.addBpfFilter(va.index, "ingress", p1, "nat_ingress");
     rtA.addBpfFilter(va.index, "egress", p1, "nat_egress", { priority: 7, handle: 3 });

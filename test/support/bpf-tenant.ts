@@ -9,32 +9,13 @@
 import * as libc from "../../src/kernel/libc.js";
 import { Rtnl } from "../../src/kernel/netlink/rtnl.js";
 import { BPF_FLOW_DISSECTOR, BPF_SK_LOOKUP, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from "../../src/kernel/bpfattach.js";
+import { BPF_PROG_TYPE_FLOW_DISSECTOR, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_SK_LOOKUP, loadTrivialProgram as load } from "./bpf-prog.js";
 
 const BPF_OBJ_PIN = 6;
-const BPF_PROG_LOAD = 5;
 const BPF_PROG_ATTACH = 8;
 const BPF_PROG_DETACH = 9;
 const BPF_LINK_CREATE = 28;
-const BPF_PROG_TYPE_SCHED_CLS = 3;
-const BPF_PROG_TYPE_FLOW_DISSECTOR = 22;
-const BPF_PROG_TYPE_SK_LOOKUP = 30;
 
-/** `r0 = retval; exit` as a program of `type`. */
-function load(type: number, name: string, retval: number, expectedAttachType = 0): number {
-  const insns = Buffer.alloc(16);
-  insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
-  insns.writeInt32LE(retval, 4);
-  insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
-  const license = Buffer.from("GPL\0");
-  const attr = Buffer.alloc(128);
-  attr.writeUInt32LE(type, 0);
-  attr.writeUInt32LE(2, 4); // insn_cnt
-  attr.writeBigUInt64LE(libc.addressOf(insns), 8);
-  attr.writeBigUInt64LE(libc.addressOf(license), 16);
-  attr.write(name.slice(0, 15), 48, "ascii");
-  attr.writeUInt32LE(expectedAttachType, 68);
-  return libc.bpf(BPF_PROG_LOAD, attr, `bpf(BPF_PROG_LOAD) ${name}`);
-}
 
 function progAttach(cmd: number, target: number, progFd: number, attachType: number): void {
   const attr = Buffer.alloc(32);
