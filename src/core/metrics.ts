@@ -39,34 +39,29 @@ export function createMetrics() {
     new Counter<L>({ name, help, labelNames, registers });
   const histogram = <L extends string = never>(name: string, help: string, buckets: number[], labelNames: readonly L[] = []) =>
     new Histogram<L>({ name, help, buckets, labelNames, registers });
-  const scrapedGauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): ScrapedGauge<L> => {
+  // A metric whose samples are read from the source its owner sets, when scraped: a gauge
+  // set to them, or a counter kept elsewhere (an eBPF map, the DNS forwarder) raised to them.
+  const scraped = <L extends string, M extends Gauge<L> | Counter<L>>(
+    make: (collect: (this: M) => void) => M,
+    put: (m: M, labels: Partial<Record<L, string | number>>, value: number) => void,
+  ): ScrapedGauge<L> & ScrapedCounter<L> => {
     let source: () => Iterable<Sample<L>> = () => [];
-    new Gauge<L>({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const { labels, value } of source()) this.set(labels, value);
-      },
+    make(function (this: M) {
+      this.reset();
+      for (const { labels, value } of source()) put(this, labels, value);
     });
     return { readFrom: (read) => void (source = read) };
   };
-  const scrapedCounter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): ScrapedCounter<L> => {
-    let source: () => Iterable<Sample<L>> = () => [];
-    new Counter<L>({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const { labels, value } of source()) this.inc(labels, value);
-      },
-    });
-    return { readFrom: (read) => void (source = read) };
-  };
+  const scrapedGauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): ScrapedGauge<L> =>
+    scraped<L, Gauge<L>>(
+      (collect) => new Gauge<L>({ name, help, labelNames, registers, collect }),
+      (g, labels, value) => g.set(labels, value),
+    );
+  const scrapedCounter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): ScrapedCounter<L> =>
+    scraped<L, Counter<L>>(
+      (collect) => new Counter<L>({ name, help, labelNames, registers, collect }),
+      (c, labels, value) => c.inc(labels, value),
+    );
 
   const pool = {
     leasesTotal: counter("netslot_leases_total", "Leases granted"),
