@@ -154,8 +154,18 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
 
   await runOk(["ip", "netns", "add", name]);
   let child: ChildProcess | undefined;
+  // What a test started in the guest in the background (a server) would outlive the
+  // namespace's name, and keep the namespace itself alive: killed with it.
+  const killInside = () => {
+    try {
+      for (const pid of execFileSync("ip", ["netns", "pids", name], { encoding: "utf8" }).split("\n").filter(Boolean)) process.kill(Number(pid), "SIGKILL");
+    } catch {
+      // no such namespace (any more), or the process is gone
+    }
+  };
   const unregister = registerCleanup(() => {
     if (child && !exited(child)) child.kill("SIGKILL");
+    killInside();
     deleteNetnsSync(name);
   });
 
@@ -170,6 +180,7 @@ export async function startGuestStandIn(opts: GuestStandInOptions): Promise<Gues
         await gone;
         clearTimeout(timer);
       }
+      killInside();
       await run(["ip", "netns", "delete", name]);
       unregister();
     })();
